@@ -1,0 +1,112 @@
+"""Shared pieces of the benchmarks: the paired sets from ../shared/data, splits, tables.
+
+Benchmarks read the real data in ../shared/data (never copied into the repo) and write
+what they make under bench/out/ (ignored by git).
+"""
+from __future__ import annotations
+
+import hashlib
+import platform
+import random
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = (ROOT / ".." / "shared" / "data").resolve()
+OUT = ROOT / "bench" / "out"
+
+
+@dataclass
+class PairedSet:
+    name: str
+    train: list[tuple[str, str]]  # (degraded, clean) paths, the pool adapters may train on
+    val: list[tuple[str, str]]  # held out, scored only
+    note: str
+
+
+def _pairs(folder: Path) -> list[tuple[str, str]]:
+    return [(str(p), str(folder / "target" / p.name)) for p in sorted((folder / "input").iterdir())]
+
+
+def _group_split(pairs, n_val: int, seed: int):
+    """Pairs that share a clean image stay on one side (Rain100L repeats 9 backgrounds)."""
+    groups: dict[str, list] = {}
+    for pair in pairs:
+        groups.setdefault(hashlib.sha256(Path(pair[1]).read_bytes()).hexdigest(), []).append(pair)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    val, train = [], []
+    for k in keys:
+        (val if len(val) < n_val else train).extend(groups[k])
+    return train, val
+
+
+def rain100l(seed: int = 0, n_val: int = 20) -> PairedSet:
+    train, val = _group_split(_pairs(DATA / "rain100l"), n_val, seed)
+    return PairedSet("rain100l", train, val, "synthetic rain streaks (Rain100L test set)")
+
+
+def cbsd68_noise(sigma: float = 25.0, seed: int = 0, n_val: int = 20) -> PairedSet:
+    """CBSD68 + seeded Gaussian noise, written once as 8-bit PNGs under bench/out/data."""
+    folder = OUT / "data" / f"cbsd68_sigma{sigma:g}"
+    (folder / "input").mkdir(parents=True, exist_ok=True)
+    (folder / "target").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for src in sorted((DATA / "cbsd68" / "clean").iterdir()):
+        noise = rng.normal(0, sigma, size=Image.open(src).size[::-1] + (3,))
+        dst_in, dst_tg = folder / "input" / src.name, folder / "target" / src.name
+        if not dst_in.exists():
+            clean = np.asarray(Image.open(src).convert("RGB"), dtype=np.float64)
+            Image.fromarray(np.clip(np.round(clean + noise), 0, 255).astype(np.uint8)).save(dst_in)
+            Image.fromarray(clean.astype(np.uint8)).save(dst_tg)
+    train, val = _group_split(_pairs(folder), n_val, seed)
+    return PairedSet(f"cbsd68-σ{sigma:g}", train, val, f"CBSD68 with Gaussian noise σ={sigma:g}/255")
+
+
+def lol(seed: int = 0, n_val: int = 5) -> PairedSet:
+    train, val = _group_split(_pairs(DATA / "lol_eval15"), n_val, seed)
+    return PairedSet("lol", train, val, "real low light (LOL eval15)")
+
+
+SETS = {"rain100l": rain100l, "cbsd68": cbsd68_noise, "lol": lol}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = model
+    except (OSError, StopIteration):
+        pass
+    import os
+
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}"
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def markdown_table(columns: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0

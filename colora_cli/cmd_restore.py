@@ -1,0 +1,84 @@
+"""`colora restore`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from colora_cli import output
+from colora_cli.options import Device, Home, Tile
+from core.errors import ConflictError, InvalidInputError, NotFoundError
+from store.store import Store
+
+
+def restore(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+    task: Annotated[str, typer.Option("--task", "-t", help="Task whose adapter restores the images.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in the output folder.")] = False,
+    tile: Tile = 512,
+    device: Device = "auto",
+    home: Home = None,
+) -> None:
+    """Restore images with a task's adapter; results keep their names and formats.
+
+    Example: colora restore --task rain photos/ extra.jpg -o restored/
+    """
+    from colora_cli.loading import load_store_adapter
+    from core.adapters import restore_file
+    from core.device import resolve_device
+
+    store = Store.open(home)
+    task_row = store.task(task)
+    adapter = store.adapter(task_row)
+    if adapter is None:
+        raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
+    jobs = plan_outputs(inputs, out_dir, overwrite)
+    dev = resolve_device(device)
+    _, model = load_store_adapter(store, adapter)
+    model.to(dev)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with output.progress(f"restore ({task})", len(jobs)) as update:
+        for i, (src, dst) in enumerate(jobs):
+            restore_file(model, src, dst, tile=tile, overwrite=overwrite)
+            update(i + 1)
+    output.note(f"Restored {len(jobs)} image(s) into {out_dir}")
+
+
+def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
+    """(source, destination) for every image, checked before any work is done."""
+    from core.images import is_image_file
+
+    out_resolved = out_dir.resolve()
+    sources: list[Path] = []
+    for item in inputs:
+        if not item.exists():
+            raise NotFoundError(f"input not found: {item}")
+        if item.is_dir():
+            if item.resolve() == out_resolved:
+                raise InvalidInputError(f"the output folder {out_dir} is one of the inputs",
+                                        hint="choose another folder with -o")
+            found = sorted(p for p in item.iterdir() if p.is_file() and is_image_file(p))
+            if not found:
+                raise InvalidInputError(f"no images in folder {item}")
+            sources += found
+        elif is_image_file(item):
+            sources.append(item)
+        else:
+            raise InvalidInputError(f"not an image file: {item}", hint="give .png, .jpg, .bmp, .tif or .webp files or folders")
+    jobs, seen = [], {}
+    for src in sources:
+        dst = out_dir / src.name
+        if dst.name in seen:
+            raise InvalidInputError(f"two inputs would both be written as {dst.name}: {seen[dst.name]} and {src}",
+                                    hint="restore them into different output folders")
+        seen[dst.name] = src
+        if dst.resolve() == src.resolve():
+            raise InvalidInputError(f"refusing to overwrite the input {src}", hint="choose another output folder with -o")
+        jobs.append((src, dst))
+    existing = [d for _, d in jobs if d.exists()]
+    if existing and not overwrite:
+        raise ConflictError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}",
+                            hint="pass --overwrite to replace them, or choose another folder with -o")
+    return jobs

@@ -1,0 +1,28 @@
+"""Loading store weights into models (the bridge between store rows and core)."""
+from __future__ import annotations
+
+from store.schema import Adapter, Backbone
+from store.store import Store
+
+
+def load_store_backbone(store: Store, backbone: Backbone):
+    from core.weights import load_backbone
+
+    model, _ = load_backbone(store.path(backbone.path), expected_sha256=backbone.sha256)
+    return model
+
+
+def load_store_adapter(store: Store, adapter: Adapter, *, merge: bool = True):
+    """(backbone model, adapted model); the adapted one merged for fast inference."""
+    import copy
+
+    from core.lora import merge_all
+    from core.weights import apply_adapter
+
+    backbone = load_store_backbone(store, adapter.backbone)
+    model = copy.deepcopy(backbone)
+    apply_adapter(model, adapter.backbone.sha256, store.path(adapter.path))
+    if merge:
+        merge_all(model)
+    model.eval()
+    return backbone, model

@@ -1,0 +1,16 @@
+"""Options shared by several commands."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Home = Annotated[
+    Optional[Path],
+    typer.Option("--home", envvar="COLORA_HOME", show_envvar=True,
+                 help="Store folder. Default: $COLORA_HOME, else the platform's user data dir."),
+]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Tile = Annotated[int, typer.Option("--tile", min=0, help="Tile size in pixels for large images (0: whole image at once).")]

@@ -1,0 +1,99 @@
+"""Printing: data on stdout, progress, logs and errors on stderr."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+from rich.text import Text
+
+out = Console(soft_wrap=True)  # data: tables, JSON
+err = Console(stderr=True, soft_wrap=True)  # progress, notes, errors
+
+
+def note(message: str) -> None:
+    err.print(message, highlight=False)
+
+
+def error(message: str, hint: str | None = None) -> None:
+    err.print(f"[bold red]Error:[/] {message}", highlight=False, markup=True)
+    if hint:
+        err.print(f"[dim]Hint:[/] {hint}", highlight=False)
+
+
+def print_json(data) -> None:
+    out.print_json(json.dumps(data))
+
+
+def table(title: str | None, columns: list[str], rows: list[list], justify_numbers: bool = True) -> None:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="right" if justify_numbers and i > 0 else "left", no_wrap=i == 0)
+    for r in rows:
+        t.add_row(*["-" if v is None else str(v) for v in r])
+    out.print(t)
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} it/s" if speed else "-- it/s", style="cyan")
+
+
+@contextmanager
+def progress(description: str, total: int, *, loss: bool = False) -> Iterator:
+    """A progress bar on stderr; yields `update(completed, loss=None)`.
+
+    When stderr is not a terminal (logs, CI), a plain line every ~10 % replaces the bar.
+    """
+    if not err.is_terminal:
+        yield _plain_progress(description, total)
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if loss:
+        columns.append(TextColumn("loss {task.fields[loss]}"))
+    columns += [RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=False) as p:
+        task = p.add_task(description, total=total, loss="-")
+
+        def update(completed: int, loss_value: float | None = None) -> None:
+            fields = {"loss": f"{loss_value:.4f}"} if loss_value is not None else {}
+            p.update(task, completed=completed, **fields)
+
+        yield update
+
+
+def _plain_progress(description: str, total: int):
+    import time
+
+    start, last = time.perf_counter(), [0]
+
+    def update(completed: int, loss_value: float | None = None) -> None:
+        if completed * 10 // max(total, 1) > last[0] * 10 // max(total, 1) or completed == total:
+            elapsed = time.perf_counter() - start
+            rate = completed / elapsed if elapsed > 0 else 0.0
+            loss_text = f" loss {loss_value:.4f}" if loss_value is not None else ""
+            note(f"{description}: {completed}/{total}{loss_text} ({rate:.2f} it/s, {elapsed:.0f} s)")
+        last[0] = completed
+
+    return update
+
+
+def human_bytes(n: int | None) -> str | None:
+    if n is None:
+        return None
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return None
+
+
+def human_count(n: int | None) -> str | None:
+    if n is None:
+        return None
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)

@@ -1,0 +1,148 @@
+"""NAFNet-style restoration backbone (Chen et al., ECCV 2022), small and readable.
+
+Blocks start as the identity (beta = gamma = 0), the net predicts a residual on its input,
+and inputs of any size are padded to a multiple of 2**len(enc_blocks) and cropped back.
+Module paths are stable (`encoders.2.0.conv4`) because rank plans and adapters name them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    width: int = 16
+    enc_blocks: tuple[int, ...] = (1, 1, 1, 2)
+    middle_blocks: int = 2
+    dec_blocks: tuple[int, ...] = (1, 1, 1, 1)
+    in_channels: int = 3
+
+    def __post_init__(self):
+        if len(self.enc_blocks) != len(self.dec_blocks):
+            raise ValueError("enc_blocks and dec_blocks must have the same length")
+        # tuples, also when rebuilt from JSON lists
+        object.__setattr__(self, "enc_blocks", tuple(self.enc_blocks))
+        object.__setattr__(self, "dec_blocks", tuple(self.dec_blocks))
+
+    @property
+    def multiple(self) -> int:
+        """Input sides are padded to a multiple of this."""
+        return 2 ** len(self.enc_blocks)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "BackboneConfig":
+        return cls(**json.loads(text))
+
+
+PRESETS: dict[str, BackboneConfig] = {
+    "tiny": BackboneConfig(width=8, enc_blocks=(1, 1), middle_blocks=1, dec_blocks=(1, 1)),
+    "small": BackboneConfig(),
+    "base": BackboneConfig(width=32, enc_blocks=(1, 1, 1, 28), middle_blocks=1, dec_blocks=(1, 1, 1, 1)),
+}
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over channels at every pixel (autograd handles the backward)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W)
+        mu = x.mean(1, keepdim=True)
+        var = (x - mu).pow(2).mean(1, keepdim=True)
+        x = (x - mu) / torch.sqrt(var + self.eps)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class SimpleGate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 2C, H, W) -> (N, C, H, W)
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class NAFBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        dw = 2 * c
+        self.norm1 = LayerNorm2d(c)
+        self.conv1 = nn.Conv2d(c, dw, 1)
+        self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)  # depthwise: not a LoRA target
+        self.sg = SimpleGate()
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, 1))
+        self.conv3 = nn.Conv2d(dw // 2, c, 1)
+        self.norm2 = LayerNorm2d(c)
+        self.conv4 = nn.Conv2d(c, 2 * c, 1)
+        self.conv5 = nn.Conv2d(c, c, 1)
+        # zero scales: every block starts as the identity
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(self.conv1(self.norm1(inp)))
+        x = self.sg(x)
+        x = x * self.sca(x)
+        y = inp + self.conv3(x) * self.beta
+        x = self.conv5(self.sg(self.conv4(self.norm2(y))))
+        return y + x * self.gamma
+
+
+class NAFNet(nn.Module):
+    def __init__(self, config: BackboneConfig = BackboneConfig()):
+        super().__init__()
+        self.config = config
+        c = config.width
+        self.intro = nn.Conv2d(config.in_channels, c, 3, padding=1)
+        self.ending = nn.Conv2d(c, config.in_channels, 3, padding=1)
+        self.encoders = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        for n in config.enc_blocks:
+            self.encoders.append(nn.Sequential(*[NAFBlock(c) for _ in range(n)]))
+            self.downs.append(nn.Conv2d(c, 2 * c, 2, stride=2))
+            c *= 2
+        self.middle_blks = nn.Sequential(*[NAFBlock(c) for _ in range(config.middle_blocks)])
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for n in config.dec_blocks:
+            self.ups.append(nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.PixelShuffle(2)))
+            c //= 2
+            self.decoders.append(nn.Sequential(*[NAFBlock(c) for _ in range(n)]))
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W), any H, W
+        _, _, h, w = inp.shape
+        m = self.config.multiple
+        x_in = F.pad(inp, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="replicate")
+        x = self.intro(x_in)
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs):
+            x = encoder(x)
+            skips.append(x)
+            x = down(x)
+        x = self.middle_blks(x)
+        for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips)):
+            x = decoder(up(x) + skip)
+        x = self.ending(x) + x_in
+        return x[:, :, :h, :w]
+
+
+def build_backbone(config: BackboneConfig, seed: int | None = 0) -> NAFNet:
+    """A randomly initialised backbone; `seed` makes it reproducible."""
+    if seed is None:
+        return NAFNet(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return NAFNet(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,77 @@
+"""Training data: pairs held in memory, random crops and flips drawn from a seeded generator.
+
+Training sets are small on purpose (16 to 128 pairs), so they live in memory as float16
+(exact enough for 8-bit images and half the size of float32).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from core.errors import InvalidInputError
+from core.images import load_image
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 float32 in [0, 1] -> 3xHxW."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """3xHxW -> HxWx3 float32, clamped to [0, 1]."""
+    return t.detach().clamp(0, 1).float().cpu().numpy().transpose(1, 2, 0)
+
+
+def load_pair(input_path: str, target_path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    degraded, _, _ = load_image(input_path)
+    clean, _, _ = load_image(target_path)
+    return to_tensor(degraded), to_tensor(clean)
+
+
+class PairSet:
+    """(degraded, clean) pairs as 3xHxW tensors."""
+
+    def __init__(self, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+        if not pairs:
+            raise InvalidInputError("no training pairs")
+        self.pairs = [(x.half(), y.half()) for x, y in pairs]
+
+    @classmethod
+    def from_files(cls, paths: Sequence[tuple[str, str]]) -> "PairSet":
+        return cls([load_pair(a, b) for a, b in paths])
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def smallest_side(self) -> int:
+        return min(min(x.shape[-2:]) for x, _ in self.pairs)
+
+    def sample_batch(self, batch_size: int, patch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random pairs, random aligned crops, random flips and 90-degree turns."""
+        patch = min(patch, self.smallest_side())
+        xs, ys = [], []
+        for _ in range(batch_size):
+            x, y = self.pairs[int(torch.randint(len(self.pairs), (1,), generator=gen))]
+            h, w = x.shape[-2:]
+            top = int(torch.randint(h - patch + 1, (1,), generator=gen))
+            left = int(torch.randint(w - patch + 1, (1,), generator=gen))
+            x = x[:, top : top + patch, left : left + patch]
+            y = y[:, top : top + patch, left : left + patch]
+            x, y = augment(torch.stack([x, y]), gen)
+            xs.append(x)
+            ys.append(y)
+        return torch.stack(xs).float(), torch.stack(ys).float()
+
+
+def augment(t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Same flip / transpose for every image in `t` (..., H, W): the 8 dihedral symmetries."""
+    ops = torch.randint(2, (3,), generator=gen).tolist()
+    if ops[0]:
+        t = t.flip(-1)
+    if ops[1]:
+        t = t.flip(-2)
+    if ops[2] and t.shape[-1] == t.shape[-2]:
+        t = t.transpose(-1, -2)
+    return t

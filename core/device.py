@@ -1,0 +1,18 @@
+"""Choosing where tensors live."""
+from __future__ import annotations
+
+import torch
+
+from core.errors import InvalidInputError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name not in DEVICES:
+        raise InvalidInputError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("--device cuda was asked for, but no CUDA GPU is available", hint="use --device cpu")
+    return torch.device(name)

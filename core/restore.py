@@ -1,0 +1,58 @@
+"""Inference: whole images of any size, in overlapping tiles so memory stays bounded.
+
+The network pads each tile to its multiple and crops back; tiles overlap by `overlap`
+pixels and are blended with a linear ramp, so seams do not show.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 32
+
+
+def _starts(size: int, tile: int, step: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, step))
+    return starts + [size - tile]
+
+
+def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, device, dtype) -> torch.Tensor:
+    w = torch.ones(length, device=device, dtype=dtype)
+    ramp = torch.linspace(0, 1, overlap + 2, device=device, dtype=dtype)[1:-1]
+    if overlap and not at_start:
+        w[:overlap] = ramp
+    if overlap and not at_end:
+        w[-overlap:] = ramp.flip(0)
+    return w
+
+
+@torch.no_grad()
+def restore_tensor(model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TILE,
+                   overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
+    """(3, H, W) in [0, 1] -> restored (3, H, W) in [0, 1], on the model's device.
+
+    tile <= 0 means the whole image in one pass.
+    """
+    device = next(model.parameters()).device
+    x = image.to(device).unsqueeze(0)
+    _, _, h, w = x.shape
+    if tile <= 0 or (h <= tile and w <= tile):
+        return model(x)[0].clamp(0, 1)
+    overlap = max(0, min(overlap, tile // 4))
+    step = tile - overlap
+    out = torch.zeros_like(x)
+    weight = torch.zeros((1, 1, h, w), device=device, dtype=x.dtype)
+    ys, xs = _starts(h, tile, step), _starts(w, tile, step)
+    for top in ys:
+        for left in xs:
+            patch = x[:, :, top : top + tile, left : left + tile]
+            ph, pw = patch.shape[-2:]
+            wy = _ramp(ph, overlap, top == 0, top + ph >= h, device, x.dtype)
+            wx = _ramp(pw, overlap, left == 0, left + pw >= w, device, x.dtype)
+            mask = (wy[:, None] * wx[None, :])[None, None]
+            out[:, :, top : top + ph, left : left + pw] += model(patch) * mask
+            weight[:, :, top : top + ph, left : left + pw] += mask
+    return (out / weight)[0].clamp(0, 1)

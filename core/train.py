@@ -1,0 +1,180 @@
+"""The training loop, shared by adapter training and backbone pre-training.
+
+It knows nothing about the CLI or the store: progress is a callback, checkpoints go to the
+path it is given. A checkpoint holds the trained tensors, AdamW's moments, the data
+generator's state and the loss curve, so a run killed at any moment resumes where its last
+checkpoint left it and draws the same batches it would have drawn.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.errors import InvalidInputError
+from core.weights import read_tensors, save_tensors_atomic
+
+LOSSES = ("l1", "psnr")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500
+    batch_size: int = 4
+    patch_size: int = 96
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    loss: str = "l1"
+    seed: int = 0
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.01
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+    def validate(self) -> None:
+        positive = {"steps": self.steps, "batch size": self.batch_size, "patch size": self.patch_size}
+        for name, value in positive.items():
+            if value < 1:
+                raise InvalidInputError(f"{name} must be >= 1, got {value}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidInputError(f"learning rate must be a positive number, got {self.lr}")
+        if self.loss not in LOSSES:
+            raise InvalidInputError(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class TrainResult:
+    steps_done: int
+    loss_curve: list[tuple[int, float]]
+    wall_time_s: float
+    resumed_from: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        return self.loss_curve[-1][1] if self.loss_curve else float("nan")
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to min_lr_ratio * lr."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    floor = config.lr * config.min_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def restoration_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "l1":
+        return F.l1_loss(pred, target)
+    # PSNR loss: minimise -PSNR, i.e. 10*log10(MSE), per image then averaged
+    mse = (pred - target).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(mse + 1e-8)).mean()
+
+
+BatchFn = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+StepCallback = Callable[[int, int, float], None]
+
+
+class Checkpoint:
+    """Trained tensors + optimizer moments + generator state in one safetensors file."""
+
+    def __init__(self, path: Path, config_json: str):
+        self.path = Path(path)
+        self.config_json = config_json
+
+    def save(self, step: int, params: dict[str, nn.Parameter], opt: torch.optim.AdamW,
+             gen: torch.Generator, curve: list, wall: float) -> None:
+        tensors = {f"param.{k}": p.detach().cpu() for k, p in params.items()}
+        index = {id(p): k for k, p in params.items()}
+        for p, state in opt.state.items():
+            name = index[id(p)]
+            for key in ("exp_avg", "exp_avg_sq"):
+                tensors[f"adam.{key}.{name}"] = state[key].detach().cpu()
+            tensors[f"adam.step.{name}"] = torch.as_tensor(state["step"], dtype=torch.float64).reshape(1).cpu()
+        tensors["generator_state"] = gen.get_state()
+        meta = {"step": str(step), "config": self.config_json, "curve": json.dumps(curve), "wall": str(wall)}
+        save_tensors_atomic(self.path, tensors, meta)
+
+    def load(self, params: dict[str, nn.Parameter], opt: torch.optim.AdamW,
+             gen: torch.Generator) -> tuple[int, list, float]:
+        tensors, meta = read_tensors(self.path)
+        if meta.get("config") != self.config_json:
+            raise InvalidInputError(
+                "the checkpoint was written with other training settings",
+                hint="resume with the same options, or start over without --resume",
+            )
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(tensors[f"param.{k}"])
+        for k, p in params.items():
+            if f"adam.exp_avg.{k}" in tensors:
+                opt.state[p] = {
+                    "step": tensors[f"adam.step.{k}"].reshape(()).to(torch.float32),
+                    "exp_avg": tensors[f"adam.exp_avg.{k}"].to(p.device),
+                    "exp_avg_sq": tensors[f"adam.exp_avg_sq.{k}"].to(p.device),
+                }
+        gen.set_state(tensors["generator_state"])
+        return int(meta["step"]), [tuple(x) for x in json.loads(meta["curve"])], float(meta["wall"])
+
+
+def fit(
+    model: nn.Module,
+    params: dict[str, nn.Parameter],
+    make_batch: BatchFn,
+    config: TrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+    checkpoint: Checkpoint | None = None,
+    resume: bool = False,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train `params` (the only tensors that change) of `model` for config.steps steps."""
+    config.validate()
+    device = torch.device(device)
+    model.to(device).train()
+    opt = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
+    start, curve, wall_before = 0, [], 0.0
+    if resume and checkpoint is not None and checkpoint.path.exists():
+        start, curve, wall_before = checkpoint.load(params, opt, gen)
+    t0 = time.perf_counter()
+    window: list[float] = []
+    smoothed = None  # EMA of the loss, for the progress bar
+    for step in range(start, config.steps):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(config, step)
+        x, y = make_batch(step, gen)
+        loss = restoration_loss(model(x.to(device)), y.to(device), config.loss)
+        if not torch.isfinite(loss):
+            raise InvalidInputError(
+                f"training diverged at step {step + 1} (loss is {loss.item()})",
+                hint="lower the learning rate with --lr",
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        window.append(value)
+        smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            curve.append((done, sum(window) / len(window)))
+            window = []
+        if on_step is not None:
+            on_step(done, config.steps, smoothed)
+        if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps):
+            checkpoint.save(done, params, opt, gen, curve, wall_before + time.perf_counter() - t0)
+    model.eval()
+    return TrainResult(config.steps, curve, wall_before + time.perf_counter() - t0, resumed_from=start)

@@ -1,0 +1,91 @@
+"""Ordered, idempotent schema migrations, tracked in SQLite's user_version.
+
+Append new steps; never edit a released one. A database whose version is newer than the
+last step here comes from a newer colora and is refused rather than guessed at.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+from core.errors import IntegrityError
+
+V1 = [
+    """CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS backbones (
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, sha256 TEXT NOT NULL,
+        file_sha256 TEXT NOT NULL, path TEXT NOT NULL, config TEXT NOT NULL,
+        params INTEGER NOT NULL, pretrained BOOLEAN NOT NULL, description TEXT NOT NULL,
+        recipe TEXT, loss_curve TEXT, size_bytes INTEGER NOT NULL, created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS tasks (
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, folder TEXT NOT NULL,
+        val_folder TEXT, val_fraction FLOAT, split_seed INTEGER NOT NULL,
+        rank_plan TEXT, rank_plan_method TEXT, created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS pairs (
+        id INTEGER PRIMARY KEY,
+        task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        stem TEXT NOT NULL, split TEXT NOT NULL CHECK (split IN ('train', 'val')),
+        input_path TEXT NOT NULL, target_path TEXT NOT NULL,
+        width INTEGER NOT NULL, height INTEGER NOT NULL,
+        input_sha256 TEXT NOT NULL, target_sha256 TEXT NOT NULL,
+        UNIQUE (task_id, split, stem))""",
+    """CREATE TABLE IF NOT EXISTS adapters (
+        id INTEGER PRIMARY KEY,
+        task_id INTEGER NOT NULL UNIQUE REFERENCES tasks(id) ON DELETE CASCADE,
+        backbone_id INTEGER NOT NULL REFERENCES backbones(id),
+        path TEXT NOT NULL, file_sha256 TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+        trainable_params INTEGER NOT NULL, backbone_params INTEGER NOT NULL,
+        rank_plan TEXT NOT NULL, plan_method TEXT NOT NULL,
+        recycled BOOLEAN NOT NULL DEFAULT 0, created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS train_runs (
+        id INTEGER PRIMARY KEY,
+        task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        backbone_id INTEGER NOT NULL REFERENCES backbones(id),
+        adapter_id INTEGER REFERENCES adapters(id) ON DELETE SET NULL,
+        status TEXT NOT NULL, config TEXT NOT NULL, loss_curve TEXT,
+        steps_done INTEGER NOT NULL DEFAULT 0, wall_time_s FLOAT, checkpoint_path TEXT,
+        pid INTEGER, error TEXT, started_at TEXT NOT NULL, finished_at TEXT)""",
+    """CREATE TABLE IF NOT EXISTS eval_results (
+        id INTEGER PRIMARY KEY,
+        task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        adapter_id INTEGER REFERENCES adapters(id) ON DELETE CASCADE,
+        backbone_id INTEGER NOT NULL REFERENCES backbones(id),
+        subject TEXT NOT NULL, psnr FLOAT NOT NULL, ssim FLOAT NOT NULL,
+        n_pairs INTEGER NOT NULL, per_pair TEXT NOT NULL, created_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS ix_pairs_task ON pairs (task_id)",
+    "CREATE INDEX IF NOT EXISTS ix_eval_task ON eval_results (task_id, subject, id)",
+    "CREATE INDEX IF NOT EXISTS ix_runs_task ON train_runs (task_id, id)",
+]
+
+# CoLoRA rank plans: how a task's plan was computed, and each adapter's parameter budget
+V2 = [
+    ("tasks", "rank_plan_info", "TEXT"),
+    ("adapters", "budget", "FLOAT"),
+]
+
+MIGRATIONS: list[list] = [V1, V2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: Connection) -> int:
+    """Bring the database to SCHEMA_VERSION; returns the version it found."""
+    found = conn.execute(text("PRAGMA user_version")).scalar_one()
+    if found > SCHEMA_VERSION:
+        raise IntegrityError(
+            f"this store was written by a newer colora (schema {found}, this colora knows up to {SCHEMA_VERSION})",
+            hint="upgrade colora (pip install -U colora)",
+        )
+    for version in range(found, SCHEMA_VERSION):
+        for step in MIGRATIONS[version]:
+            if isinstance(step, tuple):
+                _add_column(conn, *step)
+            else:
+                conn.execute(text(step))
+        conn.execute(text(f"PRAGMA user_version = {version + 1}"))
+    return found
+
+
+def _add_column(conn: Connection, table: str, column: str, sql_type: str) -> None:
+    """ALTER TABLE ADD COLUMN, skipped when the column exists (so a step can be re-run)."""
+    existing = {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
+    if column not in existing:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))

@@ -1,0 +1,38 @@
+"""Where the store lives, and keeping every path inside it."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from core.errors import InvalidInputError
+
+ENV_HOME = "COLORA_HOME"
+DB_NAME = "colora.db"
+
+
+def resolve_home(home: str | os.PathLike | None = None) -> Path:
+    """--home, else $COLORA_HOME, else the platform's user data dir."""
+    if home:
+        return Path(home).expanduser().resolve()
+    if os.environ.get(ENV_HOME):
+        return Path(os.environ[ENV_HOME]).expanduser().resolve()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("colora", appauthor=False)).resolve()
+
+
+def inside(root: Path, relative: str) -> Path:
+    """`root / relative`, refusing anything that would land outside root."""
+    path = (root / relative).resolve()
+    if path != root and root not in path.parents:
+        raise InvalidInputError(f"path {relative!r} escapes the store")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,343 @@
+"""The store: a SQLite index (colora.db) plus weight files under one root folder.
+
+    <root>/colora.db
+    <root>/backbones/<name>.safetensors
+    <root>/tasks/<task>/adapter-<run>.safetensors
+    <root>/tasks/<task>/checkpoint.safetensors       (while a training run is unfinished)
+
+Files are written to a temp name and renamed into place *before* the row that points to
+them is committed, so a crash leaves at worst an orphan file, never a row without a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+from sqlalchemy.orm import Session, joinedload, sessionmaker
+
+from core.errors import ConflictError, InvalidInputError, NotFoundError
+from store.migrations import migrate
+from store.names import validate_slug
+from store.paths import DB_NAME, inside, resolve_home, sha256_file
+from store.schema import Adapter, Backbone, EvalResult, Pair, Setting, Task, TrainRun, utcnow
+
+DEFAULT_BACKBONE_KEY = "default_backbone"
+
+
+@dataclass(frozen=True)
+class NewPair:
+    stem: str
+    split: str
+    input_path: str
+    target_path: str
+    width: int
+    height: int
+    input_sha256: str
+    target_sha256: str
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = root
+        self.engine = create_engine(f"sqlite:///{root / DB_NAME}", connect_args={"timeout": 30})
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def create(cls, home: str | os.PathLike | None = None) -> "Store":
+        root = resolve_home(home)
+        if root.exists() and not root.is_dir():
+            raise InvalidInputError(f"{root} exists and is not a folder", hint="choose another --home")
+        for sub in ("", "backbones", "tasks"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        store = cls(root)
+        with store.engine.begin() as conn:
+            migrate(conn)
+        return store
+
+    @classmethod
+    def open(cls, home: str | os.PathLike | None = None) -> "Store":
+        root = resolve_home(home)
+        if not (root / DB_NAME).is_file():
+            raise NotFoundError(f"no colora store at {root}", hint="run `colora init` first (or pass --home)")
+        store = cls(root)
+        with store.engine.begin() as conn:
+            migrate(conn)
+        return store
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def path(self, relative: str) -> Path:
+        return inside(self.root, relative)
+
+    # ------------------------------------------------------------ backbones
+
+    def add_backbone(self, name: str, source: Path, *, sha256: str, config: str, params: int,
+                     pretrained: bool, description: str, recipe: dict | None = None,
+                     loss_curve: list | None = None, make_default: bool = False) -> Backbone:
+        """Copy a validated backbone file into the store and index it."""
+        validate_slug(name, "backbone")
+        rel = f"backbones/{name}.safetensors"
+        with self.session() as s:
+            if s.scalar(select(Backbone).where(Backbone.name == name)):
+                raise ConflictError(f"backbone '{name}' already exists", hint="choose another --name")
+        dest = self.path(rel)
+        copy_atomic(Path(source), dest)
+        row = Backbone(
+            name=name, sha256=sha256, file_sha256=sha256_file(dest), path=rel, config=config,
+            params=params, pretrained=pretrained, description=description,
+            recipe=json.dumps(recipe) if recipe is not None else None,
+            loss_curve=json.dumps(loss_curve) if loss_curve is not None else None,
+            size_bytes=dest.stat().st_size,
+        )
+        try:
+            with self.session() as s:
+                s.add(row)
+                s.flush()
+                if make_default or s.get(Setting, DEFAULT_BACKBONE_KEY) is None:
+                    s.merge(Setting(key=DEFAULT_BACKBONE_KEY, value=name))
+        except SQLIntegrityError:
+            raise ConflictError(f"backbone '{name}' already exists", hint="choose another --name") from None
+        return row
+
+    def backbones(self) -> list[Backbone]:
+        with self.session() as s:
+            return list(s.scalars(select(Backbone).order_by(Backbone.id)))
+
+    def default_backbone_name(self) -> str | None:
+        with self.session() as s:
+            setting = s.get(Setting, DEFAULT_BACKBONE_KEY)
+            return setting.value if setting else None
+
+    def set_default_backbone(self, name: str) -> None:
+        self.backbone(name)
+        with self.session() as s:
+            s.merge(Setting(key=DEFAULT_BACKBONE_KEY, value=name))
+
+    def backbone(self, name: str | None = None) -> Backbone:
+        """By name, or the default one."""
+        name = name or self.default_backbone_name()
+        if name is None:
+            raise NotFoundError("the store has no backbone", hint="run `colora init`")
+        with self.session() as s:
+            row = s.scalar(select(Backbone).where(Backbone.name == name))
+        if row is None:
+            raise NotFoundError(f"no backbone named '{name}'", hint="see `colora backbone list`")
+        return row
+
+    def backbone_by_id(self, backbone_id: int) -> Backbone:
+        with self.session() as s:
+            return s.get_one(Backbone, backbone_id)
+
+    # ------------------------------------------------------------ tasks
+
+    def add_task(self, name: str, folder: str, pairs: Sequence[NewPair], *, val_folder: str | None,
+                 val_fraction: float | None, seed: int) -> Task:
+        validate_slug(name)
+        task = Task(name=name, folder=folder, val_folder=val_folder, val_fraction=val_fraction, split_seed=seed)
+        task.pairs = [Pair(**p.__dict__) for p in pairs]
+        self.ensure_task_absent(name)
+        try:
+            with self.session() as s:
+                s.add(task)
+        except SQLIntegrityError:  # lost a race with another `task add` of the same name
+            raise _task_exists(name) from None
+        return task
+
+    def ensure_task_absent(self, name: str) -> None:
+        with self.session() as s:
+            if s.scalar(select(Task.id).where(Task.name == validate_slug(name))) is not None:
+                raise _task_exists(name)
+
+    def task(self, name: str) -> Task:
+        validate_slug(name)
+        with self.session() as s:
+            row = s.scalar(select(Task).where(Task.name == name))
+        if row is None:
+            raise NotFoundError(f"no task named '{name}'", hint=f"add it with `colora task add {name} FOLDER`, or see `colora list`")
+        return row
+
+    def pairs(self, task: Task, split: str | None = None) -> list[Pair]:
+        with self.session() as s:
+            q = select(Pair).where(Pair.task_id == task.id).order_by(Pair.split, Pair.stem)
+            if split:
+                q = q.where(Pair.split == split)
+            return list(s.scalars(q))
+
+    def set_rank_plan(self, task: Task, plan: dict[str, int], method: str, info: dict) -> None:
+        with self.session() as s:
+            row = s.get_one(Task, task.id)
+            row.rank_plan = json.dumps(plan)
+            row.rank_plan_method = method
+            row.rank_plan_info = json.dumps(info)
+
+    def remove_task(self, name: str) -> None:
+        task = self.task(name)
+        with self.session() as s:
+            s.delete(s.get_one(Task, task.id))
+        # rows first, then files: a crash in between leaves only orphan files
+        shutil.rmtree(self.task_dir(name), ignore_errors=True)
+
+    def task_dir(self, name: str) -> Path:
+        return self.path(f"tasks/{validate_slug(name)}")
+
+    # ------------------------------------------------------------ adapters and runs
+
+    def adapter(self, task: Task) -> Adapter | None:
+        with self.session() as s:
+            return s.scalar(select(Adapter).options(joinedload(Adapter.backbone)).where(Adapter.task_id == task.id))
+
+    def checkpoint_relpath(self, task: Task) -> str:
+        return f"tasks/{task.name}/checkpoint.safetensors"
+
+    def start_run(self, task: Task, backbone: Backbone, config: str) -> TrainRun:
+        run = TrainRun(task_id=task.id, backbone_id=backbone.id, status="running", config=config,
+                       checkpoint_path=self.checkpoint_relpath(task), pid=os.getpid())
+        with self.session() as s:
+            s.add(run)
+        return run
+
+    def resumable_run(self, task: Task) -> TrainRun | None:
+        """The latest unfinished run of this task whose checkpoint file exists."""
+        with self.session() as s:
+            run = s.scalar(select(TrainRun).where(TrainRun.task_id == task.id).order_by(TrainRun.id.desc()))
+        if run and run.status != "done" and run.checkpoint_path and self.path(run.checkpoint_path).exists():
+            return run
+        return None
+
+    def mark_run(self, run: TrainRun, status: str, *, error: str | None = None, pid: int | None = None) -> None:
+        with self.session() as s:
+            row = s.get_one(TrainRun, run.id)
+            row.status = status
+            row.error = error
+            if pid is not None:
+                row.pid = pid
+
+    def adapter_relpath(self, task: Task, run: TrainRun) -> str:
+        return f"tasks/{task.name}/adapter-{run.id}.safetensors"
+
+    def finish_run(self, run: TrainRun, task: Task, *, adapter_rel: str, trainable_params: int,
+                   backbone_params: int, rank_plan: dict[str, int], plan_method: str,
+                   budget: float | None, loss_curve: list, steps_done: int, wall_time_s: float) -> Adapter:
+        """Index the adapter file (already in place) and close the run, in one transaction."""
+        path = self.path(adapter_rel)
+        old_file = None
+        with self.session() as s:
+            old = s.scalar(select(Adapter).where(Adapter.task_id == task.id))
+            if old is not None:
+                old_file = old.path
+                s.delete(old)
+                s.flush()
+            adapter = Adapter(
+                task_id=task.id, backbone_id=run.backbone_id, path=adapter_rel,
+                file_sha256=sha256_file(path), size_bytes=path.stat().st_size,
+                trainable_params=trainable_params, backbone_params=backbone_params,
+                rank_plan=json.dumps(rank_plan), plan_method=plan_method, budget=budget,
+            )
+            s.add(adapter)
+            s.flush()
+            row = s.get_one(TrainRun, run.id)
+            row.status, row.adapter_id, row.finished_at = "done", adapter.id, utcnow()
+            row.loss_curve, row.steps_done, row.wall_time_s = json.dumps(loss_curve), steps_done, wall_time_s
+            row.checkpoint_path = None
+        if old_file and old_file != adapter_rel:
+            self.path(old_file).unlink(missing_ok=True)
+        self.path(run.checkpoint_path).unlink(missing_ok=True) if run.checkpoint_path else None
+        return adapter
+
+    def last_run(self, task: Task) -> TrainRun | None:
+        with self.session() as s:
+            return s.scalar(select(TrainRun).where(TrainRun.task_id == task.id).order_by(TrainRun.id.desc()))
+
+    # ------------------------------------------------------------ evaluation
+
+    def record_eval(self, task: Task, backbone: Backbone, adapter: Adapter | None,
+                    results: dict[str, tuple[float, float, list]]) -> None:
+        """results: subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...])."""
+        with self.session() as s:
+            for subject, (psnr, ssim, per_pair) in results.items():
+                s.add(EvalResult(
+                    task_id=task.id, adapter_id=adapter.id if adapter and subject == "adapter" else None,
+                    backbone_id=backbone.id, subject=subject, psnr=psnr, ssim=ssim,
+                    n_pairs=len(per_pair), per_pair=json.dumps(per_pair),
+                ))
+
+    def last_eval(self, task: Task, subject: str) -> EvalResult | None:
+        with self.session() as s:
+            return s.scalar(select(EvalResult).where(EvalResult.task_id == task.id, EvalResult.subject == subject)
+                            .order_by(EvalResult.id.desc()))
+
+    # ------------------------------------------------------------ listing
+
+    def summary(self) -> list[dict]:
+        """One dict per task for `colora list`: a handful of queries, whatever the task count."""
+        with self.session() as s:
+            tasks = list(s.scalars(select(Task).order_by(Task.name)))
+            counts: dict[tuple[int, str], int] = {
+                (t, sp): n for t, sp, n in s.execute(select(Pair.task_id, Pair.split, func.count()).group_by(Pair.task_id, Pair.split))
+            }
+            adapters = {a.task_id: a for a in s.scalars(select(Adapter))}
+            backbones = {b.id: b for b in s.scalars(select(Backbone))}
+            last_ids = select(func.max(EvalResult.id)).where(EvalResult.subject == "adapter").group_by(EvalResult.task_id)
+            evals = {e.task_id: e for e in s.scalars(select(EvalResult).where(EvalResult.id.in_(last_ids)))}
+            running = {r.task_id for r in s.scalars(select(TrainRun).where(TrainRun.status == "running"))}
+        rows = []
+        for t in tasks:
+            a = adapters.get(t.id)
+            e = evals.get(t.id) if a and evals.get(t.id) and evals[t.id].adapter_id == a.id else None
+            status = "trained" if a else ("training" if t.id in running else "untrained")
+            if a and a.recycled:
+                status = "recycled"
+            rows.append({
+                "task": t.name,
+                "train_pairs": counts.get((t.id, "train"), 0),
+                "val_pairs": counts.get((t.id, "val"), 0),
+                "adapter": status,
+                "backbone": backbones[a.backbone_id].name if a else None,
+                "trainable_params": a.trainable_params if a else None,
+                "percent_of_backbone": round(100 * a.trainable_params / a.backbone_params, 2) if a else None,
+                "plan_method": a.plan_method if a else None,
+                "budget_percent": round(100 * a.budget, 2) if a and a.budget is not None else None,
+                "size_bytes": a.size_bytes if a else None,
+                "psnr": round(e.psnr, 3) if e else None,
+                "ssim": round(e.ssim, 4) if e else None,
+            })
+        return rows
+
+
+def copy_atomic(source: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _task_exists(name: str) -> ConflictError:
+    return ConflictError(f"task '{name}' already exists",
+                         hint=f"choose another name, or remove it first with `colora task rm {name}`")
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA busy_timeout = 30000")
+    cur.close()
