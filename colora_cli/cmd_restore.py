@@ -8,7 +8,7 @@ import typer
 
 from colora_cli import output
 from colora_cli.options import Device, Home, Tile
-from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
 from store.store import Store
 
 
@@ -39,16 +39,24 @@ def restore(
     _, model = load_store_adapter(store, adapter)
     model.to(dev)
     out_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
     with output.progress(f"restore ({task})", len(jobs)) as update:
         for i, (src, dst) in enumerate(jobs):
-            restore_file(model, src, dst, tile=tile, overwrite=overwrite)
+            try:
+                restore_file(model, src, dst, tile=tile, overwrite=overwrite)
+            except ColoraError as e:  # one bad file must not stop a folder of thousands
+                failed.append(f"{src.name} ({e.message})")
             update(i + 1)
-    output.note(f"Restored {len(jobs)} image(s) into {out_dir}")
+    output.note(f"Restored {len(jobs) - len(failed)} image(s) into {out_dir}")
+    if failed:
+        raise InvalidInputError(f"{len(failed)} of {len(jobs)} image(s) could not be restored: " + "; ".join(failed[:3])
+                                + (f"; and {len(failed) - 3} more" if len(failed) > 3 else ""),
+                                hint="fix or remove those files and restore them again")
 
 
 def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
     """(source, destination) for every image, checked before any work is done."""
-    from core.images import is_image_file
+    from core.images import is_image_file, read_image_size
 
     out_resolved = out_dir.resolve()
     sources: list[Path] = []
@@ -77,6 +85,15 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool) -> list[tup
         if dst.resolve() == src.resolve():
             raise InvalidInputError(f"refusing to overwrite the input {src}", hint="choose another output folder with -o")
         jobs.append((src, dst))
+    unreadable = []
+    for src, _ in jobs:  # a cheap header read catches non-images and empty files before any work
+        try:
+            read_image_size(src)
+        except ColoraError as e:
+            unreadable.append(e.message)
+    if unreadable:
+        raise InvalidInputError(f"{len(unreadable)} input(s) are not readable images: " + "; ".join(unreadable[:3]),
+                                hint="remove them from the inputs, or fix them")
     existing = [d for _, d in jobs if d.exists()]
     if existing and not overwrite:
         raise ConflictError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}",

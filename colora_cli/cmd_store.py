@@ -21,8 +21,12 @@ def init(
     Example: colora init --home ~/colora-store
     """
     from colora_cli.backbones import install_bundled, install_random
+    from core.backbone import PRESETS
     from core.bundled import bundled_backbone
+    from core.errors import InvalidInputError
 
+    if config not in PRESETS:  # before anything is created
+        raise InvalidInputError(f"unknown backbone config {config!r}; use one of {', '.join(PRESETS)}")
     store = Store.create(home)
     if store.default_backbone_name() is not None:
         b = store.backbone()

@@ -86,12 +86,14 @@ def show(
             "percent_of_backbone": round(100 * adapter.trainable_params / adapter.backbone_params, 2),
             "plan_method": adapter.plan_method, "backbone": adapter.backbone.name, "created": adapter.created_at},
         "last_run": None if run is None else {
-            "status": run.status, "steps": run.steps_done, "wall_time_s": run.wall_time_s,
+            "status": run.status, "steps": run.steps_done,
+            "wall_time_s": round(run.wall_time_s, 1) if run.wall_time_s is not None else None,
             "final_loss": json.loads(run.loss_curve)[-1][1] if run.loss_curve else None},
         "eval": {s: {"psnr": round(e.psnr, 3), "ssim": round(e.ssim, 4), "pairs": e.n_pairs} for s, e in evals.items() if e},
         "created": task.created_at,
     }
     if as_json:
+        info["pairs"] = {split: [p.stem for p in pairs if p.split == split] for split in ("train", "val")}
         output.print_json(info)
         return
     rows = []

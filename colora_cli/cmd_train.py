@@ -104,8 +104,8 @@ def train(
                          budget=budget, loss_curve=result.loss_curve, steps_done=result.steps_done, wall_time_s=result.wall_time_s)
     except KeyboardInterrupt:
         store.mark_run(run, "interrupted")
-        raise ConflictError("training interrupted; the last checkpoint is kept",
-                            hint=f"continue with `colora train {name} --resume`") from None
+        output.note(f"Training interrupted; the last checkpoint is kept. Continue with `colora train {name} --resume`.")
+        raise
     except BaseException as e:
         store.mark_run(run, "failed", error=str(e)[:500])
         raise

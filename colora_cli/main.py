@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from typing import Annotated, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -14,10 +13,15 @@ from core.errors import ColoraError
 __version__ = "0.1.0"
 
 
+# Typer's own control flow (help, exit codes, usage errors) must pass through untouched. Newer
+# Typer vendors its own click, so take the classes from Typer rather than from `click`.
+_CLICK_FLOW = tuple({typer.Exit, typer.Abort, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")})
+
+
 class ColoraGroup(TyperGroup):
     """Turns domain errors into `Error: ...` + hint and exit code 1, without a traceback."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         debug = os.environ.get("COLORA_DEBUG") == "1"
         try:
             return super().invoke(ctx)
@@ -31,7 +35,7 @@ class ColoraGroup(TyperGroup):
                 raise
             output.error("interrupted")
             raise typer.Exit(130) from None
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except _CLICK_FLOW:
             raise
         except Exception as e:  # a bug or an environment problem: still one line by default
             if debug:

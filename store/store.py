@@ -255,7 +255,8 @@ class Store:
             row.checkpoint_path = None
         if old_file and old_file != adapter_rel:
             self.path(old_file).unlink(missing_ok=True)
-        self.path(run.checkpoint_path).unlink(missing_ok=True) if run.checkpoint_path else None
+        if run.checkpoint_path:
+            self.path(run.checkpoint_path).unlink(missing_ok=True)
         return adapter
 
     def last_run(self, task: Task) -> TrainRun | None:

@@ -1,0 +1,73 @@
+"""PROD pre-training: a few real steps on a tiny model, resume after an interruption, the bundled backbone."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.backbone import PRESETS
+from core.bundled import BUNDLED_DIR, bundled_backbone
+from core.pretrain import pretrain
+from core.prod import ProdSampler
+from core.train import TrainConfig
+from core.weights import load_backbone
+from store.paths import sha256_file
+from tests.conftest import textured
+
+
+@pytest.fixture
+def clean_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(textured(rng, 40, 48)).save(folder / f"{i}.png")
+    return folder
+
+
+class Stop(Exception):
+    pass
+
+
+def test_pretrain_trains_and_resumes(clean_dir, tmp_path):
+    config = TrainConfig(steps=8, batch_size=2, patch_size=24, lr=2e-3, checkpoint_every=2, log_every=2, warmup_steps=1)
+    sampler = ProdSampler(mode="random")
+    full, result, recipe = pretrain(clean_dir, PRESETS["tiny"], config, sampler)
+    assert result.steps_done == 8 and len(result.loss_curve) == 4
+    assert recipe["sampler"]["mode"] == "random" and recipe["data"]["images"] == 3
+
+    ckpt = tmp_path / "ckpt.safetensors"
+
+    def stop(done, total, loss):
+        if done == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pretrain(clean_dir, PRESETS["tiny"], config, sampler, checkpoint_path=ckpt, on_step=stop)
+    resumed, result2, _ = pretrain(clean_dir, PRESETS["tiny"], config, sampler, checkpoint_path=ckpt, resume=True)
+    assert result2.resumed_from == 4
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_pretrain_modes_record_their_recipe(clean_dir):
+    config = TrainConfig(steps=2, batch_size=1, patch_size=16, warmup_steps=1)
+    for mode in ("fixed", "single"):
+        _, _, recipe = pretrain(clean_dir, PRESETS["tiny"], config, ProdSampler(mode=mode))
+        assert recipe["sampler"]["mode"] == mode
+
+
+@pytest.mark.skipif(bundled_backbone() is None, reason="no bundled backbone in this checkout")
+def test_bundled_backbone_loads_and_matches_its_recorded_hash():
+    path, name = bundled_backbone()
+    recorded = json.loads((BUNDLED_DIR / f"{name}.json").read_text())
+    assert sha256_file(path) == recorded["file_sha256"]
+    model, meta = load_backbone(path, expected_sha256=recorded["sha256"])
+    assert meta["pretrained"] == "true"
+    assert json.loads(meta["recipe"])["sampler"]["mode"] == "random"
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 24, 40))
+    assert out.shape == (1, 3, 24, 40) and torch.isfinite(out).all()

@@ -1,0 +1,96 @@
+"""The store's index: migrations, integrity rules, path safety, and `list` staying free of torch."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import inspect
+
+from core.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
+from store.migrations import SCHEMA_VERSION
+from store.names import validate_slug
+from store.paths import inside
+from store.schema import Base
+from store.store import NewPair, Store
+
+
+def test_fresh_store_matches_the_orm_schema(isolated_home):
+    store = Store.create(isolated_home)
+    db = inspect(store.engine)
+    for table in Base.metadata.sorted_tables:
+        on_disk = {c["name"] for c in db.get_columns(table.name)}
+        assert on_disk == {c.name for c in table.columns}, table.name
+    with sqlite3.connect(isolated_home / "colora.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_version_1_database_is_migrated_and_migrations_are_idempotent(isolated_home):
+    from store.migrations import V1
+
+    isolated_home.mkdir(parents=True)
+    with sqlite3.connect(isolated_home / "colora.db") as conn:
+        for statement in V1:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+    Store.open(isolated_home)
+    Store.open(isolated_home)  # a second open changes nothing
+    with sqlite3.connect(isolated_home / "colora.db") as conn:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
+        assert "rank_plan_info" in columns
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_database_from_a_newer_colora_is_refused(isolated_home):
+    Store.create(isolated_home)
+    with sqlite3.connect(isolated_home / "colora.db") as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(IntegrityError, match="newer colora"):
+        Store.open(isolated_home)
+
+
+def test_missing_store_says_how_to_create_it(tmp_path):
+    with pytest.raises(NotFoundError) as e:
+        Store.open(tmp_path / "nowhere")
+    assert "colora init" in e.value.hint
+
+
+@pytest.mark.parametrize("name", ["", "Rain", "../x", "a/b", "a b", "-x", "x" * 64, "auto", "naïve"])
+def test_bad_names_are_refused(name):
+    with pytest.raises(InvalidInputError):
+        validate_slug(name)
+
+
+def test_paths_cannot_escape_the_store(tmp_path):
+    with pytest.raises(InvalidInputError, match="escapes"):
+        inside(tmp_path, "../outside")
+    assert inside(tmp_path, "tasks/rain/a.safetensors") == tmp_path / "tasks/rain/a.safetensors"
+
+
+def pair(stem, split="train"):
+    return NewPair(stem=stem, split=split, input_path=f"/x/{stem}", target_path=f"/y/{stem}", width=4, height=4,
+                   input_sha256="0" * 64, target_sha256="1" * 64)
+
+
+def test_duplicate_task_is_a_conflict_and_removal_cascades(isolated_home):
+    store = Store.create(isolated_home)
+    store.add_task("rain", "/x", [pair("a"), pair("b", "val")], val_folder=None, val_fraction=0.5, seed=0)
+    with pytest.raises(ConflictError, match="already exists"):
+        store.add_task("rain", "/x", [pair("c")], val_folder=None, val_fraction=0.5, seed=0)
+    assert [p.stem for p in store.pairs(store.task("rain"))] == ["a", "b"]
+    store.remove_task("rain")
+    with pytest.raises(NotFoundError):
+        store.task("rain")
+    with sqlite3.connect(isolated_home / "colora.db") as conn:
+        assert conn.execute("SELECT count(*) FROM pairs").fetchone()[0] == 0
+
+
+def test_list_and_help_do_not_import_torch(isolated_home):
+    Store.create(isolated_home)
+    code = ("import sys; from typer.testing import CliRunner; from colora_cli.main import app; "
+            "r1 = CliRunner().invoke(app, ['list']); r2 = CliRunner().invoke(app, ['--help']); "
+            "assert r1.exit_code == 0 and r2.exit_code == 0, (r1.output, r2.output); print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
