@@ -10,7 +10,7 @@ import typer
 from colora_cli import output
 from colora_cli.options import Device, Home
 from core.errors import ConflictError
-from store.store import Store
+from store.store import Store, pid_alive
 
 
 def train(
@@ -119,16 +119,6 @@ def train(
 
 def _refuse_concurrent_run(store: Store, task) -> None:
     run = store.last_run(task)
-    if run and run.status == "running" and run.pid and run.pid != os.getpid() and _alive(run.pid):
+    if run and run.status == "running" and run.pid and run.pid != os.getpid() and pid_alive(run.pid):
         raise ConflictError(f"task '{task.name}' is already being trained (process {run.pid})",
                             hint="wait for it to finish, or stop it and use --resume")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from core.lora import inject_lora, lora_parameter_count, lora_layers
 from core.metrics import psnr, ssim
 from core.restore import DEFAULT_TILE, restore_tensor
 from core.train import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
-from core.weights import AdapterMeta, save_adapter
+from core.weights import AdapterMeta
 
 
 def train_adapter(
@@ -59,13 +60,8 @@ def train_adapter(
 
 
 def _checkpoint_key(config: TrainConfig, plan: dict[str, int], sha: str) -> str:
-    # a checkpoint only resumes the exact same run
-    import json
+    """A checkpoint only resumes the exact same run."""
     return json.dumps({"config": config.to_json(), "plan": plan, "backbone": sha}, sort_keys=True)
-
-
-def write_adapter(path: Path, model: nn.Module, meta: AdapterMeta) -> None:
-    save_adapter(path, model, meta)
 
 
 @torch.no_grad()

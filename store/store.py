@@ -294,14 +294,21 @@ class Store:
             backbones = {b.id: b for b in s.scalars(select(Backbone))}
             last_ids = select(func.max(EvalResult.id)).where(EvalResult.subject == "adapter").group_by(EvalResult.task_id)
             evals = {e.task_id: e for e in s.scalars(select(EvalResult).where(EvalResult.id.in_(last_ids)))}
-            running = {r.task_id for r in s.scalars(select(TrainRun).where(TrainRun.status == "running"))}
+            latest_runs = select(func.max(TrainRun.id)).group_by(TrainRun.task_id)
+            runs = {r.task_id: r for r in s.scalars(select(TrainRun).where(TrainRun.id.in_(latest_runs)))}
         rows = []
         for t in tasks:
             a = adapters.get(t.id)
             e = evals.get(t.id) if a and evals.get(t.id) and evals[t.id].adapter_id == a.id else None
-            status = "trained" if a else ("training" if t.id in running else "untrained")
-            if a and a.recycled:
-                status = "recycled"
+            run = runs.get(t.id)
+            if run is not None and run.status == "running" and pid_alive(run.pid):
+                status = "training"
+            elif run is not None and run.status != "done":
+                status = "interrupted" if not a else "trained (a retraining was interrupted)"
+            else:
+                status = "untrained"
+            if a and (run is None or run.status == "done"):
+                status = "recycled" if a.recycled else "trained"
             rows.append({
                 "task": t.name,
                 "train_pairs": counts.get((t.id, "train"), 0),
@@ -317,6 +324,19 @@ class Store:
                 "ssim": round(e.ssim, 4) if e else None,
             })
         return rows
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process of this machine still runs (for runs marked `running`)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def copy_atomic(source: Path, dest: Path) -> None:

@@ -1,0 +1,107 @@
+"""Killed and concurrent commands leave a consistent store: real subprocesses, real SIGKILL."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import make_pairs
+
+COLORA = [sys.executable, "-c", "from colora_cli.main import run; run()"]
+
+
+def colora(home, *args, check=True, **kwargs):
+    env = {**os.environ, "COLORA_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*COLORA, *map(str, args)], env=env, capture_output=True, text=True, **kwargs)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def start(home, *args):
+    env = {**os.environ, "COLORA_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([*COLORA, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def home_with_task(tmp_path, isolated_home):
+    colora(isolated_home, "init", "--random-init", "--config", "tiny")
+    colora(isolated_home, "task", "add", "noise", make_pairs(tmp_path / "p", n=4, size=(32, 32)))
+    return isolated_home
+
+
+def wait_for(path, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigkill_during_training_then_doctor_and_resume(home_with_task):
+    home = home_with_task
+    train = ("train", "noise", "--rank", 2, "--steps", 400, "--patch-size", 16, "--batch-size", 2, "--checkpoint-every", 10)
+    proc = start(home, *train)
+    wait_for(home / "tasks" / "noise" / "checkpoint.safetensors", proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    report = json.loads(colora(home, "doctor", "--json").stdout)  # exit 0: consistent
+    assert not [f for f in report if f["severity"] == "error"]
+    assert any(f["kind"] == "resumable_run" for f in report)
+    assert json.loads(colora(home, "list", "--json").stdout)[0]["adapter"] == "interrupted"
+
+    resumed = colora(home, *train, "--resume")
+    assert "resumed at step" in resumed.stderr
+    assert json.loads(colora(home, "list", "--json").stdout)[0]["adapter"] == "trained"
+    colora(home, "eval", "noise")  # the adapter loads and scores
+    report = json.loads(colora(home, "doctor", "--json").stdout)
+    assert [f for f in report if f["severity"] != "cleanup"] == []
+
+
+def test_concurrent_trainings_and_list_on_one_store(home_with_task, tmp_path):
+    home = home_with_task
+    colora(home, "task", "add", "noise2", make_pairs(tmp_path / "q", n=4, size=(32, 32), seed=5))
+    args = ("--rank", 2, "--steps", 30, "--patch-size", 16, "--batch-size", 2)
+    procs = [start(home, "train", "noise", *args), start(home, "train", "noise2", *args)]
+    listings = 0
+    while any(p.poll() is None for p in procs):
+        colora(home, "list", "--json")
+        listings += 1
+    for p in procs:
+        assert p.returncode == 0, p.stderr.read()
+    rows = {r["task"]: r for r in json.loads(colora(home, "list", "--json").stdout)}
+    assert rows["noise"]["adapter"] == rows["noise2"]["adapter"] == "trained"
+    assert listings >= 1
+    colora(home, "doctor")
+
+
+def test_racing_task_adds_one_wins_one_gets_a_clear_error(tmp_path, isolated_home):
+    colora(isolated_home, "init", "--random-init", "--config", "tiny")
+    folder = make_pairs(tmp_path / "p", n=3)
+    procs = [start(isolated_home, "task", "add", "same", folder) for _ in range(2)]
+    results = [(p.wait(), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    loser = next(err for code, err in results if code == 1)
+    assert "already exists" in loser and "Traceback" not in loser
+    assert len(json.loads(colora(isolated_home, "list", "--json").stdout)) == 1
+
+
+def test_second_training_of_the_same_task_is_refused_while_one_runs(home_with_task):
+    home = home_with_task
+    train = ("train", "noise", "--rank", 2, "--steps", 400, "--patch-size", 16, "--batch-size", 2, "--checkpoint-every", 10)
+    proc = start(home, *train)
+    try:
+        wait_for(home / "tasks" / "noise" / "checkpoint.safetensors", proc)
+        second = colora(home, *train, check=False)
+        assert second.returncode == 1 and "already being trained" in second.stderr
+    finally:
+        proc.kill()
+        proc.wait()
