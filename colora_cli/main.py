@@ -71,12 +71,13 @@ def main(
 
 
 def _register() -> None:
-    from colora_cli import cmd_backbone, cmd_doctor, cmd_eval, cmd_ranks, cmd_restore, cmd_store, cmd_task, cmd_train
+    from colora_cli import cmd_adapter, cmd_backbone, cmd_doctor, cmd_eval, cmd_ranks, cmd_restore, cmd_store, cmd_task, cmd_train
 
     app.command("init")(cmd_store.init)
     app.command("list")(cmd_store.list_tasks)
     app.add_typer(cmd_task.app, name="task")
     app.add_typer(cmd_backbone.app, name="backbone")
+    app.add_typer(cmd_adapter.app, name="adapter")
     app.command("ranks")(cmd_ranks.ranks)
     app.command("train")(cmd_train.train)
     app.command("eval")(cmd_eval.eval_task)

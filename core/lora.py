@@ -188,8 +188,12 @@ def load_adapter_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> N
         for ab in "AB":
             dst = getattr(layer, f"lora_{ab}")
             src = state[f"{path}.lora_{ab}"]
+            if not src.is_floating_point():
+                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has dtype {src.dtype}, expected a float type")
             if src.shape != dst.shape:
                 raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
+            if not torch.isfinite(src).all():
+                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} holds NaN or infinite values")
             dst.copy_(src.to(dst.dtype))
 
 

@@ -233,22 +233,10 @@ class Store:
                    backbone_params: int, rank_plan: dict[str, int], plan_method: str,
                    budget: float | None, loss_curve: list, steps_done: int, wall_time_s: float) -> Adapter:
         """Index the adapter file (already in place) and close the run, in one transaction."""
-        path = self.path(adapter_rel)
-        old_file = None
         with self.session() as s:
-            old = s.scalar(select(Adapter).where(Adapter.task_id == task.id))
-            if old is not None:
-                old_file = old.path
-                s.delete(old)
-                s.flush()
-            adapter = Adapter(
-                task_id=task.id, backbone_id=run.backbone_id, path=adapter_rel,
-                file_sha256=sha256_file(path), size_bytes=path.stat().st_size,
-                trainable_params=trainable_params, backbone_params=backbone_params,
-                rank_plan=json.dumps(rank_plan), plan_method=plan_method, budget=budget,
-            )
-            s.add(adapter)
-            s.flush()
+            adapter, old_file = self._replace_adapter(
+                s, task, run.backbone_id, adapter_rel, trainable_params=trainable_params,
+                backbone_params=backbone_params, rank_plan=json.dumps(rank_plan), plan_method=plan_method, budget=budget)
             row = s.get_one(TrainRun, run.id)
             row.status, row.adapter_id, row.finished_at = "done", adapter.id, utcnow()
             row.loss_curve, row.steps_done, row.wall_time_s = json.dumps(loss_curve), steps_done, wall_time_s
@@ -258,6 +246,35 @@ class Store:
         if run.checkpoint_path:
             self.path(run.checkpoint_path).unlink(missing_ok=True)
         return adapter
+
+    def add_adapter(self, task: Task, backbone: Backbone, adapter_rel: str, *, trainable_params: int,
+                    rank_plan: dict[str, int], plan_method: str, budget: float | None, recycled: bool = False) -> Adapter:
+        """Index an adapter file that did not come from a training run (imported, recycled)."""
+        with self.session() as s:
+            adapter, old_file = self._replace_adapter(
+                s, task, backbone.id, adapter_rel, trainable_params=trainable_params, backbone_params=backbone.params,
+                rank_plan=json.dumps(rank_plan), plan_method=plan_method, budget=budget, recycled=recycled)
+        if old_file and old_file != adapter_rel:
+            self.path(old_file).unlink(missing_ok=True)
+        return adapter
+
+    def _replace_adapter(self, s: Session, task: Task, backbone_id: int, adapter_rel: str, **fields) -> tuple[Adapter, str | None]:
+        """A task has one current adapter: the new row replaces the old one (whose file the caller removes)."""
+        path = self.path(adapter_rel)
+        old = s.scalar(select(Adapter).where(Adapter.task_id == task.id))
+        old_file = old.path if old is not None else None
+        if old is not None:
+            s.delete(old)
+            s.flush()
+        adapter = Adapter(task_id=task.id, backbone_id=backbone_id, path=adapter_rel, file_sha256=sha256_file(path),
+                          size_bytes=path.stat().st_size, **fields)
+        s.add(adapter)
+        s.flush()
+        return adapter, old_file
+
+    def backbone_by_sha256(self, sha256: str) -> Backbone | None:
+        with self.session() as s:
+            return s.scalar(select(Backbone).where(Backbone.sha256 == sha256).order_by(Backbone.id))
 
     def last_run(self, task: Task) -> TrainRun | None:
         with self.session() as s:
