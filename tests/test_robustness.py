@@ -105,3 +105,48 @@ def test_second_training_of_the_same_task_is_refused_while_one_runs(home_with_ta
     finally:
         proc.kill()
         proc.wait()
+
+
+def kill_when(proc, condition, timeout=120):
+    deadline = time.time() + timeout
+    while not condition():
+        if proc.poll() is not None or time.time() > deadline:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def assert_consistent(home):
+    result = colora(home, "doctor", "--json", check=False)
+    assert result.returncode == 0, result.stderr
+    assert not [f for f in json.loads(result.stdout) if f["severity"] == "error"]
+    colora(home, "list")
+
+
+def test_sigkill_during_task_add_restore_and_pretrain(home_with_task, tmp_path):
+    home = home_with_task
+    # task add: killed while validating a larger folder -> no half task
+    big = make_pairs(tmp_path / "big", n=40, size=(64, 48))
+    proc = start(home, "task", "add", "big", big)
+    kill_when(proc, lambda: False, timeout=1.0)
+    assert_consistent(home)
+    names = [r["task"] for r in json.loads(colora(home, "list", "--json").stdout)]
+    assert names in (["big", "noise"], ["noise"])
+    # restore: killed after the first output appears
+    colora(home, "train", "noise", "--rank", 2, "--steps", 3, "--patch-size", 16, "--batch-size", 2)
+    out = tmp_path / "out"
+    proc = start(home, "restore", "--task", "noise", big / "input", "-o", out)
+    kill_when(proc, lambda: out.exists() and any(out.glob("*.png")))
+    assert_consistent(home)
+    assert all(p.stat().st_size > 0 for p in (big / "input").iterdir())
+    # pretrain: killed after its first checkpoint, then resumed to the end
+    clean = big / "target"
+    args = ("backbone", "pretrain", clean, "--config", "tiny", "--steps", 200, "--batch-size", 2, "--patch-size", 16,
+            "--checkpoint-every", 5, "--name", "p")
+    proc = start(home, *args)
+    kill_when(proc, lambda: (home / "pretrain" / "p" / "checkpoint.safetensors").exists())
+    assert_consistent(home)
+    colora(home, *args, "--resume")
+    assert any(b["name"] == "p" for b in json.loads(colora(home, "backbone", "list", "--json").stdout))
+    assert_consistent(home)
