@@ -207,6 +207,9 @@ class Store:
         run = TrainRun(task_id=task.id, backbone_id=backbone.id, status="running", config=config,
                        checkpoint_path=self.checkpoint_relpath(task), pid=os.getpid())
         with self.session() as s:
+            # a fresh run reuses the task's checkpoint file: earlier unfinished runs can no longer resume
+            for old in s.scalars(select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status != "done")):
+                old.status, old.checkpoint_path = "abandoned", None
             s.add(run)
         return run
 
