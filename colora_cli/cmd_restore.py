@@ -1,6 +1,7 @@
 """`colora restore`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -38,7 +39,11 @@ def restore(
     dev = resolve_device(device)
     _, model = load_store_adapter(store, adapter)
     model.to(dev)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ColoraError(f"cannot create the output folder {out_dir}: {e.strerror or e}",
+                          hint="choose another folder with -o") from e
     failed: list[str] = []
     with output.progress(f"restore ({task})", len(jobs)) as update:
         for i, (src, dst) in enumerate(jobs):
@@ -55,21 +60,36 @@ def restore(
 
 
 def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
-    """(source, destination) for every image, checked before any work is done."""
-    from core.images import is_image_file, read_image_size
+    """(source, destination) for every image, checked before any work is done.
 
+    Folders are read at their top level only (so an output folder inside an input folder is
+    never read back as input); symlinks are followed, and broken ones are refused like
+    unreadable files. Every input is fully decoded here, so a truncated file stops the command
+    before anything is written.
+    """
+    from core.images import IMAGE_EXTENSIONS, is_image_file, verify_image
+
+    _check_out_dir(out_dir)
     out_resolved = out_dir.resolve()
     sources: list[Path] = []
+    broken: list[Path] = []
     for item in inputs:
+        if item.is_symlink() and not item.exists():
+            raise NotFoundError(f"broken link: {item} (points to {os.readlink(item)})",
+                                hint="fix the link or leave it out of the inputs")
         if not item.exists():
-            raise NotFoundError(f"input not found: {item}")
+            raise NotFoundError(f"input not found: {item}", hint="check the path")
         if item.is_dir():
             if item.resolve() == out_resolved:
                 raise InvalidInputError(f"the output folder {out_dir} is one of the inputs",
                                         hint="choose another folder with -o")
-            found = sorted(p for p in item.iterdir() if p.is_file() and is_image_file(p))
-            if not found:
-                raise InvalidInputError(f"no images in folder {item}")
+            entries = sorted(p for p in item.iterdir() if is_image_file(p))
+            found = [p for p in entries if p.is_file()]  # follows symlinks; subfolders are not read
+            broken += [p for p in entries if p.is_symlink() and not p.exists()]
+            if not found and not broken:
+                raise InvalidInputError(f"no images in folder {item}",
+                                        hint="colora reads the top level of a folder, files ending in "
+                                        + ", ".join(sorted(IMAGE_EXTENSIONS)))
             sources += found
         elif is_image_file(item):
             sources.append(item)
@@ -85,17 +105,29 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool) -> list[tup
         if dst.resolve() == src.resolve():
             raise InvalidInputError(f"refusing to overwrite the input {src}", hint="choose another output folder with -o")
         jobs.append((src, dst))
-    unreadable = []
-    for src, _ in jobs:  # a cheap header read catches non-images and empty files before any work
+    unreadable = [f"broken link {p}" for p in broken]
+    for src, _ in jobs:  # a full decode catches empty, truncated and non-image files before any work
         try:
-            read_image_size(src)
+            verify_image(src)
         except ColoraError as e:
             unreadable.append(e.message)
     if unreadable:
-        raise InvalidInputError(f"{len(unreadable)} input(s) are not readable images: " + "; ".join(unreadable[:3]),
+        raise InvalidInputError(f"{len(unreadable)} input(s) are not readable images: " + "; ".join(unreadable[:3])
+                                + (f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""),
                                 hint="remove them from the inputs, or fix them")
-    existing = [d for _, d in jobs if d.exists()]
+    existing = [d for _, d in jobs if d.exists() or d.is_symlink()]
     if existing and not overwrite:
         raise ConflictError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}",
                             hint="pass --overwrite to replace them, or choose another folder with -o")
     return jobs
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """The output path, or the first of its parents that exists, must be a folder."""
+    for p in (out_dir, *out_dir.absolute().parents):
+        if p.exists() or p.is_symlink():
+            if p.is_dir():
+                return
+            where = "" if p == out_dir else f" ({p} is not a folder)"
+            raise InvalidInputError(f"the output path {out_dir} is not a folder{where}",
+                                    hint="give a folder with -o; it is created if missing")

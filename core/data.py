@@ -49,11 +49,17 @@ class PairSet:
         return min(min(x.shape[-2:]) for x, _ in self.pairs)
 
     def sample_batch(self, batch_size: int, patch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random pairs, random aligned crops, random flips and 90-degree turns."""
-        patch = min(patch, self.smallest_side())
+        """Random pairs, random aligned crops, random flips and 90-degree turns.
+
+        Crops come from the pairs that can hold a patch x patch crop, so one tiny pair does not
+        shrink every crop; only when no pair is that large does the patch shrink to fit.
+        """
+        pool = [p for p in self.pairs if min(p[0].shape[-2:]) >= patch]
+        if not pool:
+            pool, patch = self.pairs, self.smallest_side()
         xs, ys = [], []
         for _ in range(batch_size):
-            x, y = self.pairs[int(torch.randint(len(self.pairs), (1,), generator=gen))]
+            x, y = pool[int(torch.randint(len(pool), (1,), generator=gen))]
             h, w = x.shape[-2:]
             top = int(torch.randint(h - patch + 1, (1,), generator=gen))
             left = int(torch.randint(w - patch + 1, (1,), generator=gen))

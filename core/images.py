@@ -96,6 +96,8 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "truncated" in text.lower():
         return "truncated"
+    if "data stream" in text.lower():  # Pillow's "broken/unrecognized data stream ... reading image file"
+        return "corrupt image data"
     return text
 
 

@@ -3,7 +3,8 @@
 Layout: FOLDER holds exactly one input subfolder (degraded images; a name from
 `INPUT_DIR_NAMES`) and exactly one target subfolder (clean images; `TARGET_DIR_NAMES`), matched
 case-insensitively. Only their top level is read: nested folders, hidden files (".*") and
-files without an image extension are ignored; symlinks to files are followed.
+files without an image extension are ignored; symlinks to files are followed. Broken symlinks
+and folders with an image name ("001.png/") are reported as problems.
 
 Matching rule, in two fixed steps:
 
@@ -94,9 +95,9 @@ def _role_dirs(folder: Path) -> tuple[Path, Path]:
     )
 
 
-def _list_images(d: Path) -> tuple[list[Path], list[Path]]:
-    """(image files, broken symlinks with an image name) at the top level of `d`, sorted."""
-    files, broken = [], []
+def _list_images(d: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """(image files, broken symlinks, folders) with an image name at the top level of `d`, sorted."""
+    files, broken, folders = [], [], []
     for entry in sorted(d.iterdir()):
         if not is_image_file(entry):
             continue
@@ -104,7 +105,9 @@ def _list_images(d: Path) -> tuple[list[Path], list[Path]]:
             files.append(entry)
         elif entry.is_symlink() and not entry.exists():
             broken.append(entry)
-    return files, broken
+        elif entry.is_dir():  # "001.png/": its partner would otherwise be reported as unpaired only
+            folders.append(entry)
+    return files, broken, folders
 
 
 def _group(files: list[Path], key) -> dict[str, list[Path]]:
@@ -125,7 +128,7 @@ def find_pairs(folder: str | Path) -> list[PairRecord]:
     in_dir, tg_dir = _role_dirs(root)
     rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731 - messages name paths like input/004.png
 
-    (in_files, in_broken), (tg_files, tg_broken) = _list_images(in_dir), _list_images(tg_dir)
+    (in_files, in_broken, in_folders), (tg_files, tg_broken, tg_folders) = _list_images(in_dir), _list_images(tg_dir)
     plain = _group(in_files, str), _group(tg_files, str)
     stripped = _group(in_files, strip_prefix), _group(tg_files, strip_prefix)
     n_plain = len(plain[0].keys() & plain[1].keys())
@@ -137,6 +140,7 @@ def find_pairs(folder: str | Path) -> list[PairRecord]:
         if not files:
             problems.append(f"no images in {rel(d)}/")
     problems += [f"broken link {rel(p)}" for p in in_broken + tg_broken]
+    problems += [f"folder with an image name {rel(p)}/" for p in in_folders + tg_folders]
     for d, groups in ((in_dir, in_groups), (tg_dir, tg_groups)):
         for key in sorted(groups):
             if len(groups[key]) > 1:
