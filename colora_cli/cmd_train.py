@@ -9,7 +9,7 @@ import typer
 
 from colora_cli import output
 from colora_cli.options import Device, Home
-from core.errors import ConflictError
+from core.errors import ColoraError, ConflictError
 from store.store import Store, pid_alive
 
 
@@ -114,7 +114,36 @@ def train(
         f"Trained '{name}': {result.steps_done} steps{resumed} in {result.wall_time_s:.1f} s, "
         f"final loss {result.final_loss:.4f}; adapter {output.human_bytes(store.path(adapter_rel).stat().st_size)}."
     )
+    _quick_validation(store, task, model, dev)
     output.note(f"Next: colora eval {name}")
+
+
+QUICK_VAL_PAIRS = 4
+
+
+def _quick_validation(store: Store, task, model, device) -> None:
+    """Validation PSNR of the new (merged) adapter on at most QUICK_VAL_PAIRS pairs, for the summary; not recorded."""
+    from colora_cli.manifest import manifest_changes
+    from core.adapters import evaluate
+    from core.lora import merge_all
+
+    val_pairs = store.pairs(task, "val")
+    if not val_pairs:
+        return
+    used = val_pairs[:QUICK_VAL_PAIRS]
+    if manifest_changes(used):
+        output.note(f"Validation PSNR skipped: validation files of '{task.name}' changed since they were added.")
+        return
+    merge_all(model)
+    try:
+        results = evaluate({"input": None, "adapter": model}, [(p.stem, p.input_path, p.target_path) for p in used],
+                           device=device)
+    except ColoraError as e:  # the adapter is saved; a summary line must not fail the command
+        output.note(f"Validation PSNR skipped: {e.message}")
+        return
+    psnr_in, psnr_adapter = results["input"][0], results["adapter"][0]
+    output.note(f"Validation PSNR {psnr_adapter:.2f} dB on {len(used)} of {len(val_pairs)} validation pair(s) "
+                f"(input {psnr_in:.2f} dB, {psnr_adapter - psnr_in:+.2f}); merged adapter, not recorded.")
 
 
 def _refuse_concurrent_run(store: Store, task) -> None:
