@@ -35,11 +35,10 @@ def train(
 
     from colora_cli.loading import load_store_backbone
     from colora_cli.manifest import require_unchanged
-    from colora_cli.ranking import compute_plan, stored_plan
     from core.adapters import train_adapter
     from core.backbone import count_parameters
     from core.device import resolve_device
-    from core.lora import lora_parameter_count, uniform_rank_plan
+    from core.lora import lora_parameter_count
     from core.train import TrainConfig
     from core.weights import save_adapter
 
@@ -65,17 +64,7 @@ def train(
     require_unchanged(name, train_pairs)
     backbone = load_store_backbone(store, backbone_row)
     if plan is None:
-        if rank is not None:
-            plan, method, budget = uniform_rank_plan(backbone, rank), "uniform", None
-            info = {"method": "uniform", "rank": rank}
-        else:
-            stored = stored_plan(task, backbone_row)
-            if stored is None:
-                output.note(f"Task '{name}' has no rank plan for this backbone yet; computing it (CoLoRA, FAIG).")
-                rank_plan, info = compute_plan(store, task, backbone_row, backbone, seed=seed, device=dev)
-                stored = rank_plan.ranks, rank_plan.method, info
-            plan, method, info = stored
-            budget = info.get("budget")
+        plan, method, budget, info = _choose_plan(store, task, backbone_row, backbone, rank, seed, dev)
     torch.manual_seed(config.seed)  # LoRA A initialisation
     if previous:
         run = previous
@@ -144,6 +133,22 @@ def _quick_validation(store: Store, task, model, device) -> None:
     psnr_in, psnr_adapter = results["input"][0], results["adapter"][0]
     output.note(f"Validation PSNR {psnr_adapter:.2f} dB on {len(used)} of {len(val_pairs)} validation pair(s) "
                 f"(input {psnr_in:.2f} dB, {psnr_adapter - psnr_in:+.2f}); merged adapter, not recorded.")
+
+
+def _choose_plan(store: Store, task, backbone_row, backbone, rank: int | None, seed: int, device):
+    """(ranks, method, budget, info): uniform with --rank, else the task's plan, computed if missing."""
+    from colora_cli.ranking import compute_plan, stored_plan
+    from core.lora import uniform_rank_plan
+
+    if rank is not None:
+        return uniform_rank_plan(backbone, rank), "uniform", None, {"method": "uniform", "rank": rank}
+    stored = stored_plan(task, backbone_row)
+    if stored is None:
+        output.note(f"Task '{task.name}' has no rank plan for this backbone yet; computing it (CoLoRA, FAIG).")
+        plan, info = compute_plan(store, task, backbone_row, backbone, seed=seed, device=device)
+        stored = plan.ranks, plan.method, info
+    ranks, method, info = stored
+    return ranks, method, info.get("budget"), info
 
 
 def _refuse_concurrent_run(store: Store, task) -> None:
