@@ -365,6 +365,9 @@ def copy_atomic(source: Path, dest: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(source, tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; copies are ordinary files
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
