@@ -14,8 +14,9 @@ Mapping scores to ranks under a parameter budget B (a fraction of the backbone's
 a LoRA of rank r on a conv costs r * c with c = C_in*kh*kw + C_out. Every target layer first
 gets `min_rank`; the rest of the budget is shared in proportion to the scores, each layer's
 share becoming floor(share / c) extra ranks, capped at `max_rank` and at the layer's full
-rank min(C_out, C_in*kh*kw); what is left goes one rank at a time to the layers furthest below
-their share that still fit. The total never exceeds B.
+rank min(C_out, C_in*kh*kw). What is left (rounding, and the shares of capped layers) goes one
+rank at a time to the contributing layer furthest below its share relative to its weight, while
+a rank still fits, so the plan spends close to the whole budget and never more than B.
 """
 from __future__ import annotations
 
@@ -108,14 +109,13 @@ def plan_from_scores(model: nn.Module, scores: dict[str, float], budget: float, 
         extra = min(int(share[p] // cost[p]), cap[p] - ranks[p])
         ranks[p] += extra
         spent += extra * cost[p]
-    while True:  # leftovers: one rank at a time to the layer furthest below its share
-        deficit = {p: (share[p] - (ranks[p] - min_rank) * cost[p]) / cost[p] for p in targets
-                   if weights[p] > 0 and ranks[p] < cap[p] and spent + cost[p] <= limit}
-        if not deficit:
+    # leftovers (rounding, and the shares of layers that hit their cap): one rank at a time to
+    # the contributing layer furthest below its share, relative to its weight, while ranks fit
+    while True:
+        room = [p for p in targets if weights[p] > 0 and ranks[p] < cap[p] and spent + cost[p] <= limit]
+        if not room:
             break
-        best = max(deficit, key=lambda p: (deficit[p], p))
-        if deficit[best] <= 0:
-            break
+        best = max(room, key=lambda p: ((share[p] - (ranks[p] - min_rank) * cost[p]) / (weights[p] * rest), p))
         ranks[best] += 1
         spent += cost[best]
     return RankPlan(ranks, method, budget, limit, spent, scores=weights,
