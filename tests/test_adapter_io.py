@@ -10,7 +10,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from colora_cli.main import app
-from tests.conftest import make_pairs
+from conftest import make_pairs
 
 
 @pytest.fixture(scope="module")

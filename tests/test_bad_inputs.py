@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -24,38 +23,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from colora_cli.main import app
+from cli_helpers import ANSI, err, invoke, ok
 from conftest import make_pairs, textured
 
 TINY_INIT = ("init", "--random-init", "--config", "tiny")
 FAST_TRAIN = ("--rank", "2", "--steps", "10", "--patch-size", "16", "--batch-size", "2")
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ORIENTATION = 0x0112
 
-runner = CliRunner()
 
 
 # ---------------------------------------------------------------- CLI helpers
 
 
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    text = result.stdout + result.stderr
-    assert "Traceback" not in text, text
-    if result.exception is not None:
-        assert isinstance(result.exception, SystemExit), f"unhandled {result.exception!r}\n{text}"
-    return result
 
 
-def err(result) -> str:
-    return ANSI.sub("", result.stderr)
 
 
-def ok(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result
 
 
 def fails(result, *fragments: str, hint: str = ""):

@@ -25,44 +25,27 @@ import numpy as np
 import pytest
 import typer.main
 from PIL import Image
-from typer.testing import CliRunner
 
 from colora_cli.main import __version__, app
+from cli_helpers import err, invoke, ok, out
 from conftest import make_pairs, textured
 
 TINY_INIT = ("init", "--random-init", "--config", "tiny")
 # --rank: a uniform plan, so that train does not first compute a CoLoRA (FAIG) rank plan
 FAST_TRAIN = ("--steps", "20", "--patch-size", "32", "--batch-size", "2", "--rank", "2")
 RANDOM_LABEL = "random init, not pre-trained"
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
-runner = CliRunner()
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def invoke(*args, input: str | None = None):
-    """Run `colora ARGS`; fail on any traceback or exception that escaped the CLI's handler."""
-    result = runner.invoke(app, [str(a) for a in args], input=input)
-    text = result.stdout + result.stderr
-    assert "Traceback" not in text, text
-    if result.exception is not None:
-        assert isinstance(result.exception, SystemExit), f"unhandled {result.exception!r}\n{text}"
-    return result
 
 
-def out(result) -> str:
-    return ANSI.sub("", result.stdout)
 
 
-def err(result) -> str:
-    return ANSI.sub("", result.stderr)
 
 
-def ok(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result
 
 
 def fails(result, *fragments: str, code: int = 1, stdout_empty: bool = True):

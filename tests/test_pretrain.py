@@ -15,7 +15,7 @@ from core.prod import ProdSampler
 from core.train import TrainConfig
 from core.weights import load_backbone
 from store.paths import sha256_file
-from tests.conftest import textured
+from conftest import textured
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from core.backbone import PRESETS, build_backbone, count_parameters
 from core.errors import InvalidInputError
 from core.lora import lora_parameter_count, lora_targets
 from core.ranks import faig_scores, full_rank, plan_from_scores, uniform_plan
-from tests.conftest import make_pairs
+from conftest import make_pairs
 
 
 def pair_paths(folder):

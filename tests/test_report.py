@@ -19,40 +19,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from colora_cli.main import app
+from cli_helpers import ANSI, err, invoke, ok
 from conftest import make_pairs
 
 TINY_INIT = ("init", "--random-init", "--config", "tiny")
 FAST_TRAIN = ("--rank", "2", "--steps", "10", "--patch-size", "16", "--batch-size", "2")
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 STRUCTURAL = {"html", "head", "body", "header", "main", "footer", "section", "div", "table", "thead", "tbody", "tr",
               "th", "td", "figure", "figcaption", "h1", "h2", "h3", "p", "code", "span", "b", "style", "title"}
 VOID = {"meta", "img", "br", "link", "hr", "input"}
 
-runner = CliRunner()
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    text = result.stdout + result.stderr
-    assert "Traceback" not in text, text
-    if result.exception is not None:
-        assert isinstance(result.exception, SystemExit), f"unhandled {result.exception!r}\n{text}"
-    return result
 
 
-def err(result) -> str:
-    return ANSI.sub("", result.stderr)
 
 
-def ok(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result
 
 
 def fails(result, *fragments: str, code: int = 1):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import make_pairs
+from conftest import make_pairs
 
 COLORA = [sys.executable, "-c", "from colora_cli.main import run; run()"]
 

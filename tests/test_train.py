@@ -17,7 +17,7 @@ from core.lora import lora_layers, uniform_rank_plan
 from core.restore import restore_tensor
 from core.train import TrainConfig, learning_rate
 from core.weights import state_fingerprint
-from tests.conftest import make_pairs
+from conftest import make_pairs
 
 
 def file_sha(path):
