@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,7 +13,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.table import Table
 from rich.text import Text
 
-out = Console(soft_wrap=True)  # data: tables, JSON
+# Piped or captured output gets room for whole table rows (Rich would assume 80 columns);
+# $COLUMNS still wins, and a terminal's own width is used as is.
+_PIPE_WIDTH = None if os.environ.get("COLUMNS") or sys.stdout.isatty() else 160
+
+out = Console(soft_wrap=True, width=_PIPE_WIDTH)  # data: tables, JSON
 err = Console(stderr=True, soft_wrap=True)  # progress, notes, errors
 
 
