@@ -41,6 +41,23 @@ def make_pairs(folder: Path, n: int = 6, size: tuple[int, int] = (40, 32), seed:
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """On a busy 2-core machine, several intra-op threads make tiny models many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def wide_console(monkeypatch):
+    """Rich reads COLUMNS on every print: keep table cells from being wrapped or cut."""
+    monkeypatch.setenv("COLUMNS", "250")
+
+
 @pytest.fixture
 def pairs_dir(tmp_path) -> Path:
     return make_pairs(tmp_path / "pairs")

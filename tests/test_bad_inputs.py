@@ -28,6 +28,9 @@ from colora_cli.main import app
 from cli_helpers import ANSI, err, invoke, ok
 from conftest import make_pairs, textured
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "wide_console")
+
+
 TINY_INIT = ("init", "--random-init", "--config", "tiny")
 FAST_TRAIN = ("--rank", "2", "--steps", "10", "--patch-size", "16", "--batch-size", "2")
 ORIENTATION = 0x0112
@@ -205,20 +208,8 @@ def write_bad(folder: Path, kind: str, name: str | None = None) -> Path:
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a busy 2-core machine, several intra-op threads make tiny models many times slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "250")
 
 
 @dataclass

@@ -30,6 +30,9 @@ from colora_cli.main import __version__, app
 from cli_helpers import err, invoke, ok, out
 from conftest import make_pairs, textured
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "wide_console")
+
+
 TINY_INIT = ("init", "--random-init", "--config", "tiny")
 # --rank: a uniform plan, so that train does not first compute a CoLoRA (FAIG) rank plan
 FAST_TRAIN = ("--steps", "20", "--patch-size", "32", "--batch-size", "2", "--rank", "2")
@@ -109,21 +112,8 @@ def copy_store(home: Path, dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a busy 2-core machine, several intra-op threads make tiny models many times slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch):
-    """Rich reads COLUMNS on every print: keep table cells from being wrapped or cut."""
-    monkeypatch.setenv("COLUMNS", "250")
 
 
 @pytest.fixture

@@ -24,6 +24,9 @@ from colora_cli.main import app
 from cli_helpers import ANSI, err, invoke, ok
 from conftest import make_pairs
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 TINY_INIT = ("init", "--random-init", "--config", "tiny")
 FAST_TRAIN = ("--rank", "2", "--steps", "10", "--patch-size", "16", "--batch-size", "2")
 STRUCTURAL = {"html", "head", "body", "header", "main", "footer", "section", "div", "table", "thead", "tbody", "tr",
@@ -146,14 +149,6 @@ class World:
     train_noise: object  # CliRunner result of `colora train noise`
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
