@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from store.schema import Backbone
-from store.store import Store
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.schema import Backbone  # noqa: F401
+    from store.store import Store  # noqa: F401
 
 
 def install_random(store: Store, config_name: str, seed: int, name: str | None = None) -> Backbone:

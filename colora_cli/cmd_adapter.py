@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -10,7 +10,9 @@ from colora_cli import output
 from colora_cli.options import Home
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from store.names import validate_slug
-from store.store import Store, copy_atomic
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.store import Store, copy_atomic  # noqa: F401
 
 app = typer.Typer(help="Share adapters: export a task's adapter, import one into a task.", no_args_is_help=True)
 
@@ -26,6 +28,7 @@ def export_adapter(
 
     Example: colora adapter export rain rain-adapter.safetensors
     """
+    from store.store import Store, copy_atomic
     store = Store.open(home)
     adapter = store.adapter(store.task(task))
     if adapter is None:
@@ -52,6 +55,7 @@ def import_adapter(
     from colora_cli.loading import load_store_backbone
     from core.lora import lora_parameter_count
     from core.weights import apply_adapter, read_adapter
+    from store.store import Store, copy_atomic
 
     validate_slug(task)
     if file.suffix.lower() != ".safetensors":

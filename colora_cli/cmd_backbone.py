@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from colora_cli import output
 from colora_cli.options import Device, Home, Json
-from store.store import Store
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.store import Store  # noqa: F401
 
 app = typer.Typer(help="The store's backbones: list, show, pre-train, import and export.", no_args_is_help=True)
 
@@ -20,6 +22,7 @@ def list_backbones(home: Home = None, as_json: Json = False) -> None:
 
     Example: colora backbone list
     """
+    from store.store import Store
     store = Store.open(home)
     default = store.default_backbone_name()
     rows = [{"name": b.name, "default": b.name == default, "pretrained": b.pretrained, "label": b.label,
@@ -43,6 +46,7 @@ def show(
 
     Example: colora backbone show prod-small
     """
+    from store.store import Store
     store = Store.open(home)
     b = store.backbone(name)
     curve = json.loads(b.loss_curve) if b.loss_curve else None
@@ -84,10 +88,12 @@ def pretrain(
     from core.backbone import PRESETS
     from core.device import resolve_device
     from core.errors import ConflictError, InvalidInputError
-    from core.pretrain import pretrain as run_pretrain, save_pretrained
+    from core.pretrain import pretrain as run_pretrain
+    from core.pretrain import save_pretrained
     from core.prod import MODES, ProdSampler
     from core.train import TrainConfig
     from store.names import validate_slug
+    from store.store import Store
 
     validate_slug(name, "backbone")
     if config not in PRESETS:
@@ -137,6 +143,7 @@ def import_backbone(
     from colora_cli.backbones import install_file
     from core.errors import InvalidInputError
     from store.names import validate_slug
+    from store.store import Store
 
     validate_slug(name, "backbone")
     if file.suffix.lower() != ".safetensors":
@@ -158,7 +165,7 @@ def export_backbone(
     Example: colora backbone export prod-small ./prod-small.safetensors
     """
     from core.errors import ConflictError
-    from store.store import copy_atomic
+    from store.store import Store, copy_atomic
 
     store = Store.open(home)
     b = store.backbone(name)
@@ -174,6 +181,7 @@ def set_default(name: Annotated[str, typer.Argument(help="Backbone name.")], hom
 
     Example: colora backbone default prod-small
     """
+    from store.store import Store
     store = Store.open(home)
     store.set_default_backbone(name)
     output.note(f"'{name}' is now the default backbone.")

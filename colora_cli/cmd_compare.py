@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from colora_cli import output
 from colora_cli.options import Device, Home, Tile
 from core.errors import ConflictError, InvalidInputError, NotFoundError
-from store.store import Store
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.store import Store  # noqa: F401
 
 
 def task_list(value: str, option: str) -> list[str]:
@@ -56,6 +58,7 @@ def compare(
     from core.device import resolve_device
     from core.images import load_image, read_image_size
     from core.report import restore_rgb, write_grid
+    from store.store import Store
 
     names = task_list(tasks, "--tasks")
     if out.suffix.lower() != ".png":

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from colora_cli import output
 from colora_cli.options import Home, Json
 from core.errors import IntegrityError
-from store.doctor import check, fix
-from store.store import Store
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.doctor import check, fix  # noqa: F401
+    from store.store import Store  # noqa: F401
 
 
 def doctor(
@@ -22,6 +24,8 @@ def doctor(
 
     Example: colora doctor --fix
     """
+    from store.doctor import check, fix
+    from store.store import Store
     store = Store.open(home)
     findings = check(store)
     if fix_:

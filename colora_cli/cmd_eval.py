@@ -5,14 +5,16 @@ import json
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from colora_cli import output
 from colora_cli.options import Device, Home, Json, Tile
 from core.errors import InvalidInputError
-from store.store import Store
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.store import Store  # noqa: F401
 
 
 def eval_task(
@@ -36,6 +38,7 @@ def eval_task(
     from colora_cli.manifest import require_unchanged
     from core.adapters import evaluate
     from core.device import resolve_device
+    from store.store import Store
 
     if overwrite and report is None:
         raise typer.BadParameter("--overwrite only applies to a --report folder", param_hint="--overwrite")

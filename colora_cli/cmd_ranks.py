@@ -1,14 +1,16 @@
 """`colora ranks`."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from colora_cli import output
 from colora_cli.options import Device, Home, Json
 from colora_cli.ranking import DEFAULT_BUDGET
-from store.store import Store
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.store import Store  # noqa: F401
 
 
 def ranks(
@@ -29,6 +31,7 @@ def ranks(
     from colora_cli.loading import load_store_backbone
     from colora_cli.ranking import compute_plan, show_plan
     from core.device import resolve_device
+    from store.store import Store
 
     store = Store.open(home)
     task = store.task(name)

@@ -1,13 +1,15 @@
 """`colora init` and `colora list` (the latter must stay free of torch)."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from colora_cli import output
 from colora_cli.options import Home, Json
-from store.store import Store
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.store import Store  # noqa: F401
 
 
 def init(
@@ -24,6 +26,7 @@ def init(
     from core.backbone import PRESETS
     from core.bundled import bundled_backbone
     from core.errors import InvalidInputError
+    from store.store import Store
 
     if config not in PRESETS:  # before anything is created
         raise InvalidInputError(f"unknown backbone config {config!r}; use one of {', '.join(PRESETS)}")
@@ -46,8 +49,9 @@ def list_tasks(home: Home = None, as_json: Json = False) -> None:
 
     Example: colora list --json
     """
-    store = Store.open(home)
-    rows = store.summary()
+    from store.summary import store_rows
+
+    rows = store_rows(home)
     if as_json:
         output.print_json(rows)
         return

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -11,7 +11,9 @@ from colora_cli import output
 from colora_cli.options import Home, Json
 from core.errors import InvalidInputError
 from store.names import validate_slug
-from store.store import NewPair, Store
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.store import NewPair, Store  # noqa: F401
 
 app = typer.Typer(help="Register, inspect and remove tasks (folders of degraded/clean pairs).", no_args_is_help=True)
 
@@ -30,6 +32,7 @@ def add(
     Example: colora task add rain ./pairs --val-fraction 0.2
     """
     from core.pairs import find_pairs, split_pairs
+    from store.store import NewPair, Store
 
     if val is not None and val_fraction is not None:
         raise typer.BadParameter("use either --val or --val-fraction, not both", param_hint="--val")
@@ -64,6 +67,7 @@ def show(
     Example: colora task show rain
     """
     from colora_cli.manifest import manifest_changes
+    from store.store import Store
 
     store = Store.open(home)
     task = store.task(name)
@@ -114,6 +118,7 @@ def rm(
 
     Example: colora task rm rain --yes
     """
+    from store.store import Store
     store = Store.open(home)
     task = store.task(name)
     if not yes and not typer.confirm(f"Remove task '{task.name}' with its adapter and results?", default=False, err=True):

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from colora_cli import output
 from colora_cli.options import Device, Home
 from core.errors import ColoraError, ConflictError
-from store.store import Store, pid_alive
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.store import Store, pid_alive  # noqa: F401
 
 
 def train(
@@ -41,6 +43,7 @@ def train(
     from core.lora import lora_parameter_count
     from core.train import TrainConfig
     from core.weights import save_adapter
+    from store.store import Store
 
     store = Store.open(home)
     task = store.task(name)
@@ -152,6 +155,7 @@ def _choose_plan(store: Store, task, backbone_row, backbone, rank: int | None, s
 
 
 def _refuse_concurrent_run(store: Store, task) -> None:
+    from store.store import pid_alive
     run = store.last_run(task)
     if run and run.status == "running" and run.pid and run.pid != os.getpid() and pid_alive(run.pid):
         raise ConflictError(f"task '{task.name}' is already being trained (process {run.pid})",

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import IntegrityError
-from core.images import sha256_file
-from store.schema import Pair
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from core.images import sha256_file  # noqa: F401
+    from store.schema import Pair  # noqa: F401
 
 
 def manifest_changes(pairs: list[Pair]) -> list[str]:
     """One line per pair file that is missing or whose content changed since `task add`."""
+    from core.images import sha256_file
     changes = []
     for p in pairs:
         for role, path, digest in (("input", p.input_path, p.input_sha256), ("target", p.target_path, p.target_sha256)):

@@ -8,10 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
-from rich.text import Text
 
 # Piped or captured output gets room for whole table rows (Rich would assume 80 columns);
 # $COLUMNS still wins, and a terminal's own width is used as is.
@@ -44,12 +41,6 @@ def table(title: str | None, columns: list[str], rows: list[list], justify_numbe
     out.print(t)
 
 
-class RateColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} it/s" if speed else "-- it/s", style="cyan")
-
-
 @contextmanager
 def progress(description: str, total: int, *, loss: bool = False) -> Iterator:
     """A progress bar on stderr; yields `update(completed, loss=None)`.
@@ -59,6 +50,16 @@ def progress(description: str, total: int, *, loss: bool = False) -> Iterator:
     if not err.is_terminal:
         yield _plain_progress(description, total)
         return
+    # imported here: rich.progress is the slowest part of Rich to import, and `list` never needs it
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.2f} it/s" if speed else "-- it/s", style="cyan")
+
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
     if loss:
         columns.append(TextColumn("loss {task.fields[loss]}"))

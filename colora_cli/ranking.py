@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from colora_cli import output
-from store.schema import Backbone, Task
-from store.store import Store
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.schema import Backbone, Task  # noqa: F401
+    from store.store import Store  # noqa: F401
 
 DEFAULT_BUDGET = 0.07
 
@@ -48,8 +51,8 @@ def stored_plan(task: Task, backbone_row: Backbone) -> tuple[dict[str, int], str
 
 
 def show_plan(backbone, ranks: dict[str, int], info: dict, title: str) -> None:
-    from core.ranks import layer_cost, stage_of
     from core.lora import lora_targets
+    from core.ranks import layer_cost, stage_of
 
     targets = lora_targets(backbone)
     scores = info.get("scores") or {}

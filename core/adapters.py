@@ -77,10 +77,10 @@ def evaluate(
 
     Returns subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...]).
     """
+    from core.fast import for_inference
+
     per: dict[str, list] = {name: [] for name in models}
-    for m in models.values():
-        if m is not None:
-            m.to(device).eval()
+    models = {name: None if m is None else for_inference(m.to(device).eval()) for name, m in models.items()}
     for i, (stem, inp, tgt) in enumerate(pairs):
         x, y = load_pair(inp, tgt)
         for name, m in models.items():
@@ -92,14 +92,3 @@ def evaluate(
         name: (sum(r[1] for r in rows) / len(rows), sum(r[2] for r in rows) / len(rows), rows)
         for name, rows in per.items()
     }
-
-
-@torch.no_grad()
-def restore_file(model: nn.Module, src: Path, dst: Path, *, tile: int = DEFAULT_TILE, overwrite: bool = False) -> Path:
-    """Read an image, restore it, write it like the original (format, mode, alpha)."""
-    from core.data import to_numpy, to_tensor
-    from core.images import load_image, save_image
-
-    rgb, meta, alpha = load_image(src)
-    restored = restore_tensor(model, to_tensor(rgb), tile)
-    return save_image(dst, to_numpy(restored), meta, alpha, overwrite=overwrite)

@@ -50,7 +50,12 @@ PRESETS: dict[str, BackboneConfig] = {
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over channels at every pixel (autograd handles the backward)."""
+    """LayerNorm over channels at every pixel (autograd handles the backward).
+
+    A channels_last input (training, core/fast.py) takes one fused `F.layer_norm` over the last
+    dimension of a free (N, H, W, C) view; a default-format input takes NAFNet's reference
+    formulation, which is also the "eager PyTorch" baseline of bench/speed.py.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
@@ -59,6 +64,9 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W)
+        if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+            xp = x.permute(0, 2, 3, 1)
+            return F.layer_norm(xp, (xp.shape[-1],), self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
         mu = x.mean(1, keepdim=True)
         var = (x - mu).pow(2).mean(1, keepdim=True)
         x = (x - mu) / torch.sqrt(var + self.eps)

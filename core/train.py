@@ -96,12 +96,12 @@ class Checkpoint:
 
     def save(self, step: int, params: dict[str, nn.Parameter], opt: torch.optim.AdamW,
              gen: torch.Generator, curve: list, wall: float) -> None:
-        tensors = {f"param.{k}": p.detach().cpu() for k, p in params.items()}
+        tensors = {f"param.{k}": p.detach().cpu().contiguous() for k, p in params.items()}
         index = {id(p): k for k, p in params.items()}
         for p, state in opt.state.items():
             name = index[id(p)]
             for key in ("exp_avg", "exp_avg_sq"):
-                tensors[f"adam.{key}.{name}"] = state[key].detach().cpu()
+                tensors[f"adam.{key}.{name}"] = state[key].detach().cpu().contiguous()
             tensors[f"adam.step.{name}"] = torch.as_tensor(state["step"], dtype=torch.float64).reshape(1).cpu()
         tensors["generator_state"] = gen.get_state()
         meta = {"step": str(step), "config": self.config_json, "curve": json.dumps(curve), "wall": str(wall)}
@@ -122,8 +122,8 @@ class Checkpoint:
             if f"adam.exp_avg.{k}" in tensors:
                 opt.state[p] = {
                     "step": tensors[f"adam.step.{k}"].reshape(()).to(torch.float32),
-                    "exp_avg": tensors[f"adam.exp_avg.{k}"].to(p.device),
-                    "exp_avg_sq": tensors[f"adam.exp_avg_sq.{k}"].to(p.device),
+                    "exp_avg": torch.empty_like(p).copy_(tensors[f"adam.exp_avg.{k}"]),  # p's memory format
+                    "exp_avg_sq": torch.empty_like(p).copy_(tensors[f"adam.exp_avg_sq.{k}"]),
                 }
         gen.set_state(tensors["generator_state"])
         return int(meta["step"]), [tuple(x) for x in json.loads(meta["curve"])], float(meta["wall"])
@@ -140,10 +140,14 @@ def fit(
     resume: bool = False,
     on_step: StepCallback | None = None,
 ) -> TrainResult:
-    """Train `params` (the only tensors that change) of `model` for config.steps steps."""
+    """Train `params` (the only tensors that change) of `model` for config.steps steps.
+
+    Trains in channels_last memory format (oneDNN's fast path for convolutions, and a fused
+    per-pixel LayerNorm; see bench/speed.py); the model is handed back in the default format.
+    """
     config.validate()
     device = torch.device(device)
-    model.to(device).train()
+    model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     start, curve, wall_before = 0, [], 0.0
@@ -156,7 +160,8 @@ def fit(
         for group in opt.param_groups:
             group["lr"] = learning_rate(config, step)
         x, y = make_batch(step, gen)
-        loss = restoration_loss(model(x.to(device)), y.to(device), config.loss)
+        x = x.to(device, memory_format=torch.channels_last)
+        loss = restoration_loss(model(x), y.to(device), config.loss)
         if not torch.isfinite(loss):
             raise InvalidInputError(
                 f"training diverged at step {step + 1} (loss is {loss.item()})",
@@ -176,5 +181,5 @@ def fit(
             on_step(done, config.steps, smoothed)
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps):
             checkpoint.save(done, params, opt, gen, curve, wall_before + time.perf_counter() - t0)
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()
     return TrainResult(config.steps, curve, wall_before + time.perf_counter() - t0, resumed_from=start)

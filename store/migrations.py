@@ -5,7 +5,10 @@ last step here comes from a newer colora and is refused rather than guessed at.
 """
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when migrating: `colora list` reads SCHEMA_VERSION
+    from sqlalchemy import Connection
 
 from core.errors import IntegrityError
 
@@ -62,12 +65,19 @@ V2 = [
     ("adapters", "budget", "FLOAT"),
 ]
 
-MIGRATIONS: list[list] = [V1, V2]
+# LoRA Recycle: a cached degradation signature per adapter (for `restore --task auto`)
+V3 = [
+    ("adapters", "signature", "TEXT"),
+]
+
+MIGRATIONS: list[list] = [V1, V2, V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(conn: Connection) -> int:
     """Bring the database to SCHEMA_VERSION; returns the version it found."""
+    from sqlalchemy import text
+
     found = conn.execute(text("PRAGMA user_version")).scalar_one()
     if found > SCHEMA_VERSION:
         raise IntegrityError(
@@ -86,6 +96,8 @@ def migrate(conn: Connection) -> int:
 
 def _add_column(conn: Connection, table: str, column: str, sql_type: str) -> None:
     """ALTER TABLE ADD COLUMN, skipped when the column exists (so a step can be re-run)."""
+    from sqlalchemy import text
+
     existing = {row[1] for row in conn.execute(text(f"PRAGMA table_info({table})"))}
     if column not in existing:
         conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))

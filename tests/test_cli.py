@@ -803,13 +803,13 @@ def _run_python(code: str, home: Path, *args: str) -> subprocess.CompletedProces
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
-@pytest.mark.parametrize("args", [["list"], ["--help"]], ids=" ".join)
-def test_fast_commands_do_not_import_torch(trained, args):
+@pytest.mark.parametrize("args", [["list"], ["--help"], ["list", "--json"]], ids=" ".join)
+def test_fast_commands_import_neither_torch_nor_sqlalchemy(trained, args):
     code = ("import sys; from typer.testing import CliRunner; from colora_cli.main import app; "
-            f"r = CliRunner().invoke(app, {args!r}); print(r.exit_code, 'torch' in sys.modules)")
+            f"r = CliRunner().invoke(app, {args!r}); print(r.exit_code, 'torch' in sys.modules, 'sqlalchemy' in sys.modules)")
     p = _run_python(code, trained.home)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["0", "False"], p.stdout + p.stderr
+    assert p.stdout.split() == ["0", "False", "False"], p.stdout + p.stderr
 
 
 def test_real_process_error_has_no_traceback(trained):
