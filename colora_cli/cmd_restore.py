@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from colora_cli import output
 from colora_cli.options import Device, Home, Tile
 from core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
-from store.store import Store
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.store import Store  # noqa: F401
 
 
 def restore(
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
-    task: Annotated[str, typer.Option("--task", "-t", help="Task whose adapter restores the images.")],
+    task: Annotated[str, typer.Option("--task", "-t", help="Task whose adapter restores the images; `auto` picks, per image, the adapter whose training inputs look most alike.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in the output folder.")] = False,
     tile: Tile = 512,
@@ -24,39 +26,93 @@ def restore(
 ) -> None:
     """Restore images with a task's adapter; results keep their names and formats.
 
-    Example: colora restore --task rain photos/ extra.jpg -o restored/
+    Example: colora restore --task rain photos/ extra.jpg -o restored/   (or --task auto)
     """
-    from colora_cli.loading import load_store_adapter
-    from core.adapters import restore_file
+    from colora_cli.loading import load_fast_adapter
     from core.device import resolve_device
+    from core.pipeline import restore_many
+    from core.restore import restore_tensor
+    from store.store import Store
 
     store = Store.open(home)
-    task_row = store.task(task)
-    adapter = store.adapter(task_row)
-    if adapter is None:
-        raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
+    if task == "auto":
+        chooser = AutoChooser(store, tile)
+    else:
+        task_row = store.task(task)
+        adapter = store.adapter(task_row)
+        if adapter is None:
+            raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
     jobs = plan_outputs(inputs, out_dir, overwrite)
     dev = resolve_device(device)
-    _, model = load_store_adapter(store, adapter)
-    model.to(dev)
+    if task == "auto":
+        chooser.prepare(dev)
+        restore_one = chooser.restore
+    else:
+        model = load_fast_adapter(store, adapter).to(dev)
+        restore_one = lambda src, image: restore_tensor(model, image, tile)  # noqa: E731
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ColoraError(f"cannot create the output folder {out_dir}: {e.strerror or e}",
                           hint="choose another folder with -o") from e
-    failed: list[str] = []
     with output.progress(f"restore ({task})", len(jobs)) as update:
-        for i, (src, dst) in enumerate(jobs):
-            try:
-                restore_file(model, src, dst, tile=tile, overwrite=overwrite)
-            except ColoraError as e:  # one bad file must not stop a folder of thousands
-                failed.append(f"{src.name} ({e.message})")
-            update(i + 1)
+        failed = restore_many(jobs, restore_one, overwrite=overwrite, on_done=lambda done, src, err: update(done))
+    if task == "auto":
+        chooser.report()
     output.note(f"Restored {len(jobs) - len(failed)} image(s) into {out_dir}")
     if failed:
-        raise InvalidInputError(f"{len(failed)} of {len(jobs)} image(s) could not be restored: " + "; ".join(failed[:3])
+        msgs = [f"{src.name} ({msg})" for src, msg in failed]
+        raise InvalidInputError(f"{len(failed)} of {len(jobs)} image(s) could not be restored: " + "; ".join(msgs[:3])
                                 + (f"; and {len(failed) - 3} more" if len(failed) > 3 else ""),
                                 hint="fix or remove those files and restore them again")
+
+
+FAR = 6.0  # a nearest signature farther than this (in within-task spreads) is flagged as a poor match
+
+
+class AutoChooser:
+    """`--task auto`: per image, the adapter whose task's training inputs have the nearest
+    degradation signature (core/signature.py); models are loaded once per chosen task."""
+
+    def __init__(self, store: Store, tile: int):
+        self.store, self.tile = store, tile
+        self.backbone_row = store.backbone()
+        self.choices: list[tuple[str, str, float, str]] = []
+        self.models: dict = {}
+
+    def prepare(self, device) -> None:
+        from colora_cli.loading import load_store_backbone
+        from colora_cli.recycling import signatures
+
+        self.device = device
+        self.backbone = load_store_backbone(self.store, self.backbone_row).eval()
+        self.signatures, skipped = signatures(self.store, self.backbone_row, self.backbone)
+        if skipped:
+            output.note(f"Not candidates for auto (no training pairs to characterise them): {', '.join(skipped)}")
+        if not self.signatures:
+            raise NotFoundError(f"no adapter on backbone '{self.backbone_row.name}' to choose from",
+                                hint="train one with `colora train NAME` (or build one with `colora adapt NAME`)")
+        self.adapters = {a.task.name: a for a in self.store.adapters(self.backbone_row)}
+
+    def restore(self, src: Path, image):
+        from colora_cli.loading import load_fast_adapter
+        from core.restore import restore_tensor
+        from core.signature import image_features, nearest
+
+        ranking = nearest(image_features(image, self.backbone), self.signatures)
+        name, distance = ranking[0]
+        runner_up = f"{ranking[1][0]} ({ranking[1][1]:.2f})" if len(ranking) > 1 else "-"
+        self.choices.append((src.name, name, distance, runner_up))
+        if name not in self.models:
+            self.models[name] = load_fast_adapter(self.store, self.adapters[name]).to(self.device)
+        return restore_tensor(self.models[name], image, self.tile)
+
+    def report(self) -> None:
+        rows = [[img, name + (" (far)" if d > FAR else ""), f"{d:.2f}", runner_up] for img, name, d, runner_up in self.choices]
+        output.table("Adapters chosen (--task auto)", ["image", "task", "distance", "next best"], rows)
+        if any(d > FAR for _, _, d, _ in self.choices):
+            output.note("Images marked (far) resemble no task's training inputs closely; for a new degradation, "
+                        "`colora task add NAME FOLDER` with a few pairs and `colora adapt NAME`.")
 
 
 def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:

@@ -1,8 +1,11 @@
 """Loading store weights into models (the bridge between store rows and core)."""
 from __future__ import annotations
 
-from store.schema import Adapter, Backbone
-from store.store import Store
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.schema import Adapter, Backbone  # noqa: F401
+    from store.store import Store  # noqa: F401
 
 
 def load_store_backbone(store: Store, backbone: Backbone):
@@ -26,3 +29,11 @@ def load_store_adapter(store: Store, adapter: Adapter, *, merge: bool = True):
         merge_all(model)
     model.eval()
     return backbone, model
+
+
+def load_fast_adapter(store: Store, adapter: Adapter):
+    """The adapter merged into the backbone, as an inference-only FastNAFNet (same numbers, faster)."""
+    from core.fast import FastNAFNet
+
+    _, model = load_store_adapter(store, adapter, merge=True)
+    return FastNAFNet(model)

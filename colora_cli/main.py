@@ -71,7 +71,19 @@ def main(
 
 
 def _register() -> None:
-    from colora_cli import cmd_adapter, cmd_backbone, cmd_compare, cmd_doctor, cmd_eval, cmd_ranks, cmd_restore, cmd_store, cmd_task, cmd_train
+    from colora_cli import (
+        cmd_adapter,
+        cmd_backbone,
+        cmd_compare,
+        cmd_doctor,
+        cmd_eval,
+        cmd_ranks,
+        cmd_recycle,
+        cmd_restore,
+        cmd_store,
+        cmd_task,
+        cmd_train,
+    )
 
     app.command("init")(cmd_store.init)
     app.command("list")(cmd_store.list_tasks)
@@ -81,6 +93,8 @@ def _register() -> None:
     app.command("ranks")(cmd_ranks.ranks)
     app.command("train")(cmd_train.train)
     app.command("eval")(cmd_eval.eval_task)
+    app.command("adapt")(cmd_recycle.adapt)
+    app.add_typer(cmd_recycle.app, name="recycle")
     app.command("restore")(cmd_restore.restore)
     app.command("compare")(cmd_compare.compare)
     app.command("doctor")(cmd_doctor.doctor)

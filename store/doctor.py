@@ -11,6 +11,8 @@ Files younger than GRACE_S are left alone: a concurrent command may be about to 
 """
 from __future__ import annotations
 
+import json
+
 import shutil
 import time
 from dataclasses import dataclass
@@ -85,7 +87,14 @@ def check(store: Store) -> list[Finding]:
         if r.status == "running":
             findings.append(Finding("cleanup", "dead_run", f"training run {r.id} of '{name}' is marked running but its process is gone",
                                     fixable=True, ref=r.id))
-    for sub in ("backbones", "tasks", "pretrain"):
+    meta = store.setting("meta_adapter")  # LoRA Recycle's meta-adapter (colora_cli/recycling.py)
+    if meta:
+        meta_file = store.path(json.loads(meta)["path"])
+        referenced.add(meta_file)
+        if not meta_file.is_file():
+            findings.append(Finding("error", "missing_file", "the meta-adapter file is missing; distill it again with "
+                                    "`colora recycle distill`", json.loads(meta)["path"]))
+    for sub in ("backbones", "tasks", "pretrain", "recycle"):
         root = store.root / sub
         if not root.is_dir():
             continue

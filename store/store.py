@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
@@ -27,7 +27,17 @@ from core.errors import ConflictError, InvalidInputError, NotFoundError
 from store.migrations import migrate
 from store.names import validate_slug
 from store.paths import DB_NAME, inside, resolve_home, sha256_file
-from store.schema import Adapter, Backbone, EvalResult, Pair, Setting, Task, TrainRun, utcnow
+from store.schema import (
+    Adapter,
+    Backbone,
+    EvalResult,
+    Pair,
+    Setting,
+    Task,
+    TrainRun,
+    utcnow,
+)
+from store.summary import pid_alive  # noqa: F401  (re-exported)
 
 DEFAULT_BACKBONE_KEY = "default_backbone"
 
@@ -162,6 +172,10 @@ class Store:
             if s.scalar(select(Task.id).where(Task.name == validate_slug(name))) is not None:
                 raise _task_exists(name)
 
+    def tasks(self) -> list[Task]:
+        with self.session() as s:
+            return list(s.scalars(select(Task).order_by(Task.name)))
+
     def task(self, name: str) -> Task:
         validate_slug(name)
         with self.session() as s:
@@ -199,6 +213,40 @@ class Store:
     def adapter(self, task: Task) -> Adapter | None:
         with self.session() as s:
             return s.scalar(select(Adapter).options(joinedload(Adapter.backbone)).where(Adapter.task_id == task.id))
+
+    def zoo(self, backbone: Backbone, *, exclude: str | None = None) -> list[Adapter]:
+        """Trained (not recycled) adapters on `backbone`, by task name: what LoRA Recycle mixes."""
+        with self.session() as s:
+            rows = s.scalars(select(Adapter).options(joinedload(Adapter.task), joinedload(Adapter.backbone))
+                             .where(Adapter.backbone_id == backbone.id, Adapter.recycled.is_(False)))
+            return sorted((a for a in rows if a.task.name != exclude), key=lambda a: a.task.name)
+
+    def adapters(self, backbone: Backbone) -> list[Adapter]:
+        """Every adapter on `backbone` (trained, imported or recycled), by task name."""
+        with self.session() as s:
+            rows = s.scalars(select(Adapter).options(joinedload(Adapter.task), joinedload(Adapter.backbone))
+                             .where(Adapter.backbone_id == backbone.id))
+            return sorted(rows, key=lambda a: a.task.name)
+
+    def set_signature(self, adapter: Adapter, signature: str) -> None:
+        with self.session() as s:
+            row = s.get(Adapter, adapter.id)
+            if row is not None and row.file_sha256 == adapter.file_sha256:
+                row.signature = signature
+
+    def setting(self, key: str) -> str | None:
+        with self.session() as s:
+            row = s.get(Setting, key)
+            return row.value if row else None
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        with self.session() as s:
+            row = s.get(Setting, key)
+            if value is None:
+                if row is not None:
+                    s.delete(row)
+            else:
+                s.merge(Setting(key=key, value=value))
 
     def checkpoint_relpath(self, task: Task) -> str:
         return f"tasks/{task.name}/checkpoint.safetensors"
@@ -304,59 +352,14 @@ class Store:
     # ------------------------------------------------------------ listing
 
     def summary(self) -> list[dict]:
-        """One dict per task for `colora list`: a handful of queries, whatever the task count."""
-        with self.session() as s:
-            tasks = list(s.scalars(select(Task).order_by(Task.name)))
-            counts: dict[tuple[int, str], int] = {
-                (t, sp): n for t, sp, n in s.execute(select(Pair.task_id, Pair.split, func.count()).group_by(Pair.task_id, Pair.split))
-            }
-            adapters = {a.task_id: a for a in s.scalars(select(Adapter))}
-            backbones = {b.id: b for b in s.scalars(select(Backbone))}
-            last_ids = select(func.max(EvalResult.id)).where(EvalResult.subject == "adapter").group_by(EvalResult.task_id)
-            evals = {e.task_id: e for e in s.scalars(select(EvalResult).where(EvalResult.id.in_(last_ids)))}
-            latest_runs = select(func.max(TrainRun.id)).group_by(TrainRun.task_id)
-            runs = {r.task_id: r for r in s.scalars(select(TrainRun).where(TrainRun.id.in_(latest_runs)))}
-        rows = []
-        for t in tasks:
-            a = adapters.get(t.id)
-            e = evals.get(t.id) if a and evals.get(t.id) and evals[t.id].adapter_id == a.id else None
-            run = runs.get(t.id)
-            if run is not None and run.status == "running" and pid_alive(run.pid):
-                status = "training"
-            elif run is not None and run.status != "done":
-                status = "interrupted" if not a else "trained (a retraining was interrupted)"
-            else:
-                status = "untrained"
-            if a and (run is None or run.status == "done"):
-                status = "recycled" if a.recycled else "trained"
-            rows.append({
-                "task": t.name,
-                "train_pairs": counts.get((t.id, "train"), 0),
-                "val_pairs": counts.get((t.id, "val"), 0),
-                "adapter": status,
-                "backbone": backbones[a.backbone_id].name if a else None,
-                "trainable_params": a.trainable_params if a else None,
-                "percent_of_backbone": round(100 * a.trainable_params / a.backbone_params, 2) if a else None,
-                "plan_method": a.plan_method if a else None,
-                "budget_percent": round(100 * a.budget, 2) if a and a.budget is not None else None,
-                "size_bytes": a.size_bytes if a else None,
-                "psnr": round(e.psnr, 3) if e else None,
-                "ssim": round(e.ssim, 4) if e else None,
-            })
-        return rows
+        """One dict per task for `colora list` (see store/summary.py)."""
+        from store.summary import connect_readonly, summarize
 
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process of this machine still runs (for runs marked `running`)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        conn = connect_readonly(self.root)
+        try:
+            return summarize(conn)
+        finally:
+            conn.close()
 
 
 def copy_atomic(source: Path, dest: Path) -> None:

@@ -94,3 +94,31 @@ def test_list_and_help_do_not_import_torch(isolated_home):
             "assert r1.exit_code == 0 and r2.exit_code == 0, (r1.output, r2.output); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_list_reads_an_older_store_after_migrating_it(isolated_home):
+    """`colora list` reads with sqlite3 alone, but a store an older colora wrote is migrated first."""
+    from store.migrations import V1
+    from store.summary import store_rows
+
+    isolated_home.mkdir(parents=True)
+    with sqlite3.connect(isolated_home / "colora.db") as conn:
+        for statement in V1:
+            conn.execute(statement)
+        conn.execute("INSERT INTO tasks (name, folder, split_seed, created_at) VALUES ('old', '/x', 0, '2026-01-01')")
+        conn.execute("PRAGMA user_version = 1")
+    rows = store_rows(isolated_home)
+    assert [r["task"] for r in rows] == ["old"] and rows[0]["adapter"] == "untrained"
+    with sqlite3.connect(isolated_home / "colora.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert "signature" in {r[1] for r in conn.execute("PRAGMA table_info(adapters)")}
+
+
+def test_list_of_a_newer_store_is_refused(isolated_home):
+    from store.summary import store_rows
+
+    Store.create(isolated_home)
+    with sqlite3.connect(isolated_home / "colora.db") as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(IntegrityError, match="newer colora"):
+        store_rows(isolated_home)

@@ -1,0 +1,189 @@
+"""LoRA Recycle, leave one adapter out: how much of a task's adapter does the rest of the zoo give back?
+
+For each task of the zoo (bench/zoo.py: five degradations on disjoint images), its own adapter is
+removed; from K = 1, 4, 16 of its training pairs (several random draws) the remaining zoo adapts
+with no gradient training of LoRA or backbone weights, and every arm is scored on the task's
+held-out pairs:
+
+    backbone      the frozen PROD backbone alone
+    best single   the best single zoo adapter, chosen on the held-out pairs (an oracle)
+    uniform       the average of the zoo's adapters
+    mixture       `colora adapt`: coefficients fitted on the K pairs (closed form + 20 Adam steps, <= 5 s)
+    meta          `colora adapt --meta`: one forward of a meta-adapter distilled without this task
+                  (surrogate episodes on bsds500_pool, which no task scores on)
+    lora K-shot   a fresh rank-4 LoRA trained on the K pairs for the mixture's wall-clock time
+    own adapter   the task's own adapter (trained on all its training pairs; the upper bound)
+
+gap closed = (arm - backbone) / (own adapter - backbone), in PSNR.
+
+    python bench/recycle.py                       # ~30 min on a 2-core CPU after bench/zoo.py
+    python bench/recycle.py --ks 4 --draws 1 --meta-steps 20 --tasks blur,noise   # smoke
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from bench.common import DATA, OUT, git_rev, machine, markdown_table  # noqa: E402
+from bench.zoo import TASKS, build_zoo  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ks", default="1,4,16")
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--zoo-steps", type=int, default=500)
+    ap.add_argument("--meta-steps", type=int, default=400)
+    ap.add_argument("--fit-seconds", type=float, default=5.0)
+    args = ap.parse_args()
+
+    from core.adapters import evaluate
+    from core.data import PairSet, load_pair
+    from core.fast import FastNAFNet
+    from core.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
+    from core.meta import distill, predict
+    from core.mixture import Mixture, apply_mixture, fit_mixture, uniform_mixture, zoo_adapter
+    from core.weights import load_backbone, read_adapter, read_tensors, save_tensors_atomic
+    from store.store import Store
+
+    home = build_zoo(args.zoo_steps)
+    store = Store.open(home)
+    backbone_row = store.backbone()
+    backbone, _ = load_backbone(store.path(backbone_row.path), backbone_row.sha256)
+    backbone.eval()
+    rows = {r.task.name: r for r in store.zoo(backbone_row)}
+    zoo_all = {name: zoo_adapter(name, *read_adapter(store.path(r.path)), backbone) for name, r in rows.items()}
+    clean_pool = [load_pair(str(p), str(p))[1] for p in sorted((DATA / "bsds500_pool" / "clean").iterdir())[:64]]
+    ks = [int(k) for k in args.ks.split(",")]
+    out_dir = OUT / "recycle"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def score(model, val) -> float:
+        return evaluate({"m": FastNAFNet(model)}, val)["m"][0]
+
+    def mixed(zoo, mixture):
+        return apply_mixture(copy.deepcopy(backbone), zoo, mixture)
+
+    table, summary = [], []
+    for task in args.tasks.split(","):
+        t_row = store.task(task)
+        train = [(p.input_path, p.target_path) for p in store.pairs(t_row, "train")]
+        val = [(p.stem, p.input_path, p.target_path) for p in store.pairs(t_row, "val")]
+        zoo = [z for n, z in zoo_all.items() if n != task]
+        names = [z.name for z in zoo]
+        own = copy.deepcopy(backbone)
+        own_meta = read_adapter(store.path(rows[task].path))
+        inject_lora(own, own_meta[1].rank_plan, own_meta[1].alpha)
+        from core.lora import load_adapter_state
+
+        load_adapter_state(own, own_meta[0])
+        merge_all(own)
+        fixed = {"backbone": score(backbone, val), "own adapter": score(own, val)}
+        singles = {}
+        for i, name in enumerate(names):
+            one = torch.zeros(len(zoo), 1)
+            one[i] = 1
+            singles[name] = score(mixed(zoo, Mixture(names, ["all"], one)), val)
+        best = max(singles, key=singles.get)
+        fixed["best single"] = singles[best]
+        fixed["uniform"] = score(mixed(zoo, uniform_mixture(zoo)), val)
+        gap = fixed["own adapter"] - fixed["backbone"]
+
+        meta_file = out_dir / f"meta-without-{task}-{args.meta_steps}.safetensors"
+        if meta_file.exists():
+            from core.meta import load_meta
+
+            net, _ = load_meta(*read_tensors(meta_file))
+        else:
+            t0 = time.perf_counter()
+            net, curve = distill(backbone, zoo, clean_pool, steps=args.meta_steps, seed=0)
+            print(f"[{task}] meta-adapter distilled in {time.perf_counter() - t0:.0f} s", flush=True)
+            from core.meta import meta_metadata
+
+            save_tensors_atomic(meta_file, {k: v.contiguous() for k, v in net.state_dict().items()},
+                                meta_metadata(backbone_row.sha256, [{"task": n, "file_sha256": ""} for n in names],
+                                              args.meta_steps, curve))
+
+        for name, value in fixed.items():
+            label = f"best single ({best})" if name == "best single" else name
+            table.append([task, "-", label, f"{value:.2f}", "", f"{100 * (value - fixed['backbone']) / gap:.0f}%", "-"])
+        for k in ks:
+            k_eff = min(k, len(train))
+            results: dict[str, list] = {"mixture": [], "meta": [], "lora K-shot": []}
+            for draw in range(args.draws):
+                picked = random.Random(f"{task}-{k}-{draw}").sample(train, k_eff)
+                pairs = [load_pair(i, t) for i, t in picked]
+                t0 = time.perf_counter()
+                mixture = fit_mixture(backbone, zoo, pairs, steps=20, seconds=args.fit_seconds, seed=draw)
+                fit_s = time.perf_counter() - t0
+                results["mixture"].append((score(mixed(zoo, mixture), val), fit_s))
+                t0 = time.perf_counter()
+                m = predict(net, backbone, names, pairs)
+                meta_s = time.perf_counter() - t0
+                results["meta"].append((score(mixed(zoo, m), val), meta_s))
+                results["lora K-shot"].append(_lora_shot(backbone, picked, fit_s, draw, PairSet, inject_lora,
+                                                         lora_layers, merge_all, uniform_rank_plan, score, val))
+            for arm, rs in results.items():
+                ps = [r[0] for r in rs]
+                mean = statistics.mean(ps)
+                sd = statistics.stdev(ps) if len(ps) > 1 else 0.0
+                secs = statistics.median(r[1] for r in rs)
+                closed = 100 * (mean - fixed["backbone"]) / gap
+                table.append([task, k_eff, arm, f"{mean:.2f}", f"±{sd:.2f}", f"{closed:.0f}%", f"{secs:.1f}"])
+                summary.append({"task": task, "k": k, "k_eff": k_eff, "arm": arm, "psnr": mean, "sd": sd,
+                                "gap_closed": closed, "seconds": secs, **{f"fixed_{n}": v for n, v in fixed.items()}})
+            print(markdown_table(["task", "K", "arm", "PSNR", "sd", "gap closed", "s / adaptation"], table[-3:]), flush=True)
+    header = f"bench/recycle.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}, draws {args.draws}"
+    print("\n" + header + "\n")
+    print(markdown_table(["task", "K", "arm", "PSNR", "sd", "gap closed", "s / adaptation"], table))
+    print()
+    agg = []
+    for k in ks:
+        for arm in ("mixture", "meta", "lora K-shot"):
+            rs = [s for s in summary if s["k"] == k and s["arm"] == arm]
+            if rs:
+                beats = sum(s["psnr"] > s["fixed_best single"] for s in rs)
+                agg.append([k, arm, f"{statistics.mean(s['gap_closed'] for s in rs):.0f}%",
+                            f"{beats}/{len(rs)}", f"{statistics.median(s['seconds'] for s in rs):.1f}"])
+    print(markdown_table(["K", "arm", "mean gap closed", "beats best single", "median s"], agg))
+    (out_dir / "results.json").write_text(json.dumps({"header": header, "rows": summary}, indent=1))
+
+
+def _lora_shot(backbone, picked, seconds, seed, PairSet, inject_lora, lora_layers, merge_all, uniform_rank_plan, score, val):
+    """A fresh uniform rank-4 LoRA on the K pairs, trained for `seconds` of wall-clock."""
+    model = copy.deepcopy(backbone)
+    torch.manual_seed(seed)
+    inject_lora(model, uniform_rank_plan(model, 4))
+    params = [p for layer in lora_layers(model).values() for p in (layer.lora_A, layer.lora_B)]
+    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0)
+    data = PairSet.from_files(picked)
+    gen = torch.Generator().manual_seed(seed)
+    patch = min(96, data.smallest_side())
+    t0 = time.perf_counter()
+    steps = 0
+    model.train()
+    while time.perf_counter() - t0 < seconds:
+        x, y = data.sample_batch(4, patch, gen)
+        loss = (model(x) - y).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+    model.eval()
+    merge_all(model)
+    return score(model, val), time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()

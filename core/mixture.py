@@ -1,0 +1,253 @@
+"""Mixtures of zoo adapters: W = W0 + sum_i c_i[stage(l)] * dW_i,l, fitted on a few pairs, baked exactly.
+
+A LoRA adapter's contribution to layer l is the delta dW_i,l = s_i B_i A_i. Mixing the deltas
+(not the A and B factors separately, whose product would create cross terms B_i A_j) keeps
+every adapter exactly what it was: one adapter at coefficient 1 *is* that adapter.
+
+Coefficients are per adapter, or per adapter and network stage (`core.ranks.stage_of`).
+Fitting is a handful of parameters: a closed-form least-squares start on the linearised
+outputs, then a few gradient steps on the exact mixture. No LoRA or backbone weight is trained.
+
+A fitted mixture is baked into one ordinary LoRA adapter whose rank per layer is the sum of the
+zoo's ranks (A stacked, B stacked and scaled by c_i s_i): exactly the same delta. Where that
+sum would exceed the layer's full rank, the summed delta is factorised by SVD at full rank
+(exact up to float rounding).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from core.errors import InvalidInputError
+from core.lora import lora_targets
+from core.ranks import stage_of
+from core.weights import AdapterMeta
+
+
+@dataclass
+class ZooAdapter:
+    """One stored adapter as the mixture sees it: its name and its per-layer deltas."""
+
+    name: str
+    deltas: dict[str, torch.Tensor]  # module path -> s * B @ A, shaped like the base weight
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor, float]]  # path -> (A, B, scaling)
+    meta: AdapterMeta | None = None
+
+
+def zoo_adapter(name: str, tensors: dict[str, torch.Tensor], meta: AdapterMeta, model: nn.Module,
+                dtype: torch.dtype = torch.float32) -> ZooAdapter:
+    """Deltas of an adapter file's tensors, checked against `model`'s LoRA targets."""
+    targets = lora_targets(model)
+    deltas, factors = {}, {}
+    for path, rank in meta.rank_plan.items():
+        if path not in targets:
+            raise InvalidInputError(f"adapter '{name}' names layer {path}, which this backbone does not have")
+        conv = targets[path]
+        a, b = tensors[f"{path}.lora_A"].to(dtype), tensors[f"{path}.lora_B"].to(dtype)
+        scaling = (meta.alpha if meta.alpha is not None else rank) / rank
+        deltas[path] = (scaling * (b.reshape(b.shape[0], rank) @ a.reshape(rank, -1))).reshape(conv.weight.shape)
+        factors[path] = (a, b, scaling)
+    return ZooAdapter(name, deltas, factors, meta)
+
+
+@dataclass
+class Mixture:
+    """Coefficients over a zoo: coef[i, g] for adapter i and coefficient group g."""
+
+    names: list[str]
+    groups: list[str]  # ["all"] for per-adapter coefficients, else stage names
+    coef: torch.Tensor  # (n_adapters, n_groups)
+    info: dict = field(default_factory=dict)
+
+    def group_of(self, path: str) -> int:
+        return 0 if self.groups == ["all"] else self.groups.index(stage_of(path))
+
+    def as_dict(self) -> dict:
+        return {"adapters": self.names, "groups": self.groups,
+                "coefficients": [[round(float(v), 6) for v in row] for row in self.coef], **self.info}
+
+
+def stage_groups(zoo: Sequence[ZooAdapter]) -> list[str]:
+    stages = {stage_of(p) for z in zoo for p in z.deltas}
+    return sorted(stages)
+
+
+def mixed_weights(model: nn.Module, zoo: Sequence[ZooAdapter], mixture: Mixture) -> dict[str, torch.Tensor]:
+    """`<path>.weight` -> W0 + sum_i c_i dW_i for every layer any zoo adapter touches."""
+    targets = lora_targets(model)
+    paths = sorted({p for z in zoo for p in z.deltas})
+    out = {}
+    for path in paths:
+        g = mixture.group_of(path)
+        w = targets[path].weight
+        for i, z in enumerate(zoo):
+            if path in z.deltas:
+                w = w + mixture.coef[i, g] * z.deltas[path].to(w.dtype)
+        out[f"{path}.weight"] = w
+    return out
+
+
+def mixture_forward(model: nn.Module, zoo: Sequence[ZooAdapter], mixture: Mixture, x: torch.Tensor) -> torch.Tensor:
+    """The backbone with mixed weights (differentiable in the coefficients); `model` has no LoRA layers."""
+    return functional_call(model, mixed_weights(model, zoo, mixture), (x,), strict=False)
+
+
+@torch.no_grad()
+def apply_mixture(model: nn.Module, zoo: Sequence[ZooAdapter], mixture: Mixture) -> nn.Module:
+    """Write the mixed weights into `model` in place (for inference)."""
+    targets = lora_targets(model)
+    for key, w in mixed_weights(model, zoo, mixture).items():
+        targets[key.removesuffix(".weight")].weight.copy_(w)
+    return model
+
+
+# ---------------------------------------------------------------- fitting
+
+
+def support_crops(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], crop: int, n_crops: int,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n_crops` random aligned crops spread evenly over the K support pairs: (n, 3, c, c) each."""
+    xs, ys = [], []
+    for j in range(n_crops):
+        x, y = pairs[j % len(pairs)]
+        h, w = x.shape[-2:]
+        if h < crop or w < crop:  # small images: pad by replication so every crop has one size
+            pad = (0, max(0, crop - w), 0, max(0, crop - h))
+            x, y = (F.pad(t[None].float(), pad, mode="replicate")[0] for t in (x, y))
+            h, w = x.shape[-2:]
+        top = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
+        left = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+        xs.append(x[:, top:top + crop, left:left + crop])
+        ys.append(y[:, top:top + crop, left:left + crop])
+    return torch.stack(xs).float(), torch.stack(ys).float()
+
+
+def fit_mixture(
+    model: nn.Module,
+    zoo: Sequence[ZooAdapter],
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    per_stage: bool = False,
+    steps: int = 20,
+    crop: int = 96,
+    n_crops: int = 8,
+    lr: float = 0.05,
+    ridge: float = 1e-3,
+    seconds: float | None = None,
+    seed: int = 0,
+    on_step: Callable[[int, int], None] | None = None,
+) -> Mixture:
+    """Coefficients that make backbone + mixture map the K support inputs to their targets.
+
+    1. Linearise the output in the coefficients around the backbone, y(c) ~ y0 + sum c_i (y_i - y0),
+       and solve the ridge least-squares problem in closed form (one forward per adapter).
+    2. Refine on the exact mixture with Adam for `steps` steps (or until `seconds` run out),
+       per stage if asked, pulled towards the closed-form start so 1-shot fits stay sane.
+    """
+    if not zoo:
+        raise InvalidInputError("the zoo is empty: there is no adapter to recycle",
+                                hint="train adapters for other tasks first (`colora train NAME`)")
+    if not pairs:
+        raise InvalidInputError("no example pairs to fit the mixture on", hint="add at least one pair to the task")
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    x, y = support_crops(pairs, crop, max(n_crops, len(pairs)), gen)
+    model = model.eval()
+    names = [z.name for z in zoo]
+    n = len(zoo)
+    with torch.no_grad():
+        y0 = model(x)
+        cols = []
+        for i in range(n):
+            one = torch.zeros(n, 1)
+            one[i, 0] = 1.0
+            cols.append((mixture_forward(model, zoo, Mixture(names, ["all"], one), x) - y0).reshape(-1))
+        d = torch.stack(cols, 1).double()  # (pixels, n)
+        r = (y - y0).reshape(-1).double()
+        gram = d.T @ d
+        lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
+        c0 = torch.linalg.solve(gram + lam * torch.eye(n, dtype=gram.dtype), d.T @ r).float()
+    groups = stage_groups(zoo) if per_stage else ["all"]
+    start = c0[:, None].repeat(1, len(groups))
+    coef = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([coef], lr=lr)
+    mse0 = float(F.mse_loss(y0, y))
+    best, best_loss = start.clone(), math.inf
+    done = 0
+    for step in range(steps):
+        if seconds is not None and time.perf_counter() - t0 > seconds:
+            break
+        pred = mixture_forward(model, zoo, Mixture(names, groups, coef), x)
+        loss = F.mse_loss(pred, y)
+        if loss.item() < best_loss:  # the loss of the coefficients *before* this step's update
+            best_loss, best = loss.item(), coef.detach().clone()
+        (loss + 1e-3 * mse0 * (coef - start).pow(2).mean()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        done = step + 1
+        if on_step:
+            on_step(done, steps)
+    return Mixture(names, groups, best, {
+        "method": "mixture", "k": len(pairs), "steps": done, "support_mse_backbone": mse0,
+        "support_mse": best_loss if best_loss < math.inf else None,
+        "seconds": round(time.perf_counter() - t0, 3)})
+
+
+def uniform_mixture(zoo: Sequence[ZooAdapter]) -> Mixture:
+    n = len(zoo)
+    return Mixture([z.name for z in zoo], ["all"], torch.full((n, 1), 1.0 / n), {"method": "uniform"})
+
+
+# ---------------------------------------------------------------- baking
+
+
+def bake(model: nn.Module, zoo: Sequence[ZooAdapter], mixture: Mixture,
+         dtype: torch.dtype = torch.float32) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """One LoRA adapter (alpha = rank, so scaling 1) whose delta equals the mixture's, per layer.
+
+    Returns (tensors `<path>.lora_A` / `<path>.lora_B` in `dtype`, rank plan). Computed in float64.
+    """
+    targets = lora_targets(model)
+    tensors: dict[str, torch.Tensor] = {}
+    plan: dict[str, int] = {}
+    for path in sorted({p for z in zoo for p in z.deltas}):
+        conv = targets[path]
+        g = mixture.group_of(path)
+        parts = [(float(mixture.coef[i, g]), z.factors[path]) for i, z in enumerate(zoo) if path in z.factors]
+        parts = [(c, f) for c, f in parts if c != 0.0]
+        if not parts:
+            continue
+        out_c = conv.out_channels
+        full = min(out_c, conv.weight[0].numel())
+        rank = sum(a.shape[0] for _, (a, _, _) in parts)
+        if rank <= full:  # stack the factors: exact
+            a_cat = torch.cat([a.double() for _, (a, _, _) in parts], 0)
+            b_cat = torch.cat([c * s * b.double() for c, (_, b, s) in parts], 1)
+        else:  # the stacked rank exceeds the layer's: factorise the summed delta at full rank
+            delta = sum(c * s * (b.double().reshape(out_c, -1) @ a.double().reshape(a.shape[0], -1)) for c, (a, b, s) in parts)
+            u, sv, vh = torch.linalg.svd(delta, full_matrices=False)
+            rank = full
+            a_cat = vh[:rank].reshape(rank, *conv.weight.shape[1:])
+            b_cat = (u[:, :rank] * sv[:rank]).reshape(out_c, rank, 1, 1)
+        tensors[f"{path}.lora_A"] = a_cat.to(dtype).contiguous()
+        tensors[f"{path}.lora_B"] = b_cat.to(dtype).contiguous()
+        plan[path] = rank
+    if not plan:
+        raise InvalidInputError("every mixture coefficient is zero: there is nothing to bake")
+    return tensors, plan
+
+
+def baked_deltas(tensors: dict[str, torch.Tensor], plan: dict[str, int], dtype=torch.float64) -> dict[str, torch.Tensor]:
+    """The per-layer delta of a baked adapter (scaling 1), for checks."""
+    out = {}
+    for path, r in plan.items():
+        a, b = tensors[f"{path}.lora_A"].to(dtype), tensors[f"{path}.lora_B"].to(dtype)
+        out[path] = (b.reshape(b.shape[0], r) @ a.reshape(r, -1)).reshape(b.shape[0], *a.shape[1:])
+    return out

@@ -1,0 +1,138 @@
+"""A degradation embedding of an image: a few measured statistics that tell degradations apart.
+
+Used by `restore --task auto` (which adapter's training inputs does this image look like?) and
+by the meta-adapter (what kind of pairs are these?). Every feature is a plain measurement,
+so a wrong pick can be explained:
+
+    brightness     mean, 5th and 95th percentile of luminance     (low light)
+    noise          Immerkaer's Laplacian noise estimate, luma and chroma   (noise)
+    sharpness      fine / coarse gradient energy                   (blur)
+    blockiness     8x8 grid-boundary / off-grid step size          (JPEG)
+    streaks        vertical / horizontal gradient energy, bright outliers  (rain)
+    saturation     mean chroma
+    backbone       mean |backbone(x) - x| and its mean signed change (how much the frozen
+                   backbone wants to change the image, and whether it brightens it)
+
+Statistics are taken on a central crop (at most 256 px a side) so an embedding costs
+milliseconds whatever the photo size.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EMBEDDING_VERSION = 1
+FEATURES = ("luma_mean", "luma_p05", "luma_p95", "noise_luma", "noise_chroma", "sharpness", "grad",
+            "blockiness", "streaks", "outliers", "saturation", "backbone_change", "backbone_brighten")
+PAIR_FEATURES = ("res_mean", "res_abs", "res_noise", "sharpen", "res_r", "res_g", "res_b")
+CROP = 256
+_LAPLACE = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+
+
+def center_crop(x: torch.Tensor, size: int = CROP) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return x[..., top:top + size, left:left + size]
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:  # (3, H, W) -> (1, 1, H, W)
+    return (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None, None]
+
+
+def _noise_sigma(channel: torch.Tensor) -> torch.Tensor:
+    """Immerkaer (1996): sigma ~ sqrt(pi/2) / 6 * mean |I * Laplacian-difference mask|."""
+    r = F.conv2d(channel, _LAPLACE.to(channel)[None, None])
+    return math.sqrt(math.pi / 2) / 6 * r.abs().mean()
+
+
+def _grad_energy(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    gx = (y[..., :, 1:] - y[..., :, :-1]).abs()
+    gy = (y[..., 1:, :] - y[..., :-1, :]).abs()
+    return gx, gy
+
+
+def _blockiness(y: torch.Tensor) -> torch.Tensor:
+    """Mean step across 8-pixel grid lines over mean step elsewhere (about 1 for a clean image)."""
+    gx, gy = _grad_energy(y)
+    cols = torch.arange(gx.shape[-1], device=y.device)
+    rows = torch.arange(gy.shape[-2], device=y.device)
+    on = torch.cat([gx[..., (cols % 8) == 7].flatten(), gy[..., (rows % 8) == 7, :].flatten()])
+    off = torch.cat([gx[..., (cols % 8) != 7].flatten(), gy[..., (rows % 8) != 7, :].flatten()])
+    return (on.mean() + 1e-4) / (off.mean() + 1e-4)
+
+
+@torch.no_grad()
+def image_features(x: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
+    """(3, H, W) in [0, 1] -> (len(FEATURES),) float32. Positive scales enter as logs."""
+    x = center_crop(x.float())
+    y = _luma(x)
+    flat = y.flatten()
+    p05, p95 = torch.quantile(flat[:: max(1, flat.numel() // 20000)], torch.tensor([0.05, 0.95]))
+    cb, cr = x[2] - y[0, 0], x[0] - y[0, 0]
+    gx, gy = _grad_energy(y)
+    fine = (gx.mean() + gy.mean()) / 2
+    coarse_y = F.avg_pool2d(y, 2)
+    cgx, cgy = _grad_energy(coarse_y)
+    coarse = (cgx.mean() + cgy.mean()) / 2
+    hp = y - F.avg_pool2d(F.pad(y, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+    if backbone is not None:
+        change = backbone(x[None])[0].clamp(0, 1) - x
+        b_abs, b_signed = change.abs().mean(), change.mean()
+    else:
+        b_abs, b_signed = torch.tensor(0.0), torch.tensor(0.0)
+    eps = 1e-4
+    feats = [
+        flat.mean(), p05, p95,
+        torch.log(_noise_sigma(y) + eps),
+        torch.log((_noise_sigma(cb[None, None]) + _noise_sigma(cr[None, None])) / 2 + eps),
+        torch.log((fine + eps) / (coarse + eps)),
+        torch.log(fine + eps),
+        torch.log(_blockiness(y)),
+        torch.log((gx.pow(2).mean() + eps) / (gy.pow(2).mean() + eps)),
+        (hp > 0.08).float().mean().sqrt(),
+        torch.log((cb.abs().mean() + cr.abs().mean()) / 2 + eps),
+        torch.log(b_abs + eps),
+        b_signed * 10,
+    ]
+    return torch.stack([f.float().reshape(()) for f in feats])
+
+
+@torch.no_grad()
+def pair_features(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """What the (degraded -> clean) change looks like: (len(PAIR_FEATURES),) float32."""
+    x, t = center_crop(x.float()), center_crop(target.float())
+    r = t - x
+    eps = 1e-4
+    gx, gy = _grad_energy(_luma(x))
+    tx, ty = _grad_energy(_luma(t))
+    feats = [
+        r.mean() * 10, torch.log(r.abs().mean() + eps), torch.log(_noise_sigma(_luma(r)) + eps),
+        torch.log((tx.mean() + ty.mean() + eps) / (gx.mean() + gy.mean() + eps)),
+        r[0].mean() * 10, r[1].mean() * 10, r[2].mean() * 10,
+    ]
+    return torch.stack([f.float().reshape(()) for f in feats])
+
+
+# ---------------------------------------------------------------- signatures and the nearest one
+
+
+def signature(embeddings: torch.Tensor) -> dict:
+    """A task's signature from the embeddings of its training inputs: (n, F) -> mean, std, n."""
+    return {"version": EMBEDDING_VERSION, "mean": embeddings.mean(0).tolist(),
+            "std": embeddings.std(0, unbiased=embeddings.shape[0] > 1).tolist(), "n": int(embeddings.shape[0])}
+
+
+def nearest(embedding: torch.Tensor, signatures: dict[str, dict]) -> list[tuple[str, float]]:
+    """Tasks sorted by distance to `embedding`: each feature is scaled by its pooled within-task
+    spread (floored at 10 % of its between-task spread, so one very tight task cannot dominate)."""
+    names = sorted(signatures)
+    means = torch.tensor([signatures[n]["mean"] for n in names])
+    stds = torch.tensor([signatures[n]["std"] for n in names])
+    within = stds.pow(2).mean(0).sqrt()
+    between = means.std(0, unbiased=False) if len(names) > 1 else torch.ones_like(within)
+    scale = torch.maximum(within, 0.1 * between).clamp_min(1e-3)
+    d = ((embedding[None] - means) / scale).pow(2).mean(1).sqrt()
+    return sorted(zip(names, d.tolist()), key=lambda p: p[1])

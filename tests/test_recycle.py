@@ -1,0 +1,232 @@
+"""LoRA Recycle: exact mixtures of zoo adapters, baking, fitting, the meta-adapter, and the CLI."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+from safetensors import safe_open
+
+from cli_helpers import err, invoke, ok, out
+from conftest import textured
+from core.backbone import PRESETS, build_backbone
+from core.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
+from core.meta import MetaNet, distill, predict
+from core.mixture import Mixture, apply_mixture, bake, fit_mixture, mixture_forward, stage_groups, zoo_adapter
+from core.weights import AdapterMeta
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def tiny(dtype=torch.float64, seed=0):
+    net = build_backbone(PRESETS["tiny"], seed=seed).to(dtype).eval()
+    with torch.no_grad():  # non-zero block scales, so every layer matters
+        for name, p in net.named_parameters():
+            if name.endswith(("beta", "gamma")):
+                p.fill_(0.5)
+    return net
+
+
+def random_adapter(net, name: str, rank: int, seed: int, dtype=torch.float64):
+    """A LoRA adapter with non-zero B (as after training), as tensors + metadata."""
+    model = copy.deepcopy(net)
+    plan = uniform_rank_plan(model, rank)
+    torch.manual_seed(seed)
+    inject_lora(model, plan)
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            layer.lora_B.normal_(0, 0.1)
+    tensors = {f"{p}.lora_{ab}": getattr(l, f"lora_{ab}").detach().clone() for p, l in lora_layers(model).items() for ab in "AB"}
+    meta = AdapterMeta(task=name, backbone_sha256="x", rank_plan=plan)
+    return model, zoo_adapter(name, tensors, meta, net, dtype)
+
+
+def test_mixture_of_one_adapter_with_coefficient_one_is_that_adapter_exactly():
+    net = tiny()
+    model, z = random_adapter(net, "a", 2, seed=1)
+    _, other = random_adapter(net, "b", 3, seed=2)
+    x = torch.rand(2, 3, 20, 28, dtype=torch.float64)
+    one = Mixture(["a", "b"], ["all"], torch.tensor([[1.0], [0.0]], dtype=torch.float64))
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(mixture_forward(net, [z, other], one, x), expected)
+        merged = copy.deepcopy(model)
+        merge_all(merged)
+        assert torch.equal(apply_mixture(copy.deepcopy(net), [z, other], one)(x), merged(x))
+
+
+@pytest.mark.parametrize("per_stage", [False, True])
+def test_baked_adapter_reproduces_the_mixture(per_stage):
+    net = tiny()
+    # ranks 3 + 4 + 5 exceed the full rank (8) of the width-8 1x1 convs: those layers take the SVD path
+    zoo = [random_adapter(net, n, r, seed=s)[1] for n, r, s in (("a", 3, 1), ("b", 4, 2), ("c", 5, 3))]
+    groups = stage_groups(zoo) if per_stage else ["all"]
+    coef = torch.randn(3, len(groups), dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    mixture = Mixture(["a", "b", "c"], groups, coef)
+    tensors, plan = bake(net, zoo, mixture, dtype=torch.float64)
+    assert any(r < 12 for r in plan.values()) and any(r == 12 for r in plan.values())  # both paths taken
+    baked = copy.deepcopy(net)
+    inject_lora(baked, plan)
+    from core.lora import load_adapter_state
+
+    load_adapter_state(baked, tensors)
+    x = torch.rand(1, 3, 24, 24, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(baked(x), mixture_forward(net, zoo, mixture, x), atol=1e-12, rtol=0)
+
+
+def test_fit_mixture_finds_the_adapter_that_made_the_targets():
+    net = tiny(torch.float32)
+    models_zoo = [random_adapter(net, n, 2, seed=s, dtype=torch.float32) for n, s in (("a", 1), ("b", 2), ("c", 3))]
+    zoo = [z for _, z in models_zoo]
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.rand(3, 32, 32, generator=gen) for _ in range(3)]
+    with torch.no_grad():
+        pairs = [(x, models_zoo[1][0](x[None])[0]) for x in inputs]
+    mixture = fit_mixture(net, zoo, pairs, steps=5, crop=32)
+    c = mixture.coef[:, 0]
+    assert abs(float(c[1]) - 1) < 0.05 and float(c[0].abs().max()) < 0.05 and float(c[2].abs()) < 0.05, c
+    assert mixture.info["support_mse"] < 0.01 * mixture.info["support_mse_backbone"]
+
+
+def test_meta_adapter_zero_for_masked_adapters_and_learns():
+    net = tiny(torch.float32)
+    zoo = [random_adapter(net, n, 2, seed=s, dtype=torch.float32)[1] for n, s in (("a", 1), ("b", 2))]
+    clean = [torch.from_numpy(textured(np.random.default_rng(i), 64, 64)).permute(2, 0, 1).float() / 255 for i in range(3)]
+    meta, curve = distill(net, zoo, clean, steps=30, crop=32, query=2, max_k=2, lr=1e-2)
+    assert len(curve) == 30 and np.mean(curve[-10:]) < np.mean(curve[:10])
+    pairs = [(clean[0], clean[0])]
+    mixture = predict(meta, net, ["a", "b"], pairs, torch.tensor([1.0, 0.0]))
+    assert mixture.coef.shape == (2, 1) and float(mixture.coef[1, 0]) == 0.0
+    assert isinstance(meta, MetaNet)
+
+
+# ---------------------------------------------------------------- the CLI, end to end
+
+FAST = ("--rank", "2", "--steps", "8", "--patch-size", "16", "--batch-size", "2")
+
+
+def degrade(kind: str, clean: np.ndarray, rng) -> np.ndarray:
+    if kind == "dark":
+        return (clean * 0.2).astype(np.uint8)
+    if kind == "noisy":
+        return np.clip(clean + rng.normal(0, 45, clean.shape), 0, 255).astype(np.uint8)
+    if kind == "blurry":
+        return np.asarray(Image.fromarray(clean).filter(ImageFilter.GaussianBlur(2.5)))
+    raise ValueError(kind)
+
+
+def write_set(folder: Path, kind: str, n: int, seed: int, size=(48, 40)) -> Path:
+    rng = np.random.default_rng(seed)
+    for sub in ("input", "target"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        clean = textured(rng, size[1], size[0])
+        Image.fromarray(clean).save(folder / "target" / f"{kind}{i}.png")
+        Image.fromarray(degrade(kind, clean, rng)).save(folder / "input" / f"{kind}{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def zoo_home(tmp_path_factory) -> Path:
+    """A tiny store with three trained tasks on clearly different degradations."""
+    root = tmp_path_factory.mktemp("zoo")
+    home = root / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLUMNS", "250")
+        ok(invoke("init", "--random-init", "--config", "tiny", "--home", home))
+        for seed, kind in enumerate(("dark", "noisy", "blurry")):
+            ok(invoke("task", "add", kind, write_set(root / kind, kind, 5, seed), "--home", home))
+            ok(invoke("train", kind, *FAST, "--home", home))
+    return home
+
+
+@pytest.fixture
+def home(zoo_home, tmp_path) -> Path:
+    """A private copy of the zoo store, for tests that change it."""
+    dest = tmp_path / "zoo-home"
+    shutil.copytree(zoo_home, dest)
+    return dest
+
+
+def listing(home) -> dict:
+    return {row["task"]: row for row in json.loads(out(ok(invoke("list", "--json", "--home", home))))}
+
+
+def test_adapt_from_one_pair_makes_a_recycled_adapter_that_eval_and_restore_use(home, tmp_path, wide_console):
+    one = write_set(tmp_path / "one", "noisy", 1, seed=10)
+    r = ok(invoke("task", "add", "fresh", one, "--home", home))
+    assert "1 training" in err(r)
+    r = ok(invoke("adapt", "fresh", "--home", home, "--steps", "3"))
+    assert "Recycled adapter for 'fresh' from 3 adapter(s)" in err(r)
+    assert all(name in out(r) for name in ("dark", "noisy", "blurry"))
+    row = listing(home)["fresh"]
+    assert row["adapter"] == "recycled" and row["plan_method"] == "recycled-mixture"
+    adapter_file = next((home / "tasks" / "fresh").glob("adapter-recycled-*.safetensors"))
+    with safe_open(adapter_file, "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["recycled"]) is True
+    assert {z["task"] for z in json.loads(meta["extra"])["zoo"]} == {"dark", "noisy", "blurry"}
+    photos = write_set(tmp_path / "photos", "noisy", 2, seed=11) / "input"
+    ok(invoke("restore", "--task", "fresh", photos, "-o", tmp_path / "out", "--home", home))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["noisy0.png", "noisy1.png"]
+
+
+def test_adapt_refuses_to_replace_a_trained_adapter(zoo_home):
+    r = invoke("adapt", "noisy", "--home", zoo_home)
+    assert r.exit_code == 1 and "already has a trained adapter" in err(r) and "--replace" in err(r)
+
+
+def test_adapt_with_an_empty_zoo_says_so(tmp_path):
+    home = tmp_path / "h"
+    ok(invoke("init", "--random-init", "--config", "tiny", "--home", home))
+    ok(invoke("task", "add", "only", write_set(tmp_path / "only", "dark", 2, 0), "--home", home))
+    r = invoke("adapt", "only", "--home", home)
+    assert r.exit_code == 1 and "the adapter zoo is empty" in err(r) and "colora train" in err(r)
+    assert not list((home / "tasks").rglob("*.safetensors"))
+
+
+def test_meta_adapter_distill_then_adapt_in_one_forward_and_stale_when_the_zoo_changes(home, tmp_path, wide_console):
+    r = invoke("adapt", "dark", "--meta", "--replace", "--home", home)
+    assert r.exit_code == 1 and "no meta-adapter yet" in err(r)
+    ok(invoke("recycle", "distill", "--steps", "6", "--home", home))
+    assert json.loads(out(ok(invoke("recycle", "show", "--json", "--home", home))))["up_to_date"] is True
+    ok(invoke("doctor", "--home", home))  # the meta-adapter file is indexed, not an orphan
+    ok(invoke("task", "add", "fresh", write_set(tmp_path / "f", "blurry", 2, seed=20), "--home", home))
+    r = ok(invoke("adapt", "fresh", "--meta", "--home", home))
+    assert "(meta)" in err(r)
+    assert listing(home)["fresh"]["plan_method"] == "recycled-meta"
+    # a new trained adapter changes the zoo: the meta-adapter must be distilled again
+    ok(invoke("task", "add", "dark2", write_set(tmp_path / "d2", "dark", 3, seed=21), "--home", home))
+    ok(invoke("train", "dark2", *FAST, "--home", home))
+    r = invoke("adapt", "fresh", "--meta", "--home", home)
+    assert r.exit_code == 1 and "zoo changed" in err(r) and "recycle distill" in err(r)
+    assert json.loads(out(ok(invoke("recycle", "show", "--json", "--home", home))))["up_to_date"] is False
+
+
+def test_restore_auto_picks_the_adapter_of_the_matching_degradation(zoo_home, tmp_path, wide_console):
+    photos = tmp_path / "photos"
+    for seed, kind in enumerate(("dark", "noisy", "blurry")):
+        write_set(tmp_path / kind, kind, 2, seed=100 + seed)
+        for p in (tmp_path / kind / "input").iterdir():
+            photos.mkdir(exist_ok=True)
+            shutil.copy(p, photos / p.name)
+    r = ok(invoke("restore", "--task", "auto", photos, "-o", tmp_path / "out", "--home", zoo_home))
+    rows = [line.split("│") for line in out(r).splitlines() if line.startswith("│")]
+    chosen = {cells[1].strip(): cells[2].strip().split()[0] for cells in rows}
+    assert chosen == {f"{k}{i}.png": k for k in ("dark", "noisy", "blurry") for i in range(2)}, chosen
+    assert len(list((tmp_path / "out").iterdir())) == 6
+
+
+def test_restore_auto_without_any_adapter(tmp_path):
+    home = tmp_path / "h"
+    ok(invoke("init", "--random-init", "--config", "tiny", "--home", home))
+    photos = write_set(tmp_path / "p", "dark", 1, 0) / "input"
+    r = invoke("restore", "--task", "auto", photos, "-o", tmp_path / "out", "--home", home)
+    assert r.exit_code == 1 and "no adapter" in err(r)
+    assert not (tmp_path / "out").exists()
