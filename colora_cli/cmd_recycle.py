@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -22,8 +23,8 @@ def adapt(
     meta: Annotated[bool, typer.Option("--meta", help="Predict the mixture with the distilled meta-adapter in one forward pass (see `colora recycle distill`).")] = False,
     per_stage: Annotated[bool, typer.Option("--per-stage", help="One coefficient per adapter and network stage instead of per adapter.")] = False,
     pairs: Annotated[Optional[int], typer.Option("--pairs", min=1, help="Use at most this many training pairs (default: all).")] = None,
-    steps: Annotated[int, typer.Option("--steps", min=0, help="Refinement steps of the coefficients after the closed-form start.")] = 20,
-    seconds: Annotated[float, typer.Option("--seconds", min=0.0, help="Stop refining after this many seconds.")] = 5.0,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=0, help="Gradient steps refining the coefficients after the closed form [default: 0, or 20 with --per-stage].")] = None,
+    seconds: Annotated[float, typer.Option("--seconds", min=0.0, help="Stop refining after this many seconds.")] = 10.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the crops the coefficients are fitted on.")] = 0,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the task's trained adapter.")] = False,
     home: Home = None,
@@ -51,6 +52,7 @@ def adapt(
     if meta and per_stage:
         raise InvalidInputError("--meta predicts per-adapter coefficients; --per-stage applies to the fitted mixture only",
                                 hint="drop one of the two options")
+    steps = (20 if per_stage else 0) if steps is None else steps
     started = time.perf_counter()
     store = Store.open(home)
     task = store.task(name)
@@ -73,7 +75,8 @@ def adapt(
         mixture.names, mixture.coef = [n for n in names if n in by_name], mixture.coef[keep]
         method = "recycled-meta"
     else:
-        with output.progress(f"fit mixture ({len(zoo)} adapters, K={len(examples)})", steps) as update:
+        output.note(f"Fitting a mixture of {len(zoo)} adapters on {len(examples)} pair(s) ...")
+        with output.progress("refine", steps) if steps else nullcontext(lambda done: None) as update:
             mixture = fit_mixture(backbone, zoo, examples, per_stage=per_stage, steps=steps, seconds=seconds,
                                   seed=seed, on_step=lambda done, total: update(done))
         method = "recycled-mixture"

@@ -15,6 +15,7 @@ sum would exceed the layer's full rank, the summed delta is factorised by SVD at
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -135,11 +136,13 @@ def fit_mixture(
     pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
     *,
     per_stage: bool = False,
-    steps: int = 20,
-    crop: int = 96,
-    n_crops: int = 8,
+    steps: int = 0,
+    crop: int = 128,
+    n_crops: int = 16,
+    refine_crops: int = 8,
     lr: float = 0.05,
-    ridge: float = 1e-3,
+    ridge: float = 1e-2,
+    sparsity: float = 0.25,
     seconds: float | None = None,
     seed: int = 0,
     on_step: Callable[[int, int], None] | None = None,
@@ -147,9 +150,21 @@ def fit_mixture(
     """Coefficients that make backbone + mixture map the K support inputs to their targets.
 
     1. Linearise the output in the coefficients around the backbone, y(c) ~ y0 + sum c_i (y_i - y0),
-       and solve the ridge least-squares problem in closed form (one forward per adapter).
-    2. Refine on the exact mixture with Adam for `steps` steps (or until `seconds` run out),
-       per stage if asked, pulled towards the closed-form start so 1-shot fits stay sane.
+       and solve the ridge least-squares problem with c >= 0 (one forward per adapter, then a tiny
+       n x n problem).
+    2. Correct the linearisation's shrinkage with one exact line search over a global scale of
+       the coefficients (the nonlinear network under-responds to a sum of deltas).
+    3. Optionally (`steps` > 0, needed for per-stage coefficients) refine on the exact mixture
+       with projected Adam on the first `refine_crops` crops, pulled towards the start.
+       Measured on bench/recycle.py, refining per-adapter coefficients on a few crops overfits
+       them, so it is off by default.
+
+    The closed form sees every crop through the inference graph (core/fast.py); the refinement
+    needs gradients and runs the backbone in channels_last.
+
+    Coefficients are kept non-negative: adapters are restoration directions, and letting large
+    positive and negative coefficients cancel on a few crops is how a fit to one image goes
+    wrong on the next (bench/recycle.py measured it).
     """
     if not zoo:
         raise InvalidInputError("the zoo is empty: there is no adapter to recycle",
@@ -163,17 +178,34 @@ def fit_mixture(
     names = [z.name for z in zoo]
     n = len(zoo)
     with torch.no_grad():
-        y0 = model(x)
+        from core.fast import FastNAFNet
+
+        def outputs(net: nn.Module) -> torch.Tensor:
+            fast = FastNAFNet(net)
+            return torch.cat([fast(chunk) for chunk in x.split(8)])
+
+        y0 = outputs(model)
         cols = []
         for i in range(n):
             one = torch.zeros(n, 1)
             one[i, 0] = 1.0
-            cols.append((mixture_forward(model, zoo, Mixture(names, ["all"], one), x) - y0).reshape(-1))
+            cols.append((outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, ["all"], one))) - y0).reshape(-1))
         d = torch.stack(cols, 1).double()  # (pixels, n)
         r = (y - y0).reshape(-1).double()
         gram = d.T @ d
-        lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
-        c0 = torch.linalg.solve(gram + lam * torch.eye(n, dtype=gram.dtype), d.T @ r).float()
+        # ridge relative to each adapter's own scale: one wild adapter must not shrink the others
+        damping = torch.diag(ridge * gram.diagonal().clamp_min(1e-12))
+        rhs = d.T @ r
+        # an L1 pull (with c >= 0, a constant shift of the linear term) keeps adapters that only
+        # shave a little off the support error out of the mixture: they rarely carry over
+        rhs = rhs - sparsity * rhs.clamp_min(0).max()
+        c0 = nonnegative_least_squares(gram + damping, rhs).float()
+        scales = {}
+        for alpha in SCALES:  # exact support error of alpha * c0
+            pred = outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, ["all"], alpha * c0[:, None])))
+            scales[alpha] = float(F.mse_loss(pred, y))
+        alpha = min(scales, key=scales.get)
+        c0, start_mse = alpha * c0, scales[alpha]
     groups = stage_groups(zoo) if per_stage else ["all"]
     start = c0[:, None].repeat(1, len(groups))
     coef = start.clone().requires_grad_(True)
@@ -181,23 +213,49 @@ def fit_mixture(
     mse0 = float(F.mse_loss(y0, y))
     best, best_loss = start.clone(), math.inf
     done = 0
+    net = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    xr = x[:refine_crops].contiguous(memory_format=torch.channels_last)
+    yr = y[:refine_crops]
     for step in range(steps):
         if seconds is not None and time.perf_counter() - t0 > seconds:
             break
-        pred = mixture_forward(model, zoo, Mixture(names, groups, coef), x)
-        loss = F.mse_loss(pred, y)
+        pred = mixture_forward(net, zoo, Mixture(names, groups, coef), xr)
+        loss = F.mse_loss(pred, yr)
         if loss.item() < best_loss:  # the loss of the coefficients *before* this step's update
             best_loss, best = loss.item(), coef.detach().clone()
         (loss + 1e-3 * mse0 * (coef - start).pow(2).mean()).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            coef.clamp_(min=0.0)
         done = step + 1
         if on_step:
             on_step(done, steps)
+    if done:  # report the refined coefficients on every support crop, like the start
+        with torch.no_grad():
+            best_loss = float(F.mse_loss(outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, groups, best))), y))
+    else:
+        best_loss = start_mse
     return Mixture(names, groups, best, {
-        "method": "mixture", "k": len(pairs), "steps": done, "support_mse_backbone": mse0,
-        "support_mse": best_loss if best_loss < math.inf else None,
+        "method": "mixture", "k": len(pairs), "steps": done, "scale": alpha, "support_mse_backbone": mse0,
+        "support_mse": best_loss,
         "seconds": round(time.perf_counter() - t0, 3)})
+
+
+SCALES = (0.8, 1.0, 1.25, 1.5)
+
+
+def nonnegative_least_squares(gram: torch.Tensor, rhs: torch.Tensor, iters: int = 500) -> torch.Tensor:
+    """argmin_{c >= 0} 1/2 c^T G c - rhs^T c for a small positive definite G, by cyclic coordinate descent."""
+    c = torch.zeros_like(rhs)
+    for _ in range(iters):
+        previous = c.clone()
+        for i in range(len(c)):
+            # exact minimisation along coordinate i, then projection onto c_i >= 0
+            c[i] = torch.clamp(c[i] + (rhs[i] - gram[i] @ c) / gram[i, i], min=0.0)
+        if torch.allclose(c, previous, atol=1e-10, rtol=0):
+            break
+    return c
 
 
 def uniform_mixture(zoo: Sequence[ZooAdapter]) -> Mixture:

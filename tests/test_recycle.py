@@ -88,10 +88,24 @@ def test_fit_mixture_finds_the_adapter_that_made_the_targets():
     inputs = [torch.rand(3, 32, 32, generator=gen) for _ in range(3)]
     with torch.no_grad():
         pairs = [(x, models_zoo[1][0](x[None])[0]) for x in inputs]
-    mixture = fit_mixture(net, zoo, pairs, steps=5, crop=32)
+    mixture = fit_mixture(net, zoo, pairs, crop=32)
     c = mixture.coef[:, 0]
-    assert abs(float(c[1]) - 1) < 0.05 and float(c[0].abs().max()) < 0.05 and float(c[2].abs()) < 0.05, c
-    assert mixture.info["support_mse"] < 0.01 * mixture.info["support_mse_backbone"]
+    assert abs(float(c[1]) - 1) < 0.1 and float(c[0]) < 0.02 and float(c[2]) < 0.02, c
+    assert (c >= 0).all() and mixture.info["support_mse"] < 0.05 * mixture.info["support_mse_backbone"]
+    refined = fit_mixture(net, zoo, pairs, crop=32, per_stage=True, steps=5)
+    assert refined.coef.shape == (3, len(stage_groups(zoo))) and (refined.coef >= 0).all()
+    assert refined.info["steps"] == 5 and refined.info["support_mse"] < 0.05 * refined.info["support_mse_backbone"]
+
+
+def test_nonnegative_least_squares_meets_its_optimality_conditions():
+    from core.mixture import nonnegative_least_squares
+
+    g = torch.randn(30, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    gram, rhs = g.T @ g, torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    c = nonnegative_least_squares(gram, rhs)
+    grad = gram @ c - rhs
+    assert (c >= 0).all() and (c > 0).any() and (c == 0).any()
+    assert torch.allclose(grad[c > 0], torch.zeros_like(grad[c > 0]), atol=1e-8) and (grad[c == 0] >= -1e-8).all()
 
 
 def test_meta_adapter_zero_for_masked_adapters_and_learns():
@@ -162,7 +176,7 @@ def test_adapt_from_one_pair_makes_a_recycled_adapter_that_eval_and_restore_use(
     one = write_set(tmp_path / "one", "noisy", 1, seed=10)
     r = ok(invoke("task", "add", "fresh", one, "--home", home))
     assert "1 training" in err(r)
-    r = ok(invoke("adapt", "fresh", "--home", home, "--steps", "3"))
+    r = ok(invoke("adapt", "fresh", "--home", home))
     assert "Recycled adapter for 'fresh' from 3 adapter(s)" in err(r)
     assert all(name in out(r) for name in ("dark", "noisy", "blurry"))
     row = listing(home)["fresh"]
