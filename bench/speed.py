@@ -22,7 +22,6 @@ import copy
 import json
 import multiprocessing as mp
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -175,7 +174,7 @@ def _train_setup(arm: str):
     plan = json.loads(adapter.rank_plan)  # a real CoLoRA plan (7 % budget)
     model = load_store_backbone(store, store.backbone()).train()
     if arm == "full":
-        params = list(model.parameters())
+        params = list(model.requires_grad_(True).parameters())
     elif arm in ("weight", "activation"):
         inject_lora(model, plan, mode=arm)
         params = [p for layer in lora_layers(model).values() for p in (layer.lora_A, layer.lora_B)]
@@ -191,6 +190,9 @@ def _train_setup(arm: str):
     opt = torch.optim.AdamW(params, lr=1e-4)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(4, 3, 96, 96, generator=gen), torch.rand(4, 3, 96, 96, generator=gen)
+    # every arm in channels_last, as colora's `fit` trains (PEFT's too: the same net, the same format)
+    model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
 
     def step():
         loss = (model(x) - y).abs().mean()
@@ -201,12 +203,26 @@ def _train_setup(arm: str):
     return step
 
 
+def _status_kb(field: str) -> int:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+
+
 def _memory_arm(arm: str, queue) -> None:
+    """Peak resident memory of training steps above the process's state right before them.
+
+    Linux: writing 5 to /proc/self/clear_refs resets the peak (VmHWM) to the current RSS, so the
+    set-up's own transient peak (loading, copying) does not hide the steps' allocations.
+    """
+    import gc
+
     step = _train_setup(arm)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kb("VmRSS")
     for _ in range(5):
         step()
-    queue.put((arm, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024))
+    queue.put((arm, (_status_kb("VmHWM") - before) / 1024))
 
 
 def train_section(repeats: int) -> None:
@@ -266,7 +282,7 @@ def store_section(repeats: int, n_tasks: int) -> None:
             task = store.add_task(name, f"/data/{name}", pairs, val_folder=None, val_fraction=0.2, seed=0)
             rel = f"tasks/{name}/adapter-1.safetensors"
             store.path(rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(adapter_file, store.path(rel))
+            os.link(adapter_file, store.path(rel))  # same bytes, no extra disk
             adapter = store.add_adapter(task, backbone, rel, trainable_params=120_000, rank_plan={}, plan_method="faig",
                                         budget=0.07)
             store.record_eval(task, backbone, adapter, {"adapter": (27.0, 0.8, [["a", 27.0, 0.8]])})
@@ -309,14 +325,20 @@ def main() -> None:
 
     build_zoo()
     sections = args.only.split(",")
-    if "forward" in sections:
-        forward_section(args.repeats)
-    if "folder" in sections:
-        folder_section(args.repeats, args.images)
-    if "train" in sections:
-        train_section(args.repeats)
-    if "store" in sections:
-        store_section(args.repeats, args.tasks)
+    try:
+        if "forward" in sections:
+            forward_section(args.repeats)
+        if "folder" in sections:
+            folder_section(args.repeats, args.images)
+        if "train" in sections:
+            train_section(args.repeats)
+        if "store" in sections:
+            store_section(args.repeats, args.tasks)
+    finally:
+        report(args)
+
+
+def report(args) -> None:
     print(f"\nbench/speed.py — {time.strftime('%Y-%m-%d')}, {machine()}, {torch.get_num_threads()} threads, "
           f"git {git_rev()}, medians of {args.repeats}\n")
     print(markdown_table(["section", "arm", "median", "ratio / note", "target", "met"], ROWS))

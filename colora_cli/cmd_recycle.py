@@ -22,7 +22,7 @@ def adapt(
     name: Annotated[str, typer.Argument(help="Task to build an adapter for (its training pairs are the K examples).")],
     meta: Annotated[bool, typer.Option("--meta", help="Predict the mixture with the distilled meta-adapter in one forward pass (see `colora recycle distill`).")] = False,
     per_stage: Annotated[bool, typer.Option("--per-stage", help="One coefficient per adapter and network stage instead of per adapter.")] = False,
-    pairs: Annotated[Optional[int], typer.Option("--pairs", min=1, help="Use at most this many training pairs (default: all).")] = None,
+    pairs: Annotated[int, typer.Option("--pairs", min=1, help="Use at most this many training pairs.")] = 32,
     steps: Annotated[Optional[int], typer.Option("--steps", min=0, help="Gradient steps refining the coefficients after the closed form [default: 0, or 20 with --per-stage].")] = None,
     seconds: Annotated[float, typer.Option("--seconds", min=0.0, help="Stop refining after this many seconds.")] = 10.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the crops the coefficients are fitted on.")] = 0,

@@ -42,7 +42,8 @@ def restore(
         adapter = store.adapter(task_row)
         if adapter is None:
             raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
-    jobs = plan_outputs(inputs, out_dir, overwrite)
+    decoded: dict = {}
+    jobs = plan_outputs(inputs, out_dir, overwrite, decoded)
     dev = resolve_device(device)
     if task == "auto":
         chooser.prepare(dev)
@@ -56,7 +57,8 @@ def restore(
         raise ColoraError(f"cannot create the output folder {out_dir}: {e.strerror or e}",
                           hint="choose another folder with -o") from e
     with output.progress(f"restore ({task})", len(jobs)) as update:
-        failed = restore_many(jobs, restore_one, overwrite=overwrite, on_done=lambda done, src, err: update(done))
+        failed = restore_many(jobs, restore_one, overwrite=overwrite, decoded=decoded,
+                              on_done=lambda done, src, err: update(done))
     if task == "auto":
         chooser.report()
     output.note(f"Restored {len(jobs) - len(failed)} image(s) into {out_dir}")
@@ -115,15 +117,23 @@ class AutoChooser:
                         "`colora task add NAME FOLDER` with a few pairs and `colora adapt NAME`.")
 
 
-def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
+DECODED_BUDGET = 512 * 2**20  # bytes of decoded pixels `plan_outputs` keeps for the restore
+
+
+def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool,
+                 decoded: dict | None = None) -> list[tuple[Path, Path]]:
     """(source, destination) for every image, checked before any work is done.
+
+    Decoded images are put in `decoded` (source -> core.pipeline.Decoded) up to DECODED_BUDGET.
+    A plan that will be refused anyway keeps nothing.
 
     Folders are read at their top level only (so an output folder inside an input folder is
     never read back as input); symlinks are followed, and broken ones are refused like
     unreadable files. Every input is fully decoded here, so a truncated file stops the command
     before anything is written.
     """
-    from core.images import IMAGE_EXTENSIONS, is_image_file, verify_image
+    from core.images import IMAGE_EXTENSIONS, is_image_file
+    from core.pipeline import decode
 
     _check_out_dir(out_dir)
     out_resolved = out_dir.resolve()
@@ -162,11 +172,16 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool) -> list[tup
             raise InvalidInputError(f"refusing to overwrite the input {src}", hint="choose another output folder with -o")
         jobs.append((src, dst))
     unreadable = [f"broken link {p}" for p in broken]
+    budget = DECODED_BUDGET
     for src, _ in jobs:  # a full decode catches empty, truncated and non-image files before any work
         try:
-            verify_image(src)
+            image = decode(src)
         except ColoraError as e:
             unreadable.append(e.message)
+            continue
+        if decoded is not None and image.nbytes <= budget:  # kept for the restore: decoded once, not twice
+            decoded[src] = image
+            budget -= image.nbytes
     if unreadable:
         raise InvalidInputError(f"{len(unreadable)} input(s) are not readable images: " + "; ".join(unreadable[:3])
                                 + (f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""),
