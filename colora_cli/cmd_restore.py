@@ -106,7 +106,9 @@ class AutoChooser:
         runner_up = f"{ranking[1][0]} ({ranking[1][1]:.2f})" if len(ranking) > 1 else "-"
         self.choices.append((src.name, name, distance, runner_up))
         if name not in self.models:
-            self.models[name] = load_fast_adapter(self.store, self.adapters[name]).to(self.device)
+            adapter = self.adapters[name]
+            cached = self.backbone if adapter.backbone_id == self.backbone_row.id else None
+            self.models[name] = load_fast_adapter(self.store, adapter, cached).to(self.device)
         return restore_tensor(self.models[name], image, self.tile)
 
     def report(self) -> None:

@@ -31,9 +31,16 @@ def load_store_adapter(store: Store, adapter: Adapter, *, merge: bool = True):
     return backbone, model
 
 
-def load_fast_adapter(store: Store, adapter: Adapter):
-    """The adapter merged into the backbone, as an inference-only FastNAFNet (same numbers, faster)."""
-    from core.fast import FastNAFNet
+def load_fast_adapter(store: Store, adapter: Adapter, backbone=None):
+    """The adapter merged into the backbone, as an inference-only FastNAFNet (same numbers, faster).
 
-    _, model = load_store_adapter(store, adapter, merge=True)
-    return FastNAFNet(model)
+    `backbone`: the adapter's backbone, already loaded (it is not changed).
+    """
+    from core.fast import FastNAFNet
+    from core.lora import adapter_deltas
+    from core.weights import read_adapter_for
+
+    if backbone is None:
+        backbone = load_store_backbone(store, adapter.backbone)
+    tensors, meta = read_adapter_for(adapter.backbone.sha256, store.path(adapter.path))
+    return FastNAFNet(backbone.eval(), adapter_deltas(backbone, meta.rank_plan, meta.alpha, tensors))

@@ -35,11 +35,29 @@ def _conv_of(module: nn.Module) -> nn.Conv2d:
     return module
 
 
-def _copy_conv(conv: nn.Conv2d, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> nn.Conv2d:
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
+class _Weights:
+    """A layer's weight for the inference graph: its own (merged) weight, plus an adapter delta if given."""
+
+    def __init__(self, model: nn.Module, deltas: dict[str, torch.Tensor] | None):
+        from core.lora import lora_targets
+
+        targets = lora_targets(model) if deltas else {}
+        self.extra = {id(targets[p]): d for p, d in (deltas or {}).items()}
+
+    def __call__(self, module: nn.Module) -> tuple[nn.Conv2d, torch.Tensor]:
+        conv = _conv_of(module)
+        delta = self.extra.get(id(conv))
+        return conv, conv.weight if delta is None else conv.weight + delta.to(conv.weight)
+
+
+def _copy_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None = None) -> nn.Conv2d:
+    # skip_init: no random initialisation of weights that are overwritten at once (task switches
+    # build one of these graphs each; see bench/speed.py)
+    new = torch.nn.utils.skip_init(nn.Conv2d, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                   conv.padding, conv.dilation, conv.groups, bias=True,
+                                   device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
-        new.weight.copy_(conv.weight if weight is None else weight)
+        new.weight.copy_(weight)
         if bias is not None:
             new.bias.copy_(bias)
         elif conv.bias is not None:
@@ -49,18 +67,17 @@ def _copy_conv(conv: nn.Conv2d, weight: torch.Tensor | None = None, bias: torch.
     return new.requires_grad_(False)
 
 
-def _fold_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
+def _fold_norm(conv: nn.Conv2d, w: torch.Tensor, norm: nn.Module) -> nn.Conv2d:
     """1x1 conv after an affine LayerNorm -> the same conv after a plain normalisation."""
-    w = conv.weight  # (out, in, 1, 1)
     gamma, beta = norm.weight.detach(), norm.bias.detach()
     bias = (conv.bias if conv.bias is not None else torch.zeros_like(w[:, 0, 0, 0])) + w[:, :, 0, 0] @ beta
     return _copy_conv(conv, w * gamma.view(1, -1, 1, 1), bias)
 
 
-def _fold_scale(conv: nn.Conv2d, scale: torch.Tensor) -> nn.Conv2d:
+def _fold_scale(conv: nn.Conv2d, w: torch.Tensor, scale: torch.Tensor) -> nn.Conv2d:
     """conv(x) * scale (per output channel) -> one conv."""
     s = scale.detach().reshape(-1)
-    return _copy_conv(conv, conv.weight * s.view(-1, 1, 1, 1), conv.bias * s)
+    return _copy_conv(conv, w * s.view(-1, 1, 1, 1), conv.bias * s)
 
 
 def _normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -70,15 +87,15 @@ def _normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class FastBlock(nn.Module):
-    def __init__(self, block: NAFBlock):
+    def __init__(self, block: NAFBlock, weights: _Weights):
         super().__init__()
         self.eps1, self.eps2 = block.norm1.eps, block.norm2.eps
-        self.conv1 = _fold_norm(_conv_of(block.conv1), block.norm1)
-        self.conv2 = _copy_conv(block.conv2)
-        self.sca = _copy_conv(_conv_of(block.sca[1]))
-        self.conv3 = _fold_scale(_conv_of(block.conv3), block.beta)
-        self.conv4 = _fold_norm(_conv_of(block.conv4), block.norm2)
-        self.conv5 = _fold_scale(_conv_of(block.conv5), block.gamma)
+        self.conv1 = _fold_norm(*weights(block.conv1), block.norm1)
+        self.conv2 = _copy_conv(*weights(block.conv2))
+        self.sca = _copy_conv(*weights(block.sca[1]))
+        self.conv3 = _fold_scale(*weights(block.conv3), block.beta)
+        self.conv4 = _fold_norm(*weights(block.conv4), block.norm2)
+        self.conv5 = _fold_scale(*weights(block.conv5), block.gamma)
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         x = self.conv2(self.conv1(_normalize(inp, self.eps1)))
@@ -95,18 +112,23 @@ class FastBlock(nn.Module):
 
 
 class FastNAFNet(nn.Module):
-    """Inference-only: no gradients, no LoRA layers, channels_last throughout."""
+    """Inference-only: no gradients, no LoRA layers, channels_last throughout.
 
-    def __init__(self, model: NAFNet):
+    `deltas` (module path -> weight delta, `core.lora.adapter_deltas`) adds an adapter on the way,
+    so a task switch needs neither a copy of the backbone nor LoRA layers to merge.
+    """
+
+    def __init__(self, model: NAFNet, deltas: dict[str, torch.Tensor] | None = None):
         super().__init__()
+        w = _Weights(model, deltas)
         self.config = model.config
-        self.intro = _copy_conv(_conv_of(model.intro))
-        self.ending = _copy_conv(_conv_of(model.ending))
-        self.encoders = nn.ModuleList(nn.Sequential(*[FastBlock(b) for b in enc]) for enc in model.encoders)
-        self.downs = nn.ModuleList(_copy_conv(_conv_of(d)) for d in model.downs)
-        self.middle_blks = nn.Sequential(*[FastBlock(b) for b in model.middle_blks])
-        self.ups = nn.ModuleList(nn.Sequential(_copy_conv(_conv_of(u[0])), nn.PixelShuffle(2)) for u in model.ups)
-        self.decoders = nn.ModuleList(nn.Sequential(*[FastBlock(b) for b in dec]) for dec in model.decoders)
+        self.intro = _copy_conv(*w(model.intro))
+        self.ending = _copy_conv(*w(model.ending))
+        self.encoders = nn.ModuleList(nn.Sequential(*[FastBlock(b, w) for b in enc]) for enc in model.encoders)
+        self.downs = nn.ModuleList(_copy_conv(*w(d)) for d in model.downs)
+        self.middle_blks = nn.Sequential(*[FastBlock(b, w) for b in model.middle_blks])
+        self.ups = nn.ModuleList(nn.Sequential(_copy_conv(*w(u[0])), nn.PixelShuffle(2)) for u in model.ups)
+        self.decoders = nn.ModuleList(nn.Sequential(*[FastBlock(b, w) for b in dec]) for dec in model.decoders)
         self.to(memory_format=torch.channels_last)
         self.requires_grad_(False)
         self.eval()

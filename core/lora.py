@@ -176,25 +176,58 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-@torch.no_grad()
-def load_adapter_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    layers = lora_layers(model)
-    expected = {f"{p}.lora_{ab}" for p in layers for ab in "AB"}
+def check_adapter_tensors(targets: Mapping[str, nn.Conv2d], rank_plan: Mapping[str, int],
+                          state: Mapping[str, torch.Tensor]) -> None:
+    """Names, dtypes, shapes and values of an adapter's tensors against its plan and the backbone's layers."""
+    expected = {f"{p}.lora_{ab}" for p in rank_plan for ab in "AB"}
     if set(state) != expected:
         missing = sorted(expected - set(state))[:3]
         extra = sorted(set(state) - expected)[:3]
         raise InvalidInputError(f"adapter tensors do not match its rank plan (missing {missing}, unexpected {extra})")
-    for path, layer in layers.items():
+    for path, rank in rank_plan.items():
+        conv = targets[path]
+        shapes = {"A": (rank, conv.in_channels, *conv.kernel_size), "B": (conv.out_channels, rank, 1, 1)}
         for ab in "AB":
-            dst = getattr(layer, f"lora_{ab}")
             src = state[f"{path}.lora_{ab}"]
             if not src.is_floating_point():
                 raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has dtype {src.dtype}, expected a float type")
-            if src.shape != dst.shape:
-                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
+            if tuple(src.shape) != shapes[ab]:
+                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has shape {tuple(src.shape)}, expected {shapes[ab]}")
             if not torch.isfinite(src).all():
                 raise InvalidInputError(f"adapter tensor {path}.lora_{ab} holds NaN or infinite values")
-            dst.copy_(src.to(dst.dtype))
+
+
+@torch.no_grad()
+def load_adapter_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    layers = lora_layers(model)
+    check_adapter_tensors({p: layer.base for p, layer in layers.items()}, {p: layer.rank for p, layer in layers.items()}, state)
+    for path, layer in layers.items():
+        for ab in "AB":
+            getattr(layer, f"lora_{ab}").copy_(state[f"{path}.lora_{ab}"])
+
+
+def adapter_deltas(model: nn.Module, rank_plan: Mapping[str, int], alpha: float | None,
+                   state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Module path -> s * B @ A (shaped like the base weight), checked; the model is not changed.
+
+    What merging computes, without wrapping any layer: for inference straight from a plain backbone.
+    """
+    targets = lora_targets(model)
+    unknown = [p for p in rank_plan if p not in targets]
+    if unknown:
+        raise InvalidInputError(f"rank plan names {len(unknown)} layer(s) that are not LoRA targets of this backbone: "
+                                + ", ".join(unknown[:3]), hint="recompute the plan with `colora ranks NAME`")
+    check_adapter_tensors(targets, rank_plan, state)
+    deltas = {}
+    for path, rank in rank_plan.items():
+        w = targets[path].weight
+        a = state[f"{path}.lora_A"].to(w).reshape(rank, -1)
+        b = state[f"{path}.lora_B"].to(w).reshape(-1, rank)
+        scaling = (alpha if alpha is not None else rank) / rank
+        deltas[path] = (scaling * (b @ a)).reshape(w.shape)
+        if not torch.isfinite(w + deltas[path]).all():
+            raise InvalidInputError("refusing to merge: the adapter produces non-finite weights")
+    return deltas
 
 
 def merge_all(model: nn.Module) -> None:

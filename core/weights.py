@@ -182,8 +182,8 @@ def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], AdapterMeta]:
     return tensors, AdapterMeta.from_metadata(raw, Path(path).name)
 
 
-def apply_adapter(model: NAFNet, backbone_sha256: str, path: Path, mode: str | None = None) -> AdapterMeta:
-    """Inject the adapter's LoRA layers into `model` (whose fingerprint is `backbone_sha256`)."""
+def read_adapter_for(backbone_sha256: str, path: Path) -> tuple[dict[str, torch.Tensor], AdapterMeta]:
+    """An adapter file's tensors and metadata, refused unless it was trained on this backbone."""
     tensors, meta = read_adapter(path)
     if meta.backbone_sha256 != backbone_sha256:
         raise IntegrityError(
@@ -191,6 +191,12 @@ def apply_adapter(model: NAFNet, backbone_sha256: str, path: Path, mode: str | N
             f"not on this one ({backbone_sha256[:12]})",
             hint="retrain it with `colora train " + meta.task + "` on the current backbone",
         )
+    return tensors, meta
+
+
+def apply_adapter(model: NAFNet, backbone_sha256: str, path: Path, mode: str | None = None) -> AdapterMeta:
+    """Inject the adapter's LoRA layers into `model` (whose fingerprint is `backbone_sha256`)."""
+    tensors, meta = read_adapter_for(backbone_sha256, path)
     inject_lora(model, meta.rank_plan, meta.alpha, mode or meta.lora_mode)
     load_adapter_state(model, tensors)
     return meta

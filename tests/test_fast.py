@@ -47,6 +47,41 @@ def test_fast_net_equals_the_eager_net_in_float64(shape):
     assert torch.allclose(got, expected, atol=1e-12, rtol=0)
 
 
+def test_fast_net_with_adapter_deltas_equals_the_merged_adapter_exactly():
+    from core.lora import adapter_deltas, adapter_state
+
+    base = build_backbone(PRESETS["tiny"], seed=0).double().eval()
+    model = copy.deepcopy(base)
+    torch.manual_seed(2)
+    plan = uniform_rank_plan(model, 2)
+    inject_lora(model, plan, alpha=3.0)
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            layer.lora_B.normal_(0, 0.1)
+    deltas = adapter_deltas(base, plan, 3.0, adapter_state(model))
+    merge_all(model)
+    x = torch.rand(1, 3, 20, 28, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(FastNAFNet(base, deltas)(x), FastNAFNet(model)(x))
+
+
+def test_adapter_deltas_refuse_bad_tensors():
+    from core.errors import InvalidInputError
+    from core.lora import adapter_deltas
+
+    base = build_backbone(PRESETS["tiny"], seed=0)
+    plan = {"intro": 2}
+    good = {"intro.lora_A": torch.zeros(2, 3, 3, 3), "intro.lora_B": torch.zeros(8, 2, 1, 1)}
+    assert set(adapter_deltas(base, plan, None, good)) == {"intro"}
+    for bad, message in (({**good, "intro.lora_B": torch.zeros(8, 3, 1, 1)}, "has shape"),
+                         ({**good, "intro.lora_A": torch.full((2, 3, 3, 3), float("nan"))}, "NaN"),
+                         ({"intro.lora_A": good["intro.lora_A"]}, "do not match its rank plan")):
+        with pytest.raises(InvalidInputError, match=message):
+            adapter_deltas(base, plan, None, bad)
+    with pytest.raises(InvalidInputError, match="not LoRA targets"):
+        adapter_deltas(base, {"nope": 1}, None, {})
+
+
 def test_fast_net_float32_restore_path_matches_within_fp32_tolerance():
     net = adapted(torch.float32, BackboneConfig(width=8, enc_blocks=(1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1)))
     image = torch.rand(3, 70, 90)
