@@ -50,21 +50,24 @@ class _Weights:
         return conv, conv.weight if delta is None else conv.weight + delta.to(conv.weight)
 
 
-def _copy_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None = None) -> nn.Conv2d:
-    # skip_init: no random initialisation of weights that are overwritten at once (task switches
-    # build one of these graphs each; see bench/speed.py)
-    new = torch.nn.utils.skip_init(nn.Conv2d, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                   conv.padding, conv.dilation, conv.groups, bias=True,
-                                   device=conv.weight.device, dtype=conv.weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if bias is not None:
-            new.bias.copy_(bias)
-        elif conv.bias is not None:
-            new.bias.copy_(conv.bias)
-        else:
-            new.bias.zero_()
-    return new.requires_grad_(False)
+class _Conv(nn.Module):
+    """A frozen convolution holding its weight in channels_last; built without nn.Conv2d's random
+    initialisation, since a task switch builds a whole graph of these (bench/speed.py)."""
+
+    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().contiguous(memory_format=torch.channels_last), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _copy_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None = None) -> _Conv:
+    if bias is None:
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, dtype=weight.dtype, device=weight.device)
+    return _Conv(conv, weight, bias)
 
 
 def _fold_norm(conv: nn.Conv2d, w: torch.Tensor, norm: nn.Module) -> nn.Conv2d:
@@ -129,8 +132,6 @@ class FastNAFNet(nn.Module):
         self.middle_blks = nn.Sequential(*[FastBlock(b, w) for b in model.middle_blks])
         self.ups = nn.ModuleList(nn.Sequential(_copy_conv(*w(u[0])), nn.PixelShuffle(2)) for u in model.ups)
         self.decoders = nn.ModuleList(nn.Sequential(*[FastBlock(b, w) for b in dec]) for dec in model.decoders)
-        self.to(memory_format=torch.channels_last)
-        self.requires_grad_(False)
         self.eval()
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W), any H, W

@@ -225,8 +225,8 @@ def adapter_deltas(model: nn.Module, rank_plan: Mapping[str, int], alpha: float 
         b = state[f"{path}.lora_B"].to(w).reshape(-1, rank)
         scaling = (alpha if alpha is not None else rank) / rank
         deltas[path] = (scaling * (b @ a)).reshape(w.shape)
-        if not torch.isfinite(w + deltas[path]).all():
-            raise InvalidInputError("refusing to merge: the adapter produces non-finite weights")
+    if not all(torch.isfinite(targets[p].weight + d).all() for p, d in deltas.items()):
+        raise InvalidInputError("refusing to merge: the adapter produces non-finite weights")
     return deltas
 
 
