@@ -31,7 +31,6 @@ def _rss_mb() -> float:
 
 def run_arm(arm: str, backbone_path: str, set_name: str, n_pairs: int, args: dict, queue) -> None:
     """One arm in a fresh process; puts a result dict on the queue."""
-    from bench.common import SETS
     from core.adapters import evaluate, train_adapter
     from core.backbone import count_parameters
     from core.data import PairSet

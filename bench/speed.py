@@ -73,7 +73,7 @@ def models():
 
 
 def forward_section(repeats: int) -> None:
-    from core.lora import inject_lora, lora_layers
+    from core.lora import inject_lora
     from core.restore import restore_tensor
 
     store, backbone, merged, fast_backbone, fast_merged, adapter = models()

@@ -7,7 +7,7 @@ Module paths are stable (`encoders.2.0.conv4`) because rank plans and adapters n
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from safetensors import safe_open
 from torch import nn
 from typer.testing import CliRunner

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colora_cli.main import app
 from cli_helpers import ANSI, err, invoke, ok
 from conftest import make_pairs
 

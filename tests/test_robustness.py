@@ -96,7 +96,9 @@ def test_racing_task_adds_one_wins_one_gets_a_clear_error(tmp_path, isolated_hom
 
 def test_second_training_of_the_same_task_is_refused_while_one_runs(home_with_task):
     home = home_with_task
-    train = ("train", "noise", "--rank", 2, "--steps", 400, "--patch-size", 16, "--batch-size", 2, "--checkpoint-every", 10)
+    # far more steps than the test lasts (the first run is killed at the end): a run that finished
+    # before the second one starts would make the refusal untestable
+    train = ("train", "noise", "--rank", 2, "--steps", 100_000, "--patch-size", 16, "--batch-size", 2, "--checkpoint-every", 10)
     proc = start(home, *train)
     try:
         wait_for(home / "tasks" / "noise" / "checkpoint.safetensors", proc)

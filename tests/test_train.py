@@ -1,7 +1,6 @@
 """Training really trains, touches only the adapter, resumes, and never forgets other tasks."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 
