@@ -4,9 +4,10 @@ A LoRA adapter's contribution to layer l is the delta dW_i,l = s_i B_i A_i. Mixi
 (not the A and B factors separately, whose product would create cross terms B_i A_j) keeps
 every adapter exactly what it was: one adapter at coefficient 1 *is* that adapter.
 
-Coefficients are per adapter, or per adapter and network stage (`core.ranks.stage_of`).
-Fitting is a handful of parameters: a closed-form least-squares start on the linearised
-outputs, then a few gradient steps on the exact mixture. No LoRA or backbone weight is trained.
+Coefficients are per adapter, or per adapter and network stage (`core.ranks.stage_of`), and
+non-negative. Fitting is a handful of parameters: a sparse non-negative least-squares solution
+on the linearised outputs and an exact line search over its scale (plus, optionally, a few
+gradient steps on the exact mixture). No LoRA or backbone weight is trained.
 
 A fitted mixture is baked into one ordinary LoRA adapter whose rank per layer is the sum of the
 zoo's ranks (A stacked, B stacked and scaled by c_i s_i): exactly the same delta. Where that
@@ -150,8 +151,8 @@ def fit_mixture(
     """Coefficients that make backbone + mixture map the K support inputs to their targets.
 
     1. Linearise the output in the coefficients around the backbone, y(c) ~ y0 + sum c_i (y_i - y0),
-       and solve the ridge least-squares problem with c >= 0 (one forward per adapter, then a tiny
-       n x n problem).
+       and solve the least-squares problem with c >= 0, a ridge relative to each adapter's scale
+       and an L1 pull (`sparsity`) (one forward per adapter, then a tiny n x n problem).
     2. Correct the linearisation's shrinkage with one exact line search over a global scale of
        the coefficients (the nonlinear network under-responds to a sum of deltas).
     3. Optionally (`steps` > 0, needed for per-stage coefficients) refine on the exact mixture
