@@ -10,7 +10,7 @@ import typer
 
 from colora_cli import output
 from colora_cli.options import Home
-from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
     from store.store import Store  # noqa: F401
@@ -80,6 +80,10 @@ def adapt(
             mixture = fit_mixture(backbone, zoo, examples, per_stage=per_stage, steps=steps, seconds=seconds,
                                   seed=seed, on_step=lambda done, total: update(done))
         method = "recycled-mixture"
+    if not bool((mixture.coef != 0).any()):
+        raise ColoraError(f"no mixture of the {len(zoo)} zoo adapter(s) beats the backbone alone on the "
+                          f"{len(examples)} example pair(s) of '{name}'; no adapter was made",
+                          hint=f"train one with `colora train {name}`, or add pairs and adapt again")
     tensors, plan = bake(backbone, zoo, mixture)
     shas = {r.task.name: r.file_sha256 for r in zoo_rows}
     meta_row = AdapterMeta(

@@ -154,7 +154,8 @@ def fit_mixture(
        and solve the least-squares problem with c >= 0, a ridge relative to each adapter's scale
        and an L1 pull (`sparsity`) (one forward per adapter, then a tiny n x n problem).
     2. Correct the linearisation's shrinkage with one exact line search over a global scale of
-       the coefficients (the nonlinear network under-responds to a sum of deltas).
+       the coefficients (the nonlinear network under-responds to a sum of deltas), and keep the
+       best of that, each single adapter and the backbone alone on the support crops.
     3. Optionally (`steps` > 0, needed for per-stage coefficients) refine on the exact mixture
        with projected Adam on the first `refine_crops` crops, pulled towards the start.
        Measured on bench/recycle.py, refining per-adapter coefficients on a few crops overfits
@@ -201,12 +202,20 @@ def fit_mixture(
         # shave a little off the support error out of the mixture: they rarely carry over
         rhs = rhs - sparsity * rhs.clamp_min(0).max()
         c0 = nonnegative_least_squares(gram + damping, rhs).float()
-        scales = {}
-        for alpha in SCALES:  # exact support error of alpha * c0
-            pred = outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, ["all"], alpha * c0[:, None])))
-            scales[alpha] = float(F.mse_loss(pred, y))
-        alpha = min(scales, key=scales.get)
-        c0, start_mse = alpha * c0, scales[alpha]
+        # exact support errors of the candidates: alpha * c0, every single adapter (their outputs
+        # are already computed) and the backbone alone, so a fit is never worse on its own
+        # examples than the simplest choices (a strongly nonlinear adapter can fool the linearisation)
+        candidates = {f"scale {alpha}": (alpha * c0, None) for alpha in SCALES}
+        candidates.update({f"only {name}": (torch.eye(n)[i], float((d[:, i] - r).pow(2).mean())) for i, name in enumerate(names)})
+        candidates["backbone alone"] = (torch.zeros(n), float(r.pow(2).mean()))
+        errors = {}
+        for label, (c, mse) in candidates.items():
+            if mse is None:
+                pred = outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, ["all"], c[:, None])))
+                mse = float(F.mse_loss(pred, y))
+            errors[label] = mse
+        choice = min(errors, key=errors.get)
+        c0, start_mse = candidates[choice][0].float(), errors[choice]
     groups = stage_groups(zoo) if per_stage else ["all"]
     start = c0[:, None].repeat(1, len(groups))
     coef = start.clone().requires_grad_(True)
@@ -238,7 +247,7 @@ def fit_mixture(
     else:
         best_loss = start_mse
     return Mixture(names, groups, best, {
-        "method": "mixture", "k": len(pairs), "steps": done, "scale": alpha, "support_mse_backbone": mse0,
+        "method": "mixture", "k": len(pairs), "steps": done, "choice": choice, "support_mse_backbone": mse0,
         "support_mse": best_loss,
         "seconds": round(time.perf_counter() - t0, 3)})
 

@@ -97,6 +97,18 @@ def test_fit_mixture_finds_the_adapter_that_made_the_targets():
     assert refined.info["steps"] == 5 and refined.info["support_mse"] < 0.05 * refined.info["support_mse_backbone"]
 
 
+def test_fit_mixture_is_never_worse_than_the_backbone_alone_on_its_examples():
+    net = tiny(torch.float32)
+    zoo = [random_adapter(net, n, 2, seed=s, dtype=torch.float32)[1] for n, s in (("a", 1), ("b", 2))]
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.rand(3, 32, 32, generator=gen) for _ in range(2)]
+    with torch.no_grad():  # the backbone's own outputs as targets: no adapter can help
+        pairs = [(x, net(x[None])[0]) for x in inputs]
+    mixture = fit_mixture(net, zoo, pairs, crop=32)
+    assert torch.equal(mixture.coef, torch.zeros(2, 1)), mixture.info["choice"]
+    assert mixture.info["support_mse"] <= mixture.info["support_mse_backbone"]
+
+
 def test_nonnegative_least_squares_meets_its_optimality_conditions():
     from core.mixture import nonnegative_least_squares
 
