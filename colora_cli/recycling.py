@@ -17,13 +17,10 @@ SIGNATURE_PAIRS = 16  # training inputs per task that make its signature
 
 def load_zoo(store: Store, backbone_row: Backbone, backbone, *, exclude: str | None = None, dtype=None):
     """ZooAdapters for every trained adapter on this backbone (but `exclude`'s), checked like any adapter."""
-    import copy
-
     import torch
 
-    from core.lora import inject_lora, load_adapter_state
     from core.mixture import zoo_adapter
-    from core.weights import read_adapter
+    from core.weights import read_adapter_for
 
     rows = store.zoo(backbone_row, exclude=exclude)
     if not rows:
@@ -31,13 +28,7 @@ def load_zoo(store: Store, backbone_row: Backbone, backbone, *, exclude: str | N
                             f"'{backbone_row.name}'", hint="train adapters for other tasks first (`colora train NAME`)")
     zoo = []
     for row in rows:
-        tensors, meta = read_adapter(store.path(row.path))
-        if meta.backbone_sha256 != backbone_row.sha256:
-            raise IntegrityError(f"the adapter of task '{row.task.name}' does not belong to backbone '{backbone_row.name}'",
-                                 hint="run `colora doctor`")
-        probe = copy.deepcopy(backbone)  # the same plan, shape, dtype and finiteness checks as `restore`
-        inject_lora(probe, meta.rank_plan, meta.alpha)
-        load_adapter_state(probe, tensors)
+        tensors, meta = read_adapter_for(backbone_row.sha256, store.path(row.path))
         zoo.append(zoo_adapter(row.task.name, tensors, meta, backbone, dtype or torch.float32))
     return rows, zoo
 

@@ -130,6 +130,8 @@ class NAFNet(nn.Module):
         _, _, h, w = inp.shape
         m = self.config.multiple
         x_in = F.pad(inp, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="replicate")
+        if inp.is_contiguous(memory_format=torch.channels_last) and not inp.is_contiguous():
+            x_in = x_in.contiguous(memory_format=torch.channels_last)  # padding keeps channels_last
         x = self.intro(x_in)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):

@@ -135,21 +135,8 @@ class FastNAFNet(nn.Module):
         self.eval()
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W), any H, W
-        _, _, h, w = inp.shape
-        m = self.config.multiple
-        x_in = F.pad(inp, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="replicate")
-        x_in = x_in.contiguous(memory_format=torch.channels_last)
-        x = self.intro(x_in)
-        skips = []
-        for encoder, down in zip(self.encoders, self.downs):
-            x = encoder(x)
-            skips.append(x)
-            x = down(x)
-        x = self.middle_blks(x)
-        for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips)):
-            x = decoder(up(x) + skip)
-        x = self.ending(x) + x_in
-        return x[:, :, :h, :w].contiguous()
+        # the same U-Net walk as the backbone (same attribute names), in channels_last
+        return NAFNet.forward(self, inp.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 def for_inference(model: nn.Module) -> nn.Module:

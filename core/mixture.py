@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from core.errors import InvalidInputError
-from core.lora import lora_targets
+from core.lora import check_adapter_tensors, lora_targets
 from core.ranks import stage_of
 from core.weights import AdapterMeta
 
@@ -47,10 +47,12 @@ def zoo_adapter(name: str, tensors: dict[str, torch.Tensor], meta: AdapterMeta, 
                 dtype: torch.dtype = torch.float32) -> ZooAdapter:
     """Deltas of an adapter file's tensors, checked against `model`'s LoRA targets."""
     targets = lora_targets(model)
+    unknown = [p for p in meta.rank_plan if p not in targets]
+    if unknown:
+        raise InvalidInputError(f"adapter '{name}' names layer {unknown[0]}, which this backbone does not have")
+    check_adapter_tensors(targets, meta.rank_plan, tensors)  # names, dtypes, shapes, finite values
     deltas, factors = {}, {}
     for path, rank in meta.rank_plan.items():
-        if path not in targets:
-            raise InvalidInputError(f"adapter '{name}' names layer {path}, which this backbone does not have")
         conv = targets[path]
         a, b = tensors[f"{path}.lora_A"].to(dtype), tensors[f"{path}.lora_B"].to(dtype)
         scaling = (meta.alpha if meta.alpha is not None else rank) / rank

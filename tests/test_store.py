@@ -27,14 +27,19 @@ def test_fresh_store_matches_the_orm_schema(isolated_home):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_version_1_database_is_migrated_and_migrations_are_idempotent(isolated_home):
+def write_v1_store(home, *statements: str) -> None:
+    """A database as the first schema version left it, plus `statements`."""
     from store.migrations import V1
 
-    isolated_home.mkdir(parents=True)
-    with sqlite3.connect(isolated_home / "colora.db") as conn:
-        for statement in V1:
+    home.mkdir(parents=True)
+    with sqlite3.connect(home / "colora.db") as conn:
+        for statement in (*V1, *statements):
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
+
+
+def test_version_1_database_is_migrated_and_migrations_are_idempotent(isolated_home):
+    write_v1_store(isolated_home)
     Store.open(isolated_home)
     Store.open(isolated_home)  # a second open changes nothing
     with sqlite3.connect(isolated_home / "colora.db") as conn:
@@ -98,15 +103,9 @@ def test_list_and_help_do_not_import_torch(isolated_home):
 
 def test_list_reads_an_older_store_after_migrating_it(isolated_home):
     """`colora list` reads with sqlite3 alone, but a store an older colora wrote is migrated first."""
-    from store.migrations import V1
     from store.summary import store_rows
 
-    isolated_home.mkdir(parents=True)
-    with sqlite3.connect(isolated_home / "colora.db") as conn:
-        for statement in V1:
-            conn.execute(statement)
-        conn.execute("INSERT INTO tasks (name, folder, split_seed, created_at) VALUES ('old', '/x', 0, '2026-01-01')")
-        conn.execute("PRAGMA user_version = 1")
+    write_v1_store(isolated_home, "INSERT INTO tasks (name, folder, split_seed, created_at) VALUES ('old', '/x', 0, '2026-01-01')")
     rows = store_rows(isolated_home)
     assert [r["task"] for r in rows] == ["old"] and rows[0]["adapter"] == "untrained"
     with sqlite3.connect(isolated_home / "colora.db") as conn:
