@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from helpers import make_pairs, textured  # noqa: F401  (re-exported for older test modules)
 
 
 @pytest.fixture(autouse=True)
@@ -15,30 +15,6 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("COLORA_HOME", str(home))
     monkeypatch.delenv("COLORA_DEBUG", raising=False)
     return home
-
-
-def textured(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A smooth, structured clean image (gradients + blobs), uint8 HxWx3."""
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    base = np.stack([np.sin(6 * xx + rng.uniform(0, 3)), np.cos(5 * yy + rng.uniform(0, 3)),
-                     np.sin(4 * (xx + yy) + rng.uniform(0, 3))], -1)
-    img = 0.5 + 0.35 * base + 0.1 * rng.standard_normal((h, w, 3)).cumsum(0).cumsum(1) / (h * w) ** 0.5
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
-
-
-def make_pairs(folder: Path, n: int = 6, size: tuple[int, int] = (40, 32), seed: int = 0,
-               input_dir: str = "input", target_dir: str = "target", noise: float = 20.0) -> Path:
-    """n (noisy, clean) PNG pairs: a simple, learnable degradation."""
-    rng = np.random.default_rng(seed)
-    (folder / input_dir).mkdir(parents=True, exist_ok=True)
-    (folder / target_dir).mkdir(parents=True, exist_ok=True)
-    w, h = size
-    for i in range(n):
-        clean = textured(rng, h, w)
-        noisy = np.clip(clean + rng.normal(0, noise, clean.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(clean).save(folder / target_dir / f"{i:03d}.png")
-        Image.fromarray(noisy).save(folder / input_dir / f"{i:03d}.png")
-    return folder
 
 
 @pytest.fixture(scope="module")
