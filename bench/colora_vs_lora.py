@@ -31,13 +31,14 @@ def _rss_mb() -> float:
 
 def run_arm(arm: str, backbone_path: str, set_name: str, n_pairs: int, args: dict, queue) -> None:
     """One arm in a fresh process; puts a result dict on the queue."""
-    from core.adapters import evaluate, train_adapter
-    from core.backbone import count_parameters
-    from core.data import PairSet
-    from core.lora import merge_all
-    from core.ranks import faig_scores, plan_from_scores, uniform_plan
-    from core.train import TrainConfig, fit
-    from core.weights import load_backbone
+    from core.inference.evaluate import evaluate
+    from core.training.adapter import train_adapter
+    from core.model.backbone import count_parameters
+    from core.data.crops import PairSet
+    from core.model.lora import merge_all
+    from core.training.ranks import faig_scores, plan_from_scores, uniform_plan
+    from core.training.loop import TrainConfig, fit
+    from core.model.weights import load_backbone
 
     torch.manual_seed(args["seed"])
     backbone, meta = load_backbone(Path(backbone_path))

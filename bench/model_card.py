@@ -12,9 +12,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SETS, git_rev, machine, markdown_table  # noqa: E402
-from core.adapters import evaluate  # noqa: E402
-from core.bundled import BUNDLED_DIR, bundled_backbone  # noqa: E402
-from core.weights import load_backbone  # noqa: E402
+from core.inference.evaluate import evaluate  # noqa: E402
+from core.model.bundled import BUNDLED_DIR, bundled_backbone  # noqa: E402
+from core.model.weights import load_backbone  # noqa: E402
 from store.paths import sha256_file  # noqa: E402
 
 

@@ -21,14 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import DATA, OUT, SETS, Timer, git_rev, machine, markdown_table  # noqa: E402
-from core.adapters import evaluate, train_adapter  # noqa: E402
-from core.backbone import PRESETS, build_backbone  # noqa: E402
-from core.bundled import bundled_backbone  # noqa: E402
-from core.lora import merge_all, uniform_rank_plan  # noqa: E402
-from core.pretrain import pretrain, save_pretrained  # noqa: E402
-from core.prod import ProdSampler  # noqa: E402
-from core.train import TrainConfig  # noqa: E402
-from core.weights import load_backbone, state_fingerprint  # noqa: E402
+from core.inference.evaluate import evaluate
+    from core.training.adapter import train_adapter  # noqa: E402
+from core.model.backbone import PRESETS, build_backbone  # noqa: E402
+from core.model.bundled import bundled_backbone  # noqa: E402
+from core.model.lora import merge_all, uniform_rank_plan  # noqa: E402
+from core.training.pretrain import pretrain, save_pretrained  # noqa: E402
+from core.data.prod import ProdSampler  # noqa: E402
+from core.training.loop import TrainConfig  # noqa: E402
+from core.model.weights import load_backbone, state_fingerprint  # noqa: E402
 
 
 def pretrained_arm(mode: str, steps: int, config: str, seed: int) -> Path:

@@ -63,7 +63,7 @@ def yes(ok: bool) -> str:
 def models():
     from bench.zoo import HOME
     from colora_cli.loading import load_store_adapter
-    from core.fast import FastNAFNet
+    from core.model.fast import FastNAFNet
     from store.store import Store
 
     store = Store.open(HOME)
@@ -73,16 +73,16 @@ def models():
 
 
 def forward_section(repeats: int) -> None:
-    from core.lora import inject_lora
-    from core.restore import restore_tensor
+    from core.model.lora import inject_lora
+    from core.inference.tiles import restore_tensor
 
     store, backbone, merged, fast_backbone, fast_merged, adapter = models()
     unmerged = copy.deepcopy(backbone)
-    from core.weights import read_adapter
+    from core.model.weights import read_adapter
 
     tensors, meta = read_adapter(store.path(adapter.path))
     inject_lora(unmerged, meta.rank_plan, meta.alpha, mode="activation")
-    from core.lora import load_adapter_state
+    from core.model.lora import load_adapter_state
 
     load_adapter_state(unmerged, tensors)
     x = torch.rand(3, 512, 512)
@@ -118,8 +118,8 @@ def folder_section(repeats: int, n_images: int) -> None:
 
     from bench.zoo import HOME
     from colora_cli.main import app
-    from core.data import load_pair
-    from core.restore import restore_tensor
+    from core.data.crops import load_pair
+    from core.inference.tiles import restore_tensor
 
     store, _, _, _, fast_merged, adapter = models()
     task = adapter.task.name
@@ -166,7 +166,7 @@ def folder_section(repeats: int, n_images: int) -> None:
 def _train_setup(arm: str):
     from bench.zoo import HOME
     from colora_cli.loading import load_store_backbone
-    from core.lora import inject_lora, lora_layers
+    from core.model.lora import inject_lora, lora_layers
     from store.store import Store
 
     store = Store.open(HOME)

@@ -61,7 +61,7 @@ def _write(folder: Path, name: str, degraded: np.ndarray, clean: np.ndarray) -> 
 def _synthetic(kind: str, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     import torch
 
-    from core.degradations import gaussian_blur, jpeg
+    from core.data.degradations import gaussian_blur, jpeg
 
     x = torch.from_numpy(clean).permute(2, 0, 1)[None].float() / 255
     if kind == "blur":
@@ -78,7 +78,7 @@ def _synthetic(kind: str, clean: np.ndarray, rng: np.random.Generator) -> np.nda
 def _sibling(kind: str, clean: np.ndarray, gen) -> np.ndarray:
     import torch
 
-    from core.degradations import DEGRADATIONS
+    from core.data.degradations import DEGRADATIONS
 
     x = torch.from_numpy(clean.copy()).permute(2, 0, 1)[None].float() / 255
     rand = float(torch.rand((), generator=gen))

@@ -12,9 +12,9 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `col
 
 
 def install_random(store: Store, config_name: str, seed: int, name: str | None = None) -> Backbone:
-    from core.backbone import PRESETS, build_backbone, count_parameters
+    from core.model.backbone import PRESETS, build_backbone, count_parameters
     from core.errors import InvalidInputError
-    from core.weights import save_backbone
+    from core.model.weights import save_backbone
 
     if config_name not in PRESETS:
         raise InvalidInputError(f"unknown backbone config {config_name!r}; use one of {', '.join(PRESETS)}")
@@ -31,8 +31,8 @@ def install_random(store: Store, config_name: str, seed: int, name: str | None =
 
 def install_file(store: Store, path: Path, name: str, *, make_default: bool = False) -> Backbone:
     """A backbone safetensors file (bundled or user-supplied), validated before it is copied."""
-    from core.backbone import count_parameters
-    from core.weights import load_backbone
+    from core.model.backbone import count_parameters
+    from core.model.weights import load_backbone
 
     model, meta = load_backbone(path)
     pretrained = meta.get("pretrained", "false") == "true"
@@ -46,7 +46,7 @@ def install_file(store: Store, path: Path, name: str, *, make_default: bool = Fa
 
 
 def install_bundled(store: Store) -> Backbone:
-    from core.bundled import bundled_backbone
+    from core.model.bundled import bundled_backbone
 
     path, name = bundled_backbone()
     return install_file(store, path, name, make_default=True)

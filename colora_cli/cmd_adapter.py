@@ -53,8 +53,8 @@ def import_adapter(
     import time
 
     from colora_cli.loading import load_store_backbone
-    from core.lora import lora_parameter_count
-    from core.weights import apply_adapter, read_adapter
+    from core.model.lora import lora_parameter_count
+    from core.model.weights import apply_adapter, read_adapter
     from store.store import Store, copy_atomic
 
     validate_slug(task)

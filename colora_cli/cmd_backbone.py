@@ -85,13 +85,13 @@ def pretrain(
     """
     import tempfile
 
-    from core.backbone import PRESETS
+    from core.model.backbone import PRESETS
     from core.device import resolve_device
     from core.errors import ConflictError, InvalidInputError
-    from core.pretrain import pretrain as run_pretrain
-    from core.pretrain import save_pretrained
-    from core.prod import MODES, ProdSampler
-    from core.train import TrainConfig
+    from core.training.pretrain import pretrain as run_pretrain
+    from core.training.pretrain import save_pretrained
+    from core.data.prod import MODES, ProdSampler
+    from core.training.loop import TrainConfig
     from store.names import validate_slug
     from store.store import Store
 

@@ -56,8 +56,9 @@ def compare(
     """
     from colora_cli.loading import load_store_adapter
     from core.device import resolve_device
-    from core.images import load_image, read_image_size
-    from core.report import restore_rgb, write_grid
+    from core.data.images import load_image, read_image_size
+    from core.report.examples import restore_rgb
+    from core.report.grid import write_grid
     from store.store import Store
 
     names = task_list(tasks, "--tasks")

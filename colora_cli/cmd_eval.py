@@ -36,7 +36,7 @@ def eval_task(
     from colora_cli.cmd_compare import require_adapters, task_list
     from colora_cli.loading import load_store_adapter, load_store_backbone
     from colora_cli.manifest import require_unchanged
-    from core.adapters import evaluate
+    from core.inference.evaluate import evaluate
     from core.device import resolve_device
     from store.store import Store
 
@@ -53,7 +53,7 @@ def eval_task(
         raise InvalidInputError(f"--against lists '{name}' itself", hint="its own adapter is always scored; list other tasks")
     other_adapters = require_adapters(store, others, "--against")
     if report is not None:
-        from core.report import check_report_dir
+        from core.report.page import check_report_dir
 
         check_report_dir(report, overwrite)  # before any work, so a refusal writes nothing
     require_unchanged(name, val_pairs)
@@ -110,7 +110,9 @@ def _subject_label(subject: str, task: str, backbone_name: str) -> str:
 def _write_report(store: Store, task, adapter, backbone_row, val_pairs, subjects: list[str], models: dict,
                   dest: Path, *, command: str, overwrite: bool, device, tile: int) -> Path:
     """Read this evaluation's rows back from the store and hand them, with crops and the training record, to core.report."""
-    from core.report import example_views, pick_examples, write_report
+    from core.report.examples import example_views
+    from core.report.images import pick_examples
+    from core.report.page import write_report
 
     stored = {s: store.last_eval(task, s) for s in subjects}
     metrics = [{"subject": s, "label": _subject_label(s, task.name, backbone_row.name), "psnr": row.psnr,

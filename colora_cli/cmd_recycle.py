@@ -43,10 +43,10 @@ def adapt(
         recycled_relpath,
         task_pairs,
     )
-    from core.lora import lora_parameter_count
-    from core.meta import predict
-    from core.mixture import bake, fit_mixture
-    from core.weights import AdapterMeta, save_tensors_atomic
+    from core.model.lora import lora_parameter_count
+    from core.recycle.meta import predict
+    from core.recycle.mixture import bake, fit_mixture
+    from core.model.weights import AdapterMeta, save_tensors_atomic
     from store.store import Store
 
     if meta and per_stage:
@@ -125,7 +125,7 @@ def distill(
     """
     from colora_cli.loading import load_store_backbone
     from colora_cli.recycling import load_zoo, save_meta
-    from core.meta import distill as run_distill
+    from core.recycle.meta import distill as run_distill
     from store.store import Store
 
     store = Store.open(home)
@@ -148,8 +148,8 @@ MAX_CLEAN = 64
 
 def _clean_images(store: Store, folder: Path | None):
     """Up to MAX_CLEAN clean images as (3, H, W) tensors."""
-    from core.data import to_tensor
-    from core.images import is_image_file, load_image
+    from core.data.crops import to_tensor
+    from core.data.images import is_image_file, load_image
 
     if folder is not None:
         if not folder.is_dir():

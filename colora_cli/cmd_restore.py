@@ -30,8 +30,8 @@ def restore(
     """
     from colora_cli.loading import load_fast_adapter
     from core.device import resolve_device
-    from core.pipeline import restore_many
-    from core.restore import restore_tensor
+    from core.inference.pipeline import restore_many
+    from core.inference.tiles import restore_tensor
     from store.store import Store
 
     store = Store.open(home)
@@ -74,7 +74,7 @@ FAR = 6.0  # a nearest signature farther than this (in within-task spreads) is f
 
 class AutoChooser:
     """`--task auto`: per image, the adapter whose task's training inputs have the nearest
-    degradation signature (core/signature.py); models are loaded once per chosen task."""
+    degradation signature (core/recycle/signature.py); models are loaded once per chosen task."""
 
     def __init__(self, store: Store, tile: int):
         self.store, self.tile = store, tile
@@ -98,8 +98,8 @@ class AutoChooser:
 
     def restore(self, src: Path, image):
         from colora_cli.loading import load_fast_adapter
-        from core.restore import restore_tensor
-        from core.signature import image_features, nearest
+        from core.inference.tiles import restore_tensor
+        from core.recycle.signature import image_features, nearest
 
         ranking = nearest(image_features(image, self.backbone), self.signatures)
         name, distance = ranking[0]
@@ -134,8 +134,8 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool,
     unreadable files. Every input is fully decoded here, so a truncated file stops the command
     before anything is written.
     """
-    from core.images import IMAGE_EXTENSIONS, is_image_file
-    from core.pipeline import decode
+    from core.data.images import IMAGE_EXTENSIONS, is_image_file
+    from core.inference.pipeline import decode
 
     _check_out_dir(out_dir)
     out_resolved = out_dir.resolve()

@@ -23,8 +23,8 @@ def init(
     Example: colora init --home ~/colora-store
     """
     from colora_cli.backbones import install_bundled, install_random
-    from core.backbone import PRESETS
-    from core.bundled import bundled_backbone
+    from core.model.backbone import PRESETS
+    from core.model.bundled import bundled_backbone
     from core.errors import InvalidInputError
     from store.store import Store
 

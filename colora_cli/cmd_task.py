@@ -31,7 +31,7 @@ def add(
 
     Example: colora task add rain ./pairs --val-fraction 0.2
     """
-    from core.pairs import find_pairs, split_pairs
+    from core.data.pairs import find_pairs, split_pairs
     from store.store import NewPair, Store
 
     if val is not None and val_fraction is not None:

@@ -37,12 +37,12 @@ def train(
 
     from colora_cli.loading import load_store_backbone
     from colora_cli.manifest import require_unchanged
-    from core.adapters import train_adapter
-    from core.backbone import count_parameters
+    from core.training.adapter import train_adapter
+    from core.model.backbone import count_parameters
     from core.device import resolve_device
-    from core.lora import lora_parameter_count
-    from core.train import TrainConfig
-    from core.weights import save_adapter
+    from core.model.lora import lora_parameter_count
+    from core.training.loop import TrainConfig
+    from core.model.weights import save_adapter
     from store.store import Store
 
     store = Store.open(home)
@@ -116,8 +116,8 @@ QUICK_VAL_PAIRS = 4
 def _quick_validation(store: Store, task, model, device) -> None:
     """Validation PSNR of the new (merged) adapter on at most QUICK_VAL_PAIRS pairs, for the summary; not recorded."""
     from colora_cli.manifest import manifest_changes
-    from core.adapters import evaluate
-    from core.lora import merge_all
+    from core.inference.evaluate import evaluate
+    from core.model.lora import merge_all
 
     val_pairs = store.pairs(task, "val")
     if not val_pairs:
@@ -141,7 +141,7 @@ def _quick_validation(store: Store, task, model, device) -> None:
 def _choose_plan(store: Store, task, backbone_row, backbone, rank: int | None, seed: int, device):
     """(ranks, method, budget, info): uniform with --rank, else the task's plan, computed if missing."""
     from colora_cli.ranking import compute_plan, stored_plan
-    from core.lora import uniform_rank_plan
+    from core.model.lora import uniform_rank_plan
 
     if rank is not None:
         return uniform_rank_plan(backbone, rank), "uniform", None, {"method": "uniform", "rank": rank}

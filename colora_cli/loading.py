@@ -9,7 +9,7 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `col
 
 
 def load_store_backbone(store: Store, backbone: Backbone):
-    from core.weights import load_backbone
+    from core.model.weights import load_backbone
 
     model, _ = load_backbone(store.path(backbone.path), expected_sha256=backbone.sha256)
     return model
@@ -19,8 +19,8 @@ def load_store_adapter(store: Store, adapter: Adapter, *, merge: bool = True):
     """(backbone model, adapted model); the adapted one merged for fast inference."""
     import copy
 
-    from core.lora import merge_all
-    from core.weights import apply_adapter
+    from core.model.lora import merge_all
+    from core.model.weights import apply_adapter
 
     backbone = load_store_backbone(store, adapter.backbone)
     model = copy.deepcopy(backbone)
@@ -36,9 +36,9 @@ def load_fast_adapter(store: Store, adapter: Adapter, backbone=None):
 
     `backbone`: the adapter's backbone, already loaded (it is not changed).
     """
-    from core.fast import FastNAFNet
-    from core.lora import adapter_deltas
-    from core.weights import read_adapter_for
+    from core.model.fast import FastNAFNet
+    from core.model.lora import adapter_deltas
+    from core.model.weights import read_adapter_for
 
     if backbone is None:
         backbone = load_store_backbone(store, adapter.backbone)

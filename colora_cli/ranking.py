@@ -19,7 +19,7 @@ def compute_plan(store: Store, task: Task, backbone_row: Backbone, backbone, *, 
     """Compute the plan, store it with the task and return it (a core.ranks.RankPlan)."""
     from colora_cli.manifest import require_unchanged
     from core.errors import InvalidInputError
-    from core.ranks import METHODS, faig_scores, plan_from_scores, uniform_plan
+    from core.training.ranks import METHODS, faig_scores, plan_from_scores, uniform_plan
 
     if method not in METHODS:
         raise InvalidInputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -51,8 +51,8 @@ def stored_plan(task: Task, backbone_row: Backbone) -> tuple[dict[str, int], str
 
 
 def show_plan(backbone, ranks: dict[str, int], info: dict, title: str) -> None:
-    from core.lora import lora_targets
-    from core.ranks import layer_cost, stage_of
+    from core.model.lora import lora_targets
+    from core.training.ranks import layer_cost, stage_of
 
     targets = lora_targets(backbone)
     scores = info.get("scores") or {}

@@ -19,8 +19,8 @@ def load_zoo(store: Store, backbone_row: Backbone, backbone, *, exclude: str | N
     """ZooAdapters for every trained adapter on this backbone (but `exclude`'s), checked like any adapter."""
     import torch
 
-    from core.mixture import zoo_adapter
-    from core.weights import read_adapter_for
+    from core.recycle.mixture import zoo_adapter
+    from core.model.weights import read_adapter_for
 
     rows = store.zoo(backbone_row, exclude=exclude)
     if not rows:
@@ -36,7 +36,7 @@ def load_zoo(store: Store, backbone_row: Backbone, backbone, *, exclude: str | N
 def task_pairs(store: Store, task: Task, split: str = "train", limit: int | None = None):
     """(input, target) tensors of a task's pairs, checked unchanged since `task add`."""
     from colora_cli.manifest import require_unchanged
-    from core.data import load_pair
+    from core.data.crops import load_pair
 
     rows = store.pairs(task, split)[:limit] if limit else store.pairs(task, split)
     require_unchanged(task.name, rows)
@@ -48,9 +48,9 @@ def signatures(store: Store, backbone_row: Backbone, backbone) -> tuple[dict[str
     the store); and the tasks left out because they have none."""
     import torch
 
-    from core.data import to_tensor
-    from core.images import load_image
-    from core.signature import EMBEDDING_VERSION, image_features, signature
+    from core.data.crops import to_tensor
+    from core.data.images import load_image
+    from core.recycle.signature import EMBEDDING_VERSION, image_features, signature
 
     found, skipped = {}, []
     for row in store.adapters(backbone_row):
@@ -74,8 +74,8 @@ def recycled_relpath(task: Task) -> str:
 
 
 def save_meta(store: Store, backbone_row: Backbone, net, zoo_rows: list[Adapter], steps: int, curve: list[float]) -> str:
-    from core.meta import meta_metadata
-    from core.weights import save_tensors_atomic
+    from core.recycle.meta import meta_metadata
+    from core.model.weights import save_tensors_atomic
 
     rel = f"recycle/meta-{time.time_ns()}.safetensors"
     zoo = [{"task": r.task.name, "file_sha256": r.file_sha256} for r in zoo_rows]
@@ -101,8 +101,8 @@ def load_meta_for(store: Store, backbone_row: Backbone, zoo_rows: list[Adapter],
     """
     import torch
 
-    from core.meta import load_meta
-    from core.weights import read_tensors
+    from core.recycle.meta import load_meta
+    from core.model.weights import read_tensors
 
     record = meta_record(store)
     if record is None:

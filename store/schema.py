@@ -92,7 +92,7 @@ class Adapter(Base):
     plan_method: Mapped[str] = mapped_column(Text)
     recycled: Mapped[bool] = mapped_column(default=False)
     budget: Mapped[float | None]  # fraction of the backbone's parameters the plan was allowed
-    signature: Mapped[str | None] = mapped_column(Text, default=None)  # JSON, see core/signature.py
+    signature: Mapped[str | None] = mapped_column(Text, default=None)  # JSON, see core/recycle/signature.py
     created_at: Mapped[str] = mapped_column(Text, default=utcnow)
     task: Mapped[Task] = relationship(back_populates="adapter")
     backbone: Mapped[Backbone] = relationship()

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from core.degradations import DEGRADATIONS, disk_kernel, path_kernel
-from core.prod import CANONICAL_ORDER, ONE_PER_FAMILY, ProdSampler, apply_recipe
+from core.data.degradations import DEGRADATIONS, disk_kernel, path_kernel
+from core.data.prod import CANONICAL_ORDER, ONE_PER_FAMILY, ProdSampler, apply_recipe
 
 NAMES = sorted(DEGRADATIONS)
 

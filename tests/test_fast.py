@@ -1,4 +1,4 @@
-"""The inference graph (core/fast.py), channels_last training, and the threaded restore pipeline."""
+"""The inference graph (core/model/fast.py), channels_last training, and the threaded restore pipeline."""
 from __future__ import annotations
 
 import copy
@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from conftest import textured
-from core.backbone import PRESETS, BackboneConfig, LayerNorm2d, build_backbone
-from core.fast import FastNAFNet, for_inference
-from core.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
-from core.pipeline import restore_many
-from core.restore import restore_tensor
+from core.model.backbone import PRESETS, BackboneConfig, LayerNorm2d, build_backbone
+from core.model.fast import FastNAFNet, for_inference
+from core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
+from core.inference.pipeline import restore_many
+from core.inference.tiles import restore_tensor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,7 +48,7 @@ def test_fast_net_equals_the_eager_net_in_float64(shape):
 
 
 def test_fast_net_with_adapter_deltas_equals_the_merged_adapter_exactly():
-    from core.lora import adapter_deltas, adapter_state
+    from core.model.lora import adapter_deltas, adapter_state
 
     base = build_backbone(PRESETS["tiny"], seed=0).double().eval()
     model = copy.deepcopy(base)
@@ -67,7 +67,7 @@ def test_fast_net_with_adapter_deltas_equals_the_merged_adapter_exactly():
 
 def test_adapter_deltas_refuse_bad_tensors():
     from core.errors import InvalidInputError
-    from core.lora import adapter_deltas
+    from core.model.lora import adapter_deltas
 
     base = build_backbone(PRESETS["tiny"], seed=0)
     plan = {"intro": 2}
@@ -111,7 +111,7 @@ def test_layernorm_channels_last_path_equals_the_reference():
 
 
 def test_training_hands_the_model_back_in_the_default_memory_format(tmp_path):
-    from core.train import TrainConfig, fit
+    from core.training.loop import TrainConfig, fit
 
     net = build_backbone(PRESETS["tiny"], seed=0)
     params = dict(net.named_parameters())

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.images import (
+from core.data.images import (
     load_image, read_image_size, save_image, sha256_file, verify_image,
 )
-from core.pairs import PairsError, find_pairs, split_pairs, strip_prefix
+from core.data.pairs import PairsError, find_pairs, split_pairs, strip_prefix
 
 RNG = np.random.default_rng(0)
 
@@ -191,7 +191,7 @@ def test_sha256_file(tmp_path):
 
 
 def test_no_torch_import():
-    code = "import sys, core.images, core.pairs; print('torch' in sys.modules)"
+    code = "import sys, core.data.images, core.data.pairs; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True)
     assert out.stdout.strip() == "False"

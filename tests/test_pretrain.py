@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from core.backbone import PRESETS
-from core.bundled import BUNDLED_DIR, bundled_backbone
-from core.pretrain import pretrain
-from core.prod import ProdSampler
-from core.train import TrainConfig
-from core.weights import load_backbone
+from core.model.backbone import PRESETS
+from core.model.bundled import BUNDLED_DIR, bundled_backbone
+from core.training.pretrain import pretrain
+from core.data.prod import ProdSampler
+from core.training.loop import TrainConfig
+from core.model.weights import load_backbone
 from store.paths import sha256_file
 from conftest import textured
 

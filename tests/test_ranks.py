@@ -9,10 +9,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 from colora_cli.main import app
-from core.backbone import PRESETS, build_backbone, count_parameters
+from core.model.backbone import PRESETS, build_backbone, count_parameters
 from core.errors import InvalidInputError
-from core.lora import lora_parameter_count, lora_targets
-from core.ranks import faig_scores, full_rank, plan_from_scores, uniform_plan
+from core.model.lora import lora_parameter_count, lora_targets
+from core.training.ranks import faig_scores, full_rank, plan_from_scores, uniform_plan
 from conftest import make_pairs
 
 

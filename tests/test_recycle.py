@@ -14,11 +14,11 @@ from safetensors import safe_open
 
 from cli_helpers import err, invoke, ok, out
 from conftest import textured
-from core.backbone import PRESETS, build_backbone
-from core.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
-from core.meta import MetaNet, distill, predict
-from core.mixture import Mixture, apply_mixture, bake, fit_mixture, mixture_forward, stage_groups, zoo_adapter
-from core.weights import AdapterMeta
+from core.model.backbone import PRESETS, build_backbone
+from core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
+from core.recycle.meta import MetaNet, distill, predict
+from core.recycle.mixture import Mixture, apply_mixture, bake, fit_mixture, mixture_forward, stage_groups, zoo_adapter
+from core.model.weights import AdapterMeta
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -72,7 +72,7 @@ def test_baked_adapter_reproduces_the_mixture(per_stage):
     assert any(r < 12 for r in plan.values()) and any(r == 12 for r in plan.values())  # both paths taken
     baked = copy.deepcopy(net)
     inject_lora(baked, plan)
-    from core.lora import load_adapter_state
+    from core.model.lora import load_adapter_state
 
     load_adapter_state(baked, tensors)
     x = torch.rand(1, 3, 24, 24, dtype=torch.float64)
@@ -110,7 +110,7 @@ def test_fit_mixture_is_never_worse_than_the_backbone_alone_on_its_examples():
 
 
 def test_nonnegative_least_squares_meets_its_optimality_conditions():
-    from core.mixture import nonnegative_least_squares
+    from core.recycle.mixture import nonnegative_least_squares
 
     g = torch.randn(30, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     gram, rhs = g.T @ g, torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))

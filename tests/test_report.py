@@ -338,12 +338,12 @@ def test_overwrite_without_report_is_a_usage_error(home):
 
 
 def test_a_failure_while_writing_leaves_no_half_report(home, tmp_path, monkeypatch):
-    import core.report
+    import core.report.page
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(core.report, "_plot_ranks", broken)
+    monkeypatch.setattr(core.report.page, "plot_ranks", broken)
     dest = tmp_path / "rep"
     fails(invoke("eval", "noise", "--report", dest), "disk full")
     assert list(tmp_path.iterdir()) == []
@@ -378,7 +378,7 @@ def test_report_of_a_task_without_adapter(home, tmp_path, world):
 
 
 def test_error_crop_is_at_most_256_px_around_the_largest_error():
-    from core.report import CROP, error_crop
+    from core.report.images import CROP, error_crop
 
     target = np.zeros((600, 500, 3), np.float32)
     degraded = target.copy()
@@ -394,7 +394,7 @@ def test_error_crop_is_at_most_256_px_around_the_largest_error():
 
 
 def test_compare_writes_one_labelled_tile_per_task(home, world, tmp_path):
-    from core.report import GRID_BACKGROUND, grid_layout
+    from core.report.grid import GRID_BACKGROUND, grid_layout
 
     image = world.root / "noise-val" / "input" / "000.png"
     out = tmp_path / "grid.png"
@@ -416,7 +416,7 @@ def test_compare_writes_one_labelled_tile_per_task(home, world, tmp_path):
 
 
 def test_compare_grid_wraps_after_four_tiles(tmp_path):
-    from core.report import grid_layout, write_grid
+    from core.report.grid import grid_layout, write_grid
 
     tiles = [(f"t{i}", np.full((300, 200, 3), i / 5, np.float32)) for i in range(5)]
     size = write_grid(tmp_path / "g.png", tiles)
@@ -436,7 +436,7 @@ def test_compare_task_errors(home, world, tmp_path, tasks, message):
 
 
 def test_compare_refuses_an_existing_output_unless_overwrite(home, world, tmp_path):
-    from core.report import grid_layout
+    from core.report.grid import grid_layout
 
     image = world.root / "noise-val" / "input" / "000.png"
     out = tmp_path / "grid.png"

@@ -10,12 +10,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 from colora_cli.main import app
-from core.adapters import train_adapter
-from core.backbone import PRESETS, build_backbone
-from core.lora import lora_layers, uniform_rank_plan
-from core.restore import restore_tensor
-from core.train import TrainConfig, learning_rate
-from core.weights import state_fingerprint
+from core.training.adapter import train_adapter
+from core.model.backbone import PRESETS, build_backbone
+from core.model.lora import lora_layers, uniform_rank_plan
+from core.inference.tiles import restore_tensor
+from core.training.loop import TrainConfig, learning_rate
+from core.model.weights import state_fingerprint
 from conftest import make_pairs
 
 

@@ -28,9 +28,9 @@ from torch import nn
 from torch.func import functional_call
 
 from core.errors import InvalidInputError
-from core.lora import check_adapter_tensors, lora_targets
-from core.ranks import stage_of
-from core.weights import AdapterMeta
+from core.model.lora import check_adapter_tensors, lora_targets
+from core.training.ranks import stage_of
+from core.model.weights import AdapterMeta
 
 
 @dataclass
@@ -163,7 +163,7 @@ def fit_mixture(
        Measured on bench/recycle.py, refining per-adapter coefficients on a few crops overfits
        them, so it is off by default.
 
-    The closed form sees every crop through the inference graph (core/fast.py); the refinement
+    The closed form sees every crop through the inference graph (core/model/fast.py); the refinement
     needs gradients and runs the backbone in channels_last.
 
     Coefficients are kept non-negative: adapters are restoration directions, and letting large
@@ -182,7 +182,7 @@ def fit_mixture(
     names = [z.name for z in zoo]
     n = len(zoo)
     with torch.no_grad():
-        from core.fast import FastNAFNet
+        from core.model.fast import FastNAFNet
 
         def outputs(net: nn.Module) -> torch.Tensor:
             fast = FastNAFNet(net)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from core.backbone import BackboneConfig, build_backbone, count_parameters
-from core.data import augment, to_tensor
+from core.model.backbone import BackboneConfig, build_backbone, count_parameters
+from core.data.crops import augment, to_tensor
 from core.errors import InvalidInputError, NotFoundError
-from core.images import is_image_file, load_image
-from core.prod import ProdSampler
-from core.train import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
-from core.weights import save_backbone
+from core.data.images import is_image_file, load_image
+from core.data.prod import ProdSampler
+from core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
+from core.model.weights import save_backbone
 
 
 def load_clean_images(folder: Path, min_side: int) -> list[torch.Tensor]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from core.errors import InvalidInputError
-from core.images import load_image
+from core.data.images import load_image
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

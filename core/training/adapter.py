@@ -1,21 +1,19 @@
-"""Training one task's adapter on the frozen backbone, and evaluating it."""
+"""Training one task's adapter on the frozen backbone."""
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from core.backbone import NAFNet, count_parameters
-from core.data import PairSet, load_pair
-from core.lora import inject_lora, lora_parameter_count, lora_layers
-from core.metrics import psnr, ssim
-from core.restore import DEFAULT_TILE, restore_tensor
-from core.train import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
-from core.weights import AdapterMeta
+from core.data.crops import PairSet
+from core.model.backbone import NAFNet, count_parameters
+from core.model.lora import inject_lora, lora_layers, lora_parameter_count
+from core.model.weights import AdapterMeta
+from core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
 
 
 def train_adapter(
@@ -62,33 +60,3 @@ def train_adapter(
 def _checkpoint_key(config: TrainConfig, plan: dict[str, int], sha: str) -> str:
     """A checkpoint only resumes the exact same run."""
     return json.dumps({"config": config.to_json(), "plan": plan, "backbone": sha}, sort_keys=True)
-
-
-@torch.no_grad()
-def evaluate(
-    models: dict[str, nn.Module | None],
-    pairs: Sequence[tuple[str, str, str]],
-    *,
-    device: torch.device | str = "cpu",
-    tile: int = DEFAULT_TILE,
-    on_pair: Callable[[int, int], None] | None = None,
-) -> dict[str, tuple[float, float, list]]:
-    """PSNR/SSIM per subject over (stem, input, target) pairs; a None model scores the input itself.
-
-    Returns subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...]).
-    """
-    from core.fast import for_inference
-
-    per: dict[str, list] = {name: [] for name in models}
-    models = {name: None if m is None else for_inference(m.to(device).eval()) for name, m in models.items()}
-    for i, (stem, inp, tgt) in enumerate(pairs):
-        x, y = load_pair(inp, tgt)
-        for name, m in models.items():
-            out = x if m is None else restore_tensor(m, x, tile).cpu()
-            per[name].append([stem, psnr(out, y), ssim(out, y)])
-        if on_pair:
-            on_pair(i + 1, len(pairs))
-    return {
-        name: (sum(r[1] for r in rows) / len(rows), sum(r[2] for r in rows) / len(rows), rows)
-        for name, rows in per.items()
-    }

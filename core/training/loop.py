@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import InvalidInputError
-from core.weights import read_tensors, save_tensors_atomic
+from core.model.weights import read_tensors, save_tensors_atomic
 
 LOSSES = ("l1", "psnr")
 

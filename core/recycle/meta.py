@@ -3,12 +3,12 @@
 The LoRA Recycle analogue (Hu et al., CVPR 2025): distilled once per zoo, offline, without the
 adapters' training data. Each training episode is a made-up task on surrogate images:
 
-* a PROD task: a random chain of 1-2 synthetic degradations (`core.prod`), targets the clean crops;
+* a PROD task: a random chain of 1-2 synthetic degradations (`core.data.prod`), targets the clean crops;
 * an adapter task: one zoo adapter is left out and its own outputs on PROD-degraded crops are
   the targets, so the net learns to imitate an adapter it cannot use from the ones it can.
 
 The net reads the K support pairs through their degradation and pair features
-(`core.signature`), pools them over K, and predicts one coefficient per adapter (0 for adapters
+(`core.recycle.signature`), pools them over K, and predicts one coefficient per adapter (0 for adapters
 masked out); the loss is the exact mixture's error on the episode's query crops, back-propagated
 through the frozen backbone into the net only.
 """
@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import InvalidInputError
-from core.mixture import Mixture, ZooAdapter, mixture_forward
-from core.prod import ProdSampler, apply_recipe
-from core.signature import FEATURES, PAIR_FEATURES, image_features, pair_features
+from core.recycle.mixture import Mixture, ZooAdapter, mixture_forward
+from core.data.prod import ProdSampler, apply_recipe
+from core.recycle.signature import FEATURES, PAIR_FEATURES, image_features, pair_features
 
 META_FORMAT = "colora-meta-adapter"
 META_FORMAT_VERSION = 1

@@ -52,7 +52,7 @@ PRESETS: dict[str, BackboneConfig] = {
 class LayerNorm2d(nn.Module):
     """LayerNorm over channels at every pixel (autograd handles the backward).
 
-    A channels_last input (training, core/fast.py) takes one fused `F.layer_norm` over the last
+    A channels_last input (training, core/model/fast.py) takes one fused `F.layer_norm` over the last
     dimension of a free (N, H, W, C) view; a default-format input takes NAFNet's reference
     formulation, which is also the "eager PyTorch" baseline of bench/speed.py.
     """

@@ -19,9 +19,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from core.backbone import BackboneConfig, NAFNet
+from core.model.backbone import BackboneConfig, NAFNet
 from core.errors import IntegrityError, InvalidInputError, NotFoundError
-from core.lora import adapter_state, inject_lora, load_adapter_state
+from core.model.lora import adapter_state, inject_lora, load_adapter_state
 
 ADAPTER_FORMAT = "colora-adapter"
 ADAPTER_FORMAT_VERSION = 1

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.degradations import DEGRADATIONS
+from core.data.degradations import DEGRADATIONS
 
 Tensor = torch.Tensor
 

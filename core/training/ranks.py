@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core.data import PairSet
+from core.data.crops import PairSet
 from core.errors import InvalidInputError
-from core.lora import lora_parameter_count, lora_targets
-from core.train import TrainConfig, fit, restoration_loss
+from core.model.lora import lora_parameter_count, lora_targets
+from core.training.loop import TrainConfig, fit, restoration_loss
 
 METHODS = ("faig", "uniform")
 

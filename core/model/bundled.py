@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BUNDLED_DIR = Path(__file__).parent / "weights"
+BUNDLED_DIR = Path(__file__).parent.parent / "weights"  # package data: core/weights/
 BUNDLED_NAME = "prod-small"
 
 

@@ -35,7 +35,7 @@ class Decoded:
 
 
 def decode(src: Path) -> Decoded:
-    from core.images import load_image
+    from core.data.images import load_image
 
     return Decoded(*load_image(src))
 
@@ -78,8 +78,8 @@ def restore_many(
     `restore_one(source, (3, H, W) tensor in [0, 1])` returns the restored tensor. `decoded`
     holds images already decoded by the caller (each is used once and dropped).
     """
-    from core.data import to_numpy, to_tensor
-    from core.images import save_image
+    from core.data.crops import to_numpy, to_tensor
+    from core.data.images import save_image
 
     decoded = dict(decoded or {})
     threads = io_threads() if threads is None else threads

@@ -1,0 +1,41 @@
+"""Scoring models on validation pairs: PSNR and SSIM per pair and on average."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from core.data.crops import load_pair
+from core.inference.metrics import psnr, ssim
+from core.inference.tiles import DEFAULT_TILE, restore_tensor
+
+
+@torch.no_grad()
+def evaluate(
+    models: dict[str, nn.Module | None],
+    pairs: Sequence[tuple[str, str, str]],
+    *,
+    device: torch.device | str = "cpu",
+    tile: int = DEFAULT_TILE,
+    on_pair: Callable[[int, int], None] | None = None,
+) -> dict[str, tuple[float, float, list]]:
+    """PSNR/SSIM per subject over (stem, input, target) pairs; a None model scores the input itself.
+
+    Returns subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...]).
+    """
+    from core.model.fast import for_inference
+
+    per: dict[str, list] = {name: [] for name in models}
+    models = {name: None if m is None else for_inference(m.to(device).eval()) for name, m in models.items()}
+    for i, (stem, inp, tgt) in enumerate(pairs):
+        x, y = load_pair(inp, tgt)
+        for name, m in models.items():
+            out = x if m is None else restore_tensor(m, x, tile).cpu()
+            per[name].append([stem, psnr(out, y), ssim(out, y)])
+        if on_pair:
+            on_pair(i + 1, len(pairs))
+    return {
+        name: (sum(r[1] for r in rows) / len(rows), sum(r[2] for r in rows) / len(rows), rows)
+        for name, rows in per.items()
+    }
