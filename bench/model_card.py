@@ -15,7 +15,7 @@ from bench.common import SETS, git_rev, machine, markdown_table  # noqa: E402
 from core.inference.evaluate import evaluate  # noqa: E402
 from core.model.bundled import BUNDLED_DIR, bundled_backbone  # noqa: E402
 from core.model.weights import load_backbone  # noqa: E402
-from store.paths import sha256_file  # noqa: E402
+from core.files import sha256_file  # noqa: E402
 
 
 def main() -> None:

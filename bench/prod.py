@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import DATA, OUT, SETS, Timer, git_rev, machine, markdown_table  # noqa: E402
-from core.inference.evaluate import evaluate
-    from core.training.adapter import train_adapter  # noqa: E402
+from core.inference.evaluate import evaluate  # noqa: E402
+from core.training.adapter import train_adapter  # noqa: E402
 from core.model.backbone import PRESETS, build_backbone  # noqa: E402
 from core.model.bundled import bundled_backbone  # noqa: E402
 from core.model.lora import merge_all, uniform_rank_plan  # noqa: E402

@@ -12,7 +12,7 @@ from core.errors import ConflictError, InvalidInputError, NotFoundError
 from store.names import validate_slug
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.store import Store, copy_atomic  # noqa: F401
+    from store.store import Store  # noqa: F401
 
 app = typer.Typer(help="Share adapters: export a task's adapter, import one into a task.", no_args_is_help=True)
 
@@ -28,7 +28,8 @@ def export_adapter(
 
     Example: colora adapter export rain rain-adapter.safetensors
     """
-    from store.store import Store, copy_atomic
+    from core.files import copy_atomic
+    from store.store import Store
     store = Store.open(home)
     adapter = store.adapter(store.task(task))
     if adapter is None:
@@ -55,7 +56,8 @@ def import_adapter(
     from colora_cli.loading import load_store_backbone
     from core.model.lora import lora_parameter_count
     from core.model.weights import apply_adapter, read_adapter
-    from store.store import Store, copy_atomic
+    from core.files import copy_atomic
+    from store.store import Store
 
     validate_slug(task)
     if file.suffix.lower() != ".safetensors":

@@ -165,7 +165,8 @@ def export_backbone(
     Example: colora backbone export prod-small ./prod-small.safetensors
     """
     from core.errors import ConflictError
-    from store.store import Store, copy_atomic
+    from core.files import copy_atomic
+    from store.store import Store
 
     store = Store.open(home)
     b = store.backbone(name)

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 from core.errors import IntegrityError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from core.data.images import sha256_file  # noqa: F401
     from store.schema import Pair  # noqa: F401
 
 
 def manifest_changes(pairs: list[Pair]) -> list[str]:
     """One line per pair file that is missing or whose content changed since `task add`."""
-    from core.data.images import sha256_file
+    from core.files import sha256_file
     changes = []
     for p in pairs:
         for role, path, digest in (("input", p.input_path, p.input_sha256), ("target", p.target_path, p.target_sha256)):

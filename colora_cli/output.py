@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.table import Table
 
+from core.text import human_bytes, human_count  # noqa: F401  (the commands print through output.*)
+
 # Piped or captured output gets room for whole table rows (Rich would assume 80 columns);
 # $COLUMNS still wins, and a terminal's own width is used as is.
 _PIPE_WIDTH = None if os.environ.get("COLUMNS") or sys.stdout.isatty() else 160
@@ -116,19 +118,3 @@ def _plain_progress(description: str, total: int):
         last[0] = completed
 
     return update
-
-
-def human_bytes(n: int | None) -> str | None:
-    if n is None:
-        return None
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return None
-
-
-def human_count(n: int | None) -> str | None:
-    if n is None:
-        return None
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import select, text
 
-from store.paths import sha256_file
+from core.files import sha256_file
 from store.schema import Adapter, Backbone, Task, TrainRun
 from store.store import Store, pid_alive
 

@@ -1,7 +1,6 @@
 """Where the store lives, and keeping every path inside it."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -28,11 +27,3 @@ def inside(root: Path, relative: str) -> Path:
     if path != root and root not in path.parents:
         raise InvalidInputError(f"path {relative!r} escapes the store")
     return path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,9 +23,10 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
+from core.files import copy_atomic, sha256_file
 from store.migrations import migrate
 from store.names import validate_slug
-from store.paths import DB_NAME, inside, resolve_home, sha256_file
+from store.paths import DB_NAME, inside, resolve_home
 from store.schema import (
     Adapter,
     Backbone,
@@ -360,21 +360,6 @@ class Store:
             return summarize(conn)
         finally:
             conn.close()
-
-
-def copy_atomic(source: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; copies are ordinary files
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _task_exists(name: str) -> ConflictError:

@@ -483,7 +483,7 @@ def test_list_empty_store(store):
 
 
 def test_list_after_train_and_eval(trained, tmp_path):
-    from colora_cli.output import human_bytes, human_count
+    from core.text import human_bytes, human_count
 
     home = copy_store(trained.home, tmp_path / "home")
     [row] = tasks(home)

@@ -12,8 +12,9 @@ from PIL import Image
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.data.images import (
-    load_image, read_image_size, save_image, sha256_file, verify_image,
+    load_image, read_image_size, save_image, verify_image,
 )
+from core.files import sha256_file
 from core.data.pairs import PairsError, find_pairs, split_pairs, strip_prefix
 
 RNG = np.random.default_rng(0)

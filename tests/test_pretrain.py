@@ -14,7 +14,7 @@ from core.training.pretrain import pretrain
 from core.data.prod import ProdSampler
 from core.training.loop import TrainConfig
 from core.model.weights import load_backbone
-from store.paths import sha256_file
+from core.files import sha256_file
 from conftest import textured
 
 

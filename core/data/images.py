@@ -26,14 +26,13 @@ Decisions, in one place:
 * Writing: same format as the original (PNG for formats Pillow cannot write), grayscale back to
   L (I;16 for 16-bit grayscale PNG/TIFF), alpha back where the format holds it (PNG, TIFF,
   WEBP, BMP), palette originals as RGB(A). JPEG and WEBP use quality 95, JPEG with 4:4:4
-  chroma (subsampling=0). ICC profile and EXIF are carried over. Writes are atomic: a hidden
-  `.<name>.<random>.part` file in the destination folder, then `os.replace`.
+  chroma (subsampling=0). ICC profile and EXIF are carried over. Writes are atomic
+  (`core.files.atomic_write`): a hidden `.<name>.<random>.part` file in the destination folder,
+  renamed into place; without `overwrite` an existing output is never replaced, even by a race.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
+from core.files import atomic_write
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -204,18 +204,6 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks so big files do not fill memory."""
-    p = Path(path)
-    if not p.is_file():
-        raise NotFoundError(f"file not found: {p}", hint="check the path")
-    digest = hashlib.sha256()
-    with open(p, "rb") as fp:
-        while block := fp.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------- writing
 
 
@@ -313,25 +301,15 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, meta: ImageMeta,
         fmt == "PNG" or (fmt == "TIFF" and planes.shape[2] == 1)) else 8
     q = _quantize(planes, bits)
 
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
     try:
-        fp = open(tmp, "xb")  # "x": never clobber; default permissions (mkstemp would give 0600)
-    except OSError as exc:
-        raise ColoraError(f"cannot write image {dest}: {exc.strerror or exc}") from exc
-    try:
-        with fp:
+        with atomic_write(dest, overwrite=overwrite) as tmp, open(tmp, "wb") as fp:
             if bits == 16 and q.shape[2] > 1:
                 _write_png16(fp, q, meta)
             else:
                 img = Image.fromarray(q[:, :, 0] if q.shape[2] == 1 else q)
                 img.save(fp, format=fmt, **_save_options(fmt, meta))
-        # Checked again just before the rename, to narrow the window of a concurrent writer.
-        if dest.exists() and not overwrite:
-            raise ConflictError(f"{dest} already exists", hint="pass --overwrite to replace it")
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, ColoraError) or not isinstance(exc, Exception):
-            raise
+    except ColoraError:
+        raise
+    except Exception as exc:
         raise ColoraError(f"cannot write image {dest}: {_reason(exc)}") from exc
     return dest

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import InvalidInputError, NotFoundError
-from core.data.images import ImageMeta, ImageReadError, is_image_file, sha256_file, verify_image
+from core.data.images import ImageMeta, ImageReadError, is_image_file, verify_image
+from core.files import sha256_file
 
 INPUT_DIR_NAMES = ("input", "inputs", "lq", "degraded", "low", "noisy", "rain", "rainy",
                    "blur", "blurry", "hazy", "haze")
