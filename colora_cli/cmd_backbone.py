@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from colora_cli import output
 from colora_cli.options import Device, Home, Json
-
-if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.store import Store  # noqa: F401
 
 app = typer.Typer(help="The store's backbones: list, show, pre-train, import and export.", no_args_is_help=True)
 
@@ -22,12 +19,10 @@ def list_backbones(home: Home = None, as_json: Json = False) -> None:
 
     Example: colora backbone list
     """
+    from colora_cli.api.backbones import backbone_rows
     from store.store import Store
-    store = Store.open(home)
-    default = store.default_backbone_name()
-    rows = [{"name": b.name, "default": b.name == default, "pretrained": b.pretrained, "label": b.label,
-             "params": b.params, "sha256": b.sha256, "size_bytes": b.size_bytes, "created": b.created_at}
-            for b in store.backbones()]
+
+    rows = backbone_rows(Store.open(home))
     if as_json:
         output.print_json(rows)
         return
@@ -46,18 +41,14 @@ def show(
 
     Example: colora backbone show prod-small
     """
+    from colora_cli.api.backbones import backbone_details
     from store.store import Store
-    store = Store.open(home)
-    b = store.backbone(name)
-    curve = json.loads(b.loss_curve) if b.loss_curve else None
-    info = {"name": b.name, "label": b.label, "pretrained": b.pretrained, "params": b.params, "sha256": b.sha256,
-            "file": b.path, "size_bytes": b.size_bytes, "config": json.loads(b.config),
-            "recipe": json.loads(b.recipe) if b.recipe else None,
-            "final_loss": curve[-1][1] if curve else None, "created": b.created_at}
+
+    info = backbone_details(Store.open(home), name)
     if as_json:
         output.print_json(info)
         return
-    output.table(f"backbone {b.name}", ["field", "value"],
+    output.table(f"backbone {info['name']}", ["field", "value"],
                  [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in info.items()], justify_numbers=False)
 
 
@@ -83,50 +74,15 @@ def pretrain(
 
     Example: colora backbone pretrain ./clean-photos --name prod-small --steps 10000
     """
-    import tempfile
-
-    from core.model.backbone import PRESETS
-    from core.device import resolve_device
-    from core.errors import ConflictError, InvalidInputError
-    from core.training.pretrain import pretrain as run_pretrain
-    from core.training.pretrain import save_pretrained
-    from core.data.prod import MODES, ProdSampler
-    from core.training.loop import TrainConfig
-    from store.names import validate_slug
+    from colora_cli.api.backbones import PretrainOptions, pretrain_backbone
     from store.store import Store
 
-    validate_slug(name, "backbone")
-    if config not in PRESETS:
-        raise InvalidInputError(f"unknown backbone config {config!r}; use one of {', '.join(PRESETS)}")
-    if mode not in MODES:
-        raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    store = Store.open(home)
-    if any(b.name == name for b in store.backbones()):
-        raise ConflictError(f"backbone '{name}' already exists", hint="choose another --name")
-    dev = resolve_device(device)
-    train_config = TrainConfig(steps=steps, batch_size=batch_size, patch_size=patch_size, lr=lr, seed=seed,
-                               checkpoint_every=checkpoint_every, warmup_steps=min(200, steps // 10), log_every=50)
-    sampler = ProdSampler(mode=mode, max_degradations=max_degradations)
-    checkpoint = store.path(f"pretrain/{name}/checkpoint.safetensors")
-    if checkpoint.exists() and not resume:
-        raise ConflictError(f"an unfinished pre-training of '{name}' exists",
-                            hint="continue it with --resume, or choose another --name")
-    output.note(f"Pre-training '{name}' ({config}, PROD mode {mode}) on {clean_dir} for {steps} steps, device {dev.type}.")
-    with output.progress(f"pretrain {name}", steps, loss=True) as update:
-        model, result, recipe = run_pretrain(
-            clean_dir, PRESETS[config], train_config, sampler, device=dev, checkpoint_path=checkpoint, resume=resume,
-            on_step=lambda done, total, value: update(done, value))
-    recipe["config_name"] = config
-    description = f"PROD pre-trained ({mode} order, {steps} steps on {recipe['data']['images']} clean images)"
-    with tempfile.TemporaryDirectory(dir=store.root) as tmp:
-        path = Path(tmp) / "backbone.safetensors"
-        save_pretrained(path, model, result, recipe, description)
-        from colora_cli.backbones import install_file
-
-        row = install_file(store, path, name, make_default=default)
-    checkpoint.unlink(missing_ok=True)
-    output.note(f"Pre-trained '{row.name}' in {result.wall_time_s / 60:.1f} min, final loss {result.final_loss:.4f}"
-                f"{' (now the default backbone)' if default else ''}.")
+    options = PretrainOptions(name=name, config=config, steps=steps, batch_size=batch_size, patch_size=patch_size, lr=lr,
+                              mode=mode, max_degradations=max_degradations, seed=seed, checkpoint_every=checkpoint_every,
+                              resume=resume, make_default=default, device=device)
+    done = pretrain_backbone(Store.open(home), clean_dir, options, output.REPORTER)
+    output.note(f"Pre-trained '{done.backbone.name}' in {done.result.wall_time_s / 60:.1f} min, final loss "
+                f"{done.result.final_loss:.4f}{' (now the default backbone)' if default else ''}.")
 
 
 @app.command("import")
@@ -140,16 +96,12 @@ def import_backbone(
 
     Example: colora backbone import prod-small.safetensors --name prod-small
     """
-    from colora_cli.backbones import install_file
-    from core.errors import InvalidInputError
+    from colora_cli.api.backbones import import_backbone as run_import
     from store.names import validate_slug
     from store.store import Store
 
     validate_slug(name, "backbone")
-    if file.suffix.lower() != ".safetensors":
-        raise InvalidInputError(f"{file.name} is not a .safetensors file", hint="colora loads weights only from safetensors")
-    store = Store.open(home)
-    row = install_file(store, file, name, make_default=default)
+    row = run_import(Store.open(home), file, name, make_default=default)
     output.note(f"Imported backbone '{row.name}' ({row.label}, sha256 {row.sha256[:12]}).")
 
 
@@ -164,16 +116,11 @@ def export_backbone(
 
     Example: colora backbone export prod-small ./prod-small.safetensors
     """
-    from core.errors import ConflictError
-    from core.files import copy_atomic
+    from colora_cli.api.backbones import export_backbone as run_export
     from store.store import Store
 
-    store = Store.open(home)
-    b = store.backbone(name)
-    if file.exists() and not overwrite:
-        raise ConflictError(f"{file} already exists", hint="pass --overwrite to replace it")
-    copy_atomic(store.path(b.path), file)
-    output.note(f"Exported '{b.name}' to {file}.")
+    row = run_export(Store.open(home), name, file, overwrite=overwrite)
+    output.note(f"Exported '{row.name}' to {file}.")
 
 
 @app.command("default")
@@ -183,6 +130,6 @@ def set_default(name: Annotated[str, typer.Argument(help="Backbone name.")], hom
     Example: colora backbone default prod-small
     """
     from store.store import Store
-    store = Store.open(home)
-    store.set_default_backbone(name)
+
+    Store.open(home).set_default_backbone(name)
     output.note(f"'{name}' is now the default backbone.")

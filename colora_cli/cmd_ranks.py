@@ -1,16 +1,13 @@
 """`colora ranks`."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from colora_cli import output
+from colora_cli.api.ranking import DEFAULT_BUDGET
 from colora_cli.options import Device, Home, Json
-from colora_cli.ranking import DEFAULT_BUDGET
-
-if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.store import Store  # noqa: F401
 
 
 def ranks(
@@ -28,20 +25,25 @@ def ranks(
 
     Example: colora ranks rain --budget 0.07 --probe-steps 100 --path-steps 16
     """
-    from colora_cli.loading import load_store_backbone
-    from colora_cli.ranking import compute_plan, show_plan
-    from core.device import resolve_device
+    from colora_cli.api.ranking import PlanOptions, rank_task
     from store.store import Store
 
-    store = Store.open(home)
-    task = store.task(name)
-    backbone_row = store.backbone()
-    backbone = load_store_backbone(store, backbone_row)
-    plan, info = compute_plan(store, task, backbone_row, backbone, method=method, budget=budget, probe_steps=probe_steps,
-                              path_steps=path_steps, seed=seed, device=resolve_device(device))
+    options = PlanOptions(method=method, budget=budget, probe_steps=probe_steps, path_steps=path_steps, seed=seed)
+    done = rank_task(Store.open(home), name, options, device=device, reporter=output.REPORTER)
+    plan = done.plan
     if as_json:
-        output.print_json({"task": name, "ranks": plan.ranks, **info})
+        output.print_json({"task": name, "ranks": plan.ranks, **done.info})
         return
-    show_plan(backbone, plan.ranks, info, f"{name}: {plan.method} rank plan, {output.human_count(plan.params)} parameters "
-              f"({100 * plan.params / (plan.budget_params / plan.budget):.2f}% of the backbone, budget {100 * budget:g}%)")
+    title = (f"{name}: {plan.method} rank plan, {output.human_count(plan.params)} parameters "
+             f"({100 * plan.params / (plan.budget_params / plan.budget):.2f}% of the backbone, budget {100 * budget:g}%)")
+    print_plan(title, done.layers, done.stages)
     output.note(f"Stored the plan with task '{name}'. Next: colora train {name}")
+
+
+def print_plan(title: str, layers: list[dict], stages: list[dict]) -> None:
+    output.table(title, ["layer", "contribution", "rank", "params"],
+                 [[r["layer"], f"{100 * r['contribution']:.2f}%" if r["contribution"] is not None else "-", r["rank"],
+                   output.human_count(r["params"])] for r in layers])
+    output.table("by stage (encoder -> middle -> decoder)", ["stage", "contribution", "", "share of LoRA params"],
+                 [[s["stage"], f"{100 * s['contribution']:.1f}%", "█" * round(40 * s["contribution"]),
+                   f"{100 * s['share']:.1f}%"] for s in stages])

@@ -1,15 +1,12 @@
 """`colora init` and `colora list` (the latter must stay free of torch)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from colora_cli import output
 from colora_cli.options import Home, Json
-
-if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.store import Store  # noqa: F401
 
 
 def init(
@@ -22,25 +19,15 @@ def init(
 
     Example: colora init --home ~/colora-store
     """
-    from colora_cli.backbones import install_bundled, install_random
-    from core.model.backbone import PRESETS
-    from core.model.bundled import bundled_backbone
-    from core.errors import InvalidInputError
-    from store.store import Store
+    from colora_cli.api.backbones import init_store
 
-    if config not in PRESETS:  # before anything is created
-        raise InvalidInputError(f"unknown backbone config {config!r}; use one of {', '.join(PRESETS)}")
-    store = Store.create(home)
-    if store.default_backbone_name() is not None:
-        b = store.backbone()
-        output.note(f"Store already set up at {store.root} (default backbone '{b.name}': {b.label}).")
+    result = init_store(home, random_init=random_init, config=config, seed=seed)
+    b = result.backbone
+    if not result.created:
+        output.note(f"Store already set up at {result.store.root} (default backbone '{b.name}': {b.label}).")
         return
-    if random_init or bundled_backbone() is None:
-        row = install_random(store, config, seed)
-    else:
-        row = install_bundled(store)
-    output.note(f"Created the store at {store.root}")
-    output.note(f"Default backbone '{row.name}': {row.label}, {output.human_count(row.params)} parameters.")
+    output.note(f"Created the store at {result.store.root}")
+    output.note(f"Default backbone '{b.name}': {b.label}, {output.human_count(b.params)} parameters.")
     output.note("Next: colora task add NAME FOLDER")
 
 
@@ -51,19 +38,24 @@ def list_tasks(home: Home = None, as_json: Json = False) -> None:
     """
     from store.summary import store_rows
 
-    rows = store_rows(home)
+    print_listing(store_rows(home), as_json)
+
+
+LIST_COLUMNS = ["task", "pairs (train/val)", "adapter", "plan", "trainable", "% backbone (budget)", "size", "PSNR", "SSIM"]
+
+
+def print_listing(rows: list[dict], as_json: bool) -> None:
+    """`colora list`'s output (also used by the start-up fast path, colora_cli/fastpath.py)."""
     if as_json:
         output.print_json(rows)
         return
     if not rows:
         output.note("No tasks yet. Add one with `colora task add NAME FOLDER`.")
         return
-    output.table(
-        None,
-        ["task", "pairs (train/val)", "adapter", "plan", "trainable", "% backbone (budget)", "size", "PSNR", "SSIM"],
-        [[r["task"], f"{r['train_pairs']}/{r['val_pairs']}", r["adapter"], r["plan_method"],
-          output.human_count(r["trainable_params"]), _percent(r), output.human_bytes(r["size_bytes"]), r["psnr"], r["ssim"]] for r in rows],
-    )
+    output.table(None, LIST_COLUMNS, [
+        [r["task"], f"{r['train_pairs']}/{r['val_pairs']}", r["adapter"], r["plan_method"],
+         output.human_count(r["trainable_params"]), _percent(r), output.human_bytes(r["size_bytes"]), r["psnr"], r["ssim"]]
+        for r in rows])
 
 
 def _percent(row: dict) -> str | None:

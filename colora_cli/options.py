@@ -14,3 +14,17 @@ Home = Annotated[
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Tile = Annotated[int, typer.Option("--tile", min=0, help="Tile size in pixels for large images (0: whole image at once).")]
+
+
+def task_names(value: str, option: str) -> list[str]:
+    """'a,b, c' -> ['a', 'b', 'c']; empty items and repeats are refused."""
+    from core.errors import InvalidInputError
+
+    names = [n.strip() for n in value.split(",")]
+    if not names or any(not n for n in names):
+        raise InvalidInputError(f"{option} takes task names separated by commas, got {value!r}",
+                                hint=f"for example {option} rain,noise")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidInputError(f"{option} lists {', '.join(repeated)} more than once")
+    return names

@@ -118,3 +118,16 @@ def _plain_progress(description: str, total: int):
         last[0] = completed
 
     return update
+
+
+class ConsoleReporter:
+    """The use-case layer's Reporter (colora_cli.api.progress) on the terminal: notes and progress on stderr."""
+
+    def note(self, message: str) -> None:
+        note(message)
+
+    def progress(self, description: str, total: int, *, loss: bool = False):
+        return progress(description, total, loss=loss)
+
+
+REPORTER = ConsoleReporter()

@@ -11,8 +11,6 @@ Files younger than GRACE_S are left alone: a concurrent command may be about to 
 """
 from __future__ import annotations
 
-import json
-
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,8 +19,10 @@ from pathlib import Path
 from sqlalchemy import select, text
 
 from core.files import sha256_file
+from store.processes import pid_alive
 from store.schema import Adapter, Backbone, Task, TrainRun
-from store.store import Store, pid_alive
+from store.status import RunStatus
+from store.store import Store
 
 GRACE_S = 120
 
@@ -76,24 +76,24 @@ def check(store: Store) -> list[Finding]:
     live_tasks = set()
     for r in runs:
         name = tasks.get(r.task_id, "?")
-        if r.status == "running" and pid_alive(r.pid):
+        if r.status == RunStatus.RUNNING and pid_alive(r.pid):
             live_tasks.add(name)
             continue
         ckpt = store.path(r.checkpoint_path) if r.checkpoint_path else None
-        if ckpt is not None and ckpt.is_file() and r.status != "done":
+        if ckpt is not None and ckpt.is_file() and r.status != RunStatus.DONE:
             referenced.add(ckpt)
             findings.append(Finding("info", "resumable_run", f"training run {r.id} of '{name}' stopped at its last checkpoint; "
                                             f"continue with `colora train {name} --resume`", r.checkpoint_path))
-        if r.status == "running":
+        if r.status == RunStatus.RUNNING:
             findings.append(Finding("cleanup", "dead_run", f"training run {r.id} of '{name}' is marked running but its process is gone",
                                     fixable=True, ref=r.id))
-    meta = store.setting("meta_adapter")  # LoRA Recycle's meta-adapter (colora_cli/recycling.py)
-    if meta:
-        meta_file = store.path(json.loads(meta)["path"])
+    meta = store.meta_adapter()
+    if meta is not None:
+        meta_file = store.path(meta.path)
         referenced.add(meta_file)
         if not meta_file.is_file():
             findings.append(Finding("error", "missing_file", "the meta-adapter file is missing; distill it again with "
-                                    "`colora recycle distill`", json.loads(meta)["path"]))
+                                    "`colora recycle distill`", meta.path))
     for sub in ("backbones", "tasks", "pretrain", "recycle"):
         root = store.root / sub
         if not root.is_dir():
@@ -125,8 +125,8 @@ def fix(store: Store, findings: list[Finding]) -> list[Finding]:
         if f.kind == "dead_run":
             with store.session() as s:
                 run = s.get(TrainRun, f.ref)
-                if run is not None and run.status == "running" and not pid_alive(run.pid):
-                    run.status = "interrupted"
+                if run is not None and run.status == RunStatus.RUNNING and not pid_alive(run.pid):
+                    run.status = RunStatus.INTERRUPTED
         elif f.kind == "adapter_missing":
             with store.session() as s:
                 row = s.get(Adapter, f.ref)

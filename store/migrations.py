@@ -1,7 +1,9 @@
 """Ordered, idempotent schema migrations, tracked in SQLite's user_version.
 
-Append new steps; never edit a released one. A database whose version is newer than the
-last step here comes from a newer colora and is refused rather than guessed at.
+A step is SQL text, a (table, column, type) column to add, or a function of the connection (for
+data moves); every step can run twice. Append new steps; never edit a released one. A database
+whose version is newer than the last step here comes from a newer colora and is refused rather
+than guessed at.
 """
 from __future__ import annotations
 
@@ -70,7 +72,39 @@ V3 = [
     ("adapters", "signature", "TEXT"),
 ]
 
-MIGRATIONS: list[list] = [V1, V2, V3]
+
+
+def _meta_adapter_table(conn: Connection) -> None:
+    """LoRA Recycle's meta-adapter moves from a JSON blob in `settings` into its own table."""
+    import json
+
+    from sqlalchemy import text
+
+    conn.execute(text("""CREATE TABLE IF NOT EXISTS meta_adapters (
+        id INTEGER PRIMARY KEY, path TEXT NOT NULL, backbone_sha256 TEXT NOT NULL,
+        zoo TEXT NOT NULL, steps INTEGER NOT NULL, final_loss FLOAT NOT NULL, created_at TEXT NOT NULL)"""))
+    old = conn.execute(text("SELECT value FROM settings WHERE key = 'meta_adapter'")).scalar()
+    if old:
+        record = json.loads(old)
+        conn.execute(text("INSERT INTO meta_adapters (path, backbone_sha256, zoo, steps, final_loss, created_at) "
+                          "VALUES (:path, :sha, :zoo, :steps, :loss, :created)"),
+                     {"path": record["path"], "sha": record["backbone_sha256"], "zoo": json.dumps(record["zoo"]),
+                      "steps": record["steps"], "loss": record["final_loss"], "created": record["created"]})
+        conn.execute(text("DELETE FROM settings WHERE key = 'meta_adapter'"))
+
+
+def _drop_adapter_rank_plan(conn: Connection) -> None:
+    """The adapter file carries its rank plan (the portable truth); the index no longer copies it."""
+    from sqlalchemy import text
+
+    if "rank_plan" in {row[1] for row in conn.execute(text("PRAGMA table_info(adapters)"))}:
+        conn.execute(text("ALTER TABLE adapters DROP COLUMN rank_plan"))
+
+
+# The store owns its tables: the meta-adapter gets one; the adapter row stops copying the plan
+V4 = [_meta_adapter_table, _drop_adapter_rank_plan]
+
+MIGRATIONS: list[list] = [V1, V2, V3, V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -88,6 +122,8 @@ def migrate(conn: Connection) -> int:
         for step in MIGRATIONS[version]:
             if isinstance(step, tuple):
                 _add_column(conn, *step)
+            elif callable(step):
+                step(conn)
             else:
                 conn.execute(text(step))
         conn.execute(text(f"PRAGMA user_version = {version + 1}"))

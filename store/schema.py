@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from sqlalchemy import ForeignKey, Text
+from sqlalchemy import Enum, ForeignKey, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from store.status import RunStatus
 
 
 def utcnow() -> str:
@@ -88,7 +90,6 @@ class Adapter(Base):
     size_bytes: Mapped[int]
     trainable_params: Mapped[int]
     backbone_params: Mapped[int]
-    rank_plan: Mapped[str] = mapped_column(Text)
     plan_method: Mapped[str] = mapped_column(Text)
     recycled: Mapped[bool] = mapped_column(default=False)
     budget: Mapped[float | None]  # fraction of the backbone's parameters the plan was allowed
@@ -104,7 +105,9 @@ class TrainRun(Base):
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
     backbone_id: Mapped[int] = mapped_column(ForeignKey("backbones.id"))
     adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id", ondelete="SET NULL"))
-    status: Mapped[str] = mapped_column(Text)  # running | done | failed
+    status: Mapped[RunStatus] = mapped_column(
+        Enum(RunStatus, native_enum=False, create_constraint=False, length=None,
+             values_callable=lambda e: [m.value for m in e]))
     config: Mapped[str] = mapped_column(Text)
     loss_curve: Mapped[str | None] = mapped_column(Text)
     steps_done: Mapped[int] = mapped_column(default=0)
@@ -128,3 +131,19 @@ class EvalResult(Base):
     n_pairs: Mapped[int]
     per_pair: Mapped[str] = mapped_column(Text)  # JSON [[stem, psnr, ssim], ...]
     created_at: Mapped[str] = mapped_column(Text, default=utcnow)
+
+
+class MetaAdapter(Base):
+    """LoRA Recycle's distilled meta-adapter (one per store: a new one replaces the old)."""
+
+    __tablename__ = "meta_adapters"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    backbone_sha256: Mapped[str] = mapped_column(Text)  # the backbone it was distilled on
+    zoo: Mapped[str] = mapped_column(Text)  # JSON [{task, file_sha256}, ...]: the adapters it mixes, in order
+    steps: Mapped[int]
+    final_loss: Mapped[float]
+    created_at: Mapped[str] = mapped_column(Text, default=utcnow)
+
+    def zoo_list(self) -> list[dict]:
+        return json.loads(self.zoo)

@@ -3,7 +3,13 @@
     <root>/colora.db
     <root>/backbones/<name>.safetensors
     <root>/tasks/<task>/adapter-<run>.safetensors
+    <root>/tasks/<task>/adapter-imported-<stamp>.safetensors, adapter-recycled-<stamp>.safetensors
     <root>/tasks/<task>/checkpoint.safetensors       (while a training run is unfinished)
+    <root>/pretrain/<backbone>/checkpoint.safetensors (while a pre-training is unfinished)
+    <root>/recycle/meta-<stamp>.safetensors          (LoRA Recycle's meta-adapter)
+
+Every one of these paths is built here (the `*_relpath` methods), and every path read from the
+index or built from a name goes through `path()`, which refuses anything outside the root.
 
 Files are written to a temp name and renamed into place *before* the row that points to
 them is committed, so a crash leaves at worst an orphan file, never a row without a file.
@@ -12,13 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
@@ -31,13 +39,15 @@ from store.schema import (
     Adapter,
     Backbone,
     EvalResult,
+    MetaAdapter,
     Pair,
     Setting,
     Task,
     TrainRun,
     utcnow,
 )
-from store.summary import pid_alive  # noqa: F401  (re-exported)
+from store.processes import pid_alive
+from store.status import RunStatus
 
 DEFAULT_BACKBONE_KEY = "default_backbone"
 
@@ -100,7 +110,7 @@ class Store:
                      loss_curve: list | None = None, make_default: bool = False) -> Backbone:
         """Copy a validated backbone file into the store and index it."""
         validate_slug(name, "backbone")
-        rel = f"backbones/{name}.safetensors"
+        rel = self.backbone_relpath(name)
         with self.session() as s:
             if s.scalar(select(Backbone).where(Backbone.name == name)):
                 raise ConflictError(f"backbone '{name}' already exists", hint="choose another --name")
@@ -239,57 +249,88 @@ class Store:
             row = s.get(Setting, key)
             return row.value if row else None
 
-    def set_setting(self, key: str, value: str | None) -> None:
-        with self.session() as s:
-            row = s.get(Setting, key)
-            if value is None:
-                if row is not None:
-                    s.delete(row)
-            else:
-                s.merge(Setting(key=key, value=value))
+    # ------------------------------------------------------------ where files go
+
+    def backbone_relpath(self, name: str) -> str:
+        return f"backbones/{validate_slug(name, 'backbone')}.safetensors"
 
     def checkpoint_relpath(self, task: Task) -> str:
         return f"tasks/{task.name}/checkpoint.safetensors"
 
-    def start_run(self, task: Task, backbone: Backbone, config: str) -> TrainRun:
-        run = TrainRun(task_id=task.id, backbone_id=backbone.id, status="running", config=config,
-                       checkpoint_path=self.checkpoint_relpath(task), pid=os.getpid())
+    def adapter_relpath(self, task: Task, run: TrainRun) -> str:
+        return f"tasks/{task.name}/adapter-{run.id}.safetensors"
+
+    def new_adapter_relpath(self, task: Task, kind: str) -> str:
+        """A fresh name for an adapter that comes from no training run (kind: imported, recycled)."""
+        return f"tasks/{task.name}/adapter-{kind}-{_stamp()}.safetensors"
+
+    def pretrain_checkpoint_relpath(self, backbone_name: str) -> str:
+        return f"pretrain/{validate_slug(backbone_name, 'backbone')}/checkpoint.safetensors"
+
+    def new_meta_adapter_relpath(self) -> str:
+        return f"recycle/meta-{_stamp()}.safetensors"
+
+    # ------------------------------------------------------------ training runs
+
+    def start_run(self, task: Task, backbone: Backbone, config: str, *, resume: TrainRun | None = None) -> TrainRun:
+        """Claim the task for this process: a new run, or `resume` continued.
+
+        Refused when another live process trains the task. The check and the claim are one
+        transaction that first takes the write lock (an UPDATE of the task row), so two
+        processes starting at once cannot both pass the check.
+        """
         with self.session() as s:
+            s.execute(update(Task).where(Task.id == task.id).values(name=Task.name))  # the write lock, first
+            self._refuse_live_run(s, task)
+            if resume is not None:
+                run = s.get_one(TrainRun, resume.id)
+                run.status, run.pid, run.error = RunStatus.RUNNING, os.getpid(), None
+                return run
             # a fresh run reuses the task's checkpoint file: earlier unfinished runs can no longer resume
-            for old in s.scalars(select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status != "done")):
-                old.status, old.checkpoint_path = "abandoned", None
+            for old in s.scalars(select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status != RunStatus.DONE)):
+                old.status, old.checkpoint_path = RunStatus.ABANDONED, None
+            run = TrainRun(task_id=task.id, backbone_id=backbone.id, status=RunStatus.RUNNING, config=config,
+                           checkpoint_path=self.checkpoint_relpath(task), pid=os.getpid())
             s.add(run)
-        return run
+            s.flush()
+            return run
+
+    def refuse_if_training(self, task: Task) -> None:
+        """An early, read-only form of `start_run`'s check (before minutes of work that it would waste)."""
+        with self.session() as s:
+            self._refuse_live_run(s, task)
+
+    @staticmethod
+    def _refuse_live_run(s: Session, task: Task) -> None:
+        for other in s.scalars(select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status == RunStatus.RUNNING)):
+            if other.pid and other.pid != os.getpid() and pid_alive(other.pid):
+                raise ConflictError(f"task '{task.name}' is already being trained (process {other.pid})",
+                                    hint="wait for it to finish, or stop it and use --resume")
 
     def resumable_run(self, task: Task) -> TrainRun | None:
         """The latest unfinished run of this task whose checkpoint file exists."""
         with self.session() as s:
             run = s.scalar(select(TrainRun).where(TrainRun.task_id == task.id).order_by(TrainRun.id.desc()))
-        if run and run.status != "done" and run.checkpoint_path and self.path(run.checkpoint_path).exists():
+        if run and run.status != RunStatus.DONE and run.checkpoint_path and self.path(run.checkpoint_path).exists():
             return run
         return None
 
-    def mark_run(self, run: TrainRun, status: str, *, error: str | None = None, pid: int | None = None) -> None:
+    def mark_run(self, run: TrainRun, status: RunStatus, *, error: str | None = None) -> None:
         with self.session() as s:
             row = s.get_one(TrainRun, run.id)
             row.status = status
             row.error = error
-            if pid is not None:
-                row.pid = pid
-
-    def adapter_relpath(self, task: Task, run: TrainRun) -> str:
-        return f"tasks/{task.name}/adapter-{run.id}.safetensors"
 
     def finish_run(self, run: TrainRun, task: Task, *, adapter_rel: str, trainable_params: int,
-                   backbone_params: int, rank_plan: dict[str, int], plan_method: str,
-                   budget: float | None, loss_curve: list, steps_done: int, wall_time_s: float) -> Adapter:
+                   backbone_params: int, plan_method: str, budget: float | None, loss_curve: list,
+                   steps_done: int, wall_time_s: float) -> Adapter:
         """Index the adapter file (already in place) and close the run, in one transaction."""
         with self.session() as s:
             adapter, old_file = self._replace_adapter(
                 s, task, run.backbone_id, adapter_rel, trainable_params=trainable_params,
-                backbone_params=backbone_params, rank_plan=json.dumps(rank_plan), plan_method=plan_method, budget=budget)
+                backbone_params=backbone_params, plan_method=plan_method, budget=budget)
             row = s.get_one(TrainRun, run.id)
-            row.status, row.adapter_id, row.finished_at = "done", adapter.id, utcnow()
+            row.status, row.adapter_id, row.finished_at = RunStatus.DONE, adapter.id, utcnow()
             row.loss_curve, row.steps_done, row.wall_time_s = json.dumps(loss_curve), steps_done, wall_time_s
             row.checkpoint_path = None
         if old_file and old_file != adapter_rel:
@@ -299,12 +340,12 @@ class Store:
         return adapter
 
     def add_adapter(self, task: Task, backbone: Backbone, adapter_rel: str, *, trainable_params: int,
-                    rank_plan: dict[str, int], plan_method: str, budget: float | None, recycled: bool = False) -> Adapter:
+                    plan_method: str, budget: float | None, recycled: bool = False) -> Adapter:
         """Index an adapter file that did not come from a training run (imported, recycled)."""
         with self.session() as s:
             adapter, old_file = self._replace_adapter(
                 s, task, backbone.id, adapter_rel, trainable_params=trainable_params, backbone_params=backbone.params,
-                rank_plan=json.dumps(rank_plan), plan_method=plan_method, budget=budget, recycled=recycled)
+                plan_method=plan_method, budget=budget, recycled=recycled)
         if old_file and old_file != adapter_rel:
             self.path(old_file).unlink(missing_ok=True)
         return adapter
@@ -334,32 +375,47 @@ class Store:
     # ------------------------------------------------------------ evaluation
 
     def record_eval(self, task: Task, backbone: Backbone, adapter: Adapter | None,
-                    results: dict[str, tuple[float, float, list]]) -> None:
-        """results: subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...])."""
+                    results: dict[str, tuple[float, float, list]]) -> dict[str, EvalResult]:
+        """results: subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...]); returns the rows written."""
+        rows = {subject: EvalResult(
+            task_id=task.id, adapter_id=adapter.id if adapter and subject == "adapter" else None,
+            backbone_id=backbone.id, subject=subject, psnr=psnr, ssim=ssim,
+            n_pairs=len(per_pair), per_pair=json.dumps(per_pair),
+        ) for subject, (psnr, ssim, per_pair) in results.items()}
         with self.session() as s:
-            for subject, (psnr, ssim, per_pair) in results.items():
-                s.add(EvalResult(
-                    task_id=task.id, adapter_id=adapter.id if adapter and subject == "adapter" else None,
-                    backbone_id=backbone.id, subject=subject, psnr=psnr, ssim=ssim,
-                    n_pairs=len(per_pair), per_pair=json.dumps(per_pair),
-                ))
+            s.add_all(rows.values())
+        return rows
 
     def last_eval(self, task: Task, subject: str) -> EvalResult | None:
         with self.session() as s:
             return s.scalar(select(EvalResult).where(EvalResult.task_id == task.id, EvalResult.subject == subject)
                             .order_by(EvalResult.id.desc()))
 
-    # ------------------------------------------------------------ listing
+    # ------------------------------------------------------------ LoRA Recycle's meta-adapter
 
-    def summary(self) -> list[dict]:
-        """One dict per task for `colora list` (see store/summary.py)."""
-        from store.summary import connect_readonly, summarize
+    def meta_adapter(self) -> MetaAdapter | None:
+        with self.session() as s:
+            return s.scalar(select(MetaAdapter).order_by(MetaAdapter.id.desc()))
 
-        conn = connect_readonly(self.root)
-        try:
-            return summarize(conn)
-        finally:
-            conn.close()
+    def set_meta_adapter(self, rel: str, *, backbone_sha256: str, zoo: list[dict], steps: int,
+                         final_loss: float) -> MetaAdapter:
+        """Index a meta-adapter file (already in place); it replaces the previous one, whose file is removed."""
+        with self.session() as s:
+            old = list(s.scalars(select(MetaAdapter)))
+            for row in old:
+                s.delete(row)
+            meta = MetaAdapter(path=rel, backbone_sha256=backbone_sha256, zoo=json.dumps(zoo), steps=steps,
+                               final_loss=final_loss)
+            s.add(meta)
+        for row in old:
+            if row.path != rel:
+                self.path(row.path).unlink(missing_ok=True)
+        return meta
+
+
+def _stamp() -> str:
+    """A file-name stamp that sorts by time and never repeats (time to the second plus randomness)."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def _task_exists(name: str) -> ConflictError:

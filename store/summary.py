@@ -5,25 +5,13 @@ the whole listing should (bench/speed.py). Five queries, whatever the number of 
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
 from core.errors import NotFoundError
 from store.paths import DB_NAME, resolve_home
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process of this machine still runs (for runs marked `running`)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from store.processes import pid_alive
+from store.status import RunStatus
 
 
 def connect_readonly(root: Path) -> sqlite3.Connection:
@@ -70,13 +58,13 @@ def summarize(conn: sqlite3.Connection) -> list[dict]:
         e = evals.get(t["id"])
         e = e if a is not None and e is not None and e["adapter_id"] == a["id"] else None
         run = runs.get(t["id"])
-        if run is not None and run["status"] == "running" and pid_alive(run["pid"]):
+        if run is not None and run["status"] == RunStatus.RUNNING and pid_alive(run["pid"]):
             status = "training"
-        elif run is not None and run["status"] != "done":
+        elif run is not None and run["status"] != RunStatus.DONE:
             status = "interrupted" if a is None else "trained (a retraining was interrupted)"
         else:
             status = "untrained"
-        if a is not None and (run is None or run["status"] == "done"):
+        if a is not None and (run is None or run["status"] == RunStatus.DONE):
             status = "recycled" if a["recycled"] else "trained"
         rows.append({
             "task": t["name"],

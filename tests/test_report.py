@@ -281,15 +281,17 @@ def test_examples_are_best_median_worst_by_adapter_psnr(report):
 def test_report_shows_the_training_run_and_rank_plan(report, home):
     from store.store import Store
 
+    from core.model.weights import read_adapter
+
     store = Store.open(home)
     try:
         task = store.task("noise")
         run, adapter = store.last_run(task), store.adapter(task)
+        plan = read_adapter(store.path(adapter.path))[1].rank_plan  # the adapter file carries its plan
     finally:
         store.engine.dispose()
     text = report.index.read_text(encoding="utf-8")
     assert f"Run #{run.id} (done): 10 steps" in text
-    plan = json.loads(adapter.rank_plan)
     assert f"LoRA rank of each of the {len(plan)} adapted layers (sum {sum(plan.values())})" in text
     assert "no contribution scores" in text  # trained with --rank: a uniform plan
 

@@ -19,10 +19,13 @@ def evaluate(
     device: torch.device | str = "cpu",
     tile: int = DEFAULT_TILE,
     on_pair: Callable[[int, int], None] | None = None,
+    observe: Callable[[str, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], None] | None = None,
 ) -> dict[str, tuple[float, float, list]]:
     """PSNR/SSIM per subject over (stem, input, target) pairs; a None model scores the input itself.
 
-    Returns subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...]).
+    Returns subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...]). `observe(stem, input,
+    target, {subject: output})` sees every pair's images as they are scored (a report keeps crops
+    of them, so nothing is decoded or restored twice).
     """
     from core.model.fast import for_inference
 
@@ -30,9 +33,12 @@ def evaluate(
     models = {name: None if m is None else for_inference(m.to(device).eval()) for name, m in models.items()}
     for i, (stem, inp, tgt) in enumerate(pairs):
         x, y = load_pair(inp, tgt)
+        outputs = {}
         for name, m in models.items():
-            out = x if m is None else restore_tensor(m, x, tile).cpu()
+            out = outputs[name] = x if m is None else restore_tensor(m, x, tile).cpu()
             per[name].append([stem, psnr(out, y), ssim(out, y)])
+        if observe:
+            observe(stem, x, y, outputs)
         if on_pair:
             on_pair(i + 1, len(pairs))
     return {

@@ -56,3 +56,12 @@ def restore_tensor(model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TI
             out[:, :, top : top + ph, left : left + pw] += model(patch) * mask
             weight[:, :, top : top + ph, left : left + pw] += mask
     return (out / weight)[0].clamp(0, 1)
+
+
+def restore_array(model: nn.Module, rgb, tile: int = DEFAULT_TILE):
+    """Restore one H x W x 3 float image in [0, 1] (numpy) with `model`; returns the same kind."""
+    import numpy as np
+
+    from core.data.crops import to_numpy, to_tensor
+
+    return to_numpy(restore_tensor(model.eval(), to_tensor(np.asarray(rgb, dtype=np.float32)), tile))

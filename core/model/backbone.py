@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import InvalidInputError
+
 
 @dataclass(frozen=True)
 class BackboneConfig:
@@ -47,6 +49,13 @@ PRESETS: dict[str, BackboneConfig] = {
     "small": BackboneConfig(),
     "base": BackboneConfig(width=32, enc_blocks=(1, 1, 1, 28), middle_blocks=1, dec_blocks=(1, 1, 1, 1)),
 }
+
+
+def preset(name: str) -> BackboneConfig:
+    """A named size, or a clear error listing the names."""
+    if name not in PRESETS:
+        raise InvalidInputError(f"unknown backbone config {name!r}; use one of {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
 class LayerNorm2d(nn.Module):

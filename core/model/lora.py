@@ -12,7 +12,7 @@ numbers; which is faster depends on the layer shape and image size (see bench/sp
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,36 @@ def lora_targets(model: nn.Module) -> dict[str, nn.Conv2d]:
     return targets
 
 
+def lora_scaling(alpha: float | None, rank: int) -> float:
+    """alpha / rank; alpha None means alpha = rank (scaling 1)."""
+    return (float(alpha) if alpha is not None else float(rank)) / rank
+
+
+def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
+    """s * B @ A shaped like the base weight: A (r, C_in, kh, kw), B (C_out, r, 1, 1) -> (C_out, C_in, kh, kw).
+
+    The one place the product is formed (training, merging, inference, mixing and baking all use it).
+    """
+    r = a.shape[0]
+    return (scaling * (b.reshape(b.shape[0], r) @ a.reshape(r, -1))).reshape(b.shape[0], *a.shape[1:])
+
+
+def check_plan(targets: Mapping[str, nn.Conv2d], rank_plan: Mapping[str, int]) -> None:
+    """A rank plan names LoRA targets of this backbone by exact path, each with a rank >= 1."""
+    unknown = [p for p in rank_plan if p not in targets]
+    if unknown:
+        raise InvalidInputError(
+            f"rank plan names {len(unknown)} layer(s) that are not LoRA targets of this backbone: "
+            + ", ".join(unknown[:3]),
+            hint="recompute the plan with `colora ranks NAME`",
+        )
+    if not rank_plan:
+        raise InvalidInputError("the rank plan is empty: no layer would be adapted")
+    for path, rank in rank_plan.items():
+        if int(rank) < 1:
+            raise InvalidInputError(f"LoRA rank must be >= 1, got {rank} for {path}")
+
+
 class LoRAConv2d(nn.Module):
     def __init__(self, base: nn.Conv2d, rank: int, alpha: float, mode: str = "weight"):
         super().__init__()
@@ -53,7 +83,7 @@ class LoRAConv2d(nn.Module):
         self.base = base
         self.rank = rank
         self.alpha = float(alpha)
-        self.scaling = self.alpha / rank
+        self.scaling = lora_scaling(self.alpha, rank)
         self.mode = mode
         kh, kw = base.kernel_size
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
@@ -69,10 +99,7 @@ class LoRAConv2d(nn.Module):
 
     def delta_weight(self) -> torch.Tensor:
         """s * B @ A, shaped like the base weight."""
-        r = self.rank
-        b = self.lora_B.reshape(self.base.out_channels, r)
-        a = self.lora_A.reshape(r, -1)
-        return (self.scaling * (b @ a)).reshape(self.base.weight.shape)
+        return lora_delta(self.lora_A, self.lora_B, self.scaling)
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         b = self.base
@@ -123,15 +150,7 @@ def inject_lora(
     targets = lora_targets(model)
     if lora_layers(model):
         raise InvalidInputError("this model already carries LoRA layers")
-    unknown = [p for p in rank_plan if p not in targets]
-    if unknown:
-        raise InvalidInputError(
-            f"rank plan names {len(unknown)} layer(s) that are not LoRA targets of this backbone: "
-            + ", ".join(unknown[:3]),
-            hint="recompute the plan with `colora ranks NAME`",
-        )
-    if not rank_plan:
-        raise InvalidInputError("the rank plan is empty: no layer would be adapted")
+    check_plan(targets, rank_plan)
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = {}
@@ -213,18 +232,12 @@ def adapter_deltas(model: nn.Module, rank_plan: Mapping[str, int], alpha: float 
     What merging computes, without wrapping any layer: for inference straight from a plain backbone.
     """
     targets = lora_targets(model)
-    unknown = [p for p in rank_plan if p not in targets]
-    if unknown:
-        raise InvalidInputError(f"rank plan names {len(unknown)} layer(s) that are not LoRA targets of this backbone: "
-                                + ", ".join(unknown[:3]), hint="recompute the plan with `colora ranks NAME`")
+    check_plan(targets, rank_plan)
     check_adapter_tensors(targets, rank_plan, state)
     deltas = {}
     for path, rank in rank_plan.items():
         w = targets[path].weight
-        a = state[f"{path}.lora_A"].to(w).reshape(rank, -1)
-        b = state[f"{path}.lora_B"].to(w).reshape(-1, rank)
-        scaling = (alpha if alpha is not None else rank) / rank
-        deltas[path] = (scaling * (b @ a)).reshape(w.shape)
+        deltas[path] = lora_delta(state[f"{path}.lora_A"].to(w), state[f"{path}.lora_B"].to(w), lora_scaling(alpha, rank))
     if not all(torch.isfinite(targets[p].weight + d).all() for p, d in deltas.items()):
         raise InvalidInputError("refusing to merge: the adapter produces non-finite weights")
     return deltas
@@ -238,7 +251,3 @@ def merge_all(model: nn.Module) -> None:
 def unmerge_all(model: nn.Module) -> None:
     for layer in lora_layers(model).values():
         layer.unmerge()
-
-
-def trainable_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
-    return (p for p in model.parameters() if p.requires_grad)

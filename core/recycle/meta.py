@@ -63,6 +63,21 @@ def predict(net: MetaNet, backbone: nn.Module, names: list[str], pairs, mask: to
     return Mixture(list(names), ["all"], coef[:, None], {"method": "meta", "k": len(pairs)})
 
 
+@torch.no_grad()
+def predict_for_zoo(net: MetaNet, backbone: nn.Module, names: list[str], zoo: Sequence[ZooAdapter], pairs,
+                    mask: torch.Tensor) -> tuple[Mixture, list[ZooAdapter]]:
+    """The meta-adapter's mixture over `names` (its zoo, in its order), kept to the adapters at hand.
+
+    `zoo` may lack some of `names` (the target task's own adapter, masked out): their coefficients
+    are dropped. Returns the mixture and the matching adapters, in the same order.
+    """
+    by_name = {z.name: z for z in zoo}
+    keep = torch.tensor([n in by_name for n in names])
+    mixture = predict(net, backbone, names, pairs, mask)
+    mixture.names, mixture.coef = [n for n in names if n in by_name], mixture.coef[keep]
+    return mixture, [by_name[n] for n in mixture.names]
+
+
 # ---------------------------------------------------------------- distillation
 
 

@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from core.errors import InvalidInputError
-from core.model.lora import check_adapter_tensors, lora_targets
+from core.model.lora import check_adapter_tensors, check_plan, lora_delta, lora_scaling, lora_targets
 from core.training.ranks import stage_of
 from core.model.weights import AdapterMeta
 
@@ -50,13 +50,13 @@ def zoo_adapter(name: str, tensors: dict[str, torch.Tensor], meta: AdapterMeta, 
     unknown = [p for p in meta.rank_plan if p not in targets]
     if unknown:
         raise InvalidInputError(f"adapter '{name}' names layer {unknown[0]}, which this backbone does not have")
+    check_plan(targets, meta.rank_plan)
     check_adapter_tensors(targets, meta.rank_plan, tensors)  # names, dtypes, shapes, finite values
     deltas, factors = {}, {}
     for path, rank in meta.rank_plan.items():
-        conv = targets[path]
         a, b = tensors[f"{path}.lora_A"].to(dtype), tensors[f"{path}.lora_B"].to(dtype)
-        scaling = (meta.alpha if meta.alpha is not None else rank) / rank
-        deltas[path] = (scaling * (b.reshape(b.shape[0], rank) @ a.reshape(rank, -1))).reshape(conv.weight.shape)
+        scaling = lora_scaling(meta.alpha, rank)
+        deltas[path] = lora_delta(a, b, scaling)
         factors[path] = (a, b, scaling)
     return ZooAdapter(name, deltas, factors, meta)
 
@@ -301,7 +301,7 @@ def bake(model: nn.Module, zoo: Sequence[ZooAdapter], mixture: Mixture,
             a_cat = torch.cat([a.double() for _, (a, _, _) in parts], 0)
             b_cat = torch.cat([c * s * b.double() for c, (_, b, s) in parts], 1)
         else:  # the stacked rank exceeds the layer's: factorise the summed delta at full rank
-            delta = sum(c * s * (b.double().reshape(out_c, -1) @ a.double().reshape(a.shape[0], -1)) for c, (a, b, s) in parts)
+            delta = sum(c * lora_delta(a.double(), b.double(), s).reshape(out_c, -1) for c, (a, b, s) in parts)
             u, sv, vh = torch.linalg.svd(delta, full_matrices=False)
             rank = full
             a_cat = vh[:rank].reshape(rank, *conv.weight.shape[1:])
@@ -312,12 +312,3 @@ def bake(model: nn.Module, zoo: Sequence[ZooAdapter], mixture: Mixture,
     if not plan:
         raise InvalidInputError("every mixture coefficient is zero: there is nothing to bake")
     return tensors, plan
-
-
-def baked_deltas(tensors: dict[str, torch.Tensor], plan: dict[str, int], dtype=torch.float64) -> dict[str, torch.Tensor]:
-    """The per-layer delta of a baked adapter (scaling 1), for checks."""
-    out = {}
-    for path, r in plan.items():
-        a, b = tensors[f"{path}.lora_A"].to(dtype), tensors[f"{path}.lora_B"].to(dtype)
-        out[path] = (b.reshape(b.shape[0], r) @ a.reshape(r, -1)).reshape(b.shape[0], *a.shape[1:])
-    return out

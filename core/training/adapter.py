@@ -35,7 +35,9 @@ def train_adapter(
     """LoRA on a copy of `backbone` (which is left untouched); returns the adapted model."""
     config.validate()
     model = copy.deepcopy(backbone)
-    inject_lora(model, rank_plan, alpha=None, mode=lora_mode)
+    with torch.random.fork_rng(devices=[]):  # LoRA A's initialisation follows the run's seed, nothing else does
+        torch.manual_seed(config.seed)
+        inject_lora(model, rank_plan, alpha=None, mode=lora_mode)
     params = {
         f"{path}.lora_{ab}": getattr(layer, f"lora_{ab}")
         for path, layer in lora_layers(model).items() for ab in "AB"

@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -58,7 +58,6 @@ class TrainResult:
     loss_curve: list[tuple[int, float]]
     wall_time_s: float
     resumed_from: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def final_loss(self) -> float:

@@ -1,0 +1,183 @@
+"""Backbones: creating a store with one, installing, pre-training (PROD), importing and exporting."""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from colora_cli.api.progress import SILENT, Reporter
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from core.training.loop import TrainResult
+    from store.schema import Backbone
+    from store.store import Store
+
+
+@dataclass
+class InitResult:
+    store: Store
+    backbone: Backbone
+    created: bool  # False: the store was already set up
+
+
+def init_store(home=None, *, random_init: bool = False, config: str = "small", seed: int = 0) -> InitResult:
+    """Create the store (idempotent) and install its default backbone: the bundled PROD one, or a
+    random one with `random_init` (or when the package ships none)."""
+    from core.model.backbone import preset
+    from core.model.bundled import bundled_backbone
+    from store.store import Store
+
+    preset(config)  # before anything is created
+    store = Store.create(home)
+    if store.default_backbone_name() is not None:
+        return InitResult(store, store.backbone(), created=False)
+    row = install_random(store, config, seed) if random_init or bundled_backbone() is None else install_bundled(store)
+    return InitResult(store, row, created=True)
+
+
+def install_random(store: Store, config_name: str, seed: int, name: str | None = None) -> Backbone:
+    from core.model.backbone import build_backbone, count_parameters, preset
+    from core.model.weights import save_backbone
+
+    model = build_backbone(preset(config_name), seed)
+    with tempfile.TemporaryDirectory(dir=store.root) as tmp:
+        path = Path(tmp) / "backbone.safetensors"
+        sha = save_backbone(path, model, {"pretrained": "false", "seed": str(seed)})
+        return store.add_backbone(
+            name or f"random-{config_name}", path, sha256=sha, config=model.config.to_json(),
+            params=count_parameters(model), pretrained=False,
+            description="random init, not pre-trained", recipe={"seed": seed, "config": config_name},
+        )
+
+
+def install_file(store: Store, path: Path, name: str, *, make_default: bool = False) -> Backbone:
+    """A backbone safetensors file (bundled or user-supplied), validated before it is copied in."""
+    from core.model.backbone import count_parameters
+    from core.model.weights import load_backbone
+    from store.names import validate_slug
+
+    validate_slug(name, "backbone")
+    model, meta = load_backbone(path)
+    return store.add_backbone(
+        name, path, sha256=meta["sha256"], config=model.config.to_json(), params=count_parameters(model),
+        pretrained=meta.get("pretrained", "false") == "true", description=meta.get("description", "imported backbone"),
+        recipe=json.loads(meta["recipe"]) if "recipe" in meta else None,
+        loss_curve=json.loads(meta["loss_curve"]) if "loss_curve" in meta else None,
+        make_default=make_default,
+    )
+
+
+def install_bundled(store: Store) -> Backbone:
+    from core.model.bundled import bundled_backbone
+
+    path, name = bundled_backbone()
+    return install_file(store, path, name, make_default=True)
+
+
+def import_backbone(store: Store, file: Path, name: str, *, make_default: bool = False) -> Backbone:
+    from core.errors import InvalidInputError
+    from store.names import validate_slug
+
+    validate_slug(name, "backbone")
+    if Path(file).suffix.lower() != ".safetensors":
+        raise InvalidInputError(f"{Path(file).name} is not a .safetensors file", hint="colora loads weights only from safetensors")
+    return install_file(store, Path(file), name, make_default=make_default)
+
+
+def export_backbone(store: Store, name: str, file: Path, *, overwrite: bool = False) -> Backbone:
+    from core.errors import ConflictError
+    from core.files import copy_atomic
+
+    row = store.backbone(name)
+    if Path(file).exists() and not overwrite:
+        raise ConflictError(f"{file} already exists", hint="pass --overwrite to replace it")
+    copy_atomic(store.path(row.path), file)
+    return row
+
+
+def backbone_rows(store: Store) -> list[dict]:
+    default = store.default_backbone_name()
+    return [{"name": b.name, "default": b.name == default, "pretrained": b.pretrained, "label": b.label,
+             "params": b.params, "sha256": b.sha256, "size_bytes": b.size_bytes, "created": b.created_at}
+            for b in store.backbones()]
+
+
+def backbone_details(store: Store, name: str | None = None) -> dict:
+    b = store.backbone(name)
+    curve = json.loads(b.loss_curve) if b.loss_curve else None
+    return {"name": b.name, "label": b.label, "pretrained": b.pretrained, "params": b.params, "sha256": b.sha256,
+            "file": b.path, "size_bytes": b.size_bytes, "config": json.loads(b.config),
+            "recipe": json.loads(b.recipe) if b.recipe else None,
+            "final_loss": curve[-1][1] if curve else None, "created": b.created_at}
+
+
+# ---------------------------------------------------------------- PROD pre-training
+
+
+@dataclass
+class PretrainOptions:
+    name: str = "prod-small"
+    config: str = "small"
+    steps: int = 10000
+    batch_size: int = 8
+    patch_size: int = 96
+    lr: float = 1e-3
+    mode: str = "random"
+    max_degradations: int = 3
+    seed: int = 0
+    checkpoint_every: int = 250
+    resume: bool = False
+    make_default: bool = False
+    device: str = "auto"
+
+
+@dataclass
+class Pretrained:
+    backbone: Backbone
+    result: TrainResult
+
+
+def pretrain_backbone(store: Store, clean_dir: Path, options: PretrainOptions,
+                      reporter: Reporter = SILENT) -> Pretrained:
+    """PROD pre-training on a folder of clean images; the result is added to the store.
+
+    Resumable: a checkpoint is kept under the store's pretrain/ folder until the end.
+    """
+    from core.data.prod import MODES, ProdSampler
+    from core.device import resolve_device
+    from core.errors import ConflictError, InvalidInputError
+    from core.model.backbone import preset
+    from core.training.loop import TrainConfig
+    from core.training.pretrain import pretrain, save_pretrained
+    from store.names import validate_slug
+
+    o = options
+    validate_slug(o.name, "backbone")
+    config = preset(o.config)
+    if o.mode not in MODES:
+        raise InvalidInputError(f"unknown mode {o.mode!r}; use one of {', '.join(MODES)}")
+    if any(b.name == o.name for b in store.backbones()):
+        raise ConflictError(f"backbone '{o.name}' already exists", hint="choose another --name")
+    dev = resolve_device(o.device)
+    train_config = TrainConfig(steps=o.steps, batch_size=o.batch_size, patch_size=o.patch_size, lr=o.lr, seed=o.seed,
+                               checkpoint_every=o.checkpoint_every, warmup_steps=min(200, o.steps // 10), log_every=50)
+    sampler = ProdSampler(mode=o.mode, max_degradations=o.max_degradations)
+    checkpoint = store.path(store.pretrain_checkpoint_relpath(o.name))
+    if checkpoint.exists() and not o.resume:
+        raise ConflictError(f"an unfinished pre-training of '{o.name}' exists",
+                            hint="continue it with --resume, or choose another --name")
+    reporter.note(f"Pre-training '{o.name}' ({o.config}, PROD mode {o.mode}) on {clean_dir} for {o.steps} steps, device {dev.type}.")
+    with reporter.progress(f"pretrain {o.name}", o.steps, loss=True) as update:
+        model, result, recipe = pretrain(
+            clean_dir, config, train_config, sampler, device=dev, checkpoint_path=checkpoint, resume=o.resume,
+            on_step=lambda done, total, value: update(done, value))
+    recipe["config_name"] = o.config
+    description = f"PROD pre-trained ({o.mode} order, {o.steps} steps on {recipe['data']['images']} clean images)"
+    with tempfile.TemporaryDirectory(dir=store.root) as tmp:
+        path = Path(tmp) / "backbone.safetensors"
+        save_pretrained(path, model, result, recipe, description)
+        row = install_file(store, path, o.name, make_default=o.make_default)
+    checkpoint.unlink(missing_ok=True)
+    return Pretrained(row, result)

@@ -1,0 +1,268 @@
+"""LoRA Recycle: a task's adapter mixed from the zoo with no training (`adapt`), the distilled
+meta-adapter (`recycle distill | show`), and the degradation signatures behind `restore --task auto`."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from colora_cli.api.progress import SILENT, Reporter
+from core.errors import ColoraError, ConflictError, IntegrityError, InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.schema import Adapter, Backbone
+    from store.store import Store
+
+SIGNATURE_PAIRS = 16  # training inputs per task that make its signature
+MAX_CLEAN = 64  # clean images the meta-adapter's surrogate episodes are drawn from
+
+
+def load_zoo(store: Store, backbone_row: Backbone, backbone, *, exclude: str | None = None, dtype=None):
+    """(rows, ZooAdapters) of every trained adapter on this backbone (but `exclude`'s), checked like any adapter."""
+    import torch
+
+    from colora_cli.api.models import adapter_file
+    from core.recycle.mixture import zoo_adapter
+
+    rows = store.zoo(backbone_row, exclude=exclude)
+    if not rows:
+        raise NotFoundError("the adapter zoo is empty: no other task has a trained adapter on backbone "
+                            f"'{backbone_row.name}'", hint="train adapters for other tasks first (`colora train NAME`)")
+    zoo = []
+    for row in rows:
+        tensors, meta = adapter_file(store, row)
+        zoo.append(zoo_adapter(row.task.name, tensors, meta, backbone, dtype or torch.float32))
+    return rows, zoo
+
+
+def signatures(store: Store, backbone_row: Backbone, backbone) -> tuple[dict[str, dict], list[str]]:
+    """task -> signature for every adapter on this backbone whose task has training pairs (cached in
+    the store); and the tasks left out because they have none."""
+    import torch
+
+    from core.data.crops import to_tensor
+    from core.data.images import load_image
+    from core.recycle.signature import EMBEDDING_VERSION, image_features, signature
+
+    found, skipped = {}, []
+    for row in store.adapters(backbone_row):
+        cached = json.loads(row.signature) if row.signature else None
+        if cached and cached.get("version") == EMBEDDING_VERSION:
+            found[row.task.name] = cached
+            continue
+        pairs = store.pairs(row.task, "train")[:SIGNATURE_PAIRS]
+        if not pairs:
+            skipped.append(row.task.name)
+            continue
+        embeddings = torch.stack([image_features(to_tensor(load_image(p.input_path)[0]), backbone) for p in pairs])
+        sig = signature(embeddings)
+        store.set_signature(row, json.dumps(sig))
+        found[row.task.name] = sig
+    return found, skipped
+
+
+# ---------------------------------------------------------------- adapt
+
+
+@dataclass
+class AdaptOptions:
+    meta: bool = False  # predict the mixture with the distilled meta-adapter
+    per_stage: bool = False
+    pairs: int = 32
+    steps: int | None = None  # refinement steps [default: 0, or 20 with per_stage]
+    seconds: float = 10.0
+    seed: int = 0
+    replace: bool = False
+
+
+@dataclass
+class AdaptOutcome:
+    task: str
+    method: str  # recycled-mixture | recycled-meta
+    mixture: object  # core.recycle.mixture.Mixture
+    k: int  # example pairs used
+    trainable_params: int
+    adapter_bytes: int
+    seconds: float
+
+
+def adapt_task(store: Store, name: str, options: AdaptOptions | None = None,
+               reporter: Reporter = SILENT) -> AdaptOutcome:
+    """Build the task's adapter from the other tasks' adapters, fitted on its few pairs; no training."""
+    import torch
+
+    from colora_cli.api.models import backbone_model
+    from colora_cli.api.tasks import pair_tensors
+
+    o = options or AdaptOptions()
+    if o.meta and o.per_stage:
+        raise InvalidInputError("--meta predicts per-adapter coefficients; --per-stage applies to the fitted mixture only",
+                                hint="drop one of the two options")
+    steps = (20 if o.per_stage else 0) if o.steps is None else o.steps
+    started = time.perf_counter()
+    task = store.task(name)
+    current = store.adapter(task)
+    if current is not None and not current.recycled and not o.replace:
+        raise ConflictError(f"task '{name}' already has a trained adapter",
+                            hint=f"pass --replace to replace it with a recycled one, or `colora eval {name}` to use it")
+    backbone_row = store.backbone()
+    backbone = backbone_model(store, backbone_row).eval()
+    examples = pair_tensors(store, task, "train", o.pairs)
+    if not examples:
+        raise InvalidInputError(f"task '{name}' has no training pairs to adapt from",
+                                hint=f"add at least one pair: `colora task add {name} FOLDER`")
+    zoo_rows, zoo = load_zoo(store, backbone_row, backbone, exclude=name)
+    torch.manual_seed(o.seed)
+    if o.meta:
+        mixture, zoo = _predicted_mixture(store, backbone_row, backbone, zoo_rows, zoo, name, examples)
+        method = "recycled-meta"
+    else:
+        mixture = _fitted_mixture(backbone, zoo, examples, o, steps, reporter)
+        method = "recycled-mixture"
+    if not bool((mixture.coef != 0).any()):
+        raise ColoraError(f"no mixture of the {len(zoo)} zoo adapter(s) beats the backbone alone on the "
+                          f"{len(examples)} example pair(s) of '{name}'; no adapter was made",
+                          hint=f"train one with `colora train {name}`, or add pairs and adapt again")
+    rel, trainable = _save_recycled(store, task, backbone_row, backbone, zoo_rows, zoo, mixture, method, len(examples),
+                                    started)
+    return AdaptOutcome(name, method, mixture, len(examples), trainable, store.path(rel).stat().st_size,
+                        time.perf_counter() - started)
+
+
+def _fitted_mixture(backbone, zoo, examples, o: AdaptOptions, steps: int, reporter: Reporter):
+    from contextlib import nullcontext
+
+    from core.recycle.mixture import fit_mixture
+
+    reporter.note(f"Fitting a mixture of {len(zoo)} adapters on {len(examples)} pair(s) ...")
+    with reporter.progress("refine", steps) if steps else nullcontext(lambda done: None) as update:
+        return fit_mixture(backbone, zoo, examples, per_stage=o.per_stage, steps=steps, seconds=o.seconds,
+                           seed=o.seed, on_step=lambda done, total: update(done))
+
+
+def _predicted_mixture(store: Store, backbone_row: Backbone, backbone, zoo_rows, zoo, target: str, examples):
+    from core.recycle.meta import predict_for_zoo
+
+    net, names, mask = load_meta_for(store, backbone_row, zoo_rows, target)
+    return predict_for_zoo(net, backbone, names, zoo, examples, mask)
+
+
+def _save_recycled(store: Store, task, backbone_row: Backbone, backbone, zoo_rows, zoo, mixture, method: str, k: int,
+                   started: float) -> tuple[str, int]:
+    """Bake the mixture into an ordinary adapter file, marked recycled, and index it."""
+    from core.model.lora import lora_parameter_count
+    from core.model.weights import AdapterMeta, save_tensors_atomic
+    from core.recycle.mixture import bake
+
+    tensors, plan = bake(backbone, zoo, mixture)
+    shas = {r.task.name: r.file_sha256 for r in zoo_rows}
+    meta = AdapterMeta(
+        task=task.name, backbone_sha256=backbone_row.sha256, rank_plan=plan, alpha=None, lora_mode="weight",
+        plan_method=method, trained="nothing: a baked mixture of zoo adapters", recycled=True,
+        extra={"mixture": mixture.as_dict(), "k": k, "zoo": [{"task": n, "file_sha256": shas[n]} for n in mixture.names],
+               "seconds": round(time.perf_counter() - started, 2)},
+    )
+    rel = store.new_adapter_relpath(task, "recycled")
+    save_tensors_atomic(store.path(rel), tensors, meta.to_metadata())
+    trainable = lora_parameter_count(backbone, plan)
+    store.add_adapter(task, backbone_row, rel, trainable_params=trainable, plan_method=method, budget=None, recycled=True)
+    return rel, trainable
+
+
+# ---------------------------------------------------------------- the meta-adapter
+
+
+@dataclass
+class Distilled:
+    zoo: list[str]
+    images: int
+    seconds: float
+
+
+def distill_meta(store: Store, *, steps: int = 400, clean: Path | None = None, seed: int = 0,
+                 reporter: Reporter = SILENT) -> Distilled:
+    """Distil the meta-adapter of the current zoo (offline, once per zoo), for `adapt --meta`."""
+    from colora_cli.api.models import backbone_model
+    from core.model.weights import save_tensors_atomic
+    from core.recycle.meta import distill, meta_metadata
+
+    backbone_row = store.backbone()
+    backbone = backbone_model(store, backbone_row).eval()
+    zoo_rows, zoo = load_zoo(store, backbone_row, backbone)
+    images = _clean_images(store, clean)
+    reporter.note(f"Distilling a meta-adapter for {len(zoo)} adapters ({', '.join(z.name for z in zoo)}) "
+                  f"on {len(images)} clean image(s), {steps} episodes.")
+    started = time.perf_counter()
+    with reporter.progress("distill", steps, loss=True) as update:
+        net, curve = distill(backbone, zoo, images, steps=steps, seed=seed,
+                             on_step=lambda done, total, loss: update(done, loss))
+    zoo_record = [{"task": r.task.name, "file_sha256": r.file_sha256} for r in zoo_rows]
+    rel = store.new_meta_adapter_relpath()
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    save_tensors_atomic(store.path(rel), state, meta_metadata(backbone_row.sha256, zoo_record, steps, curve))
+    store.set_meta_adapter(rel, backbone_sha256=backbone_row.sha256, zoo=zoo_record, steps=steps,
+                           final_loss=sum(curve[-20:]) / max(1, len(curve[-20:])))
+    return Distilled([z.name for z in zoo], len(images), time.perf_counter() - started)
+
+
+def meta_status(store: Store) -> dict:
+    """The distilled meta-adapter and whether the zoo still matches it."""
+    record = store.meta_adapter()
+    if record is None:
+        raise NotFoundError("no meta-adapter yet", hint="distill one with `colora recycle distill`")
+    backbone_row = store.backbone()
+    current = {r.task.name: r.file_sha256 for r in store.zoo(backbone_row)}
+    zoo = record.zoo_list()
+    stale = record.backbone_sha256 != backbone_row.sha256 or current != {z["task"]: z["file_sha256"] for z in zoo}
+    return {"path": record.path, "backbone_sha256": record.backbone_sha256, "zoo": zoo, "steps": record.steps,
+            "final_loss": record.final_loss, "created": record.created_at, "up_to_date": not stale}
+
+
+def load_meta_for(store: Store, backbone_row: Backbone, zoo_rows: list[Adapter], target: str):
+    """The distilled meta-adapter, its zoo's names and the mask of the current zoo (0 for the target
+    task's own adapter). Refuses a meta-adapter distilled for another backbone or another set of adapters."""
+    import torch
+
+    from core.model.weights import read_tensors
+    from core.recycle.meta import load_meta
+
+    record = store.meta_adapter()
+    if record is None:
+        raise NotFoundError("no meta-adapter yet", hint="distill one with `colora recycle distill`")
+    if record.backbone_sha256 != backbone_row.sha256:
+        raise IntegrityError("the meta-adapter was distilled for another backbone",
+                             hint="distill it again with `colora recycle distill`")
+    current = {r.task.name: r.file_sha256 for r in zoo_rows}
+    zoo = record.zoo_list()
+    names = [z["task"] for z in zoo]
+    changed = [z["task"] for z in zoo if z["task"] != target and current.get(z["task"]) != z["file_sha256"]]
+    added = [t for t in current if t not in names]
+    if changed or added:
+        raise IntegrityError(f"the adapter zoo changed since the meta-adapter was distilled ({', '.join(changed + added)})",
+                             hint="distill it again with `colora recycle distill`")
+    tensors, metadata = read_tensors(store.path(record.path))
+    net, _ = load_meta(tensors, metadata)
+    mask = torch.tensor([0.0 if n == target else 1.0 for n in names])
+    if mask.sum() == 0:
+        raise InvalidInputError("the meta-adapter's zoo holds only this task's own adapter")
+    return net, names, mask
+
+
+def _clean_images(store: Store, folder: Path | None):
+    """Up to MAX_CLEAN clean images as (3, H, W) tensors: `folder`'s, else the targets of the store's tasks."""
+    from core.data.crops import to_tensor
+    from core.data.images import is_image_file, load_image
+
+    if folder is not None:
+        if not Path(folder).is_dir():
+            raise NotFoundError(f"clean-image folder not found: {folder}", hint="give a folder of clean photos")
+        paths = sorted(p for p in Path(folder).iterdir() if is_image_file(p) and p.is_file())
+    else:
+        paths = [Path(p.target_path) for task in store.tasks() for p in store.pairs(task, "train")]
+    paths = paths[:MAX_CLEAN]
+    if not paths:
+        raise InvalidInputError("no clean images for the surrogate episodes",
+                                hint="pass --clean FOLDER, or add tasks with pairs first")
+    return [to_tensor(load_image(p)[0]) for p in paths]

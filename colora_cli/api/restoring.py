@@ -1,0 +1,204 @@
+"""Restoring images: checking every input and output first, then one adapter (or, `auto`, the nearest
+one per image) over files and folders, with notes on the choices."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from colora_cli.api.progress import SILENT, Reporter
+from core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.store import Store
+
+FAR = 6.0  # a nearest signature farther than this (in within-task spreads) is flagged as a poor match
+
+
+@dataclass
+class AutoChoice:
+    image: str
+    task: str
+    distance: float
+    runner_up: str  # "name (distance)" or "-"
+
+    @property
+    def far(self) -> bool:
+        return self.distance > FAR
+
+
+@dataclass
+class RestoreOutcome:
+    jobs: int
+    failed: list[tuple[Path, str]]  # (source, why)
+    choices: list[AutoChoice] = field(default_factory=list)  # --task auto only
+
+    @property
+    def restored(self) -> int:
+        return self.jobs - len(self.failed)
+
+
+def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *, overwrite: bool = False,
+                   tile: int = 512, device: str = "auto", reporter: Reporter = SILENT) -> RestoreOutcome:
+    """Restore image files and folders into `out_dir` with `task`'s adapter (`auto`: chosen per image).
+
+    Every input is checked (and decoded) and every output path planned before anything is written;
+    a file that fails later is reported in the outcome and the others go on.
+    """
+    from colora_cli.api.models import task_model
+    from core.device import resolve_device
+    from core.inference.pipeline import restore_many
+    from core.inference.tiles import restore_tensor
+
+    if task == "auto":
+        chooser = AutoChooser(store, tile)
+    else:
+        adapter = store.adapter(store.task(task))
+        if adapter is None:
+            raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
+    decoded: dict = {}
+    jobs = plan_outputs(inputs, out_dir, overwrite, decoded)
+    dev = resolve_device(device)
+    if task == "auto":
+        chooser.prepare(dev, reporter)
+        restore_one = chooser.restore
+    else:
+        model = task_model(store, adapter)[0].to(dev)
+        restore_one = lambda src, image: restore_tensor(model, image, tile)  # noqa: E731
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ColoraError(f"cannot create the output folder {out_dir}: {e.strerror or e}",
+                          hint="choose another folder with -o") from e
+    with reporter.progress(f"restore ({task})", len(jobs)) as update:
+        failed = restore_many(jobs, restore_one, overwrite=overwrite, decoded=decoded,
+                              on_done=lambda done, src, err: update(done))
+    return RestoreOutcome(len(jobs), failed, chooser.choices if task == "auto" else [])
+
+
+class AutoChooser:
+    """`--task auto`: per image, the adapter whose task's training inputs have the nearest
+    degradation signature (core/recycle/signature.py); models are loaded once per chosen task."""
+
+    def __init__(self, store: Store, tile: int):
+        self.store, self.tile = store, tile
+        self.backbone_row = store.backbone()
+        self.choices: list[AutoChoice] = []
+        self.models: dict = {}
+
+    def prepare(self, device, reporter: Reporter = SILENT) -> None:
+        from colora_cli.api.models import backbone_model
+        from colora_cli.api.recycling import signatures
+
+        self.device = device
+        self.backbone = backbone_model(self.store, self.backbone_row).eval()
+        self.signatures, skipped = signatures(self.store, self.backbone_row, self.backbone)
+        if skipped:
+            reporter.note(f"Not candidates for auto (no training pairs to characterise them): {', '.join(skipped)}")
+        if not self.signatures:
+            raise NotFoundError(f"no adapter on backbone '{self.backbone_row.name}' to choose from",
+                                hint="train one with `colora train NAME` (or build one with `colora adapt NAME`)")
+        self.adapters = {a.task.name: a for a in self.store.adapters(self.backbone_row)}
+
+    def restore(self, src: Path, image):
+        from colora_cli.api.models import task_model
+        from core.inference.tiles import restore_tensor
+        from core.recycle.signature import image_features, nearest
+
+        ranking = nearest(image_features(image, self.backbone), self.signatures)
+        name, distance = ranking[0]
+        runner_up = f"{ranking[1][0]} ({ranking[1][1]:.2f})" if len(ranking) > 1 else "-"
+        self.choices.append(AutoChoice(src.name, name, distance, runner_up))
+        if name not in self.models:
+            adapter = self.adapters[name]
+            cached = self.backbone if adapter.backbone_id == self.backbone_row.id else None
+            self.models[name] = task_model(self.store, adapter, cached)[0].to(self.device)
+        return restore_tensor(self.models[name], image, self.tile)
+
+
+DECODED_BUDGET = 512 * 2**20  # bytes of decoded pixels `plan_outputs` keeps for the restore
+
+
+def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool,
+                 decoded: dict | None = None) -> list[tuple[Path, Path]]:
+    """(source, destination) for every image, checked before any work is done.
+
+    Decoded images are put in `decoded` (source -> core.pipeline.Decoded) up to DECODED_BUDGET.
+    A plan that will be refused anyway keeps nothing.
+
+    Folders are read at their top level only (so an output folder inside an input folder is
+    never read back as input); symlinks are followed, and broken ones are refused like
+    unreadable files. Every input is fully decoded here, so a truncated file stops the command
+    before anything is written.
+    """
+    from core.data.images import IMAGE_EXTENSIONS, is_image_file
+    from core.inference.pipeline import decode
+
+    _check_out_dir(out_dir)
+    out_resolved = out_dir.resolve()
+    sources: list[Path] = []
+    broken: list[Path] = []
+    for item in inputs:
+        if item.is_symlink() and not item.exists():
+            raise NotFoundError(f"broken link: {item} (points to {os.readlink(item)})",
+                                hint="fix the link or leave it out of the inputs")
+        if not item.exists():
+            raise NotFoundError(f"input not found: {item}", hint="check the path")
+        if item.is_dir():
+            if item.resolve() == out_resolved:
+                raise InvalidInputError(f"the output folder {out_dir} is one of the inputs",
+                                        hint="choose another folder with -o")
+            entries = sorted(p for p in item.iterdir() if is_image_file(p))
+            found = [p for p in entries if p.is_file()]  # follows symlinks; subfolders are not read
+            broken += [p for p in entries if p.is_symlink() and not p.exists()]
+            if not found and not broken:
+                raise InvalidInputError(f"no images in folder {item}",
+                                        hint="colora reads the top level of a folder, files ending in "
+                                        + ", ".join(sorted(IMAGE_EXTENSIONS)))
+            sources += found
+        elif is_image_file(item):
+            sources.append(item)
+        else:
+            raise InvalidInputError(f"not an image file: {item}", hint="give .png, .jpg, .bmp, .tif or .webp files or folders")
+    jobs, seen = [], {}
+    for src in sources:
+        dst = out_dir / src.name
+        if dst.name in seen:
+            raise InvalidInputError(f"two inputs would both be written as {dst.name}: {seen[dst.name]} and {src}",
+                                    hint="restore them into different output folders")
+        seen[dst.name] = src
+        if dst.resolve() == src.resolve():
+            raise InvalidInputError(f"refusing to overwrite the input {src}", hint="choose another output folder with -o")
+        jobs.append((src, dst))
+    unreadable = [f"broken link {p}" for p in broken]
+    budget = DECODED_BUDGET
+    for src, _ in jobs:  # a full decode catches empty, truncated and non-image files before any work
+        try:
+            image = decode(src)
+        except ColoraError as e:
+            unreadable.append(e.message)
+            continue
+        if decoded is not None and image.nbytes <= budget:  # kept for the restore: decoded once, not twice
+            decoded[src] = image
+            budget -= image.nbytes
+    if unreadable:
+        raise InvalidInputError(f"{len(unreadable)} input(s) are not readable images: " + "; ".join(unreadable[:3])
+                                + (f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""),
+                                hint="remove them from the inputs, or fix them")
+    existing = [d for _, d in jobs if d.exists() or d.is_symlink()]
+    if existing and not overwrite:
+        raise ConflictError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}",
+                            hint="pass --overwrite to replace them, or choose another folder with -o")
+    return jobs
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """The output path, or the first of its parents that exists, must be a folder."""
+    for p in (out_dir, *out_dir.absolute().parents):
+        if p.exists() or p.is_symlink():
+            if p.is_dir():
+                return
+            where = "" if p == out_dir else f" ({p} is not a folder)"
+            raise InvalidInputError(f"the output path {out_dir} is not a folder{where}",
+                                    hint="give a folder with -o; it is created if missing")

@@ -1,0 +1,174 @@
+"""Training a task's adapter: choose the plan, claim the task, train, index the adapter, validate."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from colora_cli.api.progress import SILENT, Reporter
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.schema import Adapter, Backbone, Task
+    from store.store import Store
+
+QUICK_VAL_PAIRS = 4  # validation pairs scored in the training summary (not recorded; `colora eval` does that)
+
+
+@dataclass
+class TrainOptions:
+    steps: int = 500
+    batch_size: int = 4
+    patch_size: int = 96
+    lr: float = 2e-3
+    loss: str = "l1"
+    seed: int = 0
+    rank: int | None = None  # a uniform rank instead of the task's CoLoRA plan
+    checkpoint_every: int = 100
+    resume: bool = False
+    device: str = "auto"
+
+
+@dataclass
+class QuickValidation:
+    pairs: int  # scored
+    of: int  # validation pairs of the task
+    input_psnr: float
+    adapter_psnr: float
+
+
+@dataclass
+class TrainOutcome:
+    task: str
+    adapter: Adapter
+    steps_done: int
+    resumed_from: int
+    wall_time_s: float
+    final_loss: float
+    adapter_bytes: int
+    validation: QuickValidation | None = None
+    validation_skipped: str | None = None  # why there is no quick validation, when it was skipped
+
+
+def train_task(store: Store, name: str, options: TrainOptions | None = None,
+               reporter: Reporter = SILENT) -> TrainOutcome:
+    """Train (or, with `resume`, continue) the task's LoRA adapter on the frozen backbone."""
+    from colora_cli.api.models import backbone_model
+    from colora_cli.api.tasks import checked_pairs
+    from core.device import resolve_device
+    from core.model.backbone import count_parameters
+    from core.model.lora import lora_parameter_count
+    from core.training.loop import TrainConfig
+
+    o = options or TrainOptions()
+    task = store.task(name)
+    store.refuse_if_training(task)
+    dev = resolve_device(o.device)
+    config = TrainConfig(steps=o.steps, batch_size=o.batch_size, patch_size=o.patch_size, lr=o.lr, loss=o.loss,
+                         seed=o.seed, checkpoint_every=o.checkpoint_every)
+    config.validate()
+    previous = store.resumable_run(task) if o.resume else None
+    if o.resume and previous is None:
+        reporter.note(f"No interrupted run of '{name}' to resume; starting a new one.")
+    backbone_row = store.backbone_by_id(previous.backbone_id) if previous else store.backbone()
+    train_pairs = checked_pairs(store, task, "train")
+    backbone = backbone_model(store, backbone_row)
+    if previous:
+        saved = json.loads(previous.config)
+        config = TrainConfig(**saved["train"])
+        plan, method, budget, info = saved["rank_plan"], saved["plan_method"], saved.get("budget"), saved.get("plan_info", {})
+    else:
+        plan, method, budget, info = choose_plan(store, task, backbone_row, backbone, o.rank, o.seed, dev, reporter)
+    run = store.start_run(task, backbone_row, json.dumps({
+        "train": json.loads(config.to_json()), "rank_plan": plan, "plan_method": method, "budget": budget,
+        "plan_info": info}), resume=previous)
+    trainable = lora_parameter_count(backbone, plan)
+    reporter.note(
+        f"Training '{name}' on backbone '{backbone_row.name}' ({backbone_row.label}): {len(train_pairs)} pairs, "
+        f"{method} LoRA over {len(plan)} layers, {_count(trainable)} trainable parameters "
+        f"({100 * trainable / count_parameters(backbone):.2f}% of the backbone), device {dev.type}."
+    )
+    result, adapter = _run_training(store, task, run, backbone_row, backbone, train_pairs, config, plan, method, budget,
+                                    info, dev, resumed=previous is not None, reporter=reporter)
+    outcome = TrainOutcome(name, adapter, result.steps_done, result.resumed_from, result.wall_time_s, result.final_loss,
+                           store.path(adapter.path).stat().st_size)
+    _quick_validation(store, task, adapter, backbone, dev, outcome)
+    return outcome
+
+
+def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbone, train_pairs, config, plan, method,
+                  budget, info, device, *, resumed: bool, reporter: Reporter):
+    """The training itself, with the run's status kept true whatever happens."""
+    from core.model.backbone import count_parameters
+    from core.model.lora import lora_parameter_count
+    from core.model.weights import save_adapter
+    from core.training.adapter import train_adapter
+    from store.status import RunStatus
+
+    try:
+        with reporter.progress(f"train {task.name}", config.steps, loss=True) as update:
+            model, meta, result = train_adapter(
+                backbone, backbone_row.sha256, task.name, [(p.input_path, p.target_path) for p in train_pairs], config,
+                plan, plan_method=method, plan_info=info, device=device, checkpoint_path=store.path(run.checkpoint_path),
+                resume=resumed, on_step=lambda done, total, value: update(done, value),
+            )
+        adapter_rel = store.adapter_relpath(task, run)
+        save_adapter(store.path(adapter_rel), model.cpu(), meta)
+        store.finish_run(run, task, adapter_rel=adapter_rel, trainable_params=lora_parameter_count(backbone, plan),
+                         backbone_params=count_parameters(backbone), plan_method=method, budget=budget,
+                         loss_curve=result.loss_curve, steps_done=result.steps_done, wall_time_s=result.wall_time_s)
+    except KeyboardInterrupt:
+        store.mark_run(run, RunStatus.INTERRUPTED)
+        reporter.note(f"Training interrupted; the last checkpoint is kept. Continue with `colora train {task.name} --resume`.")
+        raise
+    except BaseException as e:
+        store.mark_run(run, RunStatus.FAILED, error=str(e)[:500])
+        raise
+    return result, store.adapter(task)  # re-read: with its backbone row
+
+
+def choose_plan(store: Store, task: Task, backbone_row: Backbone, backbone, rank: int | None, seed: int, device,
+                reporter: Reporter = SILENT):
+    """(ranks, method, budget, info): uniform with `rank`, else the task's plan, computed if missing."""
+    from colora_cli.api.ranking import PlanOptions, compute_plan, stored_plan
+    from core.model.lora import uniform_rank_plan
+
+    if rank is not None:
+        return uniform_rank_plan(backbone, rank), "uniform", None, {"method": "uniform", "rank": rank}
+    stored = stored_plan(task, backbone_row)
+    if stored is None:
+        reporter.note(f"Task '{task.name}' has no rank plan for this backbone yet; computing it (CoLoRA, FAIG).")
+        plan, info = compute_plan(store, task, backbone_row, backbone, PlanOptions(seed=seed), device=device,
+                                  reporter=reporter)
+        stored = plan.ranks, plan.method, info
+    ranks, method, info = stored
+    return ranks, method, info.get("budget"), info
+
+
+def _quick_validation(store: Store, task: Task, adapter: Adapter, backbone, device, outcome: TrainOutcome) -> None:
+    """Validation PSNR of the new adapter on at most QUICK_VAL_PAIRS pairs, for the summary; not recorded."""
+    from colora_cli.api.models import task_model
+    from colora_cli.api.tasks import manifest_changes
+    from core.errors import ColoraError
+    from core.inference.evaluate import evaluate
+
+    val_pairs = store.pairs(task, "val")
+    if not val_pairs:
+        return
+    used = val_pairs[:QUICK_VAL_PAIRS]
+    if manifest_changes(used):
+        outcome.validation_skipped = f"validation files of '{task.name}' changed since they were added."
+        return
+    try:
+        model, _ = task_model(store, adapter, backbone)
+        results = evaluate({"input": None, "adapter": model}, [(p.stem, p.input_path, p.target_path) for p in used],
+                           device=device)
+    except ColoraError as e:  # the adapter is saved; a summary line must not fail the command
+        outcome.validation_skipped = e.message
+        return
+    outcome.validation = QuickValidation(len(used), len(val_pairs), results["input"][0], results["adapter"][0])
+
+
+def _count(n: int) -> str:
+    from core.text import human_count
+
+    return human_count(n)
