@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from colora_cli import output
-from colora_cli.options import Home
+from colora_cli.options import Home, command_group
 
-app = typer.Typer(help="Share adapters: export a task's adapter, import one into a task.", no_args_is_help=True)
+app = command_group("Share adapters: export a task's adapter, import one into a task.")
 
 
 @app.command("export")

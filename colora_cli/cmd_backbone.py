@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from colora_cli import output
-from colora_cli.options import Device, Home, Json
+from colora_cli.options import Device, Home, Json, command_group
 
-app = typer.Typer(help="The store's backbones: list, show, pre-train, import and export.", no_args_is_help=True)
+app = command_group("The store's backbones: list, show, pre-train, import and export.")
 
 
 @app.command("list")

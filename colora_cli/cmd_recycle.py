@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from colora_cli import output
-from colora_cli.options import Home
+from colora_cli.options import Home, command_group
 
-app = typer.Typer(help="LoRA Recycle: reuse the zoo of stored adapters for new tasks.", no_args_is_help=True)
+app = command_group("LoRA Recycle: reuse the zoo of stored adapters for new tasks.")
 
 
 def adapt(

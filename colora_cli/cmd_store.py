@@ -36,30 +36,13 @@ def list_tasks(home: Home = None, as_json: Json = False) -> None:
 
     Example: colora list --json
     """
+    from colora_cli import listing
     from store.summary import store_rows
 
-    print_listing(store_rows(home), as_json)
-
-
-LIST_COLUMNS = ["task", "pairs (train/val)", "adapter", "plan", "trainable", "% backbone (budget)", "size", "PSNR", "SSIM"]
-
-
-def print_listing(rows: list[dict], as_json: bool) -> None:
-    """`colora list`'s output (also used by the start-up fast path, colora_cli/fastpath.py)."""
+    rows = store_rows(home)
     if as_json:
         output.print_json(rows)
-        return
-    if not rows:
-        output.note("No tasks yet. Add one with `colora task add NAME FOLDER`.")
-        return
-    output.table(None, LIST_COLUMNS, [
-        [r["task"], f"{r['train_pairs']}/{r['val_pairs']}", r["adapter"], r["plan_method"],
-         output.human_count(r["trainable_params"]), _percent(r), output.human_bytes(r["size_bytes"]), r["psnr"], r["ssim"]]
-        for r in rows])
-
-
-def _percent(row: dict) -> str | None:
-    if row["percent_of_backbone"] is None:
-        return None
-    budget = f" ({row['budget_percent']:g}%)" if row["budget_percent"] is not None else ""
-    return f"{row['percent_of_backbone']:.2f}%{budget}"
+    elif not rows:
+        output.note(listing.EMPTY_NOTE)
+    else:
+        output.table(None, listing.COLUMNS, listing.cells(rows))

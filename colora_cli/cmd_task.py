@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 import typer
 
 from colora_cli import output
-from colora_cli.options import Home, Json
+from colora_cli.options import Home, Json, command_group
 from core.errors import InvalidInputError
 
-app = typer.Typer(help="Register, inspect and remove tasks (folders of degraded/clean pairs).", no_args_is_help=True)
+app = command_group("Register, inspect and remove tasks (folders of degraded/clean pairs).")
 
 
 @app.command("add")

@@ -1,16 +1,17 @@
-"""The `colora` command: one Typer app per command group, errors handled in one place."""
+"""The `colora` command: one Typer app per command group, built when invoked; errors handled in one place."""
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
 
-from colora_cli import output
+from colora_cli import __version__, output
+from colora_cli.commands import COMMANDS, ROOT_HELP, Entry, short_help
 from core.errors import ColoraError
-
-__version__ = "0.1.0"
 
 
 # Typer's own control flow (help, exit codes, usage errors) must pass through untouched. Newer
@@ -19,7 +20,23 @@ _CLICK_FLOW = tuple({typer.Exit, typer.Abort, *(c for c in typer.BadParameter.__
 
 
 class ColoraGroup(TyperGroup):
-    """Turns domain errors into `Error: ...` + hint and exit code 1, without a traceback."""
+    """The root group: builds only the command that is invoked (the table in colora_cli/commands.py),
+    and turns domain errors into `Error: ...` + hint and exit code 1, without a traceback."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        entry = COMMANDS.get(name)
+        if entry is None:
+            return None
+        return _build(name, entry)
+
+    def format_commands(self, ctx, formatter) -> None:
+        """The commands' one-line help from the table, as click would shorten it, without building them."""
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short_help(entry.summary, limit)) for name, entry in COMMANDS.items()])
 
     def invoke(self, ctx):
         debug = os.environ.get("COLORA_DEBUG") == "1"
@@ -44,11 +61,21 @@ class ColoraGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
+@functools.cache
+def _build(name: str, entry: Entry):
+    """The click command of one table entry: a Typer group as it is, a function as a one-command app."""
+    obj = getattr(importlib.import_module(entry.module), entry.attribute)
+    if not isinstance(obj, typer.Typer):
+        single = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+        single.command(name)(obj)
+        obj = single
+    return typer.main.get_command(obj)
+
+
 app = typer.Typer(
     cls=ColoraGroup,
     name="colora",
-    help="One frozen image-restoration backbone, many small LoRA adapters (one per task).\n\n"
-    "Example: colora init && colora task add rain ./pairs && colora train rain && colora eval rain",
+    help=ROOT_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -68,39 +95,6 @@ def main(
                                                     help="Show the version and exit.")] = None,
 ) -> None:
     """One frozen image-restoration backbone, many small LoRA adapters (one per task)."""
-
-
-def _register() -> None:
-    from colora_cli import (
-        cmd_adapter,
-        cmd_backbone,
-        cmd_compare,
-        cmd_doctor,
-        cmd_eval,
-        cmd_ranks,
-        cmd_recycle,
-        cmd_restore,
-        cmd_store,
-        cmd_task,
-        cmd_train,
-    )
-
-    app.command("init")(cmd_store.init)
-    app.command("list")(cmd_store.list_tasks)
-    app.add_typer(cmd_task.app, name="task")
-    app.add_typer(cmd_backbone.app, name="backbone")
-    app.add_typer(cmd_adapter.app, name="adapter")
-    app.command("ranks")(cmd_ranks.ranks)
-    app.command("train")(cmd_train.train)
-    app.command("eval")(cmd_eval.eval_task)
-    app.command("adapt")(cmd_recycle.adapt)
-    app.add_typer(cmd_recycle.app, name="recycle")
-    app.command("restore")(cmd_restore.restore)
-    app.command("compare")(cmd_compare.compare)
-    app.command("doctor")(cmd_doctor.doctor)
-
-
-_register()
 
 
 def run() -> None:

@@ -28,3 +28,9 @@ def task_names(value: str, option: str) -> list[str]:
     if repeated:
         raise InvalidInputError(f"{option} lists {', '.join(repeated)} more than once")
     return names
+
+
+def command_group(help: str) -> typer.Typer:
+    """A command group (`colora task ...`) with the root's settings: plain help, no completion commands."""
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                       pretty_exceptions_enable=False)

@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.table import Table
 
+from colora_cli import plain
 from core.text import human_bytes, human_count  # noqa: F401  (the commands print through output.*)
 
-# Piped or captured output gets room for whole table rows (Rich would assume 80 columns);
-# $COLUMNS still wins, and a terminal's own width is used as is.
-_PIPE_WIDTH = None if os.environ.get("COLUMNS") or sys.stdout.isatty() else 160
+_PIPE_WIDTH = plain.pipe_width()
 
 out = Console(soft_wrap=True, width=_PIPE_WIDTH)  # data: tables, JSON
 err = Console(stderr=True, soft_wrap=True)  # progress, notes, errors
@@ -32,19 +29,17 @@ def error(message: str, hint: str | None = None) -> None:
 
 def print_json(data) -> None:
     """Highlighted on a terminal; plain (and fast: Rich's highlighter costs ~1 ms a line) elsewhere."""
-    text = json.dumps(data, indent=2)
     if out.is_terminal:
-        out.print_json(text)
+        out.print_json(json.dumps(data, indent=2))
     else:
-        out.file.write(text + "\n")
+        out.file.write(plain.json_text(data))
 
 
-FAST_TABLE_ROWS = 200  # Rich measures every cell (~0.7 ms a row): big listings take the plain renderer
 
 
 def table(title: str | None, columns: list[str], rows: list[list], justify_numbers: bool = True) -> None:
-    if len(rows) > FAST_TABLE_ROWS:
-        _plain_table(title, columns, [["-" if v is None else str(v) for v in r] for r in rows], justify_numbers)
+    if len(rows) > plain.RICH_MAX_ROWS:
+        out.file.write(plain.table(title, columns, [["-" if v is None else str(v) for v in r] for r in rows], justify_numbers))
         return
     t = Table(title=title, title_justify="left", header_style="bold")
     for i, c in enumerate(columns):
@@ -52,23 +47,6 @@ def table(title: str | None, columns: list[str], rows: list[list], justify_numbe
     for r in rows:
         t.add_row(*["-" if v is None else str(v) for v in r])
     out.print(t)
-
-
-def _plain_table(title: str | None, columns: list[str], rows: list[list[str]], justify_numbers: bool) -> None:
-    """The same box as Rich's default table, drawn with plain string operations."""
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-
-    def line(cells, bar):
-        parts = [c.ljust(w) if i == 0 or not justify_numbers else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return bar + bar.join(f" {p} " for p in parts) + bar
-
-    def rule(left, mid, right, fill):
-        return left + mid.join(fill * (w + 2) for w in widths) + right
-
-    lines = [title] if title else []
-    lines += [rule("┏", "┳", "┓", "━"), line(columns, "┃"), rule("┡", "╇", "┩", "━")]
-    lines += [line(r, "│") for r in rows] + [rule("└", "┴", "┘", "─")]
-    out.file.write("\n".join(lines) + "\n")
 
 
 @contextmanager

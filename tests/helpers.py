@@ -28,6 +28,23 @@ def invoke(*args, input: str | None = None):
     return result
 
 
+def command_paths() -> list[tuple[str, ...]]:
+    """Every leaf command, e.g. ("task", "add"), through click's own API (the root builds commands lazily)."""
+    import typer.main
+
+    from colora_cli.main import app
+
+    def walk(command, ctx, path=()):
+        if hasattr(command, "list_commands"):
+            for name in sorted(command.list_commands(ctx)):
+                yield from walk(command.get_command(ctx, name), ctx, path + (name,))
+        else:
+            yield path
+
+    root = typer.main.get_command(app)
+    return list(walk(root, root.make_context("colora", [], resilient_parsing=True)))
+
+
 def out(result) -> str:
     return ANSI.sub("", result.stdout)
 

@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer.main
 from PIL import Image
 
 from colora_cli.main import __version__, app
-from cli_helpers import err, invoke, ok, out
-from conftest import make_pairs, textured
+from helpers import command_paths, err, invoke, make_pairs, ok, out, textured
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "wide_console")
 
@@ -155,15 +153,7 @@ def trained(tmp_path_factory) -> Trained:
 
 
 def all_commands() -> list[tuple[str, ...]]:
-    def walk(command, path=()):
-        subcommands = getattr(command, "commands", None)
-        if subcommands:
-            for name, sub in subcommands.items():
-                yield from walk(sub, path + (name,))
-        else:
-            yield path
-
-    return list(walk(typer.main.get_command(app)))
+    return command_paths()
 
 
 # ---------------------------------------------------------------- version and help

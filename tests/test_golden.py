@@ -61,18 +61,10 @@ def test_help_is_unchanged(command, narrow):
 
 def test_the_command_tree_is_unchanged():
     """Every leaf command (the list the help goldens are made from)."""
-    import typer.main
-
-    def walk(command, path=()):
-        subcommands = getattr(command, "commands", None)
-        if subcommands:
-            for name in sorted(subcommands):
-                yield from walk(subcommands[name], path + (name,))
-        else:
-            yield list(path)
+    from helpers import command_paths
 
     groups = [["task"], ["backbone"], ["adapter"], ["recycle"]]
-    tree = list(walk(typer.main.get_command(_app()))) + groups
+    tree = [list(p) for p in command_paths()] + groups
     _check("commands.json", json.dumps(sorted(tree), indent=1) + "\n")
 
 
