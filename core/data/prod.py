@@ -38,7 +38,7 @@ CANONICAL_ORDER: tuple[str, ...] = (
     "haze", "rain",
     "defocus_blur", "motion_blur", "gaussian_blur",
     "resize", "low_light",
-    "poisson_noise", "realistic_noise", "gaussian_noise",
+    "poisson_noise", "realistic_noise", "camera_noise", "gaussian_noise",
     "jpeg",
 )
 

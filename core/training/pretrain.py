@@ -5,6 +5,7 @@ degrades each crop with its own random-order chain from `ProdSampler`.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,8 +71,9 @@ def pretrain(
     torch.manual_seed(config.seed)
     model = build_backbone(backbone_config, config.seed)
     params = dict(model.named_parameters())
-    key = {"train": config.to_json(), "backbone": backbone_config.to_json(), "sampler": sampler.describe()["mode"]}
-    checkpoint = Checkpoint(checkpoint_path, repr(sorted(key.items()))) if checkpoint_path else None
+    # a checkpoint resumes only the same run: same schedule, size and degradations (names and ranges)
+    key = {"train": config.to_json(), "backbone": backbone_config.to_json(), "sampler": sampler.describe()}
+    checkpoint = Checkpoint(checkpoint_path, json.dumps(key, sort_keys=True)) if checkpoint_path else None
     result = fit(model, params, ProdBatches(images, sampler, config.batch_size, config.patch_size), config,
                  device=device, checkpoint=checkpoint, resume=resume, on_step=on_step)
     recipe = {
@@ -86,8 +88,6 @@ def pretrain(
 
 
 def save_pretrained(path: Path, model: torch.nn.Module, result: TrainResult, recipe: dict, description: str) -> str:
-    import json
-
     return save_backbone(path, model, {
         "pretrained": "true",
         "description": description,
