@@ -5,8 +5,8 @@ patch, learning-rate schedule and seed; scores are on held-out pairs. Each arm t
 own process, so its peak resident memory (RSS high-water mark above the process's state
 right before training) is its own.
 
-    python bench/colora_vs_lora.py                                  # ~30 min on a 2-core CPU
-    python bench/colora_vs_lora.py --sets rain100l --pairs 16 --steps 50 --probe-steps 10   # smoke
+    python -m bench.colora_vs_lora                                  # ~30 min on a 2-core CPU
+    python -m bench.colora_vs_lora --sets rain100l --pairs 16 --steps 50 --probe-steps 10   # smoke
 """
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from bench.common import OUT, SETS, git_rev, machine, markdown_table  # noqa: E402
+from bench.common import OUT, SETS, git_rev, machine, markdown_table
 
 
 def _rss_mb() -> float:
@@ -31,14 +29,14 @@ def _rss_mb() -> float:
 
 def run_arm(arm: str, backbone_path: str, set_name: str, n_pairs: int, args: dict, queue) -> None:
     """One arm in a fresh process; puts a result dict on the queue."""
-    from core.inference.evaluate import evaluate
-    from core.training.adapter import train_adapter
-    from core.model.backbone import count_parameters
     from core.data.crops import PairSet
+    from core.inference.evaluate import evaluate
+    from core.model.backbone import count_parameters
     from core.model.lora import merge_all
-    from core.training.ranks import faig_scores, plan_from_scores, uniform_plan
-    from core.training.loop import TrainConfig, fit
     from core.model.weights import load_backbone
+    from core.training.adapter import train_adapter
+    from core.training.loop import TrainConfig, fit
+    from core.training.ranks import faig_scores, plan_from_scores, uniform_plan
 
     torch.manual_seed(args["seed"])
     backbone, meta = load_backbone(Path(backbone_path))

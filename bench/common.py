@@ -110,3 +110,18 @@ class Timer:
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t0
+
+
+def crop_pairs(dest: Path, n: int = 4, size: int = 32, seed: int = 0) -> Path:
+    """`n` small aligned crops of Rain100L pairs as a task folder (dest/input, dest/target)."""
+    rng = random.Random(seed)
+    pairs = rng.sample(_pairs(DATA / "rain100l"), n)
+    for role in ("input", "target"):
+        (dest / role).mkdir(parents=True, exist_ok=True)
+    for i, (degraded, clean) in enumerate(pairs):
+        a, b = Image.open(degraded).convert("RGB"), Image.open(clean).convert("RGB")
+        left, top = rng.randrange(a.width - size), rng.randrange(a.height - size)
+        box = (left, top, left + size, top + size)
+        a.crop(box).save(dest / "input" / f"{i:03d}.png")
+        b.crop(box).save(dest / "target" / f"{i:03d}.png")
+    return dest

@@ -21,27 +21,24 @@ Then times every registered degradation on 96 x 96 crops, in batches of 8 and on
 (what pre-training does), in ms per crop, on however many threads torch is given (pin it).
 Only reads ../shared/data; prints markdown to stdout.
 
-    taskset -c 1 env OMP_NUM_THREADS=1 python bench/degradations.py
-    python bench/degradations.py --draws 200 --only rain,low_light
+    taskset -c 1 env OMP_NUM_THREADS=1 python -m bench.degradations
+    python -m bench.degradations --draws 200 --only rain,low_light
 """
 from __future__ import annotations
 
 import argparse
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from bench.common import DATA, machine, markdown_table  # noqa: E402
-from core.data.degradations import DEGRADATIONS, srgb_to_linear  # noqa: E402
+from bench.common import DATA, machine, markdown_table
+from core.data.degradations import DEGRADATIONS, srgb_to_linear
 
 Tensor = torch.Tensor
 

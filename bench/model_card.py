@@ -1,6 +1,6 @@
 """Write core/weights/MODEL_CARD.md for the bundled backbone: recipe, loss curve, zero-shot metrics.
 
-    python bench/model_card.py
+    python -m bench.model_card
 """
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import SETS, git_rev, machine, markdown_table  # noqa: E402
-from core.inference.evaluate import evaluate  # noqa: E402
-from core.model.bundled import BUNDLED_DIR, bundled_backbone  # noqa: E402
-from core.model.weights import load_backbone  # noqa: E402
-from core.files import sha256_file  # noqa: E402
+from bench.common import SETS, git_rev, machine, markdown_table
+from core.files import sha256_file
+from core.inference.evaluate import evaluate
+from core.model.bundled import BUNDLED_DIR, bundled_backbone
+from core.model.weights import load_backbone
 
 
 def main() -> None:
@@ -67,7 +65,7 @@ PSNR (dB) / SSIM on RGB in [0, 1], whole image; validation splits of `bench/comm
 
 {markdown_table(["set", "pairs", "input", "backbone zero-shot", "degradation"], rows)}
 
-Measured {datetime.date.today()} on {machine()}, git {git_rev()}, by `python bench/model_card.py`.
+Measured {datetime.date.today()} on {machine()}, git {git_rev()}, by `python -m bench.model_card`.
 The per-parameter ranges of every degradation are in the file's `recipe` metadata
 (`colora backbone show {name}`).
 """

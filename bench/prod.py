@@ -6,8 +6,8 @@ steps, seed and rank on 16 and 64 (or all available) pairs from each backbone. T
 arms (PROD random order, fixed order, single degradation) get the same pre-training budget
 here; the shipped PROD backbone (longer pre-training) is reported as an extra arm.
 
-    python bench/prod.py                       # defaults below, ~1 h on a 2-core CPU
-    python bench/prod.py --pretrain-steps 300 --adapter-steps 50 --sets rain100l   # smoke run
+    python -m bench.prod                       # defaults below, ~1 h on a 2-core CPU
+    python -m bench.prod --pretrain-steps 300 --adapter-steps 50 --sets rain100l   # smoke run
 """
 from __future__ import annotations
 
@@ -16,20 +16,18 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from bench.common import DATA, OUT, SETS, Timer, git_rev, machine, markdown_table  # noqa: E402
-from core.inference.evaluate import evaluate  # noqa: E402
-from core.training.adapter import train_adapter  # noqa: E402
-from core.model.backbone import PRESETS, build_backbone  # noqa: E402
-from core.model.bundled import bundled_backbone  # noqa: E402
-from core.model.lora import merge_all, uniform_rank_plan  # noqa: E402
-from core.training.pretrain import pretrain, save_pretrained  # noqa: E402
-from core.data.prod import ProdSampler  # noqa: E402
-from core.training.loop import TrainConfig  # noqa: E402
-from core.model.weights import load_backbone, state_fingerprint  # noqa: E402
+from bench.common import DATA, OUT, SETS, Timer, git_rev, machine, markdown_table
+from core.data.prod import ProdSampler
+from core.inference.evaluate import evaluate
+from core.model.backbone import PRESETS, build_backbone
+from core.model.bundled import bundled_backbone
+from core.model.lora import merge_all, uniform_rank_plan
+from core.model.weights import load_backbone, state_fingerprint
+from core.training.adapter import train_adapter
+from core.training.loop import TrainConfig
+from core.training.pretrain import pretrain, save_pretrained
 
 
 def pretrained_arm(mode: str, steps: int, config: str, seed: int) -> Path:

@@ -17,8 +17,8 @@ held-out pairs:
 
 gap closed = (arm - backbone) / (own adapter - backbone), in PSNR.
 
-    python bench/recycle.py                       # ~30 min on a 2-core CPU after bench/zoo.py
-    python bench/recycle.py --ks 4 --draws 1 --meta-steps 20 --tasks blur,noise   # smoke
+    python -m bench.recycle                       # ~30 min on a 2-core CPU after bench/zoo.py
+    python -m bench.recycle --ks 4 --draws 1 --meta-steps 20 --tasks blur,noise   # smoke
 """
 from __future__ import annotations
 
@@ -27,16 +27,12 @@ import copy
 import json
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from bench.common import DATA, OUT, git_rev, machine, markdown_table  # noqa: E402
-from bench.zoo import TASKS, build_zoo  # noqa: E402
+from bench.common import DATA, OUT, git_rev, machine, markdown_table
+from bench.zoo import TASKS, build_zoo
 
 
 def main() -> None:
@@ -48,13 +44,24 @@ def main() -> None:
     ap.add_argument("--meta-steps", type=int, default=400)
     args = ap.parse_args()
 
-    from core.inference.evaluate import evaluate
     from core.data.crops import PairSet, load_pair
+    from core.inference.evaluate import evaluate
     from core.model.fast import FastNAFNet
     from core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
+    from core.model.weights import (
+        load_backbone,
+        read_adapter,
+        read_tensors,
+        save_tensors_atomic,
+    )
     from core.recycle.meta import distill, predict
-    from core.recycle.mixture import Mixture, apply_mixture, fit_mixture, uniform_mixture, zoo_adapter
-    from core.model.weights import load_backbone, read_adapter, read_tensors, save_tensors_atomic
+    from core.recycle.mixture import (
+        Mixture,
+        apply_mixture,
+        fit_mixture,
+        uniform_mixture,
+        zoo_adapter,
+    )
     from store.store import Store
 
     home = build_zoo(args.zoo_steps)

@@ -4,8 +4,8 @@ A check that `colora eval NAME --report DIR` writes a page that looks right in a
 Chromium runs with networking features off, so anything the page tried to fetch from the network
 would show up missing.
 
-    python bench/report_screenshot.py reports/rain/index.html -o rain-report.png
-    python bench/report_screenshot.py reports/rain             # DIR/index.html -> DIR.png
+    python -m bench.report_screenshot reports/rain/index.html -o rain-report.png
+    python -m bench.report_screenshot reports/rain             # DIR/index.html -> DIR.png
 
 The browser is `--chromium PATH`, else $CHROMIUM, else the first of chromium, chromium-browser,
 google-chrome on PATH (Debian: `apt-get install chromium`).

@@ -4,7 +4,7 @@ Each worker owns a task (add, train, eval, restore, show, remove and re-add it) 
 them also list and run doctor; every command must succeed. Prints a table of runs and failures
 per command (target: zero failures) and ends with `colora doctor` on the final store.
 
-    python bench/soak.py --workers 4 --seconds 120
+    python -m bench.soak --workers 4 --seconds 120
 """
 from __future__ import annotations
 
@@ -20,12 +20,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import crop_pairs, git_rev, machine, markdown_table
 
-from bench.common import git_rev, machine, markdown_table  # noqa: E402
-from tests.conftest import make_pairs  # noqa: E402
-
-COLORA = [sys.executable, "-c", "from colora_cli.main import run; run()"]
+COLORA = [sys.executable, "-m", "colora_cli"]
 
 
 def run(home: Path, *args) -> tuple[int, float, str]:
@@ -37,7 +34,7 @@ def run(home: Path, *args) -> tuple[int, float, str]:
 
 def worker(i: int, home: Path, work: Path, deadline: float, log: list) -> None:
     rng = random.Random(i)
-    task, pairs = f"soak-{i}", make_pairs(work / f"pairs-{i}", n=4, size=(32, 32), seed=i)
+    task, pairs = f"soak-{i}", crop_pairs(work / f"pairs-{i}", n=4, size=32, seed=i)
     out = work / f"out-{i}"
 
     def do(name, *args):

@@ -12,14 +12,13 @@ Arms of one comparison are interleaved (A B A B ...), each timing is the median 
                         batch 4 x 96², AdamW; peak RSS of each in its own process
     store               `colora list` on a store with 1,000 tasks; task switch (load + merge)
 
-    python bench/speed.py                 # ~10 min on a 2-core CPU (needs bench/zoo.py's store)
-    python bench/speed.py --repeats 2 --quick
+    python -m bench.speed                 # ~10 min on a 2-core CPU (needs bench/zoo.py's store)
+    python -m bench.speed --repeats 2 --quick
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -30,11 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from bench.common import DATA, OUT, git_rev, machine, markdown_table  # noqa: E402
+from bench.common import DATA, OUT, git_rev, machine, markdown_table
 
 ROWS: list[list] = []
 
@@ -62,19 +59,24 @@ def yes(ok: bool) -> str:
 
 def models():
     from bench.zoo import HOME
-    from colora_cli.loading import load_store_adapter
+    from colora_cli.api.models import backbone_model
     from core.model.fast import FastNAFNet
+    from core.model.lora import merge_all
+    from core.model.weights import apply_adapter
     from store.store import Store
 
     store = Store.open(HOME)
     adapter = store.zoo(store.backbone())[0]
-    backbone, merged = load_store_adapter(store, adapter, merge=True)
-    return store, backbone.eval(), merged, FastNAFNet(backbone), FastNAFNet(merged), adapter
+    backbone = backbone_model(store, adapter.backbone).eval()
+    merged = copy.deepcopy(backbone)  # the eager PyTorch reference: LoRA layers, merged
+    apply_adapter(merged, adapter.backbone.sha256, store.path(adapter.path))
+    merge_all(merged)
+    return store, backbone, merged.eval(), FastNAFNet(backbone), FastNAFNet(merged), adapter
 
 
 def forward_section(repeats: int) -> None:
-    from core.model.lora import inject_lora
     from core.inference.tiles import restore_tensor
+    from core.model.lora import inject_lora
 
     store, backbone, merged, fast_backbone, fast_merged, adapter = models()
     unmerged = copy.deepcopy(backbone)
@@ -154,7 +156,7 @@ def folder_section(repeats: int, n_images: int) -> None:
         f"{len(tensors) / t['e2e']:.2f} img/s = {r:.2f}x bare", ">= 0.9x", yes(r >= 0.9))
     env = dict(os.environ)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from colora_cli.main import run; run()", "restore", "--task", task,
+    subprocess.run([sys.executable, "-m", "colora_cli", "restore", "--task", task,
                     str(folder), "-o", str(work / "out-cli"), "--home", str(HOME)], env=env, check=True, capture_output=True)
     row(s, "`colora restore` as a command (incl. Python and torch start-up)", time.perf_counter() - t0, "s")
     shutil.rmtree(work, ignore_errors=True)
@@ -165,14 +167,15 @@ def folder_section(repeats: int, n_images: int) -> None:
 
 def _train_setup(arm: str):
     from bench.zoo import HOME
-    from colora_cli.loading import load_store_backbone
+    from colora_cli.api.models import backbone_model
     from core.model.lora import inject_lora, lora_layers
+    from core.model.weights import read_adapter
     from store.store import Store
 
     store = Store.open(HOME)
     adapter = store.zoo(store.backbone())[0]
-    plan = json.loads(adapter.rank_plan)  # a real CoLoRA plan (7 % budget)
-    model = load_store_backbone(store, store.backbone()).train()
+    plan = read_adapter(store.path(adapter.path))[1].rank_plan  # a real CoLoRA plan (7 % budget)
+    model = backbone_model(store, store.backbone()).train()
     if arm == "full":
         params = list(model.requires_grad_(True).parameters())
     elif arm in ("weight", "activation"):
@@ -262,7 +265,7 @@ def train_section(repeats: int) -> None:
 
 def store_section(repeats: int, n_tasks: int) -> None:
     from bench.zoo import HOME
-    from colora_cli.loading import load_fast_adapter
+    from colora_cli.api.models import backbone_model, task_model
     from store.store import NewPair, Store
 
     home = OUT / f"speed-store-{n_tasks}"
@@ -283,11 +286,10 @@ def store_section(repeats: int, n_tasks: int) -> None:
             rel = f"tasks/{name}/adapter-1.safetensors"
             store.path(rel).parent.mkdir(parents=True, exist_ok=True)
             os.link(adapter_file, store.path(rel))  # same bytes, no extra disk
-            adapter = store.add_adapter(task, backbone, rel, trainable_params=120_000, rank_plan={}, plan_method="faig",
-                                        budget=0.07)
+            adapter = store.add_adapter(task, backbone, rel, trainable_params=120_000, plan_method="faig", budget=0.07)
             store.record_eval(task, backbone, adapter, {"adapter": (27.0, 0.8, [["a", 27.0, 0.8]])})
         (home / ".ready").touch()
-    cmd = [sys.executable, "-c", "from colora_cli.main import run; run()", "list", "--home", str(home)]
+    cmd = [sys.executable, "-m", "colora_cli", "list", "--home", str(home)]
     times = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
@@ -302,18 +304,16 @@ def store_section(repeats: int, n_tasks: int) -> None:
         py.append(time.perf_counter() - t0)
     row(f"store with {n_tasks} tasks", "(bare `python -c pass`, for scale)", statistics.median(py), "s")
 
-    from colora_cli.loading import load_store_backbone
-
     zoo_store = Store.open(HOME)
     adapters = zoo_store.zoo(zoo_store.backbone())
-    backbone = load_store_backbone(zoo_store, zoo_store.backbone())
+    backbone = backbone_model(zoo_store, zoo_store.backbone())
     for label, cached in (("with the backbone loaded (a running process, `--task auto`)", backbone),
                           ("reading the backbone too", None)):
-        load_fast_adapter(zoo_store, adapters[0], cached)
+        task_model(zoo_store, adapters[0], cached)
         switch = []
         for i in range(max(6, repeats * 2)):
             t0 = time.perf_counter()
-            load_fast_adapter(zoo_store, adapters[i % len(adapters)], cached)
+            task_model(zoo_store, adapters[i % len(adapters)], cached)
             switch.append(time.perf_counter() - t0)
         t = statistics.median(switch)
         row("task switch", f"load adapter + merge + inference graph, {label}", t, "s", "", "< 50 ms", yes(t < 0.05))

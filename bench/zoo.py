@@ -9,8 +9,8 @@ disjoint clean images, so that no zoo adapter has seen another task's held-out t
     jpeg      JPEG quality 10-20 on the other half (PROD's `jpeg`, Pillow's codec)
     lowlight  LOL eval15 (real low light)
 
-    python bench/zoo.py                  # ~40 min on a 2-core CPU; skips tasks already trained
-    python bench/zoo.py --steps 50       # smoke
+    python -m bench.zoo                  # ~40 min on a 2-core CPU; skips tasks already trained
+    python -m bench.zoo --steps 50       # smoke
 
 Plus five *sibling* tasks on PROD-synthetic degradations of `bsds500_pool` images (40 disjoint
 images each, never scored by bench/recycle.py), so that every task above has a relative in the
@@ -30,12 +30,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from PIL import Image
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from bench.common import DATA, OUT  # noqa: E402
+from bench.common import DATA, OUT
 
 ZOO = OUT / "zoo"
 HOME = ZOO / "home"
@@ -174,7 +172,7 @@ def build_data(seed: int = 0) -> dict[str, Path]:
 
 def colora(*args: str) -> str:
     env = dict(os.environ, COLORA_HOME=str(HOME))
-    out = subprocess.run([sys.executable, "-c", "from colora_cli.main import run; run()", *args], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "colora_cli", *args], env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"colora {' '.join(args)} failed:\n{out.stderr}")
     return out.stdout
