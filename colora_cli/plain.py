@@ -34,7 +34,8 @@ def table(title: str | None, columns: list[str], rows: list[list[str]], justify_
     def rule(left, mid, right, fill):
         return left + mid.join(fill * (w + 2) for w in widths) + right
 
-    lines = [title] if title else []
-    lines += [rule("┏", "┳", "┓", "━"), line(columns, "┃"), rule("┡", "╇", "┩", "━")]
+    top = rule("┏", "┳", "┓", "━")
+    lines = [title.ljust(len(top))] if title else []  # Rich pads a left-justified title to the table's width
+    lines += [top, line(columns, "┃"), rule("┡", "╇", "┩", "━")]
     lines += [line(r, "│") for r in rows] + [rule("└", "┴", "┘", "─")]
     return "\n".join(lines) + "\n"

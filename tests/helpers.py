@@ -6,6 +6,7 @@ the exit code. Images are made here, never read from ../shared.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,10 @@ from typer.testing import CliRunner
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 runner = CliRunner()
+
+TINY_INIT = ("init", "--random-init", "--config", "tiny")
+# a few steps of a uniform plan, so that `train` does not first compute a CoLoRA (FAIG) rank plan
+FAST_TRAIN = ("--rank", "2", "--steps", "10", "--patch-size", "16", "--batch-size", "2")
 
 
 def invoke(*args, input: str | None = None):
@@ -56,6 +61,12 @@ def err(result) -> str:
 def ok(result):
     assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     return result
+
+
+def copy_store(home: Path, dest: Path) -> Path:
+    """A private copy of a store (its pairs stay where they are: tests never change them)."""
+    shutil.copytree(home, dest)
+    return dest
 
 
 def textured(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -7,35 +7,24 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
-from typer.testing import CliRunner
-
-from colora_cli.main import app
-from conftest import make_pairs
+import helpers
+from helpers import copy_store
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A store with a trained tiny adapter, its backbone and adapter exported as files."""
+def exported(trained_store, tmp_path_factory):
+    """A copy of the session's trained store (home/), its pairs (p/), and its backbone and adapter exported as files."""
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("exp")
-    home = tmp / "home"
-    runner = CliRunner()
-
-    def ok(*args):
-        r = runner.invoke(app, [*map(str, args), "--home", str(home)])
-        assert r.exit_code == 0, r.output
-        return r
-
-    ok("init", "--random-init", "--config", "tiny")
-    ok("task", "add", "noise", make_pairs(tmp / "p", n=4, size=(32, 32)))
-    ok("train", "noise", "--rank", 2, "--steps", 5, "--patch-size", 16, "--batch-size", 2)
-    ok("adapter", "export", "noise", tmp / "noise.safetensors")
-    ok("backbone", "export", "random-tiny", tmp / "bb.safetensors")
+    home = copy_store(trained_store.home, tmp / "home")
+    (tmp / "p").symlink_to(trained_store.pairs, target_is_directory=True)
+    assert invoke(home, "adapter", "export", "noise", tmp / "noise.safetensors").exit_code == 0
+    assert invoke(home, "backbone", "export", "random-tiny", tmp / "bb.safetensors").exit_code == 0
     return tmp
 
 
 def invoke(home, *args):
-    return CliRunner().invoke(app, [*map(str, args), "--home", str(home)])
+    return helpers.invoke(*args, "--home", home)
 
 
 def test_export_import_round_trip_restores_identically(exported, tmp_path):

@@ -7,7 +7,7 @@ output side (no output folder, no output files, no `.part` files). Every accepte
 format must come back from `restore` with its name, format, upright size and mode family.
 docs/IMAGES.md is the table of these behaviours.
 
-One trained store (tiny random backbone, uniform rank 2, 10 steps) is shared by the module;
+A copy of the session's trained store (tiny random backbone, uniform rank 2) is shared by the module;
 tests that add tasks to it use their own task names.
 """
 from __future__ import annotations
@@ -24,14 +24,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_helpers import ANSI, err, invoke, ok
-from conftest import make_pairs, textured
+from helpers import ANSI, copy_store, err, invoke, make_pairs, ok, textured
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "wide_console")
 
 
-TINY_INIT = ("init", "--random-init", "--config", "tiny")
-FAST_TRAIN = ("--rank", "2", "--steps", "10", "--patch-size", "16", "--batch-size", "2")
 ORIENTATION = 0x0112
 
 
@@ -217,17 +214,9 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Trained:
-    """A store whose task 'noise' has a trained adapter (uniform rank 2, 10 steps)."""
-    root = tmp_path_factory.mktemp("bad-inputs")
-    home = root / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COLUMNS", "250")
-        mp.delenv("COLORA_DEBUG", raising=False)
-        ok(invoke(*TINY_INIT, "--home", home))
-        ok(invoke("task", "add", "noise", make_pairs(root / "pairs", n=4, size=(32, 24)), "--home", home))
-        ok(invoke("train", "noise", *FAST_TRAIN, "--home", home))
-    return Trained(home)
+def trained(trained_store, tmp_path_factory) -> Trained:
+    """A copy of the session's trained store, for this module (its tests add tasks to it)."""
+    return Trained(copy_store(trained_store.home, tmp_path_factory.mktemp("bad-inputs") / "home"))
 
 
 def restore(trained: Trained, *args):

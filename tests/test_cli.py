@@ -3,7 +3,7 @@
 Conventions checked everywhere (by `invoke`): no traceback and no unhandled exception, whatever
 the exit code. Data (tables, JSON) is read from stdout, notes and errors from stderr.
 
-One trained store is built per module (`trained`) and shared: tests that only read it use it in
+The session's trained store (`trained`, conftest.py) is shared: tests that only read it use it in
 place; tests that change it work on a copy (`copy_store`). Its pairs folder is shared too and is
 never modified; tests that change images make their own pairs.
 """
@@ -14,26 +14,21 @@ import json
 import math
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from colora_cli.main import __version__, app
-from helpers import command_paths, err, invoke, make_pairs, ok, out, textured
+from colora_cli.main import __version__
+from helpers import FAST_TRAIN, TINY_INIT, command_paths, copy_store, err, invoke, make_pairs, ok, out, textured
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "wide_console")
 
 
-TINY_INIT = ("init", "--random-init", "--config", "tiny")
-# --rank: a uniform plan, so that train does not first compute a CoLoRA (FAIG) rank plan
-FAST_TRAIN = ("--steps", "20", "--patch-size", "32", "--batch-size", "2", "--rank", "2")
 RANDOM_LABEL = "random init, not pre-trained"
 
 
@@ -105,11 +100,6 @@ def split_of(home: Path, task: str) -> dict[str, str]:
         store.engine.dispose()
 
 
-def copy_store(home: Path, dest: Path) -> Path:
-    shutil.copytree(home, dest)
-    return dest
-
-
 
 
 
@@ -128,28 +118,10 @@ def store_with_task(store, pairs_dir) -> Path:
     return store
 
 
-@dataclass
-class Trained:
-    home: Path
-    pairs: Path
-    train: object            # the CliRunner result of `colora train`
-    backbone_sha_before: str  # the backbone file's sha256 before training
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Trained:
-    """A store with task 'noise' (5 train / 1 val pairs) whose adapter is trained (20 steps, uniform rank 2)."""
-    root = tmp_path_factory.mktemp("trained")
-    home, pairs = root / "home", make_pairs(root / "pairs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COLORA_HOME", str(home))
-        mp.delenv("COLORA_DEBUG", raising=False)
-        mp.setenv("COLUMNS", "250")
-        ok(invoke(*TINY_INIT))
-        ok(invoke("task", "add", "noise", pairs))
-        before = sha(home / "backbones" / "random-tiny.safetensors")
-        result = ok(invoke("train", "noise", *FAST_TRAIN))
-    return Trained(home, pairs, result, before)
+@pytest.fixture
+def trained(trained_store):
+    """The session's store with task 'noise' (5 train / 1 val pairs), its adapter trained (FAST_TRAIN)."""
+    return trained_store
 
 
 def all_commands() -> list[tuple[str, ...]]:
@@ -404,7 +376,7 @@ def test_task_show_text_and_json(trained):
     assert adapter["file"].startswith("tasks/noise/") and adapter["file"].endswith(".safetensors")
     assert adapter["trainable_params"] > 0 and adapter["backbone"] == "random-tiny"
     assert 0 < adapter["percent_of_backbone"] < 100
-    assert info["last_run"]["status"] == "done" and info["last_run"]["steps"] == 20
+    assert info["last_run"]["status"] == "done" and info["last_run"]["steps"] == trained.steps
     assert math.isfinite(info["last_run"]["final_loss"])
     r = ok(invoke("task", "show", "noise", "--home", trained.home))
     for text in ("task noise", "train_pairs", "unchanged since task add", adapter["file"], "status: done"):
@@ -498,8 +470,8 @@ def test_list_after_train_and_eval(trained, tmp_path):
 def test_train_success(trained):
     r = trained.train
     ok(r)
-    assert "Trained 'noise': 20 steps" in err(r)
-    assert "train noise: 20/20" in err(r)  # progress goes to stderr
+    assert f"Trained 'noise': {trained.steps} steps" in err(r)
+    assert f"train noise: {trained.steps}/{trained.steps}" in err(r)  # progress goes to stderr
     assert out(r) == ""
     info = task_info("noise", trained.home)
     adapter = trained.home / info["adapter"]["file"]

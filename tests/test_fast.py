@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import textured
+from helpers import textured
 from core.model.backbone import PRESETS, BackboneConfig, LayerNorm2d, build_backbone
 from core.model.fast import FastNAFNet, for_inference
 from core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan

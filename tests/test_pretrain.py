@@ -15,7 +15,7 @@ from core.data.prod import ProdSampler
 from core.training.loop import TrainConfig
 from core.model.weights import load_backbone
 from core.files import sha256_file
-from conftest import textured
+from helpers import textured
 
 
 @pytest.fixture

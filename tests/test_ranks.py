@@ -6,14 +6,13 @@ import json
 import pytest
 from safetensors import safe_open
 from torch import nn
-from typer.testing import CliRunner
 
-from colora_cli.main import app
 from core.model.backbone import PRESETS, build_backbone, count_parameters
 from core.errors import InvalidInputError
 from core.model.lora import lora_parameter_count, lora_targets
 from core.training.ranks import faig_scores, full_rank, plan_from_scores, uniform_plan
-from conftest import make_pairs
+import helpers
+from helpers import make_pairs
 
 
 def pair_paths(folder):
@@ -91,12 +90,8 @@ def test_layer_with_zero_gradient_gets_the_minimum_rank(tmp_path):
 
 
 def test_training_with_a_plan_gives_exactly_the_planned_ranks(tmp_path, isolated_home):
-    runner = CliRunner()
-
     def ok(*args):
-        r = runner.invoke(app, [str(a) for a in args])
-        assert r.exit_code == 0, r.output
-        return r
+        return helpers.ok(helpers.invoke(*args))
 
     ok("init", "--random-init", "--config", "tiny")
     ok("task", "add", "noise", make_pairs(tmp_path / "p", n=4, size=(32, 32)))

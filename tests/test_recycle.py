@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from safetensors import safe_open
 
-from cli_helpers import err, invoke, ok, out
-from conftest import textured
+from helpers import FAST_TRAIN, err, invoke, ok, out, textured
 from core.model.backbone import PRESETS, build_backbone
 from core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
 from core.recycle.meta import MetaNet, _Episodes, distill, predict
@@ -146,7 +145,6 @@ def test_meta_adapter_zero_for_masked_adapters_and_learns():
 
 # ---------------------------------------------------------------- the CLI, end to end
 
-FAST = ("--rank", "2", "--steps", "8", "--patch-size", "16", "--batch-size", "2")
 
 
 def degrade(kind: str, clean: np.ndarray, rng) -> np.ndarray:
@@ -180,7 +178,7 @@ def zoo_home(tmp_path_factory) -> Path:
         ok(invoke("init", "--random-init", "--config", "tiny", "--home", home))
         for seed, kind in enumerate(("dark", "noisy", "blurry")):
             ok(invoke("task", "add", kind, write_set(root / kind, kind, 5, seed), "--home", home))
-            ok(invoke("train", kind, *FAST, "--home", home))
+            ok(invoke("train", kind, *FAST_TRAIN, "--home", home))
     return home
 
 
@@ -241,7 +239,7 @@ def test_meta_adapter_distill_then_adapt_in_one_forward_and_stale_when_the_zoo_c
     assert listing(home)["fresh"]["plan_method"] == "recycled-meta"
     # a new trained adapter changes the zoo: the meta-adapter must be distilled again
     ok(invoke("task", "add", "dark2", write_set(tmp_path / "d2", "dark", 3, seed=21), "--home", home))
-    ok(invoke("train", "dark2", *FAST, "--home", home))
+    ok(invoke("train", "dark2", *FAST_TRAIN, "--home", home))
     r = invoke("adapt", "fresh", "--meta", "--home", home)
     assert r.exit_code == 1 and "zoo changed" in err(r) and "recycle distill" in err(r)
     assert json.loads(out(ok(invoke("recycle", "show", "--json", "--home", home))))["up_to_date"] is False

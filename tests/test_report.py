@@ -20,14 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_helpers import ANSI, err, invoke, ok
-from conftest import make_pairs
+from helpers import ANSI, FAST_TRAIN, TINY_INIT, err, invoke, make_pairs, ok
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-TINY_INIT = ("init", "--random-init", "--config", "tiny")
-FAST_TRAIN = ("--rank", "2", "--steps", "10", "--patch-size", "16", "--batch-size", "2")
 STRUCTURAL = {"html", "head", "body", "header", "main", "footer", "section", "div", "table", "thead", "tbody", "tr",
               "th", "td", "figure", "figcaption", "h1", "h2", "h3", "p", "code", "span", "b", "style", "title"}
 VOID = {"meta", "img", "br", "link", "hr", "input"}

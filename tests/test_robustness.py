@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import make_pairs
+from helpers import make_pairs
 
 COLORA = [sys.executable, "-c", "from colora_cli.main import run; run()"]
 

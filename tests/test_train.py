@@ -7,16 +7,14 @@ import json
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
-
-from colora_cli.main import app
 from core.training.adapter import train_adapter
 from core.model.backbone import PRESETS, build_backbone
 from core.model.lora import lora_layers, uniform_rank_plan
 from core.inference.tiles import restore_tensor
 from core.training.loop import TrainConfig, learning_rate
 from core.model.weights import state_fingerprint
-from conftest import make_pairs
+import helpers
+from helpers import make_pairs, ok
 
 
 def file_sha(path):
@@ -96,9 +94,7 @@ def test_tiles_blend_exactly_for_a_pointwise_model():
 
 
 def invoke(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
+    return ok(helpers.invoke(*args))
 
 
 def test_second_task_does_not_change_the_first(tmp_path, isolated_home):
