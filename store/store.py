@@ -244,11 +244,6 @@ class Store:
             if row is not None and row.file_sha256 == adapter.file_sha256:
                 row.signature = signature
 
-    def setting(self, key: str) -> str | None:
-        with self.session() as s:
-            row = s.get(Setting, key)
-            return row.value if row else None
-
     # ------------------------------------------------------------ where files go
 
     def backbone_relpath(self, name: str) -> str:

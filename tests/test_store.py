@@ -121,3 +121,65 @@ def test_list_of_a_newer_store_is_refused(isolated_home):
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(IntegrityError, match="newer colora"):
         store_rows(isolated_home)
+
+
+def test_version_3_meta_adapter_setting_moves_to_its_table_and_the_plan_copy_goes(isolated_home):
+    import json
+
+    from store.migrations import MIGRATIONS
+
+    record = {"path": "recycle/meta-1.safetensors", "backbone_sha256": "ab" * 32,
+              "zoo": [{"task": "rain", "file_sha256": "cd" * 32}], "steps": 40, "final_loss": 0.01,
+              "created": "2026-11-20 10:00:00"}
+    write_v1_store(isolated_home)
+    with sqlite3.connect(isolated_home / "colora.db") as conn:  # bring it to version 3 by hand, as colora 0.1 did
+        for version in (1, 2):
+            for table, column, sql_type in MIGRATIONS[version]:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+        conn.execute("INSERT INTO settings (key, value) VALUES ('meta_adapter', ?)", (json.dumps(record),))
+        conn.execute("PRAGMA user_version = 3")
+    store = Store.open(isolated_home)
+    meta = store.meta_adapter()
+    assert (meta.path, meta.backbone_sha256, meta.zoo_list(), meta.steps) == (
+        record["path"], record["backbone_sha256"], record["zoo"], record["steps"])
+    with sqlite3.connect(isolated_home / "colora.db") as conn:
+        assert conn.execute("SELECT count(*) FROM settings WHERE key = 'meta_adapter'").fetchone()[0] == 0
+        assert "rank_plan" not in {row[1] for row in conn.execute("PRAGMA table_info(adapters)")}
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def _claim(home: str, barrier, results) -> None:
+    """Open the store, wait for the other process, claim task 'rain'; stay alive while the other tries."""
+    import time
+
+    store = Store.open(home)
+    task = store.task("rain")
+    barrier.wait()
+    try:
+        store.start_run(task, store.backbone(), "{}")
+        results.put("claimed")
+    except ConflictError as e:
+        results.put(e.message)
+    time.sleep(3)
+
+
+def test_two_processes_starting_a_run_at_once_cannot_both_claim_the_task(isolated_home):
+    import multiprocessing
+
+    store = Store.create(isolated_home)
+    with store.session() as s:  # a backbone row is all a run needs to point at
+        from store.schema import Backbone, Setting
+
+        s.add(Backbone(name="b", sha256="0", file_sha256="0", path="backbones/b.safetensors", config="{}", params=1,
+                       pretrained=False, description="-", size_bytes=1))
+        s.add(Setting(key="default_backbone", value="b"))
+    store.add_task("rain", "/x", [], val_folder=None, val_fraction=None, seed=0)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    workers = [ctx.Process(target=_claim, args=(str(isolated_home), barrier, results)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    outcomes = sorted(results.get(timeout=60) for _ in workers)
+    for w in workers:
+        w.join(timeout=60)
+    assert outcomes[0] == "claimed" and "is already being trained" in outcomes[1], outcomes
