@@ -47,9 +47,6 @@ def zoo_adapter(name: str, tensors: dict[str, torch.Tensor], meta: AdapterMeta, 
                 dtype: torch.dtype = torch.float32) -> ZooAdapter:
     """Deltas of an adapter file's tensors, checked against `model`'s LoRA targets."""
     targets = lora_targets(model)
-    unknown = [p for p in meta.rank_plan if p not in targets]
-    if unknown:
-        raise InvalidInputError(f"adapter '{name}' names layer {unknown[0]}, which this backbone does not have")
     check_plan(targets, meta.rank_plan)
     check_adapter_tensors(targets, meta.rank_plan, tensors)  # names, dtypes, shapes, finite values
     deltas, factors = {}, {}
