@@ -35,8 +35,6 @@ def print_json(data) -> None:
         out.file.write(plain.json_text(data))
 
 
-
-
 def table(title: str | None, columns: list[str], rows: list[list], justify_numbers: bool = True) -> None:
     if len(rows) > plain.RICH_MAX_ROWS:
         out.file.write(plain.table(title, columns, [["-" if v is None else str(v) for v in r] for r in rows], justify_numbers))
