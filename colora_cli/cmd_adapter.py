@@ -34,6 +34,7 @@ def export_adapter(
 def import_adapter(
     file: Annotated[Path, typer.Argument(help="An adapter .safetensors file.")],
     task: Annotated[str, typer.Option("--task", "-t", help="Task to attach it to (created, without pairs, if missing).")],
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the task's trained adapter (its file is removed).")] = False,
     home: Home = None,
 ) -> None:
     """Add an adapter file to a task, after checking its metadata, backbone, shapes and values.
@@ -45,5 +46,5 @@ def import_adapter(
     from store.store import Store
 
     validate_slug(task)
-    done = run_import(Store.open(home), file, task)
+    done = run_import(Store.open(home), file, task, replace=replace)
     output.note(f"Imported the adapter into task '{task}' (trained for '{done.meta.task}', backbone '{done.backbone.name}').")

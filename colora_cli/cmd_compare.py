@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from colora_cli import output
-from colora_cli.options import Device, Home, Tile, task_names
+from colora_cli.options import Device, Home, MaxPixels, Tile, task_names
 
 
 def compare(
@@ -16,6 +16,7 @@ def compare(
     out: Annotated[Path, typer.Option("--out", "-o", help="The grid to write (a .png file).")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
     tile: Tile = 512,
+    max_pixels: MaxPixels = None,
     device: Device = "auto",
     home: Home = None,
 ) -> None:
@@ -32,5 +33,5 @@ def compare(
     names = task_names(tasks, "--tasks")
     check_grid_output(image, out, overwrite)  # before the store is opened or any model loaded
     grid = compare_grid(Store.open(home), image, names, out, overwrite=overwrite, tile=tile, device=device,
-                        reporter=output.REPORTER)
+                        max_pixels=max_pixels, reporter=output.REPORTER)
     output.note(f"Wrote {out} ({grid.width}x{grid.height} px): input, {', '.join(names)}.")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -10,13 +10,10 @@ from colora_cli import output
 from colora_cli.options import Home, Json
 from core.errors import IntegrityError
 
-if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.doctor import check, fix  # noqa: F401
-    from store.store import Store  # noqa: F401
-
 
 def doctor(
-    fix_: Annotated[bool, typer.Option("--fix", help="Repair what is safe: temp files, orphan files, dead runs.")] = False,
+    fix_: Annotated[bool, typer.Option("--fix", help="Repair what is safe: temp files, dead runs; re-index weight files the index lost.")] = False,
+    reindex: Annotated[bool, typer.Option("--reindex", help="Rebuild a damaged or lost index from the weight files (a damaged one is kept aside).")] = False,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -24,21 +21,31 @@ def doctor(
 
     Example: colora doctor --fix
     """
-    from store.doctor import check, fix
-    from store.store import Store
-    store = Store.open(home)
-    findings = check(store)
-    if fix_:
-        findings = fix(store, findings)
+    from colora_cli.api.doctor import run_doctor
+
+    report = run_doctor(home, fix=fix_, reindex=reindex)
+    if report.reindexed is not None:
+        _print_reindexed(report)
     if as_json:
-        output.print_json([asdict(f) for f in findings])
-    elif findings:
+        output.print_json([asdict(f) for f in report.findings])
+    elif report.findings:
         output.table(None, ["severity", "finding", "path", "state"],
                      [[f.severity, f.what, f.path, "fixed" if f.fixed else ("fixable with --fix" if f.fixable else "")]
-                      for f in findings], justify_numbers=False)
-    errors = [f for f in findings if f.severity == "error" and not f.fixed]
-    cleanups = [f for f in findings if f.severity == "cleanup" and not f.fixed]
-    if errors:
-        raise IntegrityError(f"{len(errors)} error(s) in the store at {store.root}",
+                      for f in report.findings], justify_numbers=False)
+    if report.errors:
+        raise IntegrityError(f"{len(report.errors)} error(s) in the store at {report.root}",
                              hint="`colora doctor --fix` repairs what is safe; retrain or re-import the rest")
-    output.note(f"Store at {store.root} is consistent" + (f" ({len(cleanups)} leftover(s) to clean with --fix)" if cleanups else "") + ".")
+    left = len(report.leftovers)
+    output.note(f"Store at {report.root} is consistent" + (f" ({left} thing(s) to tidy with --fix)" if left else "") + ".")
+
+
+def _print_reindexed(report) -> None:
+    r = report.reindexed
+    if r.set_aside is not None:
+        output.note(f"The damaged index was moved to {r.set_aside} (kept, not deleted); a new one was made.")
+    output.note(f"Re-indexed {len(r.indexed)} weight file(s) from their own metadata.")
+    for path, why in r.skipped:
+        output.note(f"Not indexed: {path.relative_to(report.root)} ({why})")
+    if r.indexed:
+        output.note("Tasks come back without their pairs (only the old index knew them): "
+                    "`colora task rm NAME --yes` and `colora task add NAME FOLDER` to register them again.")

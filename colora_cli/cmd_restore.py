@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from colora_cli import output
-from colora_cli.options import Device, Home, Tile
+from colora_cli.options import Device, Home, MaxPixels, Tile
 from core.errors import InvalidInputError
 
 
@@ -17,6 +17,7 @@ def restore(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in the output folder.")] = False,
     tile: Tile = 512,
+    max_pixels: MaxPixels = None,
     device: Device = "auto",
     home: Home = None,
 ) -> None:
@@ -28,7 +29,7 @@ def restore(
     from store.store import Store
 
     done = restore_images(Store.open(home), task, inputs, out_dir, overwrite=overwrite, tile=tile, device=device,
-                          reporter=output.REPORTER)
+                          max_pixels=max_pixels, reporter=output.REPORTER)
     if done.choices:
         output.table("Adapters chosen (--task auto)", ["image", "task", "distance", "next best"],
                      [[c.image, c.task + (" (far)" if c.far else ""), f"{c.distance:.2f}", c.runner_up] for c in done.choices])

@@ -73,7 +73,7 @@ def _plain_listing(rows: list[dict], as_json: bool) -> str | None:
         return plain.json_text(rows)
     if not rows:
         return listing.EMPTY_NOTE + "\n"
-    cells = [["-" if v is None else str(v) for v in r] for r in listing.cells(rows)]
+    cells = plain.cells(listing.cells(rows))
     text = plain.table(None, listing.COLUMNS, cells)
     width = int(os.environ.get("COLUMNS") or 0) or plain.PIPE_COLUMNS
     if any(not c.isascii() for r in cells for c in r):

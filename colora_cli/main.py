@@ -54,6 +54,12 @@ class ColoraGroup(TyperGroup):
             raise typer.Exit(130) from None
         except _CLICK_FLOW:
             raise
+        except OSError as e:  # the file system said no: which file, and why, in one line
+            if debug:
+                raise
+            where = f": {e.filename}" if e.filename else ""
+            output.error(f"{e.strerror or e}{where}", "check the path, its permissions and the free disk space")
+            raise typer.Exit(1) from None
         except Exception as e:  # a bug or an environment problem: still one line by default
             if debug:
                 raise

@@ -14,6 +14,7 @@ Home = Annotated[
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Tile = Annotated[int, typer.Option("--tile", min=0, help="Tile size in pixels for large images (0: whole image at once).")]
+MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this [default: $COLORA_MAX_PIXELS, else 64000000].")]
 
 
 def task_names(value: str, option: str) -> list[str]:

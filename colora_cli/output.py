@@ -1,4 +1,10 @@
-"""Printing: data on stdout, progress, logs and errors on stderr."""
+"""Printing: data on stdout, progress, logs and errors on stderr.
+
+Text that did not come from colora's own code (file and folder names, metadata of imported
+files, anything read from disk) is printed literally: never parsed as Rich markup, and with
+control characters shown as escapes (`plain.visible`), so a name cannot restyle, clear or
+retitle the terminal.
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +13,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from colora_cli import plain
 from core.text import human_bytes, human_count  # noqa: F401  (the commands print through output.*)
@@ -18,32 +25,32 @@ err = Console(stderr=True, soft_wrap=True)  # progress, notes, errors
 
 
 def note(message: str) -> None:
-    err.print(message, highlight=False)
+    err.print(Text(plain.visible(message)), highlight=False)
 
 
 def error(message: str, hint: str | None = None) -> None:
-    err.print(f"[bold red]Error:[/] {message}", highlight=False, markup=True)
+    err.print(Text.assemble(("Error:", "bold red"), " ", plain.visible(message)), highlight=False)
     if hint:
-        err.print(f"[dim]Hint:[/] {hint}", highlight=False)
+        err.print(Text.assemble(("Hint:", "dim"), " ", plain.visible(hint)), highlight=False)
 
 
 def print_json(data) -> None:
     """Highlighted on a terminal; plain (and fast: Rich's highlighter costs ~1 ms a line) elsewhere."""
     if out.is_terminal:
-        out.print_json(json.dumps(data, indent=2))
+        out.print_json(json.dumps(plain.finite(data), indent=2, allow_nan=False), ensure_ascii=True)  # escapes kept
     else:
         out.file.write(plain.json_text(data))
 
 
 def table(title: str | None, columns: list[str], rows: list[list], justify_numbers: bool = True) -> None:
     if len(rows) > plain.RICH_MAX_ROWS:
-        out.file.write(plain.table(title, columns, [["-" if v is None else str(v) for v in r] for r in rows], justify_numbers))
+        out.file.write(plain.table(title, columns, plain.cells(rows), justify_numbers))
         return
-    t = Table(title=title, title_justify="left", header_style="bold")
+    t = Table(title=Text(plain.visible(title)) if title else None, title_justify="left", header_style="bold")
     for i, c in enumerate(columns):
         t.add_column(c, justify="right" if justify_numbers and i > 0 else "left", no_wrap=i == 0)
-    for r in rows:
-        t.add_row(*["-" if v is None else str(v) for v in r])
+    for r in plain.cells(rows):
+        t.add_row(*[Text(c) for c in r])
     out.print(t)
 
 
@@ -66,12 +73,12 @@ def progress(description: str, total: int, *, loss: bool = False) -> Iterator:
             speed = task.finished_speed or task.speed
             return Text(f"{speed:.2f} it/s" if speed else "-- it/s", style="cyan")
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn()]
     if loss:
         columns.append(TextColumn("loss {task.fields[loss]}"))
     columns += [RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*columns, console=err, transient=False) as p:
-        task = p.add_task(description, total=total, loss="-")
+        task = p.add_task(plain.visible(description), total=total, loss="-")
 
         def update(completed: int, loss_value: float | None = None) -> None:
             fields = {"loss": f"{loss_value:.4f}"} if loss_value is not None else {}

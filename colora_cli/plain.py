@@ -7,6 +7,7 @@ give the same bytes for a fraction of the time (tests/test_startup.py compares t
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -19,8 +20,38 @@ def pipe_width() -> int | None:
     return None if os.environ.get("COLUMNS") or sys.stdout.isatty() else PIPE_COLUMNS
 
 
+# C0 and C1 controls (ESC starts terminal escape sequences), DEL, and the Unicode controls that
+# reorder or hide text (bidi overrides and isolates, zero-width joiners, the BOM)
+_UNSAFE = {*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A),
+           0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF} - {0x0A}
+
+
+def visible(text: str) -> str:
+    """`text` with control characters shown as escapes (\x1b, \u202e): safe on any terminal."""
+    if text.isprintable() or all(ord(c) not in _UNSAFE for c in text):
+        return text
+    return "".join(c if ord(c) not in _UNSAFE else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   for c in text)
+
+
+def cells(rows: list[list]) -> list[list[str]]:
+    """Table cells as printable text: None as '-', everything else literal and visible."""
+    return [["-" if v is None else visible(str(v)) for v in r] for r in rows]
+
+
 def json_text(data) -> str:
-    return json.dumps(data, indent=2) + "\n"
+    """Strict JSON: an infinite or undefined number (the PSNR of two identical images) is null."""
+    return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def finite(data):
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
 
 
 def table(title: str | None, columns: list[str], rows: list[list[str]], justify_numbers: bool = True) -> str:
@@ -35,7 +66,7 @@ def table(title: str | None, columns: list[str], rows: list[list[str]], justify_
         return left + mid.join(fill * (w + 2) for w in widths) + right
 
     top = rule("┏", "┳", "┓", "━")
-    lines = [title.ljust(len(top))] if title else []  # Rich pads a left-justified title to the table's width
+    lines = [visible(title).ljust(len(top))] if title else []  # Rich pads a left-justified title to the table's width
     lines += [top, line(columns, "┃"), rule("┡", "╇", "┩", "━")]
     lines += [line(r, "│") for r in rows] + [rule("└", "┴", "┘", "─")]
     return "\n".join(lines) + "\n"

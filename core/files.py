@@ -96,3 +96,40 @@ def _fsync_dir(folder: Path) -> None:
 def copy_atomic(source: str | os.PathLike, dest: str | os.PathLike) -> None:
     with atomic_write(dest) as tmp:
         shutil.copyfile(source, tmp)
+
+
+MAX_HEADER_BYTES = 100 * 1024**2  # safetensors' own limit
+
+
+def safetensors_header(data: bytes) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, str]]:
+    """({tensor: (dtype, shape)}, __metadata__) of a safetensors file's bytes (at least its header),
+    read with the standard library (the store re-indexes weight files without torch).
+    ValueError for anything that is not a well-formed header."""
+    import json
+
+    if len(data) < 8:
+        raise ValueError("file too short")
+    n = int.from_bytes(data[:8], "little")
+    if n > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise ValueError("header length out of range")
+    header = json.loads(data[8:8 + n])
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ValueError("__metadata__ is not a map of strings")
+    tensors = {}
+    for name, info in header.items():
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ValueError(f"tensor {name!r} has no valid shape")
+        tensors[name] = (str(info.get("dtype")), tuple(shape))
+    return tensors, dict(meta)
+
+
+def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, str]]:
+    """`safetensors_header` of a file, reading only its header."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        return safetensors_header(head + f.read(min(n, MAX_HEADER_BYTES)))

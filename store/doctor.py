@@ -1,35 +1,42 @@
-"""Checking the store's rows against its files, and repairing only what is safe.
+"""Checking the store's rows against its files, repairing only what is safe, re-indexing weights.
 
 Findings have a severity:
   error    the index and the files disagree (a missing or altered weights file, a broken DB);
            never repaired automatically, except dropping the row of an adapter whose file is gone
-  cleanup  leftovers of interrupted work (temp files, orphan files, runs whose process died);
-           `--fix` removes or closes them
+  warning  something to look at: weight files the index does not know (`--fix` re-indexes them
+           from their own metadata), links inside the store (never followed, never removed),
+           stale checkpoints
+  cleanup  leftovers of interrupted work: colora's temporary `*.part` files, runs whose process
+           died, empty folders of removed tasks; `--fix` removes or closes them
   info     normal states worth knowing (an unfinished run that `--resume` can continue)
 
-Files younger than GRACE_S are left alone: a concurrent command may be about to commit them.
+Nothing the store holds is deleted to tidy it: the only files `--fix` removes are colora's own
+temporary files, which it can recognise by name. Files younger than GRACE_S are left alone: a
+concurrent command may be about to commit them.
 """
 from __future__ import annotations
 
-import shutil
+import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select, text
 
-from core.files import sha256_file
+from core.files import TEMP_SUFFIX, sha256_file
 from store.processes import pid_alive
 from store.schema import Adapter, Backbone, Task, TrainRun
 from store.status import RunStatus
 from store.store import Store
 
 GRACE_S = 120
+ROOMS = ("backbones", "tasks", "pretrain", "recycle")  # the store's folders of files
 
 
 @dataclass
 class Finding:
-    severity: str  # error | cleanup | info
+    severity: str  # error | warning | cleanup | info
     kind: str  # what `fix` dispatches on, e.g. "dead_run", "temp_file"
     what: str
     path: str | None = None
@@ -40,39 +47,33 @@ class Finding:
 
 def _old(path: Path) -> bool:
     try:
-        return time.time() - path.stat().st_mtime > GRACE_S
+        return time.time() - path.lstat().st_mtime > GRACE_S
     except FileNotFoundError:
         return False
 
 
 def check(store: Store) -> list[Finding]:
-    findings: list[Finding] = []
-    with store.engine.connect() as conn:
-        result = conn.execute(text("PRAGMA integrity_check")).scalar_one()
-        if result != "ok":
-            findings.append(Finding("error", "db", f"SQLite integrity check failed: {result}", "colora.db"))
-        for row in conn.execute(text("PRAGMA foreign_key_check")):
-            findings.append(Finding("error", "db", f"row {row[1]} of table {row[0]} points to a missing {row[2]} row", "colora.db"))
+    findings = _database(store)
     with store.session() as s:
         backbones = list(s.scalars(select(Backbone)))
         adapters = list(s.scalars(select(Adapter)))
         runs = list(s.scalars(select(TrainRun)))
         tasks = {t.id: t.name for t in s.scalars(select(Task))}
+    meta = store.meta_adapter()
     referenced = {store.path(b.path) for b in backbones} | {store.path(a.path) for a in adapters}
     for b in backbones:
-        f = store.path(b.path)
-        if not f.is_file():
-            findings.append(Finding("error", "backbone_missing", f"backbone '{b.name}' is missing its file", b.path))
-        elif sha256_file(f) != b.file_sha256:
-            findings.append(Finding("error", "backbone_changed", f"backbone '{b.name}' file changed since it was added", b.path))
+        findings += _weights_file(store, b.path, b.file_sha256, f"backbone '{b.name}'", "backbone")
     for a in adapters:
-        f = store.path(a.path)
         name = tasks.get(a.task_id, "?")
-        if not f.is_file():
-            findings.append(Finding("error", "adapter_missing", f"adapter of task '{name}' is missing its file (the row can be dropped; retrain)",
-                                    a.path, fixable=True, ref=a.id))
-        elif sha256_file(f) != a.file_sha256:
-            findings.append(Finding("error", "adapter_changed", f"adapter of task '{name}' file changed since it was written", a.path))
+        for f in _weights_file(store, a.path, a.file_sha256, f"adapter of task '{name}'", "adapter"):
+            if f.kind == "adapter_missing":
+                f.what, f.fixable, f.ref = f"{f.what} (the row can be dropped; retrain)", True, a.id
+            findings.append(f)
+    if meta is not None:
+        referenced.add(store.path(meta.path))
+        for f in _weights_file(store, meta.path, meta.file_sha256, "the meta-adapter", "meta"):
+            f.what += "; distill it again with `colora recycle distill`"
+            findings.append(f)
     live_tasks = set()
     for r in runs:
         name = tasks.get(r.task_id, "?")
@@ -87,38 +88,85 @@ def check(store: Store) -> list[Finding]:
         if r.status == RunStatus.RUNNING:
             findings.append(Finding("cleanup", "dead_run", f"training run {r.id} of '{name}' is marked running but its process is gone",
                                     fixable=True, ref=r.id))
-    meta = store.meta_adapter()
-    if meta is not None:
-        meta_file = store.path(meta.path)
-        referenced.add(meta_file)
-        if not meta_file.is_file():
-            findings.append(Finding("error", "missing_file", "the meta-adapter file is missing; distill it again with "
-                                    "`colora recycle distill`", meta.path))
-    for sub in ("backbones", "tasks", "pretrain", "recycle"):
-        root = store.root / sub
-        if not root.is_dir():
+    findings += _files(store, referenced, live_tasks, set(tasks.values()))
+    return findings
+
+
+def _database(store: Store) -> list[Finding]:
+    findings = []
+    with store.engine.connect() as conn:
+        result = conn.execute(text("PRAGMA integrity_check")).scalar_one()
+        if result != "ok":
+            findings.append(Finding("error", "db", f"SQLite integrity check failed: {result}; rebuild the index with "
+                                    "`colora doctor --reindex`", "colora.db"))
+        for row in conn.execute(text("PRAGMA foreign_key_check")):
+            findings.append(Finding("error", "db", f"row {row[1]} of table {row[0]} points to a missing {row[2]} row", "colora.db"))
+    return findings
+
+
+def _weights_file(store: Store, rel: str, recorded_sha: str | None, label: str, kind: str) -> list[Finding]:
+    f = store.path(rel)
+    if f.is_symlink() or not f.is_file():
+        return [Finding("error", f"{kind}_missing", f"{label} is missing its file", rel)]
+    if recorded_sha is not None and sha256_file(f) != recorded_sha:
+        return [Finding("error", f"{kind}_changed", f"{label} file changed since it was written", rel)]
+    return []
+
+
+def _files(store: Store, referenced: set[Path], live_tasks: set[str], task_names: set[str]) -> list[Finding]:
+    """Every file under the store's folders, walked without following links."""
+    findings = []
+    for room in ROOMS:
+        top = store.root / room
+        if not top.is_dir() or top.is_symlink():
             continue
-        for f in sorted(root.rglob("*")):
-            rel = f.relative_to(store.root).as_posix()
-            task_name = f.relative_to(root).parts[0] if sub == "tasks" else None
-            if task_name in live_tasks or not f.is_file():
-                continue
-            if f.name.endswith(".part"):
-                if _old(f):
-                    findings.append(Finding("cleanup", "temp_file", "temporary file left by an interrupted write", rel, fixable=True))
-            elif sub == "pretrain":
-                findings.append(Finding("info", "pretrain_checkpoint", "unfinished pre-training checkpoint; continue with `colora backbone "
-                                                "pretrain ... --resume`", rel))
-            elif f not in referenced and _old(f):
-                findings.append(Finding("cleanup", "orphan_file", "file not referenced by the index", rel, fixable=True))
-    for d in sorted((store.root / "tasks").glob("*")) if (store.root / "tasks").is_dir() else []:
-        if d.is_dir() and d.name not in tasks.values() and not any(d.iterdir()):
-            findings.append(Finding("cleanup", "orphan_dir", "empty folder of a removed task", d.relative_to(store.root).as_posix(), fixable=True))
+        for folder, dirs, files in os.walk(top, followlinks=False):
+            here = Path(folder)
+            for name in sorted(dirs + files):
+                f = here / name
+                rel = f.relative_to(store.root).as_posix()
+                task = f.relative_to(top).parts[0] if room == "tasks" else None
+                if task in live_tasks:
+                    continue
+                mode = f.lstat().st_mode
+                if stat.S_ISLNK(mode):
+                    findings.append(Finding("warning", "link", f"a link inside the store (colora makes none); it is never "
+                                            f"followed or removed: remove it yourself if it is not wanted "
+                                            f"(points to {os.readlink(f)})", rel))
+                elif not stat.S_ISREG(mode):
+                    continue
+                elif name.endswith(TEMP_SUFFIX):
+                    if _old(f):
+                        findings.append(Finding("cleanup", "temp_file", "temporary file left by an interrupted write",
+                                                rel, fixable=True))
+                elif room == "pretrain":
+                    findings.append(Finding("info", "pretrain_checkpoint", "unfinished pre-training checkpoint; continue "
+                                            "with `colora backbone pretrain ... --resume`", rel))
+                elif store.path(rel) in referenced or not _old(f):
+                    continue
+                elif name == "checkpoint.safetensors":
+                    findings.append(Finding("warning", "stale_checkpoint", "a training checkpoint no run can resume; "
+                                            "remove it yourself if it is not wanted", rel))
+                elif name.endswith(".safetensors"):
+                    findings.append(Finding("warning", "not_indexed", "weights file the index does not know; "
+                                            "`--fix` re-indexes it from its own metadata", rel, fixable=True))
+                else:
+                    findings.append(Finding("info", "foreign", "not a colora file; left alone", rel))
+    tasks_dir = store.root / "tasks"
+    if tasks_dir.is_dir() and not tasks_dir.is_symlink():
+        for d in sorted(tasks_dir.iterdir()):
+            if d.is_dir() and not d.is_symlink() and d.name not in task_names and not any(d.iterdir()):
+                findings.append(Finding("cleanup", "orphan_dir", "empty folder of a removed task",
+                                        d.relative_to(store.root).as_posix(), fixable=True))
     return findings
 
 
 def fix(store: Store, findings: list[Finding]) -> list[Finding]:
     """Apply the safe repairs; returns the findings with `fixed` set."""
+    from store.reindex import reindex
+
+    to_index = [store.path(f.path) for f in findings if f.fixable and f.kind == "not_indexed"]
+    indexed = {p.relative_to(store.root).as_posix() for p in reindex(store, to_index).indexed} if to_index else set()
     for f in findings:
         if not f.fixable:
             continue
@@ -132,11 +180,19 @@ def fix(store: Store, findings: list[Finding]) -> list[Finding]:
                 row = s.get(Adapter, f.ref)
                 if row is not None and not store.path(row.path).exists():
                     s.delete(row)
-        elif f.kind in ("temp_file", "orphan_file"):
-            store.path(f.path).unlink(missing_ok=True)
+        elif f.kind == "temp_file":
+            path = store.root / f.path  # not resolved: a link is removed as a link, its target untouched
+            if stat.S_ISREG(path.lstat().st_mode) and path.name.endswith(TEMP_SUFFIX):
+                path.unlink()
         elif f.kind == "orphan_dir":
-            shutil.rmtree(store.path(f.path), ignore_errors=True)
+            path = store.root / f.path
+            if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+                path.rmdir()
+        elif f.kind == "not_indexed":
+            if f.path not in indexed:
+                continue
         else:
             continue
         f.fixed = True
     return findings
+

@@ -81,7 +81,7 @@ def _meta_adapter_table(conn: Connection) -> None:
     from sqlalchemy import text
 
     conn.execute(text("""CREATE TABLE IF NOT EXISTS meta_adapters (
-        id INTEGER PRIMARY KEY, path TEXT NOT NULL, backbone_sha256 TEXT NOT NULL,
+        id INTEGER PRIMARY KEY, path TEXT NOT NULL, file_sha256 TEXT, backbone_sha256 TEXT NOT NULL,
         zoo TEXT NOT NULL, steps INTEGER NOT NULL, final_loss FLOAT NOT NULL, created_at TEXT NOT NULL)"""))
     old = conn.execute(text("SELECT value FROM settings WHERE key = 'meta_adapter'")).scalar()
     if old:
@@ -128,6 +128,18 @@ def migrate(conn: Connection) -> int:
                 conn.execute(text(step))
         conn.execute(text(f"PRAGMA user_version = {version + 1}"))
     return found
+
+
+def check_version(conn: Connection, root) -> None:
+    """For a store that cannot be written: its schema must already be this colora's."""
+    from sqlalchemy import text
+
+    found = conn.execute(text("PRAGMA user_version")).scalar_one()
+    if found > SCHEMA_VERSION:
+        migrate(conn)  # refuses, with the message about a newer colora
+    if found < SCHEMA_VERSION:
+        raise IntegrityError(f"the store at {root} is read-only and was written by an older colora (schema {found})",
+                             hint="open it once with this colora where it is writable, so that it can be upgraded")
 
 
 def _add_column(conn: Connection, table: str, column: str, sql_type: str) -> None:

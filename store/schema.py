@@ -139,6 +139,7 @@ class MetaAdapter(Base):
     __tablename__ = "meta_adapters"
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(Text)
+    file_sha256: Mapped[str | None] = mapped_column(Text)  # None: moved from a store of colora 0.1
     backbone_sha256: Mapped[str] = mapped_column(Text)  # the backbone it was distilled on
     zoo: Mapped[str] = mapped_column(Text)  # JSON [{task, file_sha256}, ...]: the adapters it mixes, in order
     steps: Mapped[int]

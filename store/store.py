@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, select, update
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.files import copy_atomic, sha256_file
-from store.migrations import migrate
+from store import database
+from store.migrations import check_version, migrate
 from store.names import validate_slug
 from store.paths import DB_NAME, inside, resolve_home
 from store.schema import (
@@ -65,10 +67,11 @@ class NewPair:
 
 
 class Store:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, read_only: bool = False):
         self.root = root
-        self.engine = create_engine(f"sqlite:///{root / DB_NAME}", connect_args={"timeout": 30})
-        event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.read_only = read_only
+        self.engine = create_engine("sqlite://", creator=lambda: database.connect(root, read_only=read_only))
+        event.listen(self.engine, "connect", _sqlite_pragmas if not read_only else _sqlite_read_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     # ------------------------------------------------------------ opening
@@ -81,27 +84,55 @@ class Store:
         for sub in ("", "backbones", "tasks"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         store = cls(root)
-        with store.engine.begin() as conn:
-            migrate(conn)
+        store._migrate()
         return store
 
     @classmethod
     def open(cls, home: str | os.PathLike | None = None) -> "Store":
+        """The store at `home`; read-only where this process may not write it (reading commands work)."""
         root = resolve_home(home)
         if not (root / DB_NAME).is_file():
             raise NotFoundError(f"no colora store at {root}", hint="run `colora init` first (or pass --home)")
-        store = cls(root)
-        with store.engine.begin() as conn:
-            migrate(conn)
+        store = cls(root, read_only=not database.writable(root))
+        store._migrate()
         return store
+
+    def _migrate(self) -> None:
+        with self._translated():
+            with self.engine.begin() as conn:
+                if self.read_only:
+                    check_version(conn, self.root)
+                else:
+                    migrate(conn)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as s, s.begin():
+        with self._translated(), self._sessions() as s, s.begin():
             yield s
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Database errors as what they mean for the store (damaged, read-only, busy)."""
+        try:
+            yield
+        except (OperationalError, DatabaseError) as e:
+            if isinstance(e, SQLIntegrityError):
+                raise
+            explained = database.explain(e, self.root)
+            if explained is None:
+                raise
+            raise explained from None
 
     def path(self, relative: str) -> Path:
         return inside(self.root, relative)
+
+    def refuse_inside(self, path: str | os.PathLike, what: str) -> None:
+        """A user's output (restored images, a report, an exported file) never goes into the store:
+        it could replace weights, and `colora doctor` would not know it."""
+        p = Path(path).absolute().resolve()  # links followed: a link into the store counts as inside
+        if p == self.root or self.root in p.parents:
+            raise InvalidInputError(f"{what} {path} is inside the store ({self.root})",
+                                    hint="write it somewhere outside the store folder")
 
     # ------------------------------------------------------------ backbones
 
@@ -255,9 +286,9 @@ class Store:
     def adapter_relpath(self, task: Task, run: TrainRun) -> str:
         return f"tasks/{task.name}/adapter-{run.id}.safetensors"
 
-    def new_adapter_relpath(self, task: Task, kind: str) -> str:
+    def new_adapter_relpath(self, task_name: str, kind: str) -> str:
         """A fresh name for an adapter that comes from no training run (kind: imported, recycled)."""
-        return f"tasks/{task.name}/adapter-{kind}-{_stamp()}.safetensors"
+        return f"tasks/{validate_slug(task_name)}/adapter-{kind}-{_stamp()}.safetensors"
 
     def pretrain_checkpoint_relpath(self, backbone_name: str) -> str:
         return f"pretrain/{validate_slug(backbone_name, 'backbone')}/checkpoint.safetensors"
@@ -334,13 +365,32 @@ class Store:
             self.path(run.checkpoint_path).unlink(missing_ok=True)
         return adapter
 
-    def add_adapter(self, task: Task, backbone: Backbone, adapter_rel: str, *, trainable_params: int,
-                    plan_method: str, budget: float | None, recycled: bool = False) -> Adapter:
-        """Index an adapter file that did not come from a training run (imported, recycled)."""
-        with self.session() as s:
-            adapter, old_file = self._replace_adapter(
-                s, task, backbone.id, adapter_rel, trainable_params=trainable_params, backbone_params=backbone.params,
-                plan_method=plan_method, budget=budget, recycled=recycled)
+    def add_adapter(self, task: Task | str, backbone: Backbone, adapter_rel: str, *, trainable_params: int,
+                    plan_method: str, budget: float | None, recycled: bool = False,
+                    replace_trained: bool = True) -> Adapter:
+        """Index an adapter file (already in place) that did not come from a training run (imported,
+        recycled), all or nothing: in one transaction the task is created if `task` is a name the
+        store does not have, and a trained adapter is replaced only with `replace_trained`. If
+        anything refuses or fails, no row is written and the file is removed."""
+        try:
+            with self.session() as s:
+                if isinstance(task, str):
+                    row = s.scalar(select(Task).where(Task.name == validate_slug(task)))
+                    if row is None:
+                        row = Task(name=task, folder="(imported adapter)", val_folder=None, val_fraction=None, split_seed=0)
+                        s.add(row)
+                        s.flush()
+                    task = row
+                old = s.scalar(select(Adapter).where(Adapter.task_id == task.id))
+                if old is not None and not old.recycled and not replace_trained:
+                    raise ConflictError(f"task '{task.name}' already has a trained adapter",
+                                        hint="pass --replace to replace it (its file is removed), or choose another task")
+                adapter, old_file = self._replace_adapter(
+                    s, task, backbone.id, adapter_rel, trainable_params=trainable_params, backbone_params=backbone.params,
+                    plan_method=plan_method, budget=budget, recycled=recycled)
+        except BaseException:
+            self.path(adapter_rel).unlink(missing_ok=True)
+            raise
         if old_file and old_file != adapter_rel:
             self.path(old_file).unlink(missing_ok=True)
         return adapter
@@ -399,8 +449,8 @@ class Store:
             old = list(s.scalars(select(MetaAdapter)))
             for row in old:
                 s.delete(row)
-            meta = MetaAdapter(path=rel, backbone_sha256=backbone_sha256, zoo=json.dumps(zoo), steps=steps,
-                               final_loss=final_loss)
+            meta = MetaAdapter(path=rel, file_sha256=sha256_file(self.path(rel)), backbone_sha256=backbone_sha256,
+                               zoo=json.dumps(zoo), steps=steps, final_loss=final_loss)
             s.add(meta)
         for row in old:
             if row.path != rel:
@@ -416,6 +466,13 @@ def _stamp() -> str:
 def _task_exists(name: str) -> ConflictError:
     return ConflictError(f"task '{name}' already exists",
                          hint=f"choose another name, or remove it first with `colora task rm {name}`")
+
+
+def _sqlite_read_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.execute(f"PRAGMA busy_timeout = {database.BUSY_TIMEOUT_S * 1000}")
+    cur.close()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -6,18 +6,12 @@ the whole listing should (bench/speed.py). Five queries, whatever the number of 
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 from core.errors import NotFoundError
+from store import database
 from store.paths import DB_NAME, resolve_home
 from store.processes import pid_alive
 from store.status import RunStatus
-
-
-def connect_readonly(root: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{root / DB_NAME}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
-    return conn
 
 
 def store_rows(home=None) -> list[dict]:
@@ -27,17 +21,20 @@ def store_rows(home=None) -> list[dict]:
     root = resolve_home(home)
     if not (root / DB_NAME).is_file():
         raise NotFoundError(f"no colora store at {root}", hint="run `colora init` first (or pass --home)")
-    with connect_readonly(root) as conn:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version != SCHEMA_VERSION:  # older: migrate (needs SQLAlchemy); newer: Store.open refuses it
-        from store.store import Store
-
-        Store.open(root)
-    conn = connect_readonly(root)
     try:
-        return summarize(conn)
-    finally:
-        conn.close()
+        conn = database.connect(root, read_only=True)
+        conn.row_factory = sqlite3.Row
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return summarize(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise database.explain(e, root) or e from None
+    from store.store import Store  # older: migrate (needs SQLAlchemy); newer: Store.open refuses it
+
+    Store.open(root)
+    return store_rows(root)
 
 
 def summarize(conn: sqlite3.Connection) -> list[dict]:

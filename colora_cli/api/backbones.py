@@ -91,6 +91,7 @@ def export_backbone(store: Store, name: str, file: Path, *, overwrite: bool = Fa
     from core.files import copy_atomic
 
     row = store.backbone(name)
+    store.refuse_inside(file, "the destination")
     if Path(file).exists() and not overwrite:
         raise ConflictError(f"{file} already exists", hint="pass --overwrite to replace it")
     copy_atomic(store.path(row.path), file)

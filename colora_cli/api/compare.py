@@ -32,7 +32,8 @@ def check_grid_output(image: Path, out: Path, overwrite: bool) -> None:
 
 
 def compare_grid(store: Store, image: Path, tasks: list[str], out: Path, *, overwrite: bool = False,
-                 tile: int = 512, device: str = "auto", reporter: Reporter = SILENT) -> Grid:
+                 tile: int = 512, device: str = "auto", max_pixels: int | None = None,
+                 reporter: Reporter = SILENT) -> Grid:
     """Restore `image` with each task's adapter; write the input and one tile per task into `out`."""
     from colora_cli.api.models import task_model
     from colora_cli.api.tasks import require_adapters
@@ -42,10 +43,11 @@ def compare_grid(store: Store, image: Path, tasks: list[str], out: Path, *, over
     from core.report.grid import write_grid
 
     check_grid_output(image, out, overwrite)
-    read_image_size(image)  # a missing or unreadable image is refused before any model is loaded
+    store.refuse_inside(out, "the grid")
+    read_image_size(image, max_pixels)  # a missing, unreadable or huge image is refused before any model is loaded
     adapters = require_adapters(store, tasks, "--tasks")
     dev = resolve_device(device)
-    rgb, _, _ = load_image(image)
+    rgb, _, _ = load_image(image, max_pixels)
     tiles = [("input", rgb)]
     with reporter.progress("compare", len(tasks)) as update:
         for i, (name, adapter) in enumerate(zip(tasks, adapters)):

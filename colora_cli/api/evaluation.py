@@ -67,6 +67,7 @@ def evaluate_task(store: Store, name: str, *, against: list[str] | None = None, 
     if report is not None:
         from core.report.page import check_report_dir
 
+        store.refuse_inside(report, "the report folder")
         check_report_dir(report, overwrite)  # before any work, so a refusal writes nothing
     require_unchanged(name, val_pairs)
     dev = resolve_device(device)

@@ -10,18 +10,19 @@ if TYPE_CHECKING:  # torch and SQLAlchemy load only where a model is built
 
 
 def backbone_model(store: Store, row: Backbone):
-    """The backbone's NAFNet (frozen, eval mode), checked against its recorded fingerprint."""
+    """The backbone's NAFNet (frozen, eval mode), its file checked against the recorded sha256."""
     from core.model.weights import load_backbone
 
-    model, _ = load_backbone(store.path(row.path), expected_sha256=row.sha256)
+    model, _ = load_backbone(store.path(row.path), expected_sha256=row.sha256, expected_file_sha256=row.file_sha256)
     return model
 
 
 def adapter_file(store: Store, adapter: Adapter) -> tuple[dict, AdapterMeta]:
-    """An indexed adapter's tensors and metadata, refused unless made for its backbone."""
+    """An indexed adapter's tensors and metadata, refused unless made for its backbone and unchanged
+    since it was stored (its file's sha256)."""
     from core.model.weights import read_adapter_for
 
-    return read_adapter_for(adapter.backbone.sha256, store.path(adapter.path))
+    return read_adapter_for(adapter.backbone.sha256, store.path(adapter.path), adapter.file_sha256)
 
 
 def task_model(store: Store, adapter: Adapter, backbone=None):

@@ -164,7 +164,7 @@ def _save_recycled(store: Store, task, backbone_row: Backbone, backbone, zoo_row
         extra={"mixture": mixture.as_dict(), "k": k, "zoo": [{"task": n, "file_sha256": shas[n]} for n in mixture.names],
                "seconds": round(time.perf_counter() - started, 2)},
     )
-    rel = store.new_adapter_relpath(task, "recycled")
+    rel = store.new_adapter_relpath(task.name, "recycled")
     save_tensors_atomic(store.path(rel), tensors, meta.to_metadata())
     trainable = lora_parameter_count(backbone, plan)
     store.add_adapter(task, backbone_row, rel, trainable_params=trainable, plan_method=method, budget=None, recycled=True)
@@ -242,7 +242,7 @@ def load_meta_for(store: Store, backbone_row: Backbone, zoo_rows: list[Adapter],
     if changed or added:
         raise IntegrityError(f"the adapter zoo changed since the meta-adapter was distilled ({', '.join(changed + added)})",
                              hint="distill it again with `colora recycle distill`")
-    tensors, metadata = read_tensors(store.path(record.path))
+    tensors, metadata = read_tensors(store.path(record.path), record.file_sha256)
     net, _ = load_meta(tensors, metadata)
     mask = torch.tensor([0.0 if n == target else 1.0 for n in names])
     if mask.sum() == 0:

@@ -40,7 +40,8 @@ class RestoreOutcome:
 
 
 def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *, overwrite: bool = False,
-                   tile: int = 512, device: str = "auto", reporter: Reporter = SILENT) -> RestoreOutcome:
+                   tile: int = 512, device: str = "auto", max_pixels: int | None = None,
+                   reporter: Reporter = SILENT) -> RestoreOutcome:
     """Restore image files and folders into `out_dir` with `task`'s adapter (`auto`: chosen per image).
 
     Every input is checked (and decoded) and every output path planned before anything is written;
@@ -57,8 +58,9 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
         adapter = store.adapter(store.task(task))
         if adapter is None:
             raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
+    store.refuse_inside(out_dir, "the output folder")
     decoded: dict = {}
-    jobs = plan_outputs(inputs, out_dir, overwrite, decoded)
+    jobs = plan_outputs(inputs, out_dir, overwrite, decoded, max_pixels)
     dev = resolve_device(device)
     if task == "auto":
         chooser.prepare(dev, reporter)
@@ -72,7 +74,7 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
         raise ColoraError(f"cannot create the output folder {out_dir}: {e.strerror or e}",
                           hint="choose another folder with -o") from e
     with reporter.progress(f"restore ({task})", len(jobs)) as update:
-        failed = restore_many(jobs, restore_one, overwrite=overwrite, decoded=decoded,
+        failed = restore_many(jobs, restore_one, overwrite=overwrite, decoded=decoded, max_pixels=max_pixels,
                               on_done=lambda done, src, err: update(done))
     return RestoreOutcome(len(jobs), failed, chooser.choices if task == "auto" else [])
 
@@ -120,8 +122,8 @@ class AutoChooser:
 DECODED_BUDGET = 512 * 2**20  # bytes of decoded pixels `plan_outputs` keeps for the restore
 
 
-def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool,
-                 decoded: dict | None = None) -> list[tuple[Path, Path]]:
+def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool, decoded: dict | None = None,
+                 max_pixels: int | None = None) -> list[tuple[Path, Path]]:
     """(source, destination) for every image, checked before any work is done.
 
     Decoded images are put in `decoded` (source -> core.pipeline.Decoded) up to DECODED_BUDGET.
@@ -175,7 +177,7 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool,
     budget = DECODED_BUDGET
     for src, _ in jobs:  # a full decode catches empty, truncated and non-image files before any work
         try:
-            image = decode(src)
+            image = decode(src, max_pixels)
         except ColoraError as e:
             unreadable.append(e.message)
             continue

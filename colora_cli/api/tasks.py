@@ -39,7 +39,9 @@ def add_task(store: Store, name: str, folder: str | Path, *, val_fraction: float
     store.ensure_task_absent(name)
     records = find_pairs(folder)  # validates every file before anything is written
     if val is not None:
-        splits = [(r, "train") for r in records] + [(r, "val") for r in find_pairs(val)]
+        val_records = find_pairs(val)
+        _refuse_overlap(records, val_records)
+        splits = [(r, "train") for r in records] + [(r, "val") for r in val_records]
     else:
         fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
         split = split_pairs([r.stem for r in records], fraction, seed)
@@ -51,6 +53,18 @@ def add_task(store: Store, name: str, folder: str | Path, *, val_fraction: float
                           seed=seed)
     n_train = sum(1 for _, s in splits if s == "train")
     return AddedTask(task, n_train, len(splits) - n_train)
+
+
+def _refuse_overlap(train: list, val: list) -> None:
+    """Validation pairs must not be training pairs (the same files, or the same images under other names)."""
+    seen = {Path(p).resolve() for r in train for p in (r.input_path, r.target_path)}
+    seen_pairs = {(r.input_sha256, r.target_sha256) for r in train}
+    shared = [r.stem for r in val if Path(r.input_path).resolve() in seen or Path(r.target_path).resolve() in seen
+              or (r.input_sha256, r.target_sha256) in seen_pairs]
+    if shared:
+        raise InvalidInputError(f"{len(shared)} validation pair(s) are also training pairs (e.g. {shared[0]}): "
+                                "scores on them would not tell how the adapter does on new images",
+                                hint="give --val a folder of other pairs, or use --val-fraction")
 
 
 def task_details(store: Store, name: str) -> dict:

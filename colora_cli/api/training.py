@@ -66,9 +66,13 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
     config = TrainConfig(steps=o.steps, batch_size=o.batch_size, patch_size=o.patch_size, lr=o.lr, loss=o.loss,
                          seed=o.seed, checkpoint_every=o.checkpoint_every)
     config.validate()
-    previous = store.resumable_run(task) if o.resume else None
+    resumable = store.resumable_run(task)
+    previous = resumable if o.resume else None
     if o.resume and previous is None:
         reporter.note(f"No interrupted run of '{name}' to resume; starting a new one.")
+    elif resumable is not None and not o.resume:
+        reporter.note(f"Starting a new run: the interrupted run {resumable.id} of '{name}' (checkpoint at step "
+                      f"{_checkpoint_step(store, resumable)}) is abandoned; `--resume` would have continued it.")
     backbone_row = store.backbone_by_id(previous.backbone_id) if previous else store.backbone()
     train_pairs = checked_pairs(store, task, "train")
     backbone = backbone_model(store, backbone_row)
@@ -118,7 +122,10 @@ def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbon
                          loss_curve=result.loss_curve, steps_done=result.steps_done, wall_time_s=result.wall_time_s)
     except KeyboardInterrupt:
         store.mark_run(run, RunStatus.INTERRUPTED)
-        reporter.note(f"Training interrupted; the last checkpoint is kept. Continue with `colora train {task.name} --resume`.")
+        if store.path(run.checkpoint_path).exists():
+            reporter.note(f"Training interrupted; the last checkpoint is kept. Continue with `colora train {task.name} --resume`.")
+        else:
+            reporter.note(f"Training interrupted before its first checkpoint; start it again with `colora train {task.name}`.")
         raise
     except BaseException as e:
         store.mark_run(run, RunStatus.FAILED, error=str(e)[:500])
@@ -166,6 +173,15 @@ def _quick_validation(store: Store, task: Task, adapter: Adapter, backbone, devi
         outcome.validation_skipped = e.message
         return
     outcome.validation = QuickValidation(len(used), len(val_pairs), results["input"][0], results["adapter"][0])
+
+
+def _checkpoint_step(store: Store, run) -> str:
+    from core.files import read_safetensors_header
+
+    try:
+        return read_safetensors_header(store.path(run.checkpoint_path))[1].get("step", "?")
+    except (OSError, ValueError):
+        return "?"
 
 
 def _count(n: int) -> str:

@@ -55,6 +55,35 @@ _ALPHA_FORMATS = frozenset({"PNG", "TIFF", "WEBP", "BMP"})
 _ORIENTATION_TAG = 0x0112
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, the weights Pillow's convert("L") uses
 
+# The largest image colora decodes, checked from the header before any pixel is decoded (a
+# 12 KB PNG can claim 10000 x 10000 pixels). 64 MP holds every common camera sensor (61 MP);
+# raise it with --max-pixels or $COLORA_MAX_PIXELS. Pillow's own decompression-bomb check is
+# replaced by this one, so its raw warning never reaches the terminal.
+DEFAULT_MAX_PIXELS = 64_000_000
+ENV_MAX_PIXELS = "COLORA_MAX_PIXELS"
+Image.MAX_IMAGE_PIXELS = None
+
+
+def max_pixels(limit: int | None = None) -> int:
+    """The pixel limit: `limit` if given, else $COLORA_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
+    if limit is not None:
+        return limit
+    raw = os.environ.get(ENV_MAX_PIXELS)
+    if raw is None:
+        return DEFAULT_MAX_PIXELS
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidInputError(f"${ENV_MAX_PIXELS} must be a whole number of pixels, not {raw!r}",
+                                hint=f"e.g. {ENV_MAX_PIXELS}=100000000 for 100 megapixels")
+    return int(raw)
+
+
+def _check_pixels(path: Path, width: int, height: int, limit: int | None) -> None:
+    limit = max_pixels(limit)
+    if width * height > limit:
+        raise ImageReadError(path, f"too many pixels ({width}x{height}, {width * height / 1e6:.1f} MP; the limit is "
+                                   f"{limit / 1e6:g} MP)",
+                             hint=f"downscale or crop it, or raise the limit with --max-pixels or ${ENV_MAX_PIXELS}")
+
 
 def is_image_file(path: str | os.PathLike) -> bool:
     """True for a name colora treats as an image: known extension, not hidden."""
@@ -119,8 +148,9 @@ def _depth_and_gray(path: Path, img: Image.Image) -> tuple[int, bool]:
     return 8, gray
 
 
-def _decode(path: str | os.PathLike) -> tuple[Image.Image, ImageMeta]:
-    """Fully decode `path`, apply EXIF orientation; the returned image is detached from the file."""
+def _decode(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[Image.Image, ImageMeta]:
+    """Fully decode `path` (refused first if larger than the pixel limit), apply EXIF orientation;
+    the returned image is detached from the file."""
     p = Path(path)
     if not p.exists():
         raise NotFoundError(f"image not found: {p}", hint="check the path")
@@ -130,6 +160,7 @@ def _decode(path: str | os.PathLike) -> tuple[Image.Image, ImageMeta]:
         raise ImageReadError(p, "empty file")
     try:
         with Image.open(p) as img:
+            _check_pixels(p, *img.size, max_pixels)
             img.load()  # full decode: this is where truncation shows up
             fmt, mode = img.format or "PNG", img.mode
             if mode not in _SUPPORTED_MODES:
@@ -141,10 +172,6 @@ def _decode(path: str | os.PathLike) -> tuple[Image.Image, ImageMeta]:
             upright = ImageOps.exif_transpose(img)  # a detached copy, orientation tag removed
     except ColoraError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(p, "too many pixels (decompression-bomb limit)",
-                             hint=f"downscale or crop it below {Image.MAX_IMAGE_PIXELS} pixels"
-                             ) from exc
     except Exception as exc:  # Pillow's decoders raise many types on corrupt data
         raise ImageReadError(p, _reason(exc)) from exc
     icc = upright.info.get("icc_profile") or None
@@ -157,9 +184,9 @@ def _decode(path: str | os.PathLike) -> tuple[Image.Image, ImageMeta]:
     return upright, meta
 
 
-def load_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta, np.ndarray | None]:
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[np.ndarray, ImageMeta, np.ndarray | None]:
     """Read an image: (RGB float32 HxWx3 in [0,1], meta, alpha HxW float32 in [0,1] or None)."""
-    img, meta = _decode(path)
+    img, meta = _decode(path, max_pixels)
     if img.mode in _GRAY16_MODES:
         gray = np.clip(np.asarray(img).astype(np.float32), 0, 65535) / np.float32(65535)
         return np.repeat(gray[:, :, None], 3, axis=2), meta, None
@@ -173,12 +200,12 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta, np.ndarr
     return rgb, meta, alpha
 
 
-def verify_image(path: str | os.PathLike) -> ImageMeta:
+def verify_image(path: str | os.PathLike, max_pixels: int | None = None) -> ImageMeta:
     """Fully decode `path` and return its meta; raises ImageReadError if it cannot be used."""
-    return _decode(path)[1]
+    return _decode(path, max_pixels)[1]
 
 
-def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
+def read_image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
     """(width, height), upright, from the header only. Does not detect truncation."""
     p = Path(path)
     if not p.exists():
@@ -186,6 +213,7 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(p) as img:
             w, h = img.size
+            _check_pixels(p, w, h, max_pixels)
             if img.format == "PNG":
                 # PngImageFile.getexif() decodes the whole image when EXIF is not in the
                 # header; an eXIf chunk after the pixel data is rare, so read only the header.
@@ -195,10 +223,8 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
             else:
                 exif = img.getexif()
             orientation = exif.get(_ORIENTATION_TAG, 1)
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(p, "too many pixels (decompression-bomb limit)",
-                             hint=f"downscale or crop it below {Image.MAX_IMAGE_PIXELS} pixels"
-                             ) from exc
+    except ColoraError:
+        raise
     except Exception as exc:
         raise ImageReadError(p, "empty file" if p.stat().st_size == 0 else _reason(exc)) from exc
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)

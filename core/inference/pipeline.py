@@ -34,10 +34,10 @@ class Decoded:
         return self.rgb.nbytes + (self.alpha.nbytes if self.alpha is not None else 0)
 
 
-def decode(src: Path) -> Decoded:
+def decode(src: Path, max_pixels: int | None = None) -> Decoded:
     from core.data.images import load_image
 
-    return Decoded(*load_image(src))
+    return Decoded(*load_image(src, max_pixels))
 
 
 def io_threads() -> bool:
@@ -71,6 +71,7 @@ def restore_many(
     prefetch: int = 2,
     decoded: dict[Path, Decoded] | None = None,
     threads: bool | None = None,
+    max_pixels: int | None = None,
     on_done: Callable[[int, Path, str | None], None] | None = None,
 ) -> list[tuple[Path, str]]:
     """Restore every (source, destination) job; returns [(source, error message)] for failures.
@@ -115,7 +116,7 @@ def restore_many(
                 fut: Future = Future()
                 fut.set_result(decoded.pop(src))
                 return fut
-            return reader.submit(decode, src)
+            return reader.submit(decode, src, max_pixels)
 
         for i, (src, dst) in enumerate(jobs):
             for j in range(i, min(len(jobs), i + 1 + (prefetch if threads else 0))):

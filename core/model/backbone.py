@@ -16,6 +16,11 @@ from torch import nn
 from core.errors import InvalidInputError
 
 
+# Bounds on configs read from files: generous for real NAFNets (the official ones are width 32-64,
+# at most 28 blocks a stage), small enough that a hostile config cannot ask for absurd models.
+LIMITS = {"width": 256, "levels": 6, "blocks": 64, "channels": 4096}
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     width: int = 16
@@ -42,6 +47,46 @@ class BackboneConfig:
     @classmethod
     def from_json(cls, text: str) -> "BackboneConfig":
         return cls(**json.loads(text))
+
+    @classmethod
+    def parse(cls, text: str, source: str = "the backbone") -> "BackboneConfig":
+        """A config read from a file (untrusted): JSON of the right fields and types, sizes in bounds."""
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise InvalidInputError(f"{source} has an unreadable backbone config (not JSON: {e})") from None
+        fields = {"width": int, "enc_blocks": list, "middle_blocks": int, "dec_blocks": list, "in_channels": int}
+        if not isinstance(data, dict) or set(data) - set(fields) or set(fields) - set(data) - {"in_channels"}:
+            raise InvalidInputError(f"{source} has an unreadable backbone config (expected the fields "
+                                    f"{', '.join(fields)})")
+        for key, kind in fields.items():
+            value = data.get(key, 3)
+            items = value if kind is list and isinstance(value, list) else [value]
+            if not isinstance(value, kind) or any(isinstance(v, bool) or not isinstance(v, int) for v in items):
+                raise InvalidInputError(f"{source} has an unreadable backbone config ({key} must be "
+                                        f"{'a list of whole numbers' if kind is list else 'a whole number'})")
+        try:
+            config = cls(**data)
+        except ValueError as e:
+            raise InvalidInputError(f"{source} has an unreadable backbone config ({e})") from None
+        config.check(source)
+        return config
+
+    def check(self, source: str = "the backbone") -> None:
+        """Sizes a CPU or a GPU can hold: refused before any model is built."""
+        stages = (*self.enc_blocks, self.middle_blocks, *self.dec_blocks)
+        problems = [
+            (not 1 <= self.width <= LIMITS["width"], f"width {self.width} (1 to {LIMITS['width']})"),
+            (self.in_channels != 3, f"in_channels {self.in_channels} (colora restores RGB: 3)"),
+            (not 1 <= len(self.enc_blocks) <= LIMITS["levels"],
+             f"{len(self.enc_blocks)} encoder levels (1 to {LIMITS['levels']})"),
+            (any(not 0 <= n <= LIMITS["blocks"] for n in stages), f"a stage of more than {LIMITS['blocks']} blocks"),
+            (self.width * 2 ** len(self.enc_blocks) > LIMITS["channels"],
+             f"{self.width * 2 ** len(self.enc_blocks)} channels in the middle (at most {LIMITS['channels']})"),
+        ]
+        bad = [text for wrong, text in problems if wrong]
+        if bad:
+            raise InvalidInputError(f"{source} has a backbone config out of bounds: {'; '.join(bad)}")
 
 
 PRESETS: dict[str, BackboneConfig] = {

@@ -238,9 +238,15 @@ def adapter_deltas(model: nn.Module, rank_plan: Mapping[str, int], alpha: float 
     for path, rank in rank_plan.items():
         w = targets[path].weight
         deltas[path] = lora_delta(state[f"{path}.lora_A"].to(w), state[f"{path}.lora_B"].to(w), lora_scaling(alpha, rank))
-    if not all(torch.isfinite(targets[p].weight + d).all() for p, d in deltas.items()):
-        raise InvalidInputError("refusing to merge: the adapter produces non-finite weights")
+    check_merge_finite(targets, deltas)
     return deltas
+
+
+def check_merge_finite(targets: Mapping[str, nn.Conv2d], deltas: Mapping[str, torch.Tensor]) -> None:
+    """Every merged weight W + delta finite (finite factors can still overflow, alpha can be huge)."""
+    if not all(torch.isfinite(targets[p].weight + d.to(targets[p].weight)).all() for p, d in deltas.items()):
+        raise InvalidInputError("refusing to merge: the adapter produces non-finite weights",
+                                hint="the adapter file is damaged or was made by a diverged training")
 
 
 def merge_all(model: nn.Module) -> None:

@@ -28,7 +28,8 @@ from torch import nn
 from torch.func import functional_call
 
 from core.errors import InvalidInputError
-from core.model.lora import check_adapter_tensors, check_plan, lora_delta, lora_scaling, lora_targets
+from core.model.lora import (check_adapter_tensors, check_merge_finite, check_plan, lora_delta, lora_scaling,
+                             lora_targets)
 from core.training.ranks import stage_of
 from core.model.weights import AdapterMeta
 
@@ -55,6 +56,7 @@ def zoo_adapter(name: str, tensors: dict[str, torch.Tensor], meta: AdapterMeta, 
         scaling = lora_scaling(meta.alpha, rank)
         deltas[path] = lora_delta(a, b, scaling)
         factors[path] = (a, b, scaling)
+    check_merge_finite(targets, deltas)
     return ZooAdapter(name, deltas, factors, meta)
 
 

@@ -1,0 +1,59 @@
+"""Connecting to the index (colora.db) and saying plainly what went wrong with it.
+
+Plain sqlite3, no SQLAlchemy (the listing uses it directly; the ORM gets its connections here).
+
+* A store on a read-only mount (a shared, read-only copy of a zoo) opens read-only: reading
+  commands work, writing ones are refused with a clear message. A WAL database on read-only
+  media whose -shm file is absent can only be opened as `immutable`; that is the fallback.
+* A damaged index (a truncated or overwritten colora.db) is reported as such, with the way
+  back: `colora doctor --reindex` rebuilds the index from the weight files.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from core.errors import ColoraError, ConflictError, IntegrityError
+from store.paths import DB_NAME
+
+BUSY_TIMEOUT_S = 30
+
+
+def writable(root: Path) -> bool:
+    """Whether this process may write the store's index (False on a read-only mount, even for root)."""
+    db = root / DB_NAME
+    return os.access(root, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+
+
+def connect(root: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection to the store's index; read-only ones fall back to `immutable` where they must."""
+    uri = (root / DB_NAME).absolute().as_uri()  # percent-encoded: a '?' or '#' in a folder name is a name
+    if not read_only:
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+    try:
+        conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        return sqlite3.connect(uri + "?immutable=1", uri=True, timeout=BUSY_TIMEOUT_S)
+
+
+def explain(error: BaseException, root: Path) -> ColoraError | None:
+    """The store-level meaning of a database error (sqlite3's own, or SQLAlchemy's wrapper of one);
+    None for errors this module does not know (they stay as they are)."""
+    text = str(getattr(error, "orig", None) or error).lower()
+    if "malformed" in text or "not a database" in text or "file is encrypted" in text:
+        return IntegrityError(f"the store's index {root / DB_NAME} is damaged ({text})",
+                              hint="rebuild it from the weight files with `colora doctor --reindex` "
+                                   "(the damaged file is kept aside, not deleted)")
+    if "readonly" in text or "read-only" in text:
+        return ConflictError(f"the store at {root} is read-only; this command would change it",
+                             hint="copy the store somewhere writable (or mount it read-write) to change it")
+    if "locked" in text or "busy" in text:
+        return ConflictError(f"the store at {root} is busy: another colora has held it for more than "
+                             f"{BUSY_TIMEOUT_S} s", hint="try again when the other command has finished")
+    if "unable to open database" in text or "disk i/o error" in text:
+        return IntegrityError(f"cannot open the store's index {root / DB_NAME} ({text})",
+                              hint="check that the folder is readable and the disk is healthy")
+    return None
