@@ -174,12 +174,14 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool, decoded: di
             raise InvalidInputError(f"refusing to overwrite the input {src}", hint="choose another output folder with -o")
         jobs.append((src, dst))
     unreadable = [f"broken link {p}" for p in broken]
+    hints = []
     budget = DECODED_BUDGET
     for src, _ in jobs:  # a full decode catches empty, truncated and non-image files before any work
         try:
             image = decode(src, max_pixels)
         except ColoraError as e:
             unreadable.append(e.message)
+            hints.append(e.hint)
             continue
         if decoded is not None and image.nbytes <= budget:  # kept for the restore: decoded once, not twice
             decoded[src] = image
@@ -187,7 +189,7 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool, decoded: di
     if unreadable:
         raise InvalidInputError(f"{len(unreadable)} input(s) are not readable images: " + "; ".join(unreadable[:3])
                                 + (f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""),
-                                hint="remove them from the inputs, or fix them")
+                                hint=next((h for h in hints if h), "remove them from the inputs, or fix them"))
     existing = [d for _, d in jobs if d.exists() or d.is_symlink()]
     if existing and not overwrite:
         raise ConflictError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}",

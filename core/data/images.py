@@ -80,8 +80,7 @@ def max_pixels(limit: int | None = None) -> int:
 def _check_pixels(path: Path, width: int, height: int, limit: int | None) -> None:
     limit = max_pixels(limit)
     if width * height > limit:
-        raise ImageReadError(path, f"too many pixels ({width}x{height}, {width * height / 1e6:.1f} MP; the limit is "
-                                   f"{limit / 1e6:g} MP)",
+        raise ImageReadError(path, f"too many pixels ({width}x{height} = {width * height:,}; the limit is {limit:,})",
                              hint=f"downscale or crop it, or raise the limit with --max-pixels or ${ENV_MAX_PIXELS}")
 
 
@@ -251,10 +250,24 @@ def _checked_planes(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarr
     return rgb, alpha
 
 
+ROWS_AT_ONCE = 256  # float64 work on big images goes a band of rows at a time: bounded memory
+
+
 def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
     top = 65535 if bits == 16 else 255
-    q = np.rint(np.clip(x.astype(np.float64), 0.0, 1.0) * top)
-    return q.astype(np.uint16 if bits == 16 else np.uint8)
+    q = np.empty(x.shape, dtype=np.uint16 if bits == 16 else np.uint8)
+    for r in range(0, x.shape[0], ROWS_AT_ONCE):
+        band = x[r:r + ROWS_AT_ONCE].astype(np.float64)
+        np.clip(band, 0.0, 1.0, out=band)
+        band *= top
+        q[r:r + ROWS_AT_ONCE] = np.rint(band, out=band)
+    return q
+
+
+def _to_gray(rgb: np.ndarray) -> np.ndarray:
+    """Luma (ITU-R 601) in float64, a band of rows at a time."""
+    return np.concatenate([rgb[r:r + ROWS_AT_ONCE].astype(np.float64) @ _LUMA
+                           for r in range(0, rgb.shape[0], ROWS_AT_ONCE)])
 
 
 def _png_chunk(tag: bytes, payload: bytes) -> bytes:
@@ -317,7 +330,7 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, meta: ImageMeta,
     keep_alpha = alpha is not None and fmt in _ALPHA_FORMATS
     # BMP and WEBP have no gray+alpha mode: such an image goes out as RGBA.
     gray = meta.grayscale and not (keep_alpha and fmt in ("BMP", "WEBP"))
-    color = rgb.astype(np.float64) @ _LUMA if gray else rgb  # HxW or HxWx3
+    color = _to_gray(rgb) if gray else rgb  # HxW or HxWx3
     planes = color[:, :, None] if color.ndim == 2 else color
     if keep_alpha:
         planes = np.concatenate([planes, alpha[:, :, None]], axis=2)

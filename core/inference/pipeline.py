@@ -76,10 +76,10 @@ def restore_many(
 ) -> list[tuple[Path, str]]:
     """Restore every (source, destination) job; returns [(source, error message)] for failures.
 
-    `restore_one(source, (3, H, W) tensor in [0, 1])` returns the restored tensor. `decoded`
-    holds images already decoded by the caller (each is used once and dropped).
+    `restore_one(source, (3, H, W) tensor in [0, 1], a view of the decoded H x W x 3 pixels)`
+    returns the restored tensor, in [0, 1]. `decoded` holds images already decoded by the caller
+    (each is used once and dropped).
     """
-    from core.data.crops import to_numpy, to_tensor
     from core.data.images import save_image
 
     decoded = dict(decoded or {})
@@ -124,8 +124,10 @@ def restore_many(
                     ahead[j] = read(j)
             try:
                 img = ahead.pop(i).result()
-                restored = restore_one(src, to_tensor(img.rgb))
-                out = to_numpy(restored.cpu())
+                # a view, no copy: H x W x 3 memory is the channels_last layout the network runs in
+                restored = restore_one(src, torch.from_numpy(img.rgb).permute(2, 0, 1))
+                img.rgb = None  # the view holds the pixels while they are needed, and no longer
+                out = restored.cpu().numpy().transpose(1, 2, 0)  # already in [0, 1] (restore_tensor clamps)
             except ColoraError as e:  # one bad file must not stop a folder of thousands
                 report(src, e.message)
                 continue

@@ -242,11 +242,18 @@ def adapter_deltas(model: nn.Module, rank_plan: Mapping[str, int], alpha: float 
     return deltas
 
 
+MAX_WEIGHT = 1e4  # a restoration net's weights are O(1); far beyond this, float32 activations overflow
+
+
 def check_merge_finite(targets: Mapping[str, nn.Conv2d], deltas: Mapping[str, torch.Tensor]) -> None:
-    """Every merged weight W + delta finite (finite factors can still overflow, alpha can be huge)."""
-    if not all(torch.isfinite(targets[p].weight + d.to(targets[p].weight)).all() for p, d in deltas.items()):
-        raise InvalidInputError("refusing to merge: the adapter produces non-finite weights",
-                                hint="the adapter file is damaged or was made by a diverged training")
+    """Every merged weight W + delta finite and within +-MAX_WEIGHT (finite factors can still
+    overflow, and weights of 1e20 make every image NaN)."""
+    for p, d in deltas.items():
+        merged = targets[p].weight + d.to(targets[p].weight)
+        if not (torch.isfinite(merged).all() and merged.abs().max() <= MAX_WEIGHT):
+            raise InvalidInputError("refusing to merge: the adapter produces non-finite or absurd weights "
+                                    f"(beyond +-{MAX_WEIGHT:g} in {p})",
+                                    hint="the adapter file is damaged or was made by a diverged training")
 
 
 def merge_all(model: nn.Module) -> None:

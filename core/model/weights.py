@@ -171,8 +171,8 @@ class AdapterMeta:
                                        for r in plan.values()):
                 raise ValueError(f"rank_plan must map layers to whole ranks from 1 to {MAX_RANK}")
             alpha = _json(meta, "alpha", None, (int, float))
-            if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
-                raise ValueError(f"alpha must be a finite positive number, not {alpha}")
+            if alpha is not None and not (math.isfinite(alpha) and 0 < alpha <= MAX_ALPHA):
+                raise ValueError(f"alpha must be a number in (0, {MAX_ALPHA:g}], not {alpha}")
             mode = meta.get("lora_mode", "weight")
             if mode not in LORA_MODES:
                 raise ValueError(f"lora_mode must be one of {', '.join(LORA_MODES)}")
@@ -195,6 +195,7 @@ class AdapterMeta:
 
 
 MAX_RANK = 4096  # no dense conv of a NAFNet colora can hold has more channels than this
+MAX_ALPHA = 1e4  # LoRA scales alpha / rank of about 1 (colora writes alpha = rank); 1e4 is already absurd
 
 
 def _json(meta: dict[str, str], key: str, default, kind):

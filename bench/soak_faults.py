@@ -1,0 +1,203 @@
+"""Soak with fault injection: commands SIGKILLed at random moments, files corrupted between
+commands; at the end the store must be consistent and nothing that was complete may be lost.
+
+Two kinds of task share one store:
+
+* protected tasks: trained before the faults start, then only read (eval, restore, show, list,
+  export); after the run each must restore a reference image bit for bit as it did before;
+* busy tasks: trained, killed mid-training, resumed, retrained, their adapter files flipped,
+  their checkpoints truncated, temporary files dropped next to them.
+
+Every command must end cleanly (exit 0, or 1 with one `Error:` line; a killed one is not
+judged), a restore or eval of a flipped adapter must be refused (never a wrong image), and
+after a final `doctor --fix` the store must hold no error. Prints what was held, injected and
+lost (the target: 0 lost, 0 unclean).
+
+    python -m bench.soak_faults --seconds 600 --workers 3
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.common import crop_pairs, git_rev, machine, markdown_table
+
+COLORA = [sys.executable, "-m", "colora_cli"]
+TRAIN = ("--rank", "2", "--steps", "60", "--patch-size", "16", "--batch-size", "2", "--checkpoint-every", "5")
+OLD = (1_000_000_000, 1_000_000_000)
+
+
+class Soak:
+    def __init__(self, home: Path, work: Path, seed: int):
+        self.home, self.work, self.rng = home, work, random.Random(seed)
+        self.counts: Counter = Counter()
+        self.unclean: list[str] = []
+        self.lock = threading.Lock()
+
+    def env(self) -> dict:
+        return {**os.environ, "COLORA_HOME": str(self.home), "OMP_NUM_THREADS": "1"}
+
+    def run(self, *args, kill_after: float | None = None) -> tuple[int | None, str]:
+        """Run a command; with `kill_after`, SIGKILL it after that many seconds if still running.
+        Returns (exit code or None if killed, stderr)."""
+        p = subprocess.Popen([*COLORA, *map(str, args)], env=self.env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = p.communicate(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.communicate()
+            with self.lock:
+                self.counts["killed"] += 1
+            return None, ""
+        with self.lock:
+            self.counts["commands"] += 1
+            errors = [line for line in err.splitlines() if line.startswith("Error: ")]
+            if p.returncode not in (0, 1) or "Traceback" in err or (p.returncode == 1 and len(errors) != 1) \
+                    or any(line.startswith("Error: unexpected ") for line in errors):
+                self.unclean.append(f"{' '.join(map(str, args))[:80]} -> {p.returncode}: {err.strip()[-200:]}")
+        return p.returncode, err
+
+    def count(self, what: str) -> None:
+        with self.lock:
+            self.counts[what] += 1
+
+
+def restored_digest(soak: Soak, task: str, image_dir: Path, out: Path) -> str | None:
+    code, _ = soak.run("restore", "--task", task, image_dir, "-o", out, "--overwrite")
+    if code != 0:
+        return None
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(out.iterdir()))).hexdigest()
+
+
+def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: float) -> None:
+    rng = random.Random(task)
+    adapter_dir = soak.home / "tasks" / task
+    while time.time() < deadline:
+        action = rng.choice(["train", "kill-train", "resume", "flip", "truncate", "temp", "eval", "restore", "import"])
+        if action == "train":
+            soak.run("train", task, *TRAIN)
+        elif action == "kill-train":
+            soak.run("train", task, *TRAIN, kill_after=rng.uniform(0.5, 6.0))
+        elif action == "resume":
+            soak.run("train", task, *TRAIN, "--resume", kill_after=rng.choice([None, rng.uniform(0.5, 4.0)]))
+        elif action == "flip":
+            files = sorted(adapter_dir.glob("adapter-*.safetensors"))
+            if files:
+                data = bytearray(files[-1].read_bytes())
+                data[-rng.randrange(1, 64)] ^= 1 << rng.randrange(8)
+                files[-1].write_bytes(bytes(data))
+                soak.count("flipped adapters")
+                for args in (("restore", "--task", task, images, "-o", soak.work / f"flip-{task}", "--overwrite"),
+                             ("eval", task)):
+                    code, err = soak.run(*args)
+                    if code == 0:  # a flipped adapter must never be used
+                        soak.unclean.append(f"{args[0]} used a flipped adapter of {task}")
+                soak.run("train", task, *TRAIN)  # heal: a new adapter replaces it
+        elif action == "truncate":
+            ckpt = adapter_dir / "checkpoint.safetensors"
+            if ckpt.exists():
+                data = ckpt.read_bytes()
+                ckpt.write_bytes(data[:rng.randrange(len(data))])
+                soak.count("truncated checkpoints")
+                code, _ = soak.run("train", task, *TRAIN, "--resume")
+                if code != 0:
+                    soak.run("train", task, *TRAIN)
+        elif action == "temp":
+            if adapter_dir.is_dir():
+                junk = adapter_dir / f".adapter-x.safetensors.{rng.randrange(10**6)}.part"
+                junk.write_bytes(os.urandom(100))
+                os.utime(junk, OLD)
+                soak.count("temp files dropped")
+        elif action == "eval":
+            soak.run("eval", task, kill_after=rng.choice([None, rng.uniform(0.3, 2.0)]))
+        elif action == "restore":
+            soak.run("restore", "--task", task, images, "-o", soak.work / f"out-{task}", "--overwrite",
+                     kill_after=rng.choice([None, rng.uniform(0.3, 2.0)]))
+        else:
+            exported = soak.work / f"{task}-export.safetensors"
+            if soak.run("adapter", "export", task, exported, "--overwrite")[0] == 0:
+                soak.run("adapter", "import", exported, "--task", f"{task}-copy", "--replace",
+                         kill_after=rng.choice([None, rng.uniform(0.2, 1.5)]))
+
+
+def reader_worker(soak: Soak, tasks: list[str], images: Path, deadline: float) -> None:
+    rng = random.Random(1)
+    while time.time() < deadline:
+        task = rng.choice(tasks)
+        action = rng.choice(["list", "show", "eval", "restore", "doctor"])
+        kill = rng.choice([None, None, rng.uniform(0.2, 2.0)])
+        if action == "list":
+            soak.run("list", "--json")
+        elif action == "show":
+            soak.run("task", "show", task)
+        elif action == "eval":
+            soak.run("eval", task, kill_after=kill)
+        elif action == "restore":
+            soak.run("restore", "--task", task, images, "-o", soak.work / f"r-{task}", "--overwrite", kill_after=kill)
+        else:
+            soak.run("doctor")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=600)
+    ap.add_argument("--workers", type=int, default=3, help="busy tasks (each with its own thread)")
+    ap.add_argument("--protected", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        soak = Soak(work / "home", work, args.seed)
+        assert soak.run("init", "--random-init", "--config", "tiny")[0] == 0
+        images = crop_pairs(work / "images", n=2, size=48, seed=99) / "input"
+        protected = [f"keep-{i}" for i in range(args.protected)]
+        busy = [f"busy-{i}" for i in range(args.workers)]
+        reference = {}
+        for i, task in enumerate(protected + busy):
+            assert soak.run("task", "add", task, crop_pairs(work / f"pairs-{task}", n=4, size=32, seed=i))[0] == 0
+            assert soak.run("train", task, *TRAIN)[0] == 0
+        for task in protected:
+            reference[task] = restored_digest(soak, task, images, work / f"ref-{task}")
+        start = time.time()
+        deadline = start + args.seconds
+        threads = [threading.Thread(target=busy_worker, args=(soak, t, work / f"pairs-{t}", images, deadline)) for t in busy]
+        threads.append(threading.Thread(target=reader_worker, args=(soak, protected, images, deadline)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        held = time.time() - start
+        for folder, _, names in os.walk(soak.home):  # let doctor judge leftovers of any age
+            for name in names:
+                os.utime(Path(folder) / name, OLD)
+        soak.run("doctor", "--fix")
+        code, err = soak.run("doctor")
+        lost = [t for t in protected if restored_digest(soak, t, images, work / f"after-{t}") != reference[t]]
+    rows = [["held", f"{held / 60:.1f} min, {soak.counts['commands']} commands "
+                     f"({soak.counts['commands'] / held * 60:.0f}/min), {len(busy)} busy + 1 reader thread"],
+            ["faults injected", f"{soak.counts['killed']} SIGKILLs, {soak.counts['flipped adapters']} flipped adapters, "
+                                f"{soak.counts['truncated checkpoints']} truncated checkpoints, "
+                                f"{soak.counts['temp files dropped']} stray temp files"],
+            ["unclean command endings", str(len(soak.unclean))],
+            ["final doctor", "consistent" if code == 0 else err.strip()[-200:]],
+            ["protected adapters lost or changed", f"{len(lost)} of {len(protected)}"]]
+    print(f"bench/soak_faults.py — {args.seconds:g} s — {machine()} — git {git_rev()}\n")
+    print(markdown_table(["what", "result"], rows))
+    for line in soak.unclean[:10]:
+        print("unclean:", line)
+    sys.exit(1 if soak.unclean or lost or code else 0)
+
+
+if __name__ == "__main__":
+    main()

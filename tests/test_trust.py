@@ -1,0 +1,443 @@
+"""Trust: nothing a store is handed can destroy what it holds, hang the machine or inject into the
+terminal (issue 13). Each test is one of the failures seen by a hostile probe of colora 0.1.
+
+Refusals must be clean: exit 1, one `Error:` line (never "unexpected"), no traceback, and the
+store exactly as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from helpers import FAST_TRAIN, TINY_INIT, copy_store, err, invoke, make_pairs, ok, out
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "wide_console")
+
+OLD = (1_000_000_000, 1_000_000_000)  # atime, mtime far in the past: older than doctor's grace period
+
+
+def refused(result, *fragments: str) -> str:
+    """Exit 1, exactly one `Error:` line holding every fragment, no "unexpected" error."""
+    assert result.exit_code == 1, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    lines = [line for line in err(result).splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1 and not lines[0].startswith("Error: unexpected "), err(result)
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def files(home: Path) -> dict[str, str]:
+    """Every regular file under the store (links not followed) and its sha256."""
+    found = {}
+    for folder, _, names in os.walk(home, followlinks=False):
+        for name in names:
+            p = Path(folder) / name
+            if p.is_file() and not p.is_symlink() and not name.startswith("colora.db"):
+                found[p.relative_to(home).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return found
+
+
+def listing(home: Path) -> list[dict]:
+    return json.loads(out(ok(invoke("list", "--json", "--home", home))))
+
+
+def age(home: Path) -> None:
+    """Make every file in the store look older than doctor's grace period."""
+    for folder, _, names in os.walk(home):
+        for name in names:
+            os.utime(Path(folder) / name, OLD, follow_symlinks=False)
+
+
+@pytest.fixture
+def home(trained_store, tmp_path) -> Path:
+    """A private copy of the session's store: task 'noise' with a trained adapter."""
+    return copy_store(trained_store.home, tmp_path / "home")
+
+
+def adapter_file(home: Path) -> Path:
+    return next((home / "tasks" / "noise").glob("adapter-*.safetensors"))
+
+
+def backbone_file(home: Path) -> Path:
+    return home / "backbones" / "random-tiny.safetensors"
+
+
+def rewrite(src: Path, dest: Path, tensors=None, meta=None) -> Path:
+    """`src`'s tensors and metadata, changed by the callables `tensors` and `meta`, saved as `dest`."""
+    t = load_file(str(src))
+    from core.files import read_safetensors_header
+
+    m = read_safetensors_header(src)[1]
+    if tensors:
+        tensors(t)
+    if meta:
+        meta(m)
+    save_file(t, str(dest), metadata=m)
+    return dest
+
+
+# ---------------------------------------------------------------- 1, 2, 12: doctor and the index
+
+
+def test_doctor_fix_on_an_emptied_index_reindexes_the_weights_and_deletes_none(home):
+    before = files(home)
+    (home / "colora.db").write_bytes(b"")
+    for extra in ("colora.db-wal", "colora.db-shm"):
+        (home / extra).unlink(missing_ok=True)
+    age(home)
+    report = ok(invoke("doctor", "--fix", "--json", "--home", home))
+    kinds = {f["kind"] for f in json.loads(out(report)) if f["fixed"]}
+    assert kinds == {"not_indexed"}
+    assert files(home) == before  # every weight file is still there, unchanged
+    rows = listing(home)
+    assert [(r["task"], r["adapter"]) for r in rows] == [("noise", "trained")]
+    ok(invoke("restore", "--task", "noise", make_pairs(home.parent / "p", n=1) / "input", "-o", home.parent / "out",
+              "--home", home))
+
+
+def test_a_lost_index_and_a_new_init_keep_the_adapters_reindexable(home):
+    adapter = adapter_file(home)
+    for name in ("colora.db", "colora.db-wal", "colora.db-shm"):
+        (home / name).unlink(missing_ok=True)
+    ok(invoke(*TINY_INIT, "--home", home))  # the same random-tiny backbone, seed 0: the same fingerprint
+    age(home)
+    ok(invoke("doctor", "--fix", "--home", home))
+    assert adapter.is_file()
+    assert [(r["task"], r["adapter"]) for r in listing(home)] == [("noise", "trained")]
+
+
+def test_doctor_never_follows_or_removes_links(home, tmp_path):
+    outside = tmp_path / "precious.safetensors"
+    outside.write_bytes(b"not colora's")
+    (home / "tasks" / "noise" / "link-to-backbone.safetensors").symlink_to(backbone_file(home))
+    (home / "tasks" / "outside").symlink_to(tmp_path, target_is_directory=True)
+    (home / "backbones" / "outside.safetensors").symlink_to(outside)
+    before = files(home)
+    age(home)
+    report = json.loads(out(ok(invoke("doctor", "--fix", "--json", "--home", home))))
+    links = [f for f in report if f["kind"] == "link"]
+    assert len(links) == 3 and not any(f["fixed"] for f in links)
+    assert files(home) == before and outside.read_bytes() == b"not colora's"
+    assert (home / "tasks" / "noise" / "link-to-backbone.safetensors").is_symlink()
+
+
+def test_doctor_removes_only_its_own_temporary_files(home):
+    temp = home / "tasks" / "noise" / ".adapter-9.safetensors.abc123.part"
+    temp.write_bytes(b"half")
+    other = home / "tasks" / "noise" / "notes.txt"
+    other.write_text("mine")
+    age(home)
+    report = json.loads(out(ok(invoke("doctor", "--fix", "--json", "--home", home))))
+    assert not temp.exists() and other.read_text() == "mine"
+    assert {f["kind"] for f in report if f["fixed"]} == {"temp_file"}
+
+
+def test_a_damaged_index_is_explained_everywhere_and_reindex_rebuilds_it(home):
+    db = home / "colora.db"
+    with sqlite3.connect(db) as conn:  # everything into the main file, so that damaging it damages the index
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    data[100:4096] = b"\x55" * (4096 - 100)
+    db.write_bytes(bytes(data))
+    for args in (("list",), ("doctor",), ("train", "noise"), ("task", "show", "noise")):
+        result = invoke(*args, "--home", home)
+        refused(result, "is damaged")
+        assert "colora doctor --reindex" in err(result)
+    weights = files(home)
+    result = ok(invoke("doctor", "--reindex", "--home", home))
+    assert "moved to" in err(result) and "Re-indexed 2 weight file(s)" in err(result)
+    assert len([p for p in home.glob("colora.db.damaged-*") if not p.name.endswith(("-wal", "-shm"))]) == 1  # kept
+    assert files(home) == weights
+    assert [(r["task"], r["adapter"]) for r in listing(home)] == [("noise", "trained")]
+
+
+# ---------------------------------------------------------------- 3: untrusted text is printed literally
+
+HOSTILE = "[/][bold red]x\x1b]0;pwned\x07\x1b[2J\u202e"
+
+
+def test_hostile_metadata_cannot_restyle_or_break_the_listing(home, tmp_path):
+    evil = rewrite(adapter_file(home), tmp_path / "evil.safetensors",
+                   meta=lambda m: m.update(plan_method=HOSTILE, task=HOSTILE))
+    ok(invoke("adapter", "import", evil, "--task", "evil", "--home", home))
+    for args in (("list",), ("list", "--json"), ("task", "show", "evil"), ("task", "show", "evil", "--json")):
+        result = ok(invoke(*args, "--home", home))
+        text = result.stdout + result.stderr
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, args
+    assert "[/][bold red]x\\x1b]0;pwned\\x07" in out(ok(invoke("list", "--home", home)))
+    assert json.loads(out(ok(invoke("list", "--json", "--home", home))))[0]["plan_method"] == HOSTILE
+
+
+def test_bracketed_and_escape_file_names_are_printed_literally(home, tmp_path):
+    folder = tmp_path / "scans ["
+    folder.mkdir()
+    names = ["holiday [bold]2024.png", "x\x1b[31mred.png"]
+    for name in names:
+        Image.fromarray(np.full((24, 32, 3), 120, np.uint8)).save(folder / name)
+    result = ok(invoke("restore", "--task", "noise", folder, "-o", tmp_path / "out", "--home", home))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)
+    assert "\x1b" not in result.stderr
+    bad = folder / "broken [b].png"
+    bad.write_bytes(b"not an image")
+    message = refused(invoke("restore", "--task", "noise", folder, "-o", tmp_path / "out2", "--home", home))
+    assert "broken [b].png" in message
+
+
+# ---------------------------------------------------------------- 4, 5, 6: crafted weight files
+
+
+def torch_baseline_mb() -> float:
+    """Peak resident MB of a process that imports torch and colora's model code, and does nothing."""
+    code = ("import resource, torch, core.model.weights, core.inference.tiles; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+BOUNDED_MB = 300  # what a refusal may cost above the baseline: no model, no tensor of the claimed size
+
+
+def peak_mb_of(*args) -> tuple[int, float, str]:
+    """Exit code, peak resident MB above `torch_baseline_mb` and stderr of `colora ARGS` in a fresh process."""
+    code = ("import resource, sys; from colora_cli.main import run\n"
+            "try:\n    run()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
+    last = p.stderr.strip().splitlines()[-1].split()
+    return int(last[0]), float(last[1]) - torch_baseline_mb(), p.stderr
+
+
+def test_an_adapter_claiming_huge_ranks_is_refused_before_any_allocation(home, tmp_path):
+    evil = rewrite(adapter_file(home), tmp_path / "huge.safetensors",
+                   meta=lambda m: m.update(rank_plan=json.dumps({k: 4000 for k in json.loads(m["rank_plan"])})))
+    code, mb, stderr = peak_mb_of("adapter", "import", evil, "--task", "evil", "--home", home)
+    assert code == 1 and "shape" in stderr and "unexpected" not in stderr
+    assert mb < BOUNDED_MB, f"{mb:.0f} MB"
+    million = rewrite(adapter_file(home), tmp_path / "million.safetensors",
+                      meta=lambda m: m.update(rank_plan=json.dumps({k: 10**6 for k in json.loads(m["rank_plan"])})))
+    refused(invoke("adapter", "import", million, "--task", "evil", "--home", home), "rank_plan")
+
+
+@pytest.mark.parametrize("change", [{"middle_blocks": 20000}, {"width": 200}, {"enc_blocks": [1] * 40, "dec_blocks": [1] * 40}])
+def test_a_backbone_config_claiming_a_huge_model_is_refused_before_any_allocation(home, tmp_path, change):
+    def grow(m):
+        config = json.loads(m["config"]) | change
+        m["config"] = json.dumps(config)
+
+    evil = rewrite(backbone_file(home), tmp_path / "huge.safetensors", meta=grow)
+    code, mb, stderr = peak_mb_of("backbone", "import", evil, "--name", "huge", "--home", home)
+    assert code == 1 and "unexpected" not in stderr and ("out of bounds" in stderr or "does not match" in stderr)
+    assert mb < BOUNDED_MB, f"{mb:.0f} MB"
+
+
+@pytest.mark.parametrize("field, value", [("extra", "[1, 2]"), ("extra", '{"plan_info": {"budget": "lots"}}'),
+                                          ("recycled", '"yes"'), ("alpha", '"two"'), ("rank_plan", '["a"]'),
+                                          ("format_version", "one"), ("lora_mode", "sideways")])
+def test_wrongly_typed_metadata_is_refused_all_or_nothing(home, tmp_path, field, value):
+    evil = rewrite(adapter_file(home), tmp_path / "typed.safetensors", meta=lambda m: m.update({field: value}))
+    before, rows = files(home), listing(home)
+    result = invoke("adapter", "import", evil, "--task", "fresh", "--home", home)
+    if field == "extra" and "budget" in value:  # a budget that is no number is ignored, not fatal
+        ok(result)
+        assert [r["budget_percent"] for r in listing(home) if r["task"] == "fresh"] == [None]
+        return
+    refused(result, "broken adapter metadata")
+    assert files(home) == before and listing(home) == rows
+
+
+@pytest.mark.parametrize("alpha", ["NaN", "Infinity", "1e30", "-3", "0"])
+def test_adapters_whose_merged_weights_are_not_finite_are_refused(home, tmp_path, alpha):
+    evil = rewrite(adapter_file(home), tmp_path / "a.safetensors", meta=lambda m: m.update(alpha=alpha))
+    before = files(home)
+    refused(invoke("adapter", "import", evil, "--task", "fresh", "--home", home))
+    assert files(home) == before
+
+
+def test_finite_factors_whose_product_overflows_are_refused(home, tmp_path):
+    def blow_up(t):
+        for k in t:
+            t[k] = torch.full_like(t[k], 3e19)
+
+    evil = rewrite(adapter_file(home), tmp_path / "a.safetensors", tensors=blow_up)
+    refused(invoke("adapter", "import", evil, "--task", "fresh", "--home", home), "non-finite")
+
+
+def test_a_backbone_with_nan_weights_is_refused(home, tmp_path):
+    def poison(t):
+        t["intro.weight"][0, 0, 0, 0] = float("nan")
+
+    evil = rewrite(backbone_file(home), tmp_path / "nan.safetensors", tensors=poison)
+    refused(invoke("backbone", "import", evil, "--name", "nan", "--home", home), "NaN")
+
+
+# ---------------------------------------------------------------- 7, 8: replacing and tampering
+
+
+def test_import_onto_a_trained_adapter_needs_replace(home, tmp_path):
+    exported = tmp_path / "noise.safetensors"
+    ok(invoke("adapter", "export", "noise", exported, "--home", home))
+    before = files(home)
+    refused(invoke("adapter", "import", exported, "--task", "noise", "--home", home), "already has a trained adapter")
+    assert files(home) == before
+    ok(invoke("adapter", "import", exported, "--task", "noise", "--replace", "--home", home))
+    assert [r["adapter"] for r in listing(home)] == ["trained"]
+    assert len(list((home / "tasks" / "noise").glob("adapter-*.safetensors"))) == 1  # the old file went
+
+
+def test_a_bit_flipped_adapter_is_never_used(home, tmp_path):
+    path = adapter_file(home)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of one tensor value: the file still parses
+    path.write_bytes(bytes(data))
+    images = make_pairs(tmp_path / "p", n=1) / "input"
+    refused(invoke("restore", "--task", "noise", images, "-o", tmp_path / "out", "--home", home), "changed since it was stored")
+    refused(invoke("eval", "noise", "--home", home), "changed since it was stored")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- 9, 10: read-only stores, outputs in the store
+
+
+@pytest.fixture
+def read_only(home, tmp_path):
+    """`home` mounted read-only (a bind mount); skipped where this process may not mount."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    steps = (["mount", "--bind", str(home), str(mount)], ["mount", "-o", "remount,ro,bind", str(mount)])
+    for step in steps:
+        if subprocess.run(step, capture_output=True).returncode != 0:
+            subprocess.run(["umount", str(mount)], capture_output=True)
+            pytest.skip("cannot make a read-only bind mount here (needs root and mount rights)")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)  # in-process commands may still hold the file
+
+
+def test_a_read_only_store_can_be_read_but_not_changed(read_only, tmp_path):
+    assert [r["task"] for r in listing(read_only)] == ["noise"]
+    ok(invoke("list", "--home", read_only))
+    ok(invoke("task", "show", "noise", "--home", read_only))
+    ok(invoke("backbone", "list", "--home", read_only))
+    ok(invoke("doctor", "--home", read_only))
+    images = make_pairs(tmp_path / "p", n=1) / "input"
+    ok(invoke("restore", "--task", "noise", images, "-o", tmp_path / "out", "--home", read_only))
+    refused(invoke("task", "rm", "noise", "--yes", "--home", read_only), "read-only")
+    refused(invoke("eval", "noise", "--home", read_only), "read-only")
+
+
+def test_outputs_inside_the_store_are_refused(home, tmp_path):
+    before = files(home)
+    images = make_pairs(tmp_path / "p", n=1) / "input"
+    refused(invoke("restore", "--task", "noise", images, "-o", home / "tasks" / "noise", "--home", home), "inside the store")
+    refused(invoke("adapter", "export", "noise", backbone_file(home), "--overwrite", "--home", home), "inside the store")
+    refused(invoke("backbone", "export", "random-tiny", adapter_file(home), "--overwrite", "--home", home),
+            "inside the store")
+    refused(invoke("eval", "noise", "--report", home / "report", "--home", home), "inside the store")
+    assert files(home) == before
+
+
+# ---------------------------------------------------------------- 11: huge images
+
+
+def bomb(path: Path, side: int = 10_000) -> Path:
+    """A tiny PNG that claims side x side pixels (one colour, compressed to a few KB)."""
+    Image.new("L", (side, side)).save(path, optimize=True)
+    return path
+
+
+def test_a_decompression_bomb_is_refused_at_once_and_quietly(home, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    assert bomb(folder / "bomb.png").stat().st_size < 200_000
+    code, mb, stderr = peak_mb_of("restore", "--task", "noise", folder, "-o", tmp_path / "out", "--home", home)
+    assert code == 1 and "too many pixels" in stderr and "--max-pixels" in stderr
+    assert "DecompressionBomb" not in stderr and mb < BOUNDED_MB, f"{mb:.0f} MB"
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_pixel_limit_can_be_set(home, tmp_path, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 50, 3), 90, np.uint8)).save(folder / "a.png")
+    args = ("restore", "--task", "noise", folder, "-o", tmp_path / "out", "--home", home)
+    refused(invoke(*args, "--max-pixels", 1000), "too many pixels (50x40 = 2,000; the limit is 1,000)")
+    monkeypatch.setenv("COLORA_MAX_PIXELS", "1000")
+    refused(invoke(*args), "the limit is 1,000")
+    ok(invoke(*args, "--max-pixels", 2000))
+    monkeypatch.setenv("COLORA_MAX_PIXELS", "lots")
+    refused(invoke(*args, "--overwrite"), "COLORA_MAX_PIXELS")
+
+
+# ---------------------------------------------------------------- 13: the smaller ones
+
+
+def test_validation_pairs_that_are_training_pairs_are_refused(home, tmp_path):
+    pairs = make_pairs(tmp_path / "p", n=4)
+    refused(invoke("task", "add", "same", pairs, "--val", pairs, "--home", home), "also training pairs")
+    copy = make_pairs(tmp_path / "copy", n=4)  # the same images (same seed) under another folder
+    refused(invoke("task", "add", "same", pairs, "--val", copy, "--home", home), "also training pairs")
+    assert [r["task"] for r in listing(home)] == ["noise"]
+
+
+def test_a_new_run_says_it_abandons_the_interrupted_one(home):
+    from store.status import RunStatus
+    from store.store import Store
+
+    store = Store.open(home)
+    task = store.task("noise")
+    run = store.start_run(task, store.backbone(), json.dumps({"train": {}}))
+    store.mark_run(run, RunStatus.INTERRUPTED)
+    save_file({"x": torch.zeros(1)}, str(store.path(run.checkpoint_path)), metadata={"step": "7"})
+    store.engine.dispose()
+    result = ok(invoke("train", "noise", *FAST_TRAIN, "--home", home))
+    assert f"interrupted run {run.id} of 'noise' (checkpoint at step 7) is abandoned" in err(result)
+
+
+def test_list_json_is_strict_json_even_for_an_infinite_psnr(home):
+    from store.store import Store
+
+    store = Store.open(home)
+    task = store.task("noise")
+    store.record_eval(task, store.backbone(), store.adapter(task), {"adapter": (float("inf"), 1.0, [["a", float("inf"), 1.0]])})
+    store.engine.dispose()
+    text = out(ok(invoke("list", "--json", "--home", home)))
+    assert "Infinity" not in text and json.loads(text)[0]["psnr"] is None
+
+
+def test_written_weights_have_ordinary_permissions(home):
+    mask = os.umask(0)
+    os.umask(mask)
+    assert adapter_file(home).stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_home_below_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    refused(invoke(*TINY_INIT, "--home", tmp_path / "file" / "store"))
+
+
+def test_an_unreadable_folder_is_a_one_line_error(home, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads every folder")
+    folder = make_pairs(tmp_path / "p", n=2)
+    (folder / "input").chmod(0)
+    try:
+        refused(invoke("task", "add", "locked", folder, "--home", home))
+    finally:
+        (folder / "input").chmod(0o755)
+
+
+def test_sqlite_error_text_is_explained():
+    from store.database import explain
+
+    assert "damaged" in explain(sqlite3.DatabaseError("database disk image is malformed"), Path("/s")).message
+    assert "read-only" in explain(sqlite3.OperationalError("attempt to write a readonly database"), Path("/s")).message
+    assert explain(sqlite3.OperationalError("no such table: x"), Path("/s")) is None
