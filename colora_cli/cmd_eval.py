@@ -48,5 +48,9 @@ def eval_task(
                      ["subject", "PSNR (dB)", "SSIM", "ΔPSNR vs input"],
                      [[r["subject"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['delta_psnr_vs_input']:+.2f}"]
                       for r in done.rows])
+    if done.harm is not None:
+        output.note(f"Warning: the adapter of '{name}' is worse than the unrestored input on these validation pairs "
+                    f"({-done.harm:+.2f} dB): restoring with it would harm such images. Train longer, add pairs, "
+                    "or check that inputs and targets are paired right.")
     if done.report is not None:
         output.note(f"Wrote the report to {done.report}")

@@ -11,7 +11,8 @@ from colora_cli.options import Device, Home
 
 def train(
     name: Annotated[str, typer.Argument(help="Task name.")],
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 500,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training steps [default: 500].")] = None,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", min=0.0, help="Train for about this many minutes instead (the steps they allow here are measured first).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patches per step.")] = 4,
     patch_size: Annotated[int, typer.Option("--patch-size", min=8, help="Side of the random square crops.")] = 96,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, cosine schedule).")] = 2e-3,
@@ -30,12 +31,15 @@ def train(
     from colora_cli.api.training import TrainOptions, train_task
     from store.store import Store
 
-    options = TrainOptions(steps=steps, batch_size=batch_size, patch_size=patch_size, lr=lr, loss=loss, seed=seed,
-                           rank=rank, checkpoint_every=checkpoint_every, resume=resume, device=device)
+    options = TrainOptions(steps=steps, minutes=minutes, batch_size=batch_size, patch_size=patch_size, lr=lr, loss=loss,
+                           seed=seed, rank=rank, checkpoint_every=checkpoint_every, resume=resume, device=device)
     done = train_task(Store.open(home), name, options, output.REPORTER)
     resumed = f" (resumed at step {done.resumed_from})" if done.resumed_from else ""
     output.note(f"Trained '{name}': {done.steps_done} steps{resumed} in {done.wall_time_s:.1f} s, "
                 f"final loss {done.final_loss:.4f}; adapter {output.human_bytes(done.adapter_bytes)}.")
+    if done.best_step is not None:
+        output.note(f"Kept the state of step {done.best_step} (validation PSNR {done.best_psnr:.2f} dB on the centres "
+                    "of the validation pairs, the best seen).")
     v = done.validation
     if v is not None:
         output.note(f"Validation PSNR {v.adapter_psnr:.2f} dB on {v.pairs} of {v.of} validation pair(s) "

@@ -47,6 +47,9 @@ def summarize(conn: sqlite3.Connection) -> list[dict]:
     evals = {r["task_id"]: r for r in conn.execute(
         "SELECT * FROM eval_results WHERE id IN "
         "(SELECT max(id) FROM eval_results WHERE subject = 'adapter' GROUP BY task_id)")}
+    inputs = {r["task_id"]: r["psnr"] for r in conn.execute(
+        "SELECT task_id, psnr FROM eval_results WHERE id IN "
+        "(SELECT max(id) FROM eval_results WHERE subject = 'input' GROUP BY task_id)")}
     runs = {r["task_id"]: r for r in conn.execute(
         "SELECT * FROM train_runs WHERE id IN (SELECT max(id) FROM train_runs GROUP BY task_id)")}
     rows = []
@@ -63,6 +66,9 @@ def summarize(conn: sqlite3.Connection) -> list[dict]:
             status = "untrained"
         if a is not None and (run is None or run["status"] == RunStatus.DONE):
             status = "recycled" if a["recycled"] else "trained"
+        harmful = e is not None and t["id"] in inputs and e["psnr"] < inputs[t["id"]]
+        if harmful:  # do no harm: say it where people look
+            status += " (worse than the input!)"
         rows.append({
             "task": t["name"],
             "train_pairs": counts.get((t["id"], "train"), 0),
@@ -76,5 +82,6 @@ def summarize(conn: sqlite3.Connection) -> list[dict]:
             "size_bytes": a["size_bytes"] if a is not None else None,
             "psnr": round(e["psnr"], 3) if e is not None else None,
             "ssim": round(e["ssim"], 4) if e is not None else None,
+            "worse_than_input": harmful,
         })
     return rows

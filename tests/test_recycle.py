@@ -266,3 +266,16 @@ def test_restore_auto_without_any_adapter(tmp_path):
     r = invoke("restore", "--task", "auto", photos, "-o", tmp_path / "out", "--home", home)
     assert r.exit_code == 1 and "no adapter" in err(r)
     assert not (tmp_path / "out").exists()
+
+
+def test_adapt_makes_nothing_when_no_mixture_beats_the_unrestored_input(home, tmp_path):
+    clean = tmp_path / "clean"
+    for sub in ("input", "target"):
+        (clean / sub).mkdir(parents=True)
+    image = textured(np.random.default_rng(3), 40, 48)
+    for folder in ("input", "target"):  # identical: anything a random tiny net does only harms them
+        Image.fromarray(image).save(clean / folder / "same.png")
+    ok(invoke("task", "add", "clean", clean, "--val-fraction", "0", "--home", home))
+    result = invoke("adapt", "clean", "--home", home)
+    assert result.exit_code == 1 and "no adapter was made" in err(result), err(result)
+    assert listing(home)["clean"]["adapter"] == "untrained"

@@ -115,3 +115,58 @@ def test_second_task_does_not_change_the_first(tmp_path, isolated_home):
     assert file_sha(adapter) == adapter_sha
     assert json.loads(invoke("eval", "first", "--json").stdout) == first_eval
     assert file_sha(backbone_file) == backbone_sha  # training never writes the backbone
+
+
+def test_validation_keeps_the_best_state_and_it_survives_a_resume(tmp_path):
+    from core.training.loop import fit
+
+    model = nn.Conv2d(3, 3, 1, bias=False)
+    params = {"w": model.weight}
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 8, 8, generator=gen)
+    config = TrainConfig(steps=12, batch_size=2, patch_size=8, lr=1e-2, warmup_steps=1, validate_every=3,
+                         checkpoint_every=3, log_every=3)
+    scores = iter([1.0, 5.0, 2.0, 3.0])  # the second validation (step 6) is the best
+
+    def validate(m):
+        return next(scores)
+
+    seen = {}
+
+    def remember(done, total, loss):
+        if done == 6:
+            seen["w"] = model.weight.detach().clone()
+
+    result = fit(model, params, lambda step, g: (x, x), config, validate=validate, on_step=remember)
+    assert result.best_step == 6 and [s for s, _ in result.val_curve] == [3, 6, 9, 12]
+    assert torch.equal(model.weight, seen["w"])  # the best state, not the last, is handed back
+
+    # a checkpoint carries the best state and the validations so far
+    from core.training.loop import Checkpoint
+
+    ckpt = Checkpoint(tmp_path / "c.safetensors", "key")
+    model2 = nn.Conv2d(3, 3, 1, bias=False)
+    params2 = {"w": model2.weight}
+    scores = iter([1.0, 5.0, 2.0, 3.0])
+
+    def stop_after_9(done, total, loss):  # step 9 is checkpointed, step 10 is lost
+        if done == 6:
+            seen["w2"] = model2.weight.detach().clone()
+        if done == 10:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(model2, params2, lambda step, g: (x, x), config, validate=validate, checkpoint=ckpt, on_step=stop_after_9)
+    scores = iter([3.0])  # only step 12 is left to validate: worse than step 6's 5.0
+    resumed = fit(model2, params2, lambda step, g: (x, x), config, validate=validate, checkpoint=ckpt, resume=True)
+    assert resumed.resumed_from == 9 and resumed.best_step == 6
+    assert torch.equal(model2.weight, seen["w2"])
+
+
+def test_train_with_a_time_budget_and_validation_pairs(tmp_path, isolated_home):
+    invoke("init", "--random-init", "--config", "tiny")
+    invoke("task", "add", "noise", make_pairs(tmp_path / "p", n=6, size=(32, 32)), "--val-fraction", "0.34")
+    result = invoke("train", "noise", "--minutes", "0.05", "--rank", "2", "--patch-size", "16", "--batch-size", "2")
+    assert "0.05 min at" in result.stderr and "Kept the state of step" in result.stderr
+    failed = helpers.invoke("train", "noise", "--minutes", "1", "--steps", "5")
+    assert failed.exit_code == 1 and "--steps or --minutes, not both" in failed.stderr

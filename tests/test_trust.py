@@ -441,3 +441,22 @@ def test_sqlite_error_text_is_explained():
     assert "damaged" in explain(sqlite3.DatabaseError("database disk image is malformed"), Path("/s")).message
     assert "read-only" in explain(sqlite3.OperationalError("attempt to write a readonly database"), Path("/s")).message
     assert explain(sqlite3.OperationalError("no such table: x"), Path("/s")) is None
+
+
+# ---------------------------------------------------------------- issue 16: do no harm
+
+
+def test_an_adapter_worse_than_the_input_is_flagged_everywhere(tmp_path, isolated_home):
+    ok(invoke(*TINY_INIT))
+    clean = make_pairs(tmp_path / "p", n=5, noise=1.0)  # barely degraded: a random tiny net only harms them
+    ok(invoke("task", "add", "faint", clean, "--val-fraction", "0.4"))
+    ok(invoke("train", "faint", *FAST_TRAIN))
+    result = ok(invoke("eval", "faint"))
+    assert "Warning: the adapter of 'faint' is worse than the unrestored input" in err(result)
+    row = json.loads(out(ok(invoke("list", "--json"))))[0]
+    assert row["worse_than_input"] is True and "worse than the input" in row["adapter"]
+    assert "worse than the input" in out(ok(invoke("list")))
+    restored = ok(invoke("restore", "--task", "faint", clean / "input", "-o", tmp_path / "out"))
+    assert "Warning: at its last evaluation the adapter of 'faint' was" in err(restored)
+    ok(invoke("eval", "faint", "--report", tmp_path / "rep"))
+    assert "Worse than the input" in (tmp_path / "rep" / "index.html").read_text(encoding="utf-8")

@@ -26,6 +26,12 @@ class EvalOutcome:
     has_adapter: bool
     report: Path | None = None
 
+    @property
+    def harm(self) -> float | None:
+        """How many dB the adapter loses against the unrestored input, when it does (do no harm)."""
+        delta = next((r["delta_psnr_vs_input"] for r in self.rows if r["subject"] == "adapter"), None)
+        return -delta if delta is not None and delta < 0 else None
+
 
 @dataclass
 class _Crops:
@@ -94,10 +100,20 @@ def evaluate_task(store: Store, name: str, *, against: list[str] | None = None, 
     if report is not None:
         data = _report_data(store, task, adapter, meta, backbone_row, results, stored, crops,
                             command or f"colora eval {name} --report {report}")
+        data["harm"] = outcome.harm
         from core.report.page import write_report
 
         outcome.report = write_report(report, data, overwrite=overwrite)
     return outcome
+
+
+def harm_of(store: Store, task) -> float | None:
+    """dB the task's adapter lost against the unrestored input at its last evaluation, if it lost."""
+    adapter = store.adapter(task)
+    scored, unrestored = store.last_eval(task, "adapter"), store.last_eval(task, "input")
+    if adapter is None or scored is None or unrestored is None or scored.adapter_id != adapter.id:
+        return None
+    return unrestored.psnr - scored.psnr if scored.psnr < unrestored.psnr else None
 
 
 def _subject_label(subject: str, task: str, backbone_name: str) -> str:

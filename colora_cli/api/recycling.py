@@ -125,6 +125,11 @@ def adapt_task(store: Store, name: str, options: AdaptOptions | None = None,
         raise ColoraError(f"no mixture of the {len(zoo)} zoo adapter(s) beats the backbone alone on the "
                           f"{len(examples)} example pair(s) of '{name}'; no adapter was made",
                           hint=f"train one with `colora train {name}`, or add pairs and adapt again")
+    fit = mixture.info
+    if fit.get("support_mse") is not None and fit["support_mse"] >= fit["support_mse_input"]:
+        raise ColoraError(f"no mixture of the {len(zoo)} zoo adapter(s) beats the unrestored input on the "
+                          f"{len(examples)} example pair(s) of '{name}'; no adapter was made (it would harm such images)",
+                          hint=f"train one with `colora train {name}`, or add pairs and adapt again")
     rel, trainable = _save_recycled(store, task, backbone_row, backbone, zoo_rows, zoo, mixture, method, len(examples),
                                     started)
     return AdaptOutcome(name, method, mixture, len(examples), trainable, store.path(rel).stat().st_size,

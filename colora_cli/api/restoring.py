@@ -55,9 +55,16 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
     if task == "auto":
         chooser = AutoChooser(store, tile)
     else:
-        adapter = store.adapter(store.task(task))
+        task_row = store.task(task)
+        adapter = store.adapter(task_row)
         if adapter is None:
             raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
+        from colora_cli.api.evaluation import harm_of
+
+        harm = harm_of(store, task_row)
+        if harm is not None:
+            reporter.note(f"Warning: at its last evaluation the adapter of '{task}' was {harm:.2f} dB worse than the "
+                          "unrestored input on its validation pairs; restoring anyway.")
     store.refuse_inside(out_dir, "the output folder")
     decoded: dict = {}
     jobs = plan_outputs(inputs, out_dir, overwrite, decoded, max_pixels)

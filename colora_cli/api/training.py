@@ -6,17 +6,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from colora_cli.api.progress import SILENT, Reporter
+from core.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
     from store.schema import Adapter, Backbone, Task
     from store.store import Store
 
 QUICK_VAL_PAIRS = 4  # validation pairs scored in the training summary (not recorded; `colora eval` does that)
+SELECTION_PAIRS = 8  # validation pairs whose centres pick the best state during training
+VALIDATIONS = 10  # about this many validations per run
+DEFAULT_STEPS = 500
 
 
 @dataclass
 class TrainOptions:
-    steps: int = 500
+    steps: int | None = None  # default: DEFAULT_STEPS, or what `minutes` allow
+    minutes: float | None = None  # a time budget instead of a step count (steps measured on this machine)
     batch_size: int = 4
     patch_size: int = 96
     lr: float = 2e-3
@@ -45,6 +50,8 @@ class TrainOutcome:
     wall_time_s: float
     final_loss: float
     adapter_bytes: int
+    best_step: int | None = None  # the validated step kept as the adapter (None: no validation pairs)
+    best_psnr: float | None = None
     validation: QuickValidation | None = None
     validation_skipped: str | None = None  # why there is no quick validation, when it was skipped
 
@@ -60,11 +67,15 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
     from core.training.loop import TrainConfig
 
     o = options or TrainOptions()
+    if o.steps is not None and o.minutes is not None:
+        raise InvalidInputError("give --steps or --minutes, not both")
+    if o.minutes is not None and not (0 < o.minutes <= 7 * 24 * 60):
+        raise InvalidInputError(f"--minutes must be between 0 and a week, not {o.minutes}")
     task = store.task(name)
     store.refuse_if_training(task)
     dev = resolve_device(o.device)
-    config = TrainConfig(steps=o.steps, batch_size=o.batch_size, patch_size=o.patch_size, lr=o.lr, loss=o.loss,
-                         seed=o.seed, checkpoint_every=o.checkpoint_every)
+    config = TrainConfig(steps=o.steps or DEFAULT_STEPS, batch_size=o.batch_size, patch_size=o.patch_size, lr=o.lr,
+                         loss=o.loss, seed=o.seed, checkpoint_every=o.checkpoint_every)
     config.validate()
     resumable = store.resumable_run(task)
     previous = resumable if o.resume else None
@@ -75,6 +86,7 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
                       f"{_checkpoint_step(store, resumable)}) is abandoned; `--resume` would have continued it.")
     backbone_row = store.backbone_by_id(previous.backbone_id) if previous else store.backbone()
     train_pairs = checked_pairs(store, task, "train")
+    selection = _selection_pairs(store, task)
     backbone = backbone_model(store, backbone_row)
     if previous:
         saved = json.loads(previous.config)
@@ -82,6 +94,7 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
         plan, method, budget, info = saved["rank_plan"], saved["plan_method"], saved.get("budget"), saved.get("plan_info", {})
     else:
         plan, method, budget, info = choose_plan(store, task, backbone_row, backbone, o.rank, o.seed, dev, reporter)
+        config = _schedule(backbone, train_pairs, config, plan, o.minutes, bool(selection), dev, reporter)
     run = store.start_run(task, backbone_row, json.dumps({
         "train": json.loads(config.to_json()), "rank_plan": plan, "plan_method": method, "budget": budget,
         "plan_info": info}), resume=previous)
@@ -91,16 +104,17 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
         f"{method} LoRA over {len(plan)} layers, {_count(trainable)} trainable parameters "
         f"({100 * trainable / count_parameters(backbone):.2f}% of the backbone), device {dev.type}."
     )
-    result, adapter = _run_training(store, task, run, backbone_row, backbone, train_pairs, config, plan, method, budget,
-                                    info, dev, resumed=previous is not None, reporter=reporter)
+    result, adapter = _run_training(store, task, run, backbone_row, backbone, train_pairs, selection, config, plan,
+                                    method, budget, info, dev, resumed=previous is not None, reporter=reporter)
     outcome = TrainOutcome(name, adapter, result.steps_done, result.resumed_from, result.wall_time_s, result.final_loss,
-                           store.path(adapter.path).stat().st_size)
+                           store.path(adapter.path).stat().st_size, result.best_step,
+                           dict(result.val_curve).get(result.best_step))
     _quick_validation(store, task, adapter, backbone, dev, outcome)
     return outcome
 
 
-def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbone, train_pairs, config, plan, method,
-                  budget, info, device, *, resumed: bool, reporter: Reporter):
+def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbone, train_pairs, selection, config, plan,
+                  method, budget, info, device, *, resumed: bool, reporter: Reporter):
     """The training itself, with the run's status kept true whatever happens."""
     from core.model.backbone import count_parameters
     from core.model.lora import lora_parameter_count
@@ -112,7 +126,8 @@ def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbon
         with reporter.progress(f"train {task.name}", config.steps, loss=True) as update:
             model, meta, result = train_adapter(
                 backbone, backbone_row.sha256, task.name, [(p.input_path, p.target_path) for p in train_pairs], config,
-                plan, plan_method=method, plan_info=info, device=device, checkpoint_path=store.path(run.checkpoint_path),
+                plan, val_pairs=[(p.input_path, p.target_path) for p in selection], plan_method=method, plan_info=info,
+                device=device, checkpoint_path=store.path(run.checkpoint_path),
                 resume=resumed, on_step=lambda done, total, value: update(done, value),
             )
         adapter_rel = store.adapter_relpath(task, run)
@@ -131,6 +146,29 @@ def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbon
         store.mark_run(run, RunStatus.FAILED, error=str(e)[:500])
         raise
     return result, store.adapter(task)  # re-read: with its backbone row
+
+
+def _selection_pairs(store: Store, task: Task) -> list:
+    """The validation pairs that pick the best state during training (unchanged since `task add`)."""
+    from colora_cli.api.tasks import manifest_changes
+
+    pairs = store.pairs(task, "val")[:SELECTION_PAIRS]
+    return [] if manifest_changes(pairs) else pairs
+
+
+def _schedule(backbone, train_pairs, config, plan, minutes: float | None, validated: bool, device, reporter: Reporter):
+    """The run's step count (from `minutes`, measured on this machine) and validation interval."""
+    from dataclasses import replace
+
+    from core.training.adapter import seconds_per_step
+
+    if minutes is not None:
+        step_s = seconds_per_step(backbone, [(p.input_path, p.target_path) for p in train_pairs], config, plan,
+                                  device=device)
+        steps = max(20, int(minutes * 60 / (step_s * (1.05 if validated else 1.0))))
+        reporter.note(f"{minutes:g} min at {step_s:.3f} s a step here: {steps} steps.")
+        config = replace(config, steps=steps)
+    return replace(config, validate_every=max(10, config.steps // VALIDATIONS) if validated else 0)
 
 
 def choose_plan(store: Store, task: Task, backbone_row: Backbone, backbone, rank: int | None, seed: int, device,

@@ -24,6 +24,13 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().clamp(0, 1).float().cpu().numpy().transpose(1, 2, 0)
 
 
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre of (..., H, W), at most size x size."""
+    h, w = x.shape[-2:]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return x[..., top:top + size, left:left + size]
+
+
 def load_pair(input_path: str, target_path: str) -> tuple[torch.Tensor, torch.Tensor]:
     degraded, _, _ = load_image(input_path)
     clean, _, _ = load_image(target_path)

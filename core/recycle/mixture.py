@@ -249,6 +249,7 @@ def fit_mixture(
         best_loss = start_mse
     return Mixture(names, groups, best, {
         "method": "mixture", "k": len(pairs), "steps": done, "choice": choice, "support_mse_backbone": mse0,
+        "support_mse_input": float(F.mse_loss(x, y)),
         "support_mse": best_loss,
         "seconds": round(time.perf_counter() - t0, 3)})
 

@@ -24,18 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.data.crops import center_crop
+
 EMBEDDING_VERSION = 1
 FEATURES = ("luma_mean", "luma_p05", "luma_p95", "noise_luma", "noise_chroma", "sharpness", "grad",
             "blockiness", "streaks", "outliers", "saturation", "backbone_change", "backbone_brighten")
 PAIR_FEATURES = ("res_mean", "res_abs", "res_noise", "sharpen", "res_r", "res_g", "res_b")
 CROP = 256
 _LAPLACE = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
-
-
-def center_crop(x: torch.Tensor, size: int = CROP) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return x[..., top:top + size, left:left + size]
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:  # (3, H, W) -> (1, 1, H, W)
@@ -67,7 +63,7 @@ def _blockiness(y: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def image_features(x: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
     """(3, H, W) in [0, 1] -> (len(FEATURES),) float32. Positive scales enter as logs."""
-    x = center_crop(x.float())
+    x = center_crop(x.float(), CROP)
     y = _luma(x)
     flat = y.flatten()
     p05, p95 = torch.quantile(flat[:: max(1, flat.numel() // 20000)], torch.tensor([0.05, 0.95]))
@@ -103,7 +99,7 @@ def image_features(x: torch.Tensor, backbone: nn.Module | None = None) -> torch.
 @torch.no_grad()
 def pair_features(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """What the (degraded -> clean) change looks like: (len(PAIR_FEATURES),) float32."""
-    x, t = center_crop(x.float()), center_crop(target.float())
+    x, t = center_crop(x.float(), CROP), center_crop(target.float(), CROP)
     r = t - x
     eps = 1e-4
     gx, gy = _grad_energy(_luma(x))

@@ -135,6 +135,7 @@ figure img { width: 100%; height: auto; display: block; image-rendering: pixelat
 figcaption { font-size: 13px; margin-top: 3px; }
 figcaption b { display: block; }
 .plot { max-width: 100%; border: 1px solid #e4e4e4; }
+.warning { background: #fdecea; border-left: 4px solid #c0392b; padding: 8px 12px; }
 """
 
 
@@ -155,7 +156,11 @@ def _summary(r: dict) -> str:
                      f"({pct:.2f}% of the backbone), {human_bytes(a['size_bytes']) or 'size unknown'}, created {e(str(a['created_at']))}.")
     else:
         lines.append("This task has no adapter yet: only the input and the backbone are scored.")
-    return "\n".join(f"<p class=\"meta\">{line}</p>" for line in lines)
+    out = "\n".join(f"<p class=\"meta\">{line}</p>" for line in lines)
+    if r.get("harm"):
+        out += (f"\n<p class=\"warning\"><b>Worse than the input:</b> the adapter loses {r['harm']:.2f} dB against "
+                "the unrestored images on these validation pairs; restoring with it would harm such images.</p>")
+    return out
 
 
 def _fmt(value: float, digits: int) -> str:

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from core.data.crops import PairSet
+from core.data.crops import PairSet, load_pair
 from core.model.backbone import NAFNet, count_parameters
 from core.model.lora import inject_lora, lora_layers, lora_parameter_count
 from core.model.weights import AdapterMeta
-from core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
+from core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, Validator, fit
 
 
 def train_adapter(
@@ -24,6 +26,7 @@ def train_adapter(
     config: TrainConfig,
     rank_plan: dict[str, int],
     *,
+    val_pairs: Sequence[tuple[str, str]] = (),
     plan_method: str = "uniform",
     plan_info: dict | None = None,
     lora_mode: str = "weight",
@@ -32,31 +35,72 @@ def train_adapter(
     resume: bool = False,
     on_step: StepCallback | None = None,
 ) -> tuple[nn.Module, AdapterMeta, TrainResult]:
-    """LoRA on a copy of `backbone` (which is left untouched); returns the adapted model."""
+    """LoRA on a copy of `backbone` (which is left untouched); returns the adapted model.
+
+    With `val_pairs` and config.validate_every, the adapter is scored on them during training and
+    the best-scoring state is the one returned (see `fit`).
+    """
     config.validate()
-    model = copy.deepcopy(backbone)
-    with torch.random.fork_rng(devices=[]):  # LoRA A's initialisation follows the run's seed, nothing else does
-        torch.manual_seed(config.seed)
-        inject_lora(model, rank_plan, alpha=None, mode=lora_mode)
-    params = {
-        f"{path}.lora_{ab}": getattr(layer, f"lora_{ab}")
-        for path, layer in lora_layers(model).items() for ab in "AB"
-    }
+    model, params = _lora_model(backbone, rank_plan, lora_mode, config.seed)
     data = PairSet.from_files(train_pairs)
     model.to(device)
     checkpoint = Checkpoint(checkpoint_path, _checkpoint_key(config, rank_plan, backbone_sha256)) if checkpoint_path else None
+    validate = psnr_validator([load_pair(a, b) for a, b in val_pairs], device) if val_pairs else None
     result = fit(
         model, params, lambda step, gen: data.sample_batch(config.batch_size, config.patch_size, gen),
-        config, device=device, checkpoint=checkpoint, resume=resume, on_step=on_step,
+        config, device=device, checkpoint=checkpoint, resume=resume, on_step=on_step, validate=validate,
     )
-    meta = AdapterMeta(
-        task=task, backbone_sha256=backbone_sha256, rank_plan=dict(rank_plan), alpha=None,
-        lora_mode=lora_mode, plan_method=plan_method,
-        extra={"steps": config.steps, "train_pairs": len(train_pairs), "config": config.to_json(),
-               "trainable_params": lora_parameter_count(backbone, rank_plan),
-               "backbone_params": count_parameters(backbone), "plan_info": plan_info or {}},
-    )
+    extra = {"steps": config.steps, "train_pairs": len(train_pairs), "config": config.to_json(),
+             "trainable_params": lora_parameter_count(backbone, rank_plan),
+             "backbone_params": count_parameters(backbone), "plan_info": plan_info or {}}
+    if result.best_step is not None:
+        extra |= {"best_step": result.best_step, "val_curve": result.val_curve, "val_pairs": len(val_pairs)}
+    meta = AdapterMeta(task=task, backbone_sha256=backbone_sha256, rank_plan=dict(rank_plan), alpha=None,
+                       lora_mode=lora_mode, plan_method=plan_method, extra=extra)
     return model, meta, result
+
+
+def _lora_model(backbone: NAFNet, rank_plan: dict[str, int], lora_mode: str, seed: int):
+    """(a copy of the backbone with LoRA layers, its trainable tensors by name)."""
+    model = copy.deepcopy(backbone)
+    with torch.random.fork_rng(devices=[]):  # LoRA A's initialisation follows the run's seed, nothing else does
+        torch.manual_seed(seed)
+        inject_lora(model, rank_plan, alpha=None, mode=lora_mode)
+    params = {f"{path}.lora_{ab}": getattr(layer, f"lora_{ab}")
+              for path, layer in lora_layers(model).items() for ab in "AB"}
+    return model, params
+
+
+VALIDATION_CROP = 256  # validation scores the centre of each pair (at most this a side): cheap, steady
+
+
+def psnr_validator(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], device) -> Validator:
+    """Mean PSNR of the model on the centres of (input, target) pairs, in the training format."""
+    from core.data.crops import center_crop
+    from core.inference.metrics import psnr
+
+    crops = [(center_crop(x, VALIDATION_CROP)[None].to(device).contiguous(memory_format=torch.channels_last),
+              center_crop(y, VALIDATION_CROP)[None]) for x, y in pairs]
+
+    def score(model: nn.Module) -> float:
+        return sum(psnr(model(x).clamp(0, 1).cpu(), y) for x, y in crops) / len(crops)
+
+    return score
+
+
+def seconds_per_step(backbone: NAFNet, train_pairs: Sequence[tuple[str, str]], config: TrainConfig,
+                     rank_plan: dict[str, int], *, lora_mode: str = "weight", device="cpu", steps: int = 8) -> float:
+    """What one training step of this adapter costs here, now: the median of a few real steps on a
+    throwaway copy (for a training budget given in minutes)."""
+    model, params = _lora_model(backbone, rank_plan, lora_mode, config.seed)
+    data = PairSet.from_files(train_pairs)
+    model.to(device)
+    stamps: list[float] = []
+    probe = replace(config, steps=steps, warmup_steps=1, validate_every=0)
+    fit(model, params, lambda step, gen: data.sample_batch(config.batch_size, config.patch_size, gen), probe,
+        device=device, on_step=lambda done, total, loss: stamps.append(time.perf_counter()))
+    gaps = sorted(b - a for a, b in zip(stamps[2:], stamps[3:]))
+    return gaps[len(gaps) // 2]
 
 
 def _checkpoint_key(config: TrainConfig, plan: dict[str, int], sha: str) -> str:

@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,9 +37,11 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     checkpoint_every: int = 100
     log_every: int = 10
+    validate_every: int = 0  # steps between validations (0: none); the best validated state is kept
 
     def validate(self) -> None:
-        positive = {"steps": self.steps, "batch size": self.batch_size, "patch size": self.patch_size}
+        positive = {"steps": self.steps, "batch size": self.batch_size, "patch size": self.patch_size,
+                    "checkpoint every": self.checkpoint_every}
         for name, value in positive.items():
             if value < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {value}")
@@ -58,6 +60,8 @@ class TrainResult:
     loss_curve: list[tuple[int, float]]
     wall_time_s: float
     resumed_from: int = 0
+    val_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation score)
+    best_step: int | None = None  # the validated step whose parameters were kept (None: no validation)
 
     @property
     def final_loss(self) -> float:
@@ -84,6 +88,16 @@ def restoration_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> tor
 
 BatchFn = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 StepCallback = Callable[[int, int, float], None]
+Validator = Callable[[nn.Module], float]  # a score of the model in eval mode, higher is better (PSNR)
+
+
+@dataclass
+class Best:
+    """The best validated parameters so far."""
+
+    step: int
+    score: float
+    params: dict[str, torch.Tensor]
 
 
 class Checkpoint:
@@ -94,8 +108,11 @@ class Checkpoint:
         self.config_json = config_json
 
     def save(self, step: int, params: dict[str, nn.Parameter], opt: torch.optim.AdamW,
-             gen: torch.Generator, curve: list, wall: float) -> None:
+             gen: torch.Generator, curve: list, wall: float, val_curve: list | None = None,
+             best: Best | None = None) -> None:
         tensors = {f"param.{k}": p.detach().cpu().contiguous() for k, p in params.items()}
+        if best is not None:
+            tensors.update({f"best.{k}": t.detach().cpu().contiguous() for k, t in best.params.items()})
         index = {id(p): k for k, p in params.items()}
         for p, state in opt.state.items():
             name = index[id(p)]
@@ -103,11 +120,13 @@ class Checkpoint:
                 tensors[f"adam.{key}.{name}"] = state[key].detach().cpu().contiguous()
             tensors[f"adam.step.{name}"] = torch.as_tensor(state["step"], dtype=torch.float64).reshape(1).cpu()
         tensors["generator_state"] = gen.get_state()
-        meta = {"step": str(step), "config": self.config_json, "curve": json.dumps(curve), "wall": str(wall)}
+        meta = {"step": str(step), "config": self.config_json, "curve": json.dumps(curve), "wall": str(wall),
+                "val_curve": json.dumps(val_curve or []),
+                "best": json.dumps([best.step, best.score] if best is not None else None)}
         save_tensors_atomic(self.path, tensors, meta)
 
     def load(self, params: dict[str, nn.Parameter], opt: torch.optim.AdamW,
-             gen: torch.Generator) -> tuple[int, list, float]:
+             gen: torch.Generator) -> tuple[int, list, float, list, Best | None]:
         tensors, meta = read_tensors(self.path)
         if meta.get("config") != self.config_json:
             raise InvalidInputError(
@@ -125,7 +144,11 @@ class Checkpoint:
                     "exp_avg_sq": torch.empty_like(p).copy_(tensors[f"adam.exp_avg_sq.{k}"]),
                 }
         gen.set_state(tensors["generator_state"])
-        return int(meta["step"]), [tuple(x) for x in json.loads(meta["curve"])], float(meta["wall"])
+        best = json.loads(meta.get("best", "null"))
+        if best is not None:
+            best = Best(int(best[0]), float(best[1]), {k: tensors[f"best.{k}"] for k in params})
+        return (int(meta["step"]), [tuple(x) for x in json.loads(meta["curve"])], float(meta["wall"]),
+                [tuple(x) for x in json.loads(meta.get("val_curve", "[]"))], best)
 
 
 def fit(
@@ -138,20 +161,24 @@ def fit(
     checkpoint: Checkpoint | None = None,
     resume: bool = False,
     on_step: StepCallback | None = None,
+    validate: Validator | None = None,
 ) -> TrainResult:
     """Train `params` (the only tensors that change) of `model` for config.steps steps.
 
-    Trains in channels_last memory format (oneDNN's fast path for convolutions, and a fused
-    per-pixel LayerNorm; see bench/speed.py); the model is handed back in the default format.
+    With `validate` and config.validate_every, the model is scored every so many steps (and at
+    the end) and the best-scoring parameters are the ones handed back: a run that overfits its
+    few pairs keeps its best point. Trains in channels_last memory format (oneDNN's fast path
+    for convolutions, and a fused per-pixel LayerNorm; see bench/speed.py); the model is handed
+    back in the default format.
     """
     config.validate()
     device = torch.device(device)
     model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
-    start, curve, wall_before = 0, [], 0.0
+    start, curve, wall_before, val_curve, best = 0, [], 0.0, [], None
     if resume and checkpoint is not None and checkpoint.path.exists():
-        start, curve, wall_before = checkpoint.load(params, opt, gen)
+        start, curve, wall_before, val_curve, best = checkpoint.load(params, opt, gen)
     t0 = time.perf_counter()
     window: list[float] = []
     smoothed = None  # EMA of the loss, for the progress bar
@@ -176,9 +203,27 @@ def fit(
         if done % config.log_every == 0 or done == config.steps:
             curve.append((done, sum(window) / len(window)))
             window = []
+        if validate is not None and config.validate_every and (done % config.validate_every == 0 or done == config.steps):
+            score = _score(model, validate)
+            val_curve.append((done, score))
+            if best is None or score > best.score:
+                best = Best(done, score, {k: p.detach().clone() for k, p in params.items()})
         if on_step is not None:
             on_step(done, config.steps, smoothed)
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps):
-            checkpoint.save(done, params, opt, gen, curve, wall_before + time.perf_counter() - t0)
+            checkpoint.save(done, params, opt, gen, curve, wall_before + time.perf_counter() - t0, val_curve, best)
+    if best is not None and best.step != config.steps:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(best.params[k])
     model.to(memory_format=torch.contiguous_format).eval()
-    return TrainResult(config.steps, curve, wall_before + time.perf_counter() - t0, resumed_from=start)
+    return TrainResult(config.steps, curve, wall_before + time.perf_counter() - t0, resumed_from=start,
+                       val_curve=val_curve, best_step=best.step if best is not None else None)
+
+
+def _score(model: nn.Module, validate: Validator) -> float:
+    model.eval()
+    with torch.no_grad():
+        score = float(validate(model))
+    model.train()
+    return score
