@@ -76,7 +76,16 @@ def rm(
 
     store = Store.open(home)
     task = store.task(name)
-    if not yes and not typer.confirm(f"Remove task '{task.name}' with its adapter and results?", default=False, err=True):
+    if not yes and not _confirmed(f"Remove task '{task.name}' with its adapter and results?"):
         raise InvalidInputError("not removed", hint=f"pass --yes to remove '{name}' without asking")
     remove_task(store, name)
     output.note(f"Removed task '{name}'.")
+
+
+def _confirmed(question: str) -> bool:
+    """A yes/no answer on stderr; no answer at all (stdin closed, not a terminal) is a no."""
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except typer.Abort:
+        typer.echo(err=True)  # end the prompt's line
+        return False

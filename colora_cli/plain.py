@@ -23,7 +23,7 @@ def pipe_width() -> int | None:
 # C0 and C1 controls (ESC starts terminal escape sequences), DEL, and the Unicode controls that
 # reorder or hide text (bidi overrides and isolates, zero-width joiners, the BOM)
 _UNSAFE = {*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A),
-           0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF} - {0x0A}
+           0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF}  # newlines too: no fake lines
 
 
 def visible(text: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,13 @@ from pathlib import Path
 from core.errors import ConflictError, NotFoundError
 
 TEMP_SUFFIX = ".part"  # every temporary file colora writes ends so (`colora doctor` knows them)
+# `.NAME.<8 random characters>.part`: what atomic_write (mkstemp) names its temporary files
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.part$")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of colora's own temporary files (and nothing else's)."""
+    return bool(_TEMP_NAME.match(name))
 
 
 def current_umask() -> int:
@@ -93,8 +101,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def copy_atomic(source: str | os.PathLike, dest: str | os.PathLike) -> None:
-    with atomic_write(dest) as tmp:
+def copy_atomic(source: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool = True) -> None:
+    with atomic_write(dest, overwrite=overwrite) as tmp:
         shutil.copyfile(source, tmp)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import select, text
 
-from core.files import TEMP_SUFFIX, sha256_file
+from core.files import is_temp_name, sha256_file
 from store.processes import pid_alive
 from store.schema import Adapter, Backbone, Task, TrainRun
 from store.status import RunStatus
@@ -135,7 +135,7 @@ def _files(store: Store, referenced: set[Path], live_tasks: set[str], task_names
                                             f"(points to {os.readlink(f)})", rel))
                 elif not stat.S_ISREG(mode):
                     continue
-                elif name.endswith(TEMP_SUFFIX):
+                elif is_temp_name(name):
                     if _old(f):
                         findings.append(Finding("cleanup", "temp_file", "temporary file left by an interrupted write",
                                                 rel, fixable=True))
@@ -182,7 +182,7 @@ def fix(store: Store, findings: list[Finding]) -> list[Finding]:
                     s.delete(row)
         elif f.kind == "temp_file":
             path = store.root / f.path  # not resolved: a link is removed as a link, its target untouched
-            if stat.S_ISREG(path.lstat().st_mode) and path.name.endswith(TEMP_SUFFIX):
+            if stat.S_ISREG(path.lstat().st_mode) and is_temp_name(path.name):
                 path.unlink()
         elif f.kind == "orphan_dir":
             path = store.root / f.path

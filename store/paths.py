@@ -25,5 +25,6 @@ def inside(root: Path, relative: str) -> Path:
     """`root / relative`, refusing anything that would land outside root."""
     path = (root / relative).resolve()
     if path != root and root not in path.parents:
-        raise InvalidInputError(f"path {relative!r} escapes the store")
+        raise InvalidInputError(f"path {relative!r} escapes the store (a link inside the store points out of it?)",
+                                hint="colora makes no links: remove the link, then run `colora doctor`")
     return path

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,7 @@ def _weight_files(store: Store) -> list[Path]:
         if top.is_dir() and not top.is_symlink():
             for folder, _, names in os.walk(top, followlinks=False):
                 files += [Path(folder) / n for n in sorted(names) if n.endswith(".safetensors")
-                          and n != "checkpoint.safetensors" and not (Path(folder) / n).is_symlink()]
+                          and n != "checkpoint.safetensors" and stat.S_ISREG((Path(folder) / n).lstat().st_mode)]
     return files
 
 
@@ -114,7 +115,7 @@ def _known_paths(store: Store) -> set[str]:
 def _try(result: Reindexed, f: Path, index) -> None:
     try:
         why = index()
-    except (ColoraError, ValueError, KeyError, TypeError, OSError) as e:
+    except (ColoraError, ValueError, KeyError, TypeError, OSError, RecursionError) as e:
         why = getattr(e, "message", None) or str(e)
     if why:
         result.skipped.append((f, why))

@@ -146,7 +146,10 @@ class Store:
             if s.scalar(select(Backbone).where(Backbone.name == name)):
                 raise ConflictError(f"backbone '{name}' already exists", hint="choose another --name")
         dest = self.path(rel)
-        copy_atomic(Path(source), dest)
+        if dest.exists() or dest.is_symlink():  # a file the index lost (or another's): never overwritten
+            raise ConflictError(f"{rel} already exists in the store, but the index does not know it",
+                                hint="if the index lost it, `colora doctor --fix` re-indexes it; else choose another --name")
+        copy_atomic(Path(source), dest, overwrite=False)
         row = Backbone(
             name=name, sha256=sha256, file_sha256=sha256_file(dest), path=rel, config=config,
             params=params, pretrained=pretrained, description=description,
@@ -373,27 +376,37 @@ class Store:
         store does not have, and a trained adapter is replaced only with `replace_trained`. If
         anything refuses or fails, no row is written and the file is removed."""
         try:
-            with self.session() as s:
-                if isinstance(task, str):
-                    row = s.scalar(select(Task).where(Task.name == validate_slug(task)))
-                    if row is None:
-                        row = Task(name=task, folder="(imported adapter)", val_folder=None, val_fraction=None, split_seed=0)
-                        s.add(row)
-                        s.flush()
-                    task = row
-                old = s.scalar(select(Adapter).where(Adapter.task_id == task.id))
-                if old is not None and not old.recycled and not replace_trained:
-                    raise ConflictError(f"task '{task.name}' already has a trained adapter",
-                                        hint="pass --replace to replace it (its file is removed), or choose another task")
-                adapter, old_file = self._replace_adapter(
-                    s, task, backbone.id, adapter_rel, trainable_params=trainable_params, backbone_params=backbone.params,
-                    plan_method=plan_method, budget=budget, recycled=recycled)
+            try:
+                adapter, old_file = self._index_adapter(task, backbone, adapter_rel, trainable_params, plan_method,
+                                                        budget, recycled, replace_trained)
+            except SQLIntegrityError:  # another command created the same task a moment ago: once more
+                adapter, old_file = self._index_adapter(task, backbone, adapter_rel, trainable_params, plan_method,
+                                                        budget, recycled, replace_trained)
         except BaseException:
             self.path(adapter_rel).unlink(missing_ok=True)
             raise
         if old_file and old_file != adapter_rel:
             self.path(old_file).unlink(missing_ok=True)
         return adapter
+
+    def _index_adapter(self, task: Task | str, backbone: Backbone, adapter_rel: str, trainable_params: int,
+                       plan_method: str, budget: float | None, recycled: bool,
+                       replace_trained: bool) -> tuple[Adapter, str | None]:
+        with self.session() as s:
+            if isinstance(task, str):
+                row = s.scalar(select(Task).where(Task.name == validate_slug(task)))
+                if row is None:
+                    row = Task(name=task, folder="(imported adapter)", val_folder=None, val_fraction=None, split_seed=0)
+                    s.add(row)
+                    s.flush()
+                task = row
+            old = s.scalar(select(Adapter).where(Adapter.task_id == task.id))
+            if old is not None and not old.recycled and not replace_trained:
+                raise ConflictError(f"task '{task.name}' already has a trained adapter",
+                                    hint="pass --replace to replace it (its file is removed), or choose another task")
+            return self._replace_adapter(
+                s, task, backbone.id, adapter_rel, trainable_params=trainable_params, backbone_params=backbone.params,
+                plan_method=plan_method, budget=budget, recycled=recycled)
 
     def _replace_adapter(self, s: Session, task: Task, backbone_id: int, adapter_rel: str, **fields) -> tuple[Adapter, str | None]:
         """A task has one current adapter: the new row replaces the old one (whose file the caller removes)."""

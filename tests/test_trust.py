@@ -32,6 +32,7 @@ def refused(result, *fragments: str) -> str:
     assert result.exit_code == 1, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     lines = [line for line in err(result).splitlines() if line.startswith("Error: ")]
     assert len(lines) == 1 and not lines[0].startswith("Error: unexpected "), err(result)
+    assert "\nHint: " in "\n" + err(result), f"no hint: {err(result)}"  # and how to fix it
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
     return lines[0]
@@ -107,10 +108,11 @@ def test_doctor_fix_on_an_emptied_index_reindexes_the_weights_and_deletes_none(h
 
 
 def test_a_lost_index_and_a_new_init_keep_the_adapters_reindexable(home):
-    adapter = adapter_file(home)
+    adapter, backbone = adapter_file(home), backbone_file(home).read_bytes()
     for name in ("colora.db", "colora.db-wal", "colora.db-shm"):
         (home / name).unlink(missing_ok=True)
-    ok(invoke(*TINY_INIT, "--home", home))  # the same random-tiny backbone, seed 0: the same fingerprint
+    refused(invoke(*TINY_INIT, "--home", home), "the index does not know it")  # never over the old backbone
+    assert backbone_file(home).read_bytes() == backbone
     age(home)
     ok(invoke("doctor", "--fix", "--home", home))
     assert adapter.is_file()
@@ -133,7 +135,7 @@ def test_doctor_never_follows_or_removes_links(home, tmp_path):
 
 
 def test_doctor_removes_only_its_own_temporary_files(home):
-    temp = home / "tasks" / "noise" / ".adapter-9.safetensors.abc123.part"
+    temp = home / "tasks" / "noise" / ".adapter-9.safetensors.k3j_x9a2.part"  # as mkstemp names them
     temp.write_bytes(b"half")
     other = home / "tasks" / "noise" / "notes.txt"
     other.write_text("mine")
@@ -460,3 +462,53 @@ def test_an_adapter_worse_than_the_input_is_flagged_everywhere(tmp_path, isolate
     assert "Warning: at its last evaluation the adapter of 'faint' was" in err(restored)
     ok(invoke("eval", "faint", "--report", tmp_path / "rep"))
     assert "Worse than the input" in (tmp_path / "rep" / "index.html").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- the red team's findings (a second hostile pass)
+
+
+@pytest.mark.parametrize("field, value", [("format_version", "\u00b2"), ("format_version", "9" * 5000),
+                                          ("extra", "[" * 100_000 + "]" * 100_000),
+                                          ("rank_plan", '{"a":' * 50_000 + "1" + "}" * 50_000)])
+def test_odd_and_deeply_nested_metadata_is_refused_cleanly(home, tmp_path, field, value):
+    evil = rewrite(adapter_file(home), tmp_path / "odd.safetensors", meta=lambda m: m.update({field: value}))
+    refused(invoke("adapter", "import", evil, "--task", "fresh", "--home", home), "broken adapter metadata")
+
+
+def test_two_imports_into_the_same_new_task_at_once_end_cleanly(home, tmp_path):
+    exported = tmp_path / "a.safetensors"
+    ok(invoke("adapter", "export", "noise", exported, "--home", home))
+    procs = [subprocess.Popen([sys.executable, "-m", "colora_cli", "adapter", "import", str(exported), "--task", "dup",
+                               "--home", str(home)], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) in ([0, 0], [0, 1]), results
+    for code, stderr in results:
+        assert "unexpected" not in stderr and "Traceback" not in stderr and "INSERT" not in stderr, stderr
+    assert len(list((home / "tasks" / "dup").glob("adapter-*.safetensors"))) == 1
+
+
+def test_reindex_does_not_hang_on_a_fifo_in_the_store(home):
+    os.mkfifo(home / "backbones" / "fifo.safetensors")
+    p = subprocess.run([sys.executable, "-m", "colora_cli", "doctor", "--reindex", "--home", str(home)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
+def test_doctor_fix_keeps_files_that_only_look_temporary(home):
+    precious = home / "backbones" / "precious.safetensors.part"
+    precious.write_bytes(backbone_file(home).read_bytes())
+    age(home)
+    ok(invoke("doctor", "--fix", "--home", home))
+    assert precious.exists()
+
+
+def test_task_rm_without_an_answer_is_a_clean_refusal(home):
+    refused(invoke("task", "rm", "noise", "--home", home, input=""), "not removed")
+    assert [r["task"] for r in listing(home)] == ["noise"]
+
+
+def test_newlines_in_metadata_cannot_make_fake_lines(home, tmp_path):
+    evil = rewrite(adapter_file(home), tmp_path / "nl.safetensors", meta=lambda m: m.update(plan_method="uni\nform"))
+    ok(invoke("adapter", "import", evil, "--task", "evil", "--home", home))
+    table = out(ok(invoke("list", "--home", home)))
+    assert "uni\\x0aform" in table and not any(line.strip().startswith("form") for line in table.splitlines())

@@ -53,7 +53,7 @@ class BackboneConfig:
         """A config read from a file (untrusted): JSON of the right fields and types, sizes in bounds."""
         try:
             data = json.loads(text)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise InvalidInputError(f"{source} has an unreadable backbone config (not JSON: {e})") from None
         fields = {"width": int, "enc_blocks": list, "middle_blocks": int, "dec_blocks": list, "in_channels": int}
         if not isinstance(data, dict) or set(data) - set(fields) or set(fields) - set(data) - {"in_channels"}:

@@ -21,6 +21,8 @@ from torch import nn
 from core.errors import InvalidInputError
 
 LORA_MODES = ("weight", "activation")
+DAMAGED_HINT = ("the adapter file is damaged or was edited: get the original again "
+                "(`colora adapter export TASK FILE` on the store that trained it)")
 
 
 def is_lora_target(module: nn.Module) -> bool:
@@ -67,10 +69,10 @@ def check_plan(targets: Mapping[str, nn.Conv2d], rank_plan: Mapping[str, int]) -
             hint="recompute the plan with `colora ranks NAME`",
         )
     if not rank_plan:
-        raise InvalidInputError("the rank plan is empty: no layer would be adapted")
+        raise InvalidInputError("the rank plan is empty: no layer would be adapted", hint=DAMAGED_HINT)
     for path, rank in rank_plan.items():
         if int(rank) < 1:
-            raise InvalidInputError(f"LoRA rank must be >= 1, got {rank} for {path}")
+            raise InvalidInputError(f"LoRA rank must be >= 1, got {rank} for {path}", hint=DAMAGED_HINT)
 
 
 class LoRAConv2d(nn.Module):
@@ -120,7 +122,7 @@ class LoRAConv2d(nn.Module):
             return
         merged = self.base.weight + self.delta_weight()
         if not torch.isfinite(merged).all():
-            raise InvalidInputError("refusing to merge: the adapter produces non-finite weights")
+            raise InvalidInputError("refusing to merge: the adapter produces non-finite weights", hint=DAMAGED_HINT)
         self._saved_base = self.base.weight.detach().clone()
         self.base.weight.copy_(merged)
 
@@ -202,18 +204,21 @@ def check_adapter_tensors(targets: Mapping[str, nn.Conv2d], rank_plan: Mapping[s
     if set(state) != expected:
         missing = sorted(expected - set(state))[:3]
         extra = sorted(set(state) - expected)[:3]
-        raise InvalidInputError(f"adapter tensors do not match its rank plan (missing {missing}, unexpected {extra})")
+        raise InvalidInputError(f"adapter tensors do not match its rank plan (missing {missing}, unexpected {extra})",
+                                hint=DAMAGED_HINT)
     for path, rank in rank_plan.items():
         conv = targets[path]
         shapes = {"A": (rank, conv.in_channels, *conv.kernel_size), "B": (conv.out_channels, rank, 1, 1)}
         for ab in "AB":
             src = state[f"{path}.lora_{ab}"]
             if not src.is_floating_point():
-                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has dtype {src.dtype}, expected a float type")
+                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has dtype {src.dtype}, expected a float type",
+                                        hint=DAMAGED_HINT)
             if tuple(src.shape) != shapes[ab]:
-                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has shape {tuple(src.shape)}, expected {shapes[ab]}")
+                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has shape {tuple(src.shape)}, "
+                                        f"expected {shapes[ab]}", hint=DAMAGED_HINT)
             if not torch.isfinite(src).all():
-                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} holds NaN or infinite values")
+                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} holds NaN or infinite values", hint=DAMAGED_HINT)
 
 
 @torch.no_grad()

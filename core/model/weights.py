@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from safetensors.torch import save_file
 from core.model.backbone import BackboneConfig, NAFNet
 from core.errors import IntegrityError, InvalidInputError, NotFoundError
 from core.files import atomic_write, safetensors_header
-from core.model.lora import LORA_MODES, adapter_deltas, adapter_state, inject_lora, load_adapter_state
+from core.model.lora import DAMAGED_HINT, LORA_MODES, adapter_deltas, adapter_state, inject_lora, load_adapter_state
 
 ADAPTER_FORMAT = "colora-adapter"
 ADAPTER_FORMAT_VERSION = 1
@@ -48,8 +49,10 @@ def read_tensors(path: Path, expected_sha256: str | None = None) -> tuple[dict[s
     """Tensors and metadata of a safetensors file. The file is read once: its sha256, when one was
     recorded, is checked on the very bytes that are then parsed (a changed file is never used)."""
     path = Path(path)
+    if not path.exists():
+        raise NotFoundError(f"weights file not found: {path}", hint="check the path")
     if not path.is_file():
-        raise NotFoundError(f"weights file not found: {path}")
+        raise InvalidInputError(f"{path} is not a regular file", hint="give a .safetensors file")
     if path.stat().st_size > MAX_WEIGHTS_BYTES:
         raise InvalidInputError(f"{path} is larger than {MAX_WEIGHTS_BYTES // 1024**3} GiB; refusing to load it")
     try:
@@ -62,7 +65,7 @@ def read_tensors(path: Path, expected_sha256: str | None = None) -> tuple[dict[s
     try:
         metadata = safetensors_header(data)[1]
         tensors = load_bytes(data)
-    except (SafetensorError, ValueError, TypeError, OverflowError) as e:
+    except (SafetensorError, ValueError, TypeError, OverflowError, RecursionError) as e:
         raise InvalidInputError(
             f"{path.name} is not a valid safetensors file ({e})",
             hint="colora reads weights only from .safetensors files",
@@ -156,10 +159,12 @@ class AdapterMeta:
     def from_metadata(cls, meta: dict[str, str], name: str = "adapter") -> "AdapterMeta":
         """Read from a file (untrusted): every field of the right type, numbers finite, ranks in bounds."""
         if meta.get("format") != ADAPTER_FORMAT:
-            raise InvalidInputError(f"{name} is not a colora adapter (no adapter metadata)")
+            raise InvalidInputError(f"{name} is not a colora adapter (no adapter metadata)",
+                                    hint="give a file made by `colora adapter export` or `colora train`")
         version = meta.get("format_version", "0")
-        if not version.isdigit():
-            raise InvalidInputError(f"{name} has broken adapter metadata (format_version {version!r})")
+        if not re.fullmatch(r"[0-9]{1,4}", version):
+            raise InvalidInputError(f"{name} has broken adapter metadata (format_version {version[:20]!r})",
+                                    hint=DAMAGED_HINT)
         if int(version) > ADAPTER_FORMAT_VERSION:
             raise InvalidInputError(
                 f"{name} uses adapter format {version}, newer than this colora understands ({ADAPTER_FORMAT_VERSION})",
@@ -183,7 +188,7 @@ class AdapterMeta:
                        plan_method=meta.get("plan_method", "uniform"), trained=meta.get("trained", ""),
                        recycled=_json(meta, "recycled", False, bool), extra=_json(meta, "extra", {}, dict))
         except ValueError as e:
-            raise InvalidInputError(f"{name} has broken adapter metadata ({e})") from None
+            raise InvalidInputError(f"{name} has broken adapter metadata ({e})", hint=DAMAGED_HINT) from None
 
     @property
     def budget(self) -> float | None:
@@ -204,8 +209,8 @@ def _json(meta: dict[str, str], key: str, default, kind):
         return default
     try:
         value = json.loads(meta[key])
-    except ValueError:
-        raise ValueError(f"{key} is not JSON") from None
+    except (ValueError, RecursionError):
+        raise ValueError(f"{key} is not JSON (or nested too deep)") from None
     if value is None and default is None:  # an optional field written as null
         return None
     if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
