@@ -67,6 +67,7 @@ def pretrain(
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 250,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of this --name.")] = False,
     default: Annotated[bool, typer.Option("--default/--no-default", help="Make it the store's default backbone.")] = False,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Continue from this backbone's weights: one more chunk of a longer pre-training (its size; --config is ignored).")] = None,
     device: Device = "auto",
     home: Home = None,
 ) -> None:
@@ -79,7 +80,7 @@ def pretrain(
 
     options = PretrainOptions(name=name, config=config, steps=steps, batch_size=batch_size, patch_size=patch_size, lr=lr,
                               mode=mode, max_degradations=max_degradations, seed=seed, checkpoint_every=checkpoint_every,
-                              resume=resume, make_default=default, device=device)
+                              resume=resume, make_default=default, device=device, init_from=init_from)
     done = pretrain_backbone(Store.open(home), clean_dir, options, output.REPORTER)
     output.note(f"Pre-trained '{done.backbone.name}' in {done.result.wall_time_s / 60:.1f} min, final loss "
                 f"{done.result.final_loss:.4f}{' (now the default backbone)' if default else ''}.")

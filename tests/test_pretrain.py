@@ -71,3 +71,18 @@ def test_bundled_backbone_loads_and_matches_its_recorded_hash():
     with torch.no_grad():
         out = model(torch.rand(1, 3, 24, 40))
     assert out.shape == (1, 3, 24, 40) and torch.isfinite(out).all()
+
+
+def test_pretraining_in_chunks_continues_from_the_last_chunk(clean_dir, isolated_home):
+    from helpers import invoke, ok
+
+    ok(invoke("init", "--random-init", "--config", "tiny"))
+    args = ("--steps", 4, "--batch-size", 1, "--patch-size", 16, "--config", "tiny")
+    ok(invoke("backbone", "pretrain", clean_dir, "--name", "chunk1", *args))
+    result = ok(invoke("backbone", "pretrain", clean_dir, "--name", "chunk2", "--init-from", "chunk1", *args))
+    assert "from 'chunk1'" in result.stderr
+    shown = json.loads(ok(invoke("backbone", "show", "chunk2", "--json")).stdout)
+    assert [c["steps"] for c in shown["recipe"]["chunks"]] == [4, 4] and shown["recipe"]["total_steps"] == 8
+    assert "8 steps in 2 chunks" in shown["label"]
+    missing = invoke("backbone", "pretrain", clean_dir, "--name", "chunk3", "--init-from", "nope", *args)
+    assert missing.exit_code == 1 and "no backbone named 'nope'" in missing.stderr

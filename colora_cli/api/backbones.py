@@ -132,6 +132,7 @@ class PretrainOptions:
     resume: bool = False
     make_default: bool = False
     device: str = "auto"
+    init_from: str | None = None  # continue from this backbone's weights (its size; a new chunk)
 
 
 @dataclass
@@ -156,7 +157,14 @@ def pretrain_backbone(store: Store, clean_dir: Path, options: PretrainOptions,
 
     o = options
     validate_slug(o.name, "backbone")
-    config = preset(o.config)
+    config, init = preset(o.config), None
+    if o.init_from is not None:
+        from colora_cli.api.models import backbone_model
+        from core.model.backbone import BackboneConfig
+
+        start = store.backbone(o.init_from)
+        config = BackboneConfig.from_json(start.config)
+        init = (backbone_model(store, start), {**(json.loads(start.recipe) if start.recipe else {}), "sha256": start.sha256})
     if o.mode not in MODES:
         raise InvalidInputError(f"unknown mode {o.mode!r}; use one of {', '.join(MODES)}")
     if any(b.name == o.name for b in store.backbones()):
@@ -169,13 +177,17 @@ def pretrain_backbone(store: Store, clean_dir: Path, options: PretrainOptions,
     if checkpoint.exists() and not o.resume:
         raise ConflictError(f"an unfinished pre-training of '{o.name}' exists",
                             hint="continue it with --resume, or choose another --name")
-    reporter.note(f"Pre-training '{o.name}' ({o.config}, PROD mode {o.mode}) on {clean_dir} for {o.steps} steps, device {dev.type}.")
+    start_note = f"from '{o.init_from}'" if o.init_from else o.config
+    reporter.note(f"Pre-training '{o.name}' ({start_note}, PROD mode {o.mode}) on {clean_dir} for {o.steps} steps, "
+                  f"device {dev.type}.")
     with reporter.progress(f"pretrain {o.name}", o.steps, loss=True) as update:
         model, result, recipe = pretrain(
             clean_dir, config, train_config, sampler, device=dev, checkpoint_path=checkpoint, resume=o.resume,
-            on_step=lambda done, total, value: update(done, value))
-    recipe["config_name"] = o.config
-    description = f"PROD pre-trained ({o.mode} order, {o.steps} steps on {recipe['data']['images']} clean images)"
+            on_step=lambda done, total, value: update(done, value), init=init)
+    recipe["config_name"] = (init[1].get("config_name") if init else None) or o.config
+    chunks = len(recipe["chunks"])
+    description = (f"PROD pre-trained ({o.mode} order, {recipe['total_steps']} steps"
+                   + (f" in {chunks} chunks" if chunks > 1 else "") + f" on {recipe['data']['images']} clean images)")
     with tempfile.TemporaryDirectory(dir=store.root) as tmp:
         path = Path(tmp) / "backbone.safetensors"
         save_pretrained(path, model, result, recipe, description)

@@ -65,14 +65,25 @@ def pretrain(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     on_step: StepCallback | None = None,
+    init: tuple[torch.nn.Module, dict] | None = None,
 ) -> tuple[torch.nn.Module, TrainResult, dict]:
-    """Returns (model, result, recipe) where recipe describes data, sampler and schedule."""
+    """Returns (model, result, recipe) where recipe describes data, sampler and schedule.
+
+    `init` = (a backbone of the same config, its recipe) continues pre-training from its weights:
+    one more chunk of a pre-training longer than a session (a fresh schedule on the same data);
+    the recipe lists every chunk.
+    """
     images = load_clean_images(clean_dir, config.patch_size)
     torch.manual_seed(config.seed)
     model = build_backbone(backbone_config, config.seed)
+    if init is not None:
+        model.load_state_dict(init[0].state_dict())
     params = dict(model.named_parameters())
-    # a checkpoint resumes only the same run: same schedule, size and degradations (names and ranges)
-    key = {"train": config.to_json(), "backbone": backbone_config.to_json(), "sampler": sampler.describe()}
+    for p in params.values():
+        p.requires_grad_(True)
+    # a checkpoint resumes only the same run: same schedule, size, start and degradations (names and ranges)
+    key = {"train": config.to_json(), "backbone": backbone_config.to_json(), "sampler": sampler.describe(),
+           "init": None if init is None else init[1].get("sha256")}
     checkpoint = Checkpoint(checkpoint_path, json.dumps(key, sort_keys=True)) if checkpoint_path else None
     result = fit(model, params, ProdBatches(images, sampler, config.batch_size, config.patch_size), config,
                  device=device, checkpoint=checkpoint, resume=resume, on_step=on_step)
@@ -84,7 +95,19 @@ def pretrain(
         "params": count_parameters(model),
         "wall_time_s": round(result.wall_time_s, 1),
     }
+    earlier = (init[1].get("chunks") or [_chunk(init[1])]) if init is not None else []
+    recipe["chunks"] = [*earlier, {"steps": config.steps, "wall_time_s": recipe["wall_time_s"], "seed": config.seed,
+                                   "lr": config.lr}]
+    recipe["total_steps"] = sum(c["steps"] for c in recipe["chunks"])
+    recipe["total_wall_time_s"] = round(sum(c["wall_time_s"] for c in recipe["chunks"]), 1)
     return model.cpu().eval(), result, recipe
+
+
+def _chunk(recipe: dict) -> dict:
+    """A recipe without chunks (one run) as the first chunk."""
+    train = recipe.get("train", {})
+    return {"steps": train.get("steps"), "wall_time_s": recipe.get("wall_time_s"), "seed": train.get("seed"),
+            "lr": train.get("lr")}
 
 
 def save_pretrained(path: Path, model: torch.nn.Module, result: TrainResult, recipe: dict, description: str) -> str:
