@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import random
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -73,7 +74,28 @@ def lol(seed: int = 0, n_val: int = 5) -> PairedSet:
     return PairedSet("lol", train, val, "real low light (LOL eval15)")
 
 
-SETS = {"rain100l": rain100l, "cbsd68": cbsd68_noise, "lol": lol}
+def cbsd68_jpeg(q_low: int = 10, q_high: int = 30, seed: int = 0, n_val: int = 20) -> PairedSet:
+    """CBSD68 saved as JPEG at a seeded quality in q_low..q_high (4:2:0, Pillow), decoded to PNG."""
+    import io
+
+    folder = OUT / "data" / f"cbsd68_jpeg{q_low}-{q_high}"
+    (folder / "input").mkdir(parents=True, exist_ok=True)
+    (folder / "target").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for src in sorted((DATA / "cbsd68" / "clean").iterdir()):
+        quality = rng.randint(q_low, q_high)
+        dst_in, dst_tg = folder / "input" / src.name, folder / "target" / src.name
+        if not dst_in.exists():
+            clean = Image.open(src).convert("RGB")
+            buf = io.BytesIO()
+            clean.save(buf, format="JPEG", quality=quality)
+            Image.open(io.BytesIO(buf.getvalue())).convert("RGB").save(dst_in)
+            clean.save(dst_tg)
+    train, val = _group_split(_pairs(folder), n_val, seed)
+    return PairedSet(f"cbsd68-jpeg{q_low}-{q_high}", train, val, f"CBSD68 as JPEG, quality {q_low}..{q_high}")
+
+
+SETS = {"rain100l": rain100l, "cbsd68": cbsd68_noise, "lol": lol, "jpeg": cbsd68_jpeg}
 
 
 def machine() -> str:
@@ -125,3 +147,25 @@ def crop_pairs(dest: Path, n: int = 4, size: int = 32, seed: int = 0) -> Path:
         a.crop(box).save(dest / "input" / f"{i:03d}.png")
         b.crop(box).save(dest / "target" / f"{i:03d}.png")
     return dest
+
+
+def task_store(name: str, data: PairedSet, n_train: int):
+    """(A fresh store with the bundled backbone and task 't', the held-out pairs): `n_train` pairs to
+    train, the validation split's first half as the task's validation pairs (what picks the best
+    state during training), its second half held out for scoring."""
+    from colora_cli.api.backbones import init_store
+    from colora_cli.api.tasks import add_task
+
+    home = OUT / name
+    shutil.rmtree(home, ignore_errors=True)
+    pairs = OUT / f"{name}-pairs"
+    shutil.rmtree(pairs, ignore_errors=True)
+    half = len(data.val) // 2
+    for split, items in (("train", data.train[:n_train]), ("val", data.val[:half])):
+        for role, i in (("input", 0), ("target", 1)):
+            (pairs / split / role).mkdir(parents=True, exist_ok=True)
+            for k, item in enumerate(items):
+                shutil.copyfile(item[i], pairs / split / role / f"{k:03d}{Path(item[i]).suffix}")
+    store = init_store(home).store
+    add_task(store, "t", pairs / "train", val=pairs / "val")
+    return store, data.val[half:]

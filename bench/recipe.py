@@ -1,0 +1,86 @@
+"""The adapter recipe, chosen by measurement: held-out PSNR against training time, per task kind.
+
+For each task kind and each arm (steps, learning rate, batch x patch, loss), one adapter is
+trained from the bundled backbone through the use-case layer (the same code as `colora train`,
+CoLoRA plan included), and scored on held-out pairs it never saw: its validation split is split
+again, half to pick the best state during training (what `train` does with a task's validation
+pairs), half to score. Prints one table per task kind: arm, steps, wall time, PSNR of the
+adapter at its last step and at the kept (best) step, against the input and the backbone.
+
+    python -m bench.recipe                         # the default grid (about 2 h on a 2-core CPU)
+    python -m bench.recipe --tasks rain100l --steps 500,2000 --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from bench.common import SETS, git_rev, machine, markdown_table, task_store
+
+TASKS = {"rain100l": (lambda: SETS["rain100l"](), 64), "cbsd68-σ25": (lambda: SETS["cbsd68"](25.0), 16),
+         "lol": (lambda: SETS["lol"](), 10)}
+
+
+def score(store, held_out) -> dict:
+    from colora_cli.api.models import backbone_model, task_model
+    from core.inference.evaluate import evaluate
+
+    task = store.task("t")
+    adapter = store.adapter(task)
+    backbone = backbone_model(store, adapter.backbone)
+    model, _ = task_model(store, adapter, backbone)
+    res = evaluate({"input": None, "backbone": backbone, "adapter": model},
+                   [(str(i), a, b) for i, (a, b) in enumerate(held_out)])
+    return {k: v[0] for k, v in res.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--steps", default="500,1000,2000,4000", help="step counts of the curve (lr 2e-3)")
+    ap.add_argument("--lrs", default="1e-3,4e-3", help="other learning rates, at the middle step count")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from colora_cli.api.training import TrainOptions, train_task
+
+    steps = [int(s) for s in args.steps.split(",")]
+    middle = steps[len(steps) // 2]
+    arms = [(f"{n} steps", TrainOptions(steps=n)) for n in steps]
+    arms += [(f"{middle} steps, lr {lr}", TrainOptions(steps=middle, lr=float(lr))) for lr in args.lrs.split(",") if lr]
+    arms += [(f"{middle} steps, batch 8 x 64²", TrainOptions(steps=middle, batch_size=8, patch_size=64)),
+             (f"{middle} steps, PSNR loss", TrainOptions(steps=middle, loss="psnr"))]
+    tables = []
+    for task in args.tasks.split(","):
+        make, n_train = TASKS[task]
+        store, held_out = task_store(f"recipe/{task}", make(), n_train)
+        from colora_cli.api.ranking import rank_task
+
+        t0 = time.perf_counter()
+        rank_task(store, "t")  # the CoLoRA plan once, timed on its own; every arm trains with it
+        rows = [["(FAIG rank plan)", "-", f"{(time.perf_counter() - t0) / 60:.1f}", "", "", "", "", ""]]
+        for label, options in arms:
+            t0 = time.perf_counter()
+            done = train_task(store, "t", options)
+            seconds = time.perf_counter() - t0
+            s = score(store, held_out)
+            curve = json.loads(store.last_run(store.task("t")).loss_curve)
+            rows.append([label, done.steps_done, f"{seconds / 60:.1f}", f"{s['adapter']:.2f}",
+                         f"{done.best_step} of {done.steps_done}", f"{s['backbone']:.2f}", f"{s['input']:.2f}",
+                         f"{curve[-1][1]:.4f}"])
+            print(task, rows[-1], flush=True)
+        tables.append((task, n_train, len(held_out), rows))
+    print(f"\nbench/recipe.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}, "
+          "bundled backbone, CoLoRA plan (FAIG, 7 %) computed once per task (its own row)\n")
+    for task, n_train, n_held, rows in tables:
+        print(f"### {task}: {n_train} training pairs, {n_held} held-out pairs scored (PSNR dB, RGB, whole image)\n")
+        print(markdown_table(["arm", "steps", "min", "adapter (kept state)", "kept step", "backbone", "input",
+                              "final loss"], rows))
+        print()
+
+
+if __name__ == "__main__":
+    main()
