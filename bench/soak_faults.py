@@ -106,6 +106,8 @@ def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: floa
                 soak.run("train", task, *TRAIN)  # heal: a new adapter replaces it
         elif action == "truncate":
             ckpt = adapter_dir / "checkpoint.safetensors"
+            if not ckpt.exists():  # leave a checkpoint behind first: a training killed after its first one
+                soak.run("train", task, *TRAIN, kill_after=rng.uniform(3.0, 6.0))
             if ckpt.exists():
                 data = ckpt.read_bytes()
                 ckpt.write_bytes(data[:rng.randrange(len(data))])
