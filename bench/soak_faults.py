@@ -34,6 +34,7 @@ from bench.common import crop_pairs, git_rev, machine, markdown_table
 
 COLORA = [sys.executable, "-m", "colora_cli"]
 TRAIN = ("--rank", "2", "--steps", "60", "--patch-size", "16", "--batch-size", "2", "--checkpoint-every", "5")
+LONG = ("--rank", "2", "--steps", "100000", "--patch-size", "16", "--batch-size", "2", "--checkpoint-every", "5")  # killed
 OLD = (1_000_000_000, 1_000_000_000)
 
 
@@ -88,9 +89,9 @@ def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: floa
         if action == "train":
             soak.run("train", task, *TRAIN)
         elif action == "kill-train":
-            soak.run("train", task, *TRAIN, kill_after=rng.uniform(0.5, 6.0))
+            soak.run("train", task, *rng.choice([TRAIN, LONG]), kill_after=rng.uniform(0.5, 8.0))
         elif action == "resume":
-            soak.run("train", task, *TRAIN, "--resume", kill_after=rng.choice([None, rng.uniform(0.5, 4.0)]))
+            soak.run("train", task, *rng.choice([TRAIN, LONG]), "--resume", kill_after=rng.uniform(0.5, 6.0))
         elif action == "flip":
             files = sorted(adapter_dir.glob("adapter-*.safetensors"))
             if files:
@@ -106,14 +107,14 @@ def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: floa
                 soak.run("train", task, *TRAIN)  # heal: a new adapter replaces it
         elif action == "truncate":
             ckpt = adapter_dir / "checkpoint.safetensors"
-            if not ckpt.exists():  # leave a checkpoint behind first: a training killed after its first one
-                soak.run("train", task, *TRAIN, kill_after=rng.uniform(3.0, 6.0))
+            if not ckpt.exists():  # leave a checkpoint behind first: a long training killed after a few
+                soak.run("train", task, *LONG, kill_after=rng.uniform(4.0, 8.0))
             if ckpt.exists():
                 data = ckpt.read_bytes()
                 ckpt.write_bytes(data[:rng.randrange(len(data))])
                 soak.count("truncated checkpoints")
-                code, _ = soak.run("train", task, *TRAIN, "--resume")
-                if code != 0:
+                code, _ = soak.run("train", task, *LONG, "--resume", kill_after=6.0)  # refused, or killed
+                if code is not None and code != 0:
                     soak.run("train", task, *TRAIN)
         elif action == "temp":
             if adapter_dir.is_dir():
