@@ -69,6 +69,17 @@ class Soak:
                 self.unclean.append(f"{' '.join(map(str, args))[:80]} -> {p.returncode}: {err.strip()[-200:]}")
         return p.returncode, err
 
+    def run_until(self, path: Path, *args, timeout: float = 120) -> None:
+        """Start a command and SIGKILL it as soon as `path` exists (or after `timeout`)."""
+        p = subprocess.Popen([*COLORA, *map(str, args)], env=self.env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while p.poll() is None and not path.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        self.count("killed")
+
     def count(self, what: str) -> None:
         with self.lock:
             self.counts[what] += 1
@@ -107,8 +118,8 @@ def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: floa
                 soak.run("train", task, *TRAIN)  # heal: a new adapter replaces it
         elif action == "truncate":
             ckpt = adapter_dir / "checkpoint.safetensors"
-            if not ckpt.exists():  # leave a checkpoint behind first: a long training killed after a few
-                soak.run("train", task, *LONG, kill_after=rng.uniform(4.0, 8.0))
+            if not ckpt.exists():  # leave a checkpoint behind first: a long training killed after its first
+                soak.run_until(ckpt, "train", task, *LONG)
             if ckpt.exists():
                 data = ckpt.read_bytes()
                 ckpt.write_bytes(data[:rng.randrange(len(data))])
