@@ -56,7 +56,7 @@ def show(
 def pretrain(
     clean_dir: Annotated[Path, typer.Argument(help="Folder of clean images (at least --patch-size on each side).")],
     name: Annotated[str, typer.Option("--name", help="Name of the new backbone in the store.")] = "prod-small",
-    config: Annotated[str, typer.Option("--config", help="Backbone size: tiny, small or base.")] = "small",
+    config: Annotated[str, typer.Option("--config", help="Backbone size: tiny, small, medium or base.")] = "small",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 10000,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     patch_size: Annotated[int, typer.Option("--patch-size", min=8)] = 96,

@@ -12,7 +12,7 @@ from colora_cli.options import Home, Json
 def init(
     home: Home = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="Install a randomly initialised backbone instead of the bundled pre-trained one.")] = False,
-    config: Annotated[str, typer.Option("--config", help="Backbone size for --random-init: tiny, small or base.")] = "small",
+    config: Annotated[str, typer.Option("--config", help="Backbone size for --random-init: tiny, small, medium or base.")] = "small",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = 0,
 ) -> None:
     """Create the store (database and folders) and install the default backbone.

@@ -92,6 +92,9 @@ class BackboneConfig:
 PRESETS: dict[str, BackboneConfig] = {
     "tiny": BackboneConfig(width=8, enc_blocks=(1, 1), middle_blocks=1, dec_blocks=(1, 1)),
     "small": BackboneConfig(),
+    # width 32, one block a stage: the best adapted quality per CPU-minute of adapter training of the
+    # sizes measured (bench/backbone_size.py, BENCHMARKS.md)
+    "medium": BackboneConfig(width=32, enc_blocks=(1, 1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1, 1)),
     "base": BackboneConfig(width=32, enc_blocks=(1, 1, 1, 28), middle_blocks=1, dec_blocks=(1, 1, 1, 1)),
 }
 
