@@ -149,11 +149,12 @@ def crop_pairs(dest: Path, n: int = 4, size: int = 32, seed: int = 0) -> Path:
     return dest
 
 
-def task_store(name: str, data: PairedSet, n_train: int):
+def task_store(name: str, data: PairedSet, n_train: int, backbone: Path | None = None):
     """(A fresh store with the bundled backbone and task 't', the held-out pairs): `n_train` pairs to
     train, the validation split's first half as the task's validation pairs (what picks the best
-    state during training), its second half held out for scoring."""
-    from colora_cli.api.backbones import init_store
+    state during training), its second half held out for scoring. `backbone`: a backbone file to
+    use instead of the bundled one."""
+    from colora_cli.api.backbones import import_backbone, init_store
     from colora_cli.api.tasks import add_task
 
     home = OUT / name
@@ -167,5 +168,7 @@ def task_store(name: str, data: PairedSet, n_train: int):
             for k, item in enumerate(items):
                 shutil.copyfile(item[i], pairs / split / role / f"{k:03d}{Path(item[i]).suffix}")
     store = init_store(home).store
+    if backbone is not None:
+        import_backbone(store, backbone, "under-test", make_default=True)
     add_task(store, "t", pairs / "train", val=pairs / "val")
     return store, data.val[half:]

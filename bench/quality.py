@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -112,6 +113,7 @@ def main() -> None:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--pairs", default="16,64")
     ap.add_argument("--no-4x", action="store_true", help="skip the 4x-time arm")
+    ap.add_argument("--backbone", type=Path, help="a backbone file instead of the bundled one")
     args = ap.parse_args()
     from colora_cli.api.training import TrainOptions
 
@@ -121,7 +123,7 @@ def main() -> None:
         for n in [int(p) for p in args.pairs.split(",")]:
             if n > len(data.train):
                 continue
-            store, held_out = task_store(f"quality/{kind}-{n}", data, n)
+            store, held_out = task_store(f"quality/{kind}-{n}", data, n, args.backbone)
             selection = store.pairs(store.task("t"), "val")
             base = input_psnr(held_out)
             default, backbone_psnr, seconds = colora(store, TrainOptions(), held_out)

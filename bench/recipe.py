@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--steps", default="500,1000,2000,4000", help="step counts of the curve (lr 2e-3)")
     ap.add_argument("--lrs", default="1e-3,4e-3", help="other learning rates, at the middle step count")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--backbone", type=Path, help="a backbone file instead of the bundled one")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from colora_cli.api.training import TrainOptions, train_task
@@ -56,7 +58,7 @@ def main() -> None:
     tables = []
     for task in args.tasks.split(","):
         make, n_train = TASKS[task]
-        store, held_out = task_store(f"recipe/{task}", make(), n_train)
+        store, held_out = task_store(f"recipe/{task}", make(), n_train, args.backbone)
         from colora_cli.api.ranking import rank_task
 
         t0 = time.perf_counter()
@@ -74,7 +76,7 @@ def main() -> None:
             print(task, rows[-1], flush=True)
         tables.append((task, n_train, len(held_out), rows))
     print(f"\nbench/recipe.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}, "
-          "bundled backbone, CoLoRA plan (FAIG, 7 %) computed once per task (its own row)\n")
+          f"backbone {args.backbone or 'bundled'}, CoLoRA plan (FAIG, 7 %) computed once per task (its own row)\n")
     for task, n_train, n_held, rows in tables:
         print(f"### {task}: {n_train} training pairs, {n_held} held-out pairs scored (PSNR dB, RGB, whole image)\n")
         print(markdown_table(["arm", "steps", "min", "adapter (kept state)", "kept step", "backbone", "input",
