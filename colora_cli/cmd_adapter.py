@@ -9,42 +9,46 @@ import typer
 from colora_cli import output
 from colora_cli.options import Home, command_group
 
-app = command_group("Share adapters: export a task's adapter, import one into a task.")
+app = command_group("Share adapters: export and import them (colora or PEFT format).")
 
 
 @app.command("export")
 def export_adapter(
     task: Annotated[str, typer.Argument(help="Task name.")],
-    file: Annotated[Path, typer.Argument(help="Destination .safetensors file.")],
+    file: Annotated[Path, typer.Argument(help="Destination: a .safetensors file, or a folder with --format peft.")],
+    format: Annotated[str, typer.Option("--format", help="colora (one safetensors file) or peft (a Hugging Face "
+                                                         "PEFT LoRA folder).")] = "colora",
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
     home: Home = None,
 ) -> None:
     """Copy a task's adapter out of the store (it carries its rank plan and backbone fingerprint).
 
-    Example: colora adapter export rain rain-adapter.safetensors
+    Example: colora adapter export rain rain-adapter.safetensors   (or rain-peft/ --format peft)
     """
     from colora_cli.api.adapters import export_adapter as run_export
     from store.store import Store
 
-    adapter = run_export(Store.open(home), task, file, overwrite=overwrite)
-    output.note(f"Exported the adapter of '{task}' to {file} (backbone '{adapter.backbone.name}').")
+    adapter = run_export(Store.open(home), task, file, overwrite=overwrite, format=format)
+    output.note(f"Exported the adapter of '{task}' to {file} ({format} format, backbone '{adapter.backbone.name}').")
 
 
 @app.command("import")
 def import_adapter(
-    file: Annotated[Path, typer.Argument(help="An adapter .safetensors file.")],
+    file: Annotated[Path, typer.Argument(help="An adapter .safetensors file, or a PEFT LoRA folder.")],
     task: Annotated[str, typer.Option("--task", "-t", help="Task to attach it to (created, without pairs, if missing).")],
     replace: Annotated[bool, typer.Option("--replace", help="Replace the task's trained adapter (its file is removed).")] = False,
+    backbone: Annotated[str | None, typer.Option("--backbone", help="For a PEFT adapter made outside colora: the "
+                                                                   "backbone it was trained on (default: the store's).")] = None,
     home: Home = None,
 ) -> None:
-    """Add an adapter file to a task, after checking its metadata, backbone, shapes and values.
+    """Add an adapter file or PEFT folder to a task, after checking its metadata, backbone, shapes and values.
 
-    Example: colora adapter import rain-adapter.safetensors --task rain
+    Example: colora adapter import rain-adapter.safetensors --task rain   (or a PEFT folder)
     """
     from colora_cli.api.adapters import import_adapter as run_import
     from store.names import validate_slug
     from store.store import Store
 
     validate_slug(task)
-    done = run_import(Store.open(home), file, task, replace=replace)
+    done = run_import(Store.open(home), file, task, replace=replace, backbone=backbone)
     output.note(f"Imported the adapter into task '{task}' (trained for '{done.meta.task}', backbone '{done.backbone.name}').")

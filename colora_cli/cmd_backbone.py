@@ -88,14 +88,16 @@ def pretrain(
 
 @app.command("import")
 def import_backbone(
-    file: Annotated[Path, typer.Argument(help="A colora backbone .safetensors file.")],
+    file: Annotated[Path, typer.Argument(help="A colora backbone .safetensors file, or a NAFNet checkpoint "
+                                               "(BasicSR .pth with params/params_ema, a state dict, .safetensors).")],
     name: Annotated[str, typer.Option("--name", help="Name in the store.")],
     default: Annotated[bool, typer.Option("--default/--no-default", help="Make it the default backbone.")] = False,
     home: Home = None,
 ) -> None:
-    """Add a backbone file (safetensors only; shapes are checked against its config).
+    """Add a backbone file: colora's own, or a NAFNet checkpoint (BasicSR, spandrel, chaiNNer).
 
-    Example: colora backbone import prod-small.safetensors --name prod-small
+    A NAFNet's size is read off its tensors; .pth files are read with torch.load(weights_only=True)
+    only. Example: colora backbone import NAFNet-SIDD-width32.pth --name nafnet-sidd
     """
     from colora_cli.api.backbones import import_backbone as run_import
     from store.names import validate_slug

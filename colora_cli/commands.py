@@ -39,7 +39,7 @@ COMMANDS: dict[str, Entry] = {  # in the order `colora --help` lists them
     "backbone": Entry("colora_cli.cmd_backbone", "app",
                       "The store's backbones: list, show, pre-train, import and export."),
     "adapter": Entry("colora_cli.cmd_adapter", "app",
-                     "Share adapters: export a task's adapter, import one into a task."),
+                     "Share adapters: export and import them (colora or PEFT format)."),
     "recycle": Entry("colora_cli.cmd_recycle", "app", "LoRA Recycle: reuse the zoo of stored adapters for new tasks."),
 }
 

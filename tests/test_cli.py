@@ -717,11 +717,14 @@ def test_backbone_import_from_another_store_and_default(store, tmp_path):
     assert {b["name"]: b["default"] for b in backbones()} == {"random-tiny": False, "imported": True}
 
 
-def test_backbone_import_rejects_non_safetensors(store, tmp_path):
+def test_backbone_import_rejects_what_is_not_a_backbone(store, tmp_path):
     before = tree_digest(store / "backbones")
     pt = tmp_path / "weights.pt"
-    pt.write_bytes(b"\x80\x02}q\x00.")
-    fails(invoke("backbone", "import", pt, "--name", "pickled"), "weights.pt is not a .safetensors file")
+    pt.write_bytes(b"\x80\x02}q\x00.")  # a raw pickle, not a torch.save file
+    fails(invoke("backbone", "import", pt, "--name", "pickled"), "weights.pt cannot be read as plain weights")
+    other = tmp_path / "weights.bin"
+    other.write_bytes(b"\x80\x02}q\x00.")
+    fails(invoke("backbone", "import", other, "--name", "other"), "weights.bin is not a .safetensors or .pth file")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(os.urandom(300))
     fails(invoke("backbone", "import", junk, "--name", "junk"), "junk.safetensors")

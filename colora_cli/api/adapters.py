@@ -1,4 +1,5 @@
-"""Sharing adapters: a task's adapter out of the store as a file, a file into a task."""
+"""Sharing adapters: a task's adapter out of the store as a file (colora's) or a folder (PEFT's),
+a file or a PEFT folder into a task."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,14 +14,26 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `col
     from store.store import Store
 
 
-def export_adapter(store: Store, task: str, file: Path, *, overwrite: bool = False) -> Adapter:
-    """Copy a task's adapter out of the store (it carries its rank plan and backbone fingerprint)."""
+FORMATS = ("colora", "peft")
+
+
+def export_adapter(store: Store, task: str, file: Path, *, overwrite: bool = False, format: str = "colora") -> Adapter:
+    """Copy a task's adapter out of the store (it carries its rank plan and backbone fingerprint),
+    as colora's safetensors file or, with format "peft", as a Hugging Face PEFT LoRA folder."""
     from core.files import copy_atomic
 
+    if format not in FORMATS:
+        raise InvalidInputError(f"unknown adapter format {format!r}; use one of {', '.join(FORMATS)}")
     adapter = store.adapter(store.task(task))
     if adapter is None:
         raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
     store.refuse_inside(file, "the destination")
+    if format == "peft":
+        from colora_cli.api.models import adapter_file
+        from core.interop.peft import write_peft
+
+        write_peft(Path(file), *adapter_file(store, adapter), overwrite=overwrite)
+        return adapter
     if Path(file).exists() and not overwrite:
         raise ConflictError(f"{file} already exists", hint="pass --overwrite to replace it")
     copy_atomic(store.path(adapter.path), file)
@@ -33,10 +46,12 @@ class Imported:
     backbone: Backbone
 
 
-def import_adapter(store: Store, file: Path, task: str, *, replace: bool = False) -> Imported:
-    """Add an adapter file to a task (created, without pairs, if missing), all or nothing, after
-    checking its metadata, backbone, layer paths, ranks, shapes, dtypes and merged values. A task's
-    trained adapter is replaced only with `replace`."""
+def import_adapter(store: Store, file: Path, task: str, *, replace: bool = False,
+                   backbone: str | None = None) -> Imported:
+    """Add an adapter file (or a PEFT LoRA folder) to a task (created, without pairs, if missing),
+    all or nothing, after checking its metadata, backbone, layer paths, ranks, shapes, dtypes and
+    merged values. A task's trained adapter is replaced only with `replace`. `backbone`: the
+    backbone a PEFT adapter made outside colora was trained on (default: the store's default)."""
     from colora_cli.api.models import backbone_model
     from core.files import copy_atomic, sha256_file
     from core.model.lora import adapter_deltas, lora_parameter_count
@@ -45,6 +60,8 @@ def import_adapter(store: Store, file: Path, task: str, *, replace: bool = False
 
     validate_slug(task)
     file = Path(file)
+    if file.is_dir() or file.name == "adapter_config.json":
+        return _import_peft(store, file if file.is_dir() else file.parent, task, replace=replace, backbone=backbone)
     if file.suffix.lower() != ".safetensors":
         raise InvalidInputError(f"{file.name} is not a .safetensors file", hint="colora loads weights only from safetensors")
     digest = sha256_file(file)
@@ -62,6 +79,36 @@ def import_adapter(store: Store, file: Path, task: str, *, replace: bool = False
         store.path(rel).unlink(missing_ok=True)
         raise ConflictError(f"{file.name} changed while it was being imported", hint="import it again")
     store.add_adapter(task, backbone_row, rel, trainable_params=lora_parameter_count(backbone, meta.rank_plan),
+                      plan_method=meta.plan_method, budget=meta.budget, recycled=meta.recycled, replace_trained=replace)
+    return Imported(meta, backbone_row)
+
+
+def _import_peft(store: Store, folder: Path, task: str, *, replace: bool, backbone: str | None) -> Imported:
+    """A PEFT LoRA folder, converted to a colora adapter file in the store."""
+    import torch
+
+    from colora_cli.api.models import backbone_model
+    from core.interop.peft import read_peft
+    from core.model.lora import adapter_deltas, lora_parameter_count
+    from core.model.weights import AdapterMeta, save_tensors_atomic
+
+    tensors, plan, meta, digest = read_peft(folder)
+    if meta is not None:
+        backbone_row = store.backbone_by_sha256(meta.backbone_sha256)
+        if backbone_row is None:
+            raise NotFoundError(f"the adapter was trained on backbone {meta.backbone_sha256[:12]}, which this store "
+                                "does not have", hint="import that backbone first with `colora backbone import FILE --name NAME`")
+    else:  # made by PEFT: the config does not say which weights it was trained on
+        backbone_row = store.backbone(backbone)
+        meta = AdapterMeta(task=task, backbone_sha256=backbone_row.sha256, rank_plan=plan, plan_method="peft",
+                           trained=f"PEFT LoRA adapter {folder.name}", extra={"peft_sha256": digest})
+    model = backbone_model(store, backbone_row)
+    adapter_deltas(model, meta.rank_plan, meta.alpha, tensors)  # plan paths, shapes, dtypes, finite merged weights
+    _refuse_trained(store, task, replace)
+    rel = store.new_adapter_relpath(task, "imported")
+    save_tensors_atomic(store.path(rel), {k: v.to(torch.float32).contiguous() for k, v in tensors.items()},
+                        meta.to_metadata())
+    store.add_adapter(task, backbone_row, rel, trainable_params=lora_parameter_count(model, meta.rank_plan),
                       plan_method=meta.plan_method, budget=meta.budget, recycled=meta.recycled, replace_trained=replace)
     return Imported(meta, backbone_row)
 

@@ -77,13 +77,46 @@ def install_bundled(store: Store) -> Backbone:
 
 
 def import_backbone(store: Store, file: Path, name: str, *, make_default: bool = False) -> Backbone:
+    """A colora backbone file, or an ecosystem NAFNet checkpoint (BasicSR `.pth` with `params` /
+    `params_ema`, a bare or `module.`-prefixed state dict, or the same as `.safetensors`), converted
+    to a colora backbone file with its layout inferred from the tensors' shapes."""
     from core.errors import InvalidInputError
     from store.names import validate_slug
 
     validate_slug(name, "backbone")
-    if Path(file).suffix.lower() != ".safetensors":
-        raise InvalidInputError(f"{Path(file).name} is not a .safetensors file", hint="colora loads weights only from safetensors")
-    return install_file(store, Path(file), name, make_default=make_default)
+    file = Path(file)
+    if file.suffix.lower() not in (".safetensors", ".pth", ".pt"):
+        raise InvalidInputError(f"{file.name} is not a .safetensors or .pth file",
+                                hint="give a colora backbone (.safetensors) or a NAFNet checkpoint (.pth, .safetensors)")
+    if _is_colora_backbone(file):
+        return install_file(store, file, name, make_default=make_default)
+    return install_checkpoint(store, file, name, make_default=make_default)
+
+
+def _is_colora_backbone(file: Path) -> bool:
+    from core.files import read_safetensors_header
+
+    if file.suffix.lower() != ".safetensors":
+        return False
+    try:
+        return read_safetensors_header(file)[1].get("format") == "colora-backbone"
+    except (OSError, ValueError):
+        return True  # unreadable: install_file reports why, in colora's words
+
+
+def install_checkpoint(store: Store, file: Path, name: str, *, make_default: bool = False) -> Backbone:
+    """A BasicSR / NAFNet checkpoint, converted (names as they are, weights float32) and installed."""
+    from core.interop.basicsr import describe_layout, nafnet_from_checkpoint
+    from core.model.weights import save_backbone
+
+    model, source = nafnet_from_checkpoint(file)
+    where = "" if source == "bare" else f" ('{source}')"
+    description = f"NAFNet checkpoint {file.name}{where}: {describe_layout(model.config)}"
+    with tempfile.TemporaryDirectory(dir=store.root) as tmp:
+        path = Path(tmp) / "backbone.safetensors"
+        save_backbone(path, model, {"pretrained": "true", "description": description,
+                                    "recipe": json.dumps({"imported_from": file.name, "checkpoint_key": source})})
+        return install_file(store, path, name, make_default=make_default)
 
 
 def export_backbone(store: Store, name: str, file: Path, *, overwrite: bool = False) -> Backbone:

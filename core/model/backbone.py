@@ -2,6 +2,8 @@
 
 Blocks start as the identity (beta = gamma = 0), the net predicts a residual on its input,
 and inputs of any size are padded to a multiple of 2**len(enc_blocks) and cropped back.
+Module paths and the forward are the official NAFNet's (BasicSR), so its checkpoints load as
+they are (core/interop/basicsr.py); only the padding differs by default (`pad_mode`).
 Module paths are stable (`encoders.2.0.conv4`) because rank plans and adapters name them.
 """
 from __future__ import annotations
@@ -19,6 +21,9 @@ from core.errors import InvalidInputError
 # Bounds on configs read from files: generous for real NAFNets (the official ones are width 32-64,
 # at most 28 blocks a stage), small enough that a hostile config cannot ask for absurd models.
 LIMITS = {"width": 256, "levels": 6, "blocks": 64, "channels": 4096}
+# colora pads with the border pixels (no dark seam at the right/bottom edges); the official NAFNet
+# pads with zeros, which its imported checkpoints keep so that they compute what they were trained for
+PAD_MODES = ("replicate", "zeros")
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class BackboneConfig:
     middle_blocks: int = 2
     dec_blocks: tuple[int, ...] = (1, 1, 1, 1)
     in_channels: int = 3
+    pad_mode: str = "replicate"
 
     def __post_init__(self):
         if len(self.enc_blocks) != len(self.dec_blocks):
@@ -42,7 +48,10 @@ class BackboneConfig:
         return 2 ** len(self.enc_blocks)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        if data["pad_mode"] == "replicate":  # the default stays implicit: configs written before it are unchanged
+            del data["pad_mode"]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "BackboneConfig":
@@ -56,9 +65,13 @@ class BackboneConfig:
         except (ValueError, RecursionError) as e:
             raise InvalidInputError(f"{source} has an unreadable backbone config (not JSON: {e})") from None
         fields = {"width": int, "enc_blocks": list, "middle_blocks": int, "dec_blocks": list, "in_channels": int}
-        if not isinstance(data, dict) or set(data) - set(fields) or set(fields) - set(data) - {"in_channels"}:
+        optional = {"in_channels", "pad_mode"}
+        if not isinstance(data, dict) or set(data) - set(fields) - optional or set(fields) - set(data) - optional:
             raise InvalidInputError(f"{source} has an unreadable backbone config (expected the fields "
-                                    f"{', '.join(fields)})")
+                                    f"{', '.join(fields)}, pad_mode)")
+        if data.get("pad_mode", "replicate") not in PAD_MODES:
+            raise InvalidInputError(f"{source} has an unreadable backbone config (pad_mode must be one of "
+                                    f"{', '.join(PAD_MODES)})")
         for key, kind in fields.items():
             value = data.get(key, 3)
             items = value if kind is list and isinstance(value, list) else [value]
@@ -78,6 +91,7 @@ class BackboneConfig:
         problems = [
             (not 1 <= self.width <= LIMITS["width"], f"width {self.width} (1 to {LIMITS['width']})"),
             (self.in_channels != 3, f"in_channels {self.in_channels} (colora restores RGB: 3)"),
+            (self.pad_mode not in PAD_MODES, f"pad_mode {self.pad_mode!r} ({' or '.join(PAD_MODES)})"),
             (not 1 <= len(self.enc_blocks) <= LIMITS["levels"],
              f"{len(self.enc_blocks)} encoder levels (1 to {LIMITS['levels']})"),
             (any(not 0 <= n <= LIMITS["blocks"] for n in stages), f"a stage of more than {LIMITS['blocks']} blocks"),
@@ -186,7 +200,8 @@ class NAFNet(nn.Module):
     def forward(self, inp: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W), any H, W
         _, _, h, w = inp.shape
         m = self.config.multiple
-        x_in = F.pad(inp, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="replicate")
+        mode = "replicate" if self.config.pad_mode == "replicate" else "constant"
+        x_in = F.pad(inp, (0, (m - w % m) % m, 0, (m - h % m) % m), mode=mode)
         if inp.is_contiguous(memory_format=torch.channels_last) and not inp.is_contiguous():
             x_in = x_in.contiguous(memory_format=torch.channels_last)  # padding keeps channels_last
         x = self.intro(x_in)
