@@ -5,6 +5,11 @@ Arms of one comparison are interleaved (A B A B ...), each timing is the median 
     forward 512²        eager backbone | colora restore path: backbone alone, merged adapter
                         | eager + unmerged activation-space LoRA (what PEFT does at inference)
     tiled 2000x1500     eager backbone vs. the restore path with a merged adapter (tiles of 512)
+    engines             the same two, run by ONNX Runtime and OpenVINO (`restore --engine`) from an
+                        ONNX export of the merged task model, each on both graphs (plain NAFNet,
+                        FastNAFNet; core/inference/engines.py) at 512², on its own graph tiled;
+                        max |engine - restore path| (the engines that are installed)
+                        `python -m bench.speed --only engines`
     folder of 50        `colora restore` in-process (check, decode, infer, encode, write) vs. a
                         bare forward loop over the same, already decoded tensors
     train step          colora LoRA (weight space) | colora LoRA (activation space) | full
@@ -115,6 +120,53 @@ def forward_section(repeats: int) -> None:
     row("tiled 2000x1500", "restore path, merged adapter", t["fast"], "s", f"{r:.2f}x eager", ">= 2x", yes(r >= 2))
 
 
+def engines_section(repeats: int) -> None:
+    """ONNX Runtime and OpenVINO next to the restore path, on the same images (`restore --engine`)."""
+    from colora_cli.api.models import task_parts
+    from core.inference.engines import GRAPHS, build_graph, export_onnx, installed, load_engine, max_abs_error
+    from core.inference.tiles import restore_tensor
+
+    engines = [e for e in GRAPHS if installed(e)]
+    for e in set(GRAPHS) - set(engines):
+        print(f"{e} is not installed (pip install -e '.[onnx,openvino]'): its rows are skipped", file=sys.stderr)
+    if not engines:
+        return
+    store, backbone, _, _, fast_merged, adapter = models()
+    _, deltas, _ = task_parts(store, adapter, backbone)
+    x, big = torch.rand(3, 512, 512), torch.rand(3, 1500, 2000)
+    work = Path(tempfile.mkdtemp(prefix="colora-engines-"))
+    runners = {}
+    for kind in ("plain", "fast"):
+        export_onnx(build_graph(kind, backbone, deltas), work / f"{kind}.onnx")
+        for e in engines:
+            runners[e, kind] = load_engine(e, work / f"{kind}.onnx")
+    shutil.rmtree(work, ignore_errors=True)
+    probe = x[None]
+    with torch.inference_mode():
+        errors = {k: max_abs_error(r, fast_merged, probe) for k, r in runners.items()}
+        arms = {"restore path": lambda: restore_tensor(fast_merged, x)}
+        arms |= {k: (lambda r=r: restore_tensor(r, x)) for k, r in runners.items()}
+        t = interleaved(arms, repeats)
+        tiled = {"restore path": lambda: restore_tensor(fast_merged, big, 512)}
+        tiled |= {e: (lambda r=runners[e, GRAPHS[e]]: restore_tensor(r, big, 512)) for e in engines}
+        tt = interleaved(tiled, max(2, repeats // 2))
+    s = "engines, forward 512²"
+    row(s, "restore path (colora's FastNAFNet graph, PyTorch)", t["restore path"], "s")
+    for (e, kind), runner in runners.items():
+        r = t["restore path"] / t[e, kind]
+        used = " (what --engine runs)" if GRAPHS[e] == kind else ""
+        row(s, f"{e}, {kind} graph{used}", t[e, kind], "s", f"{r:.2f}x restore path; max err {errors[e, kind]:.1e}",
+            "> 1x, err < 1e-4", yes(r > 1 and errors[e, kind] < 1e-4))
+    s = "engines, tiled 2000x1500"
+    row(s, "restore path (colora's FastNAFNet graph, PyTorch)", tt["restore path"], "s")
+    for e in engines:
+        r = tt["restore path"] / tt[e]
+        row(s, f"{e}, {GRAPHS[e]} graph, tiles of 512", tt[e], "s", f"{r:.2f}x restore path", "> 1x", yes(r > 1))
+
+
+TORCH = ("--engine", "torch")  # the folder rows measure the pipeline around the same PyTorch compute as `bare`
+
+
 def folder_section(repeats: int, n_images: int) -> None:
     from typer.testing import CliRunner
 
@@ -145,7 +197,7 @@ def folder_section(repeats: int, n_images: int) -> None:
     def e2e():
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
-        r = runner.invoke(app, ["restore", "--task", task, str(folder), "-o", str(out), "--home", str(HOME)])
+        r = runner.invoke(app, ["restore", "--task", task, str(folder), "-o", str(out), "--home", str(HOME), *TORCH])
         assert r.exit_code == 0, r.stderr
 
     t = interleaved({"bare": bare, "e2e": e2e}, max(2, repeats // 2))
@@ -157,7 +209,8 @@ def folder_section(repeats: int, n_images: int) -> None:
     env = dict(os.environ)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "colora_cli", "restore", "--task", task,
-                    str(folder), "-o", str(work / "out-cli"), "--home", str(HOME)], env=env, check=True, capture_output=True)
+                    str(folder), "-o", str(work / "out-cli"), "--home", str(HOME), *TORCH], env=env, check=True,
+                   capture_output=True)
     row(s, "`colora restore` as a command (incl. Python and torch start-up)", time.perf_counter() - t0, "s")
     shutil.rmtree(work, ignore_errors=True)
 
@@ -324,7 +377,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--tasks", type=int, default=1000)
-    ap.add_argument("--only", default="forward,folder,train,store")
+    ap.add_argument("--only", default="forward,engines,folder,train,store")
     args = ap.parse_args()
     from bench.zoo import build_zoo
 
@@ -333,6 +386,8 @@ def main() -> None:
     try:
         if "forward" in sections:
             forward_section(args.repeats)
+        if "engines" in sections:
+            engines_section(args.repeats)
         if "folder" in sections:
             folder_section(args.repeats, args.images)
         if "train" in sections:

@@ -82,6 +82,8 @@ def pretrain(
                               mode=mode, max_degradations=max_degradations, seed=seed, checkpoint_every=checkpoint_every,
                               resume=resume, make_default=default, device=device, init_from=init_from)
     done = pretrain_backbone(Store.open(home), clean_dir, options, output.REPORTER)
+    if done is None:  # one of several torchrun processes: the leader reports
+        return
     output.note(f"Pre-trained '{done.backbone.name}' in {done.result.wall_time_s / 60:.1f} min, final loss "
                 f"{done.result.final_loss:.4f}{' (now the default backbone)' if default else ''}.")
 

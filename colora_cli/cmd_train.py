@@ -34,6 +34,8 @@ def train(
     options = TrainOptions(steps=steps, minutes=minutes, batch_size=batch_size, patch_size=patch_size, lr=lr, loss=loss,
                            seed=seed, rank=rank, checkpoint_every=checkpoint_every, resume=resume, device=device)
     done = train_task(Store.open(home), name, options, output.REPORTER)
+    if done is None:  # one of several torchrun processes: the leader reports
+        return
     resumed = f" (resumed at step {done.resumed_from})" if done.resumed_from else ""
     output.note(f"Trained '{name}': {done.steps_done} steps{resumed} in {done.wall_time_s:.1f} s, "
                 f"final loss {done.final_loss:.4f}; adapter {output.human_bytes(done.adapter_bytes)}.")

@@ -32,6 +32,8 @@ COMMANDS: dict[str, Entry] = {  # in the order `colora --help` lists them
     "compare": Entry("colora_cli.cmd_compare", "compare",
                      "Restore one image with several tasks' adapters: the input and one labelled tile per task in one "
                      "grid PNG."),
+    "export-onnx": Entry("colora_cli.cmd_export", "export_onnx",
+                         "Write a task's model (backbone + adapter, merged) as one ONNX file, checked in onnxruntime."),
     "doctor": Entry("colora_cli.cmd_doctor", "doctor",
                     "Check the store's index against its files; exit code 1 if errors remain."),
     "task": Entry("colora_cli.cmd_task", "app",
@@ -41,10 +43,15 @@ COMMANDS: dict[str, Entry] = {  # in the order `colora --help` lists them
     "adapter": Entry("colora_cli.cmd_adapter", "app",
                      "Share adapters: export and import them (colora or PEFT format)."),
     "recycle": Entry("colora_cli.cmd_recycle", "app", "LoRA Recycle: reuse the zoo of stored adapters for new tasks."),
+    "store": Entry("colora_cli.cmd_index", "app", "The store's index: copy it between SQLite and PostgreSQL."),
 }
 
 ROOT_HELP = ("One frozen image-restoration backbone, many small LoRA adapters (one per task).\n\n"
              "Example: colora init && colora task add rain ./pairs && colora train rain && colora eval rain")
+
+
+DB_HELP = ("The index's database: a PostgreSQL URL shared by a team (postgresql+psycopg://user@host/db); "
+           "weights stay in the --home folder. Default: $COLORA_DB_URL, else the store's own SQLite file.")
 
 
 def short_help(text: str, limit: int) -> str:

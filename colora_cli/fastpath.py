@@ -87,13 +87,13 @@ def _plain_listing(rows: list[dict], as_json: bool) -> str | None:
 
 
 def root_help() -> str:
-    from colora_cli.commands import COMMANDS, ROOT_HELP, short_help
+    from colora_cli.commands import COMMANDS, DB_HELP, ROOT_HELP, short_help
 
     width = _help_width()
     lines = ["Usage: colora [OPTIONS] COMMAND [ARGS]...", ""]
     for paragraph in ROOT_HELP.split("\n\n"):
         lines += [_fill(paragraph, width, "  "), ""]
-    lines += ["Options:", *_definitions([("--version", "Show the version and exit."),
+    lines += ["Options:", *_definitions([("--version", "Show the version and exit."), ("--db URL", DB_HELP),
                                         ("--help", "Show this message and exit.")], width), ""]
     limit = width - 6 - max(len(name) for name in COMMANDS)
     lines += ["Commands:", *_definitions([(n, short_help(e.summary, limit)) for n, e in COMMANDS.items()], width)]

@@ -10,8 +10,9 @@ import typer
 from typer.core import TyperGroup
 
 from colora_cli import __version__, output
-from colora_cli.commands import COMMANDS, ROOT_HELP, Entry, short_help
+from colora_cli.commands import COMMANDS, DB_HELP, ROOT_HELP, Entry, short_help
 from core.errors import ColoraError
+from store.paths import ENV_DB_URL
 
 
 # Typer's own control flow (help, exit codes, usage errors) must pass through untouched. Newer
@@ -99,8 +100,11 @@ def _version(value: bool) -> None:
 def main(
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Show the version and exit.")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", metavar="URL", help=DB_HELP)] = None,
 ) -> None:
     """One frozen image-restoration backbone, many small LoRA adapters (one per task)."""
+    if db:  # every store opened by this command reads it from there (store.paths.db_url)
+        os.environ[ENV_DB_URL] = db
 
 
 def run() -> None:

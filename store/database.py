@@ -1,6 +1,8 @@
-"""Connecting to the index (colora.db) and saying plainly what went wrong with it.
+"""Connecting to the index and saying plainly what went wrong with it.
 
-Plain sqlite3, no SQLAlchemy (the listing uses it directly; the ORM gets its connections here).
+The index is the store's own SQLite file (colora.db), read with plain sqlite3 by the listing and
+through SQLAlchemy by the ORM; or, for a team, a PostgreSQL database named by a URL (`--db`,
+$COLORA_DB_URL), with the weight files in the store folder every machine mounts.
 
 * A store on a read-only mount (a shared, read-only copy of a zoo) opens read-only: reading
   commands work, writing ones are refused with a clear message. A WAL database on read-only
@@ -14,7 +16,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from core.errors import ColoraError, ConflictError, IntegrityError
+from core.errors import ColoraError, ConflictError, IntegrityError, InvalidInputError, NotFoundError
 from store.paths import DB_NAME
 
 BUSY_TIMEOUT_S = 30
@@ -39,6 +41,40 @@ def connect(root: Path, *, read_only: bool = False) -> sqlite3.Connection:
         return sqlite3.connect(uri + "?immutable=1", uri=True, timeout=BUSY_TIMEOUT_S)
 
 
+SERVER_SCHEMES = ("postgresql",)
+
+
+def server_engine(url: str):
+    """A SQLAlchemy engine for a database server's URL (PostgreSQL through psycopg)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidInputError("the database URL is not a URL",
+                                hint="give one like postgresql+psycopg://user@host/colora") from None
+    if parsed.get_backend_name() not in SERVER_SCHEMES:
+        raise InvalidInputError(f"colora keeps its index in SQLite (the default) or PostgreSQL, not "
+                                f"{parsed.get_backend_name()!r}", hint="give a postgresql+psycopg://... URL")
+    try:
+        return create_engine(parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed,
+                             pool_pre_ping=True)
+    except (ModuleNotFoundError, NoSuchModuleError):
+        raise InvalidInputError("a PostgreSQL index needs psycopg", hint='pip install "colora[postgres]"') from None
+
+
+def shown(url: str) -> str:
+    """A database URL as it may be printed: without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - never echo an unparsable URL: it may hold a password
+        return "(the database URL)"
+
+
 def explain(error: BaseException, root: Path) -> ColoraError | None:
     """The store-level meaning of a database error (sqlite3's own, or SQLAlchemy's wrapper of one);
     None for errors this module does not know (they stay as they are)."""
@@ -53,6 +89,13 @@ def explain(error: BaseException, root: Path) -> ColoraError | None:
     if "locked" in text or "busy" in text:
         return ConflictError(f"the store at {root} is busy: another colora has held it for more than "
                              f"{BUSY_TIMEOUT_S} s", hint="try again when the other command has finished")
+    if "does not exist" in text and "database" in text:
+        return NotFoundError(f"the store's database does not exist ({text.strip().splitlines()[0][:200]})",
+                             hint="create it on the server (createdb), then run `colora init`")
+    if ("connection refused" in text or "could not connect" in text or "connection failed" in text
+            or "authentication failed" in text or "could not translate host name" in text):
+        return ConflictError(f"cannot reach the store's database ({text.strip().splitlines()[0][:200]})",
+                             hint="check the --db / $COLORA_DB_URL address, that the server runs, and the credentials")
     if "unable to open database" in text or "disk i/o error" in text:
         return IntegrityError(f"cannot open the store's index {root / DB_NAME} ({text})",
                               hint="check that the folder is readable and the disk is healthy")

@@ -5,7 +5,7 @@ Findings have a severity:
            never repaired automatically, except dropping the row of an adapter whose file is gone
   warning  something to look at: weight files the index does not know (`--fix` re-indexes them
            from their own metadata), links inside the store (never followed, never removed),
-           stale checkpoints
+           stale checkpoints, cached ONNX exports of adapters the store no longer has
   cleanup  leftovers of interrupted work: colora's temporary `*.part` files, runs whose process
            died, empty folders of removed tasks; `--fix` removes or closes them
   info     normal states worth knowing (an unfinished run that `--resume` can continue)
@@ -25,13 +25,13 @@ from pathlib import Path
 from sqlalchemy import select, text
 
 from core.files import is_temp_name, sha256_file
-from store.processes import pid_alive
+from store.processes import run_alive
 from store.schema import Adapter, Backbone, Task, TrainRun
 from store.status import RunStatus
-from store.store import Store
+from store.store import Store, onnx_key
 
 GRACE_S = 120
-ROOMS = ("backbones", "tasks", "pretrain", "recycle")  # the store's folders of files
+ROOMS = ("backbones", "tasks", "pretrain", "recycle", "cache")  # the store's folders of files
 
 
 @dataclass
@@ -61,6 +61,8 @@ def check(store: Store) -> list[Finding]:
         tasks = {t.id: t.name for t in s.scalars(select(Task))}
     meta = store.meta_adapter()
     referenced = {store.path(b.path) for b in backbones} | {store.path(a.path) for a in adapters}
+    file_sha = {b.id: b.file_sha256 for b in backbones}
+    cached = {f"{tasks.get(a.task_id, '?')}-{onnx_key(a.file_sha256, file_sha.get(a.backbone_id, ''))}-" for a in adapters}
     for b in backbones:
         findings += _weights_file(store, b.path, b.file_sha256, f"backbone '{b.name}'", "backbone")
     for a in adapters:
@@ -77,7 +79,7 @@ def check(store: Store) -> list[Finding]:
     live_tasks = set()
     for r in runs:
         name = tasks.get(r.task_id, "?")
-        if r.status == RunStatus.RUNNING and pid_alive(r.pid):
+        if r.status == RunStatus.RUNNING and run_alive(r.pid, r.host, r.heartbeat_at):
             live_tasks.add(name)
             continue
         ckpt = store.path(r.checkpoint_path) if r.checkpoint_path else None
@@ -88,12 +90,14 @@ def check(store: Store) -> list[Finding]:
         if r.status == RunStatus.RUNNING:
             findings.append(Finding("cleanup", "dead_run", f"training run {r.id} of '{name}' is marked running but its process is gone",
                                     fixable=True, ref=r.id))
-    findings += _files(store, referenced, live_tasks, set(tasks.values()))
+    findings += _files(store, referenced, live_tasks, set(tasks.values()), cached)
     return findings
 
 
 def _database(store: Store) -> list[Finding]:
     findings = []
+    if store.url:  # a database server checks its own pages and enforces its foreign keys
+        return findings
     with store.engine.connect() as conn:
         result = conn.execute(text("PRAGMA integrity_check")).scalar_one()
         if result != "ok":
@@ -113,8 +117,10 @@ def _weights_file(store: Store, rel: str, recorded_sha: str | None, label: str, 
     return []
 
 
-def _files(store: Store, referenced: set[Path], live_tasks: set[str], task_names: set[str]) -> list[Finding]:
-    """Every file under the store's folders, walked without following links."""
+def _files(store: Store, referenced: set[Path], live_tasks: set[str], task_names: set[str],
+           cached: set[str]) -> list[Finding]:
+    """Every file under the store's folders, walked without following links. `cached`: the name
+    prefixes of the ONNX exports of the adapters the store has (Store.onnx_relpath)."""
     findings = []
     for room in ROOMS:
         top = store.root / room
@@ -139,6 +145,10 @@ def _files(store: Store, referenced: set[Path], live_tasks: set[str], task_names
                     if _old(f):
                         findings.append(Finding("cleanup", "temp_file", "temporary file left by an interrupted write",
                                                 rel, fixable=True))
+                elif room == "cache":
+                    if not any(name.startswith(prefix) for prefix in cached) and _old(f):
+                        findings.append(Finding("warning", "stale_cache", "a cached ONNX export of an adapter the store "
+                                                "no longer has (rebuilt on demand); safe to remove", rel))
                 elif room == "pretrain":
                     findings.append(Finding("info", "pretrain_checkpoint", "unfinished pre-training checkpoint; continue "
                                             "with `colora backbone pretrain ... --resume`", rel))
@@ -173,7 +183,7 @@ def fix(store: Store, findings: list[Finding]) -> list[Finding]:
         if f.kind == "dead_run":
             with store.session() as s:
                 run = s.get(TrainRun, f.ref)
-                if run is not None and run.status == RunStatus.RUNNING and not pid_alive(run.pid):
+                if run is not None and run.status == RunStatus.RUNNING and not run_alive(run.pid, run.host, run.heartbeat_at):
                     run.status = RunStatus.INTERRUPTED
         elif f.kind == "adapter_missing":
             with store.session() as s:

@@ -7,7 +7,14 @@ from pathlib import Path
 from core.errors import InvalidInputError
 
 ENV_HOME = "COLORA_HOME"
+ENV_DB_URL = "COLORA_DB_URL"
 DB_NAME = "colora.db"
+
+
+def db_url() -> str | None:
+    """The index's database URL when it is not the store's own SQLite file: `--db` (which sets
+    $COLORA_DB_URL) or $COLORA_DB_URL, e.g. postgresql+psycopg://user@host/colora."""
+    return os.environ.get(ENV_DB_URL) or None
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:

@@ -26,7 +26,7 @@ from core.errors import ColoraError, NotFoundError
 from core.files import read_safetensors_header, sha256_file
 from store import database
 from store.names import validate_slug
-from store.paths import DB_NAME, resolve_home
+from store.paths import DB_NAME, db_url, resolve_home
 from store.schema import Adapter, Backbone, MetaAdapter, Setting, Task
 from store.store import DEFAULT_BACKBONE_KEY, Store
 
@@ -47,7 +47,7 @@ def rebuild(home=None) -> tuple[Store, Reindexed]:
     if not any((root / name).exists() for name in (DB_NAME, "backbones", "tasks")):
         raise NotFoundError(f"no colora store at {root} to re-index", hint="check --home (or $COLORA_HOME)")
     set_aside = None
-    if (root / DB_NAME).exists() and not _readable(root):
+    if db_url() is None and (root / DB_NAME).exists() and not _readable(root):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         set_aside = root / f"{DB_NAME}.damaged-{stamp}"
         for suffix in ("", "-wal", "-shm"):

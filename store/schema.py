@@ -114,6 +114,8 @@ class TrainRun(Base):
     wall_time_s: Mapped[float | None]
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None]
+    host: Mapped[str | None] = mapped_column(Text)  # the machine the process runs on
+    heartbeat_at: Mapped[str | None] = mapped_column(Text)  # last sign of life (start, checkpoints)
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[str] = mapped_column(Text, default=utcnow)
     finished_at: Mapped[str | None] = mapped_column(Text)

@@ -7,6 +7,7 @@
     <root>/tasks/<task>/checkpoint.safetensors       (while a training run is unfinished)
     <root>/pretrain/<backbone>/checkpoint.safetensors (while a pre-training is unfinished)
     <root>/recycle/meta-<stamp>.safetensors          (LoRA Recycle's meta-adapter)
+    <root>/cache/onnx/<task>-<key>-<graph>.onnx      (a task model's ONNX export for `restore --engine`)
 
 Every one of these paths is built here (the `*_relpath` methods), and every path read from the
 index or built from a name goes through `path()`, which refuses anything outside the root.
@@ -16,8 +17,10 @@ them is committed, so a crash leaves at worst an orphan file, never a row withou
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -36,7 +39,7 @@ from core.files import copy_atomic, sha256_file
 from store import database
 from store.migrations import check_version, migrate
 from store.names import validate_slug
-from store.paths import DB_NAME, inside, resolve_home
+from store.paths import DB_NAME, db_url, inside, resolve_home
 from store.schema import (
     Adapter,
     Backbone,
@@ -48,7 +51,7 @@ from store.schema import (
     TrainRun,
     utcnow,
 )
-from store.processes import pid_alive
+from store.processes import run_alive, this_host
 from store.status import RunStatus
 
 DEFAULT_BACKBONE_KEY = "default_backbone"
@@ -67,33 +70,56 @@ class NewPair:
 
 
 class Store:
-    def __init__(self, root: Path, *, read_only: bool = False):
+    def __init__(self, root: Path, *, read_only: bool = False, url: str | None = None):
+        """`url`: the index lives in that database server (PostgreSQL) instead of root/colora.db."""
         self.root = root
         self.read_only = read_only
-        self.engine = create_engine("sqlite://", creator=lambda: database.connect(root, read_only=read_only))
-        event.listen(self.engine, "connect", _sqlite_pragmas if not read_only else _sqlite_read_pragmas)
+        self.url = url
+        if url:
+            self.engine = database.server_engine(url)
+        else:
+            self.engine = create_engine("sqlite://", creator=lambda: database.connect(root, read_only=read_only))
+            event.listen(self.engine, "connect", _sqlite_pragmas if not read_only else _sqlite_read_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def index_name(self) -> str:
+        """Where the index is, as it may be printed."""
+        return database.shown(self.url) if self.url else str(self.root / DB_NAME)
 
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, home: str | os.PathLike | None = None) -> "Store":
+    def create(cls, home: str | os.PathLike | None = None, url: str | None = None) -> "Store":
+        """The store at `home` (folders and index made if missing); its index in `url`, else
+        $COLORA_DB_URL, else root/colora.db (`url=""`: root/colora.db whatever the environment says)."""
         root = resolve_home(home)
         if root.exists() and not root.is_dir():
             raise InvalidInputError(f"{root} exists and is not a folder", hint="choose another --home")
         for sub in ("", "backbones", "tasks"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        store = cls(root)
+        store = cls(root, url=(db_url() if url is None else url) or None)
         store._migrate()
         return store
 
     @classmethod
-    def open(cls, home: str | os.PathLike | None = None) -> "Store":
+    def open(cls, home: str | os.PathLike | None = None, url: str | None = None) -> "Store":
         """The store at `home`; read-only where this process may not write it (reading commands work)."""
         root = resolve_home(home)
-        if not (root / DB_NAME).is_file():
-            raise NotFoundError(f"no colora store at {root}", hint="run `colora init` first (or pass --home)")
-        store = cls(root, read_only=not database.writable(root))
+        url = url or db_url()
+        if url:
+            store = cls(root, url=url)
+            with store._translated(), store.engine.connect() as conn:
+                from sqlalchemy import inspect
+
+                initialised = inspect(conn).has_table("settings")
+            if not initialised or not root.is_dir():
+                raise NotFoundError(f"no colora store in {database.shown(url)} with its files at {root}",
+                                    hint="run `colora init` with the same --home and database URL first")
+        else:
+            if not (root / DB_NAME).is_file():
+                raise NotFoundError(f"no colora store at {root}", hint="run `colora init` first (or pass --home)")
+            store = cls(root, read_only=not database.writable(root))
         store._migrate()
         return store
 
@@ -299,6 +325,22 @@ class Store:
     def new_meta_adapter_relpath(self) -> str:
         return f"recycle/meta-{_stamp()}.safetensors"
 
+    def onnx_relpath(self, task_name: str, adapter: Adapter, graph: str) -> str:
+        """The cached ONNX export of a task's model (derived, rebuilt on demand; not indexed). Named
+        after the adapter's and its backbone's file digests: a retrained, re-imported or recycled
+        adapter never meets the export of the one it replaced."""
+        key = onnx_key(adapter.file_sha256, adapter.backbone.file_sha256)
+        return f"{ONNX_CACHE}/{validate_slug(task_name)}-{key}-{graph}.onnx"
+
+    def prune_onnx(self, task_name: str, adapter: Adapter) -> None:
+        """Remove the task's cached exports of the adapters it had before `adapter`."""
+        folder, prefix = self.path(ONNX_CACHE), f"{validate_slug(task_name)}-"
+        key = onnx_key(adapter.file_sha256, adapter.backbone.file_sha256)
+        for f in sorted(folder.glob(f"{prefix}*.onnx")) if folder.is_dir() else ():
+            m = ONNX_NAME.match(f.name[len(prefix):])  # not a file of a task named `<task>-...`
+            if m and m.group(1) != key and f.is_file() and not f.is_symlink():
+                f.unlink(missing_ok=True)
+
     # ------------------------------------------------------------ training runs
 
     def start_run(self, task: Task, backbone: Backbone, config: str, *, resume: TrainRun | None = None) -> TrainRun:
@@ -314,12 +356,14 @@ class Store:
             if resume is not None:
                 run = s.get_one(TrainRun, resume.id)
                 run.status, run.pid, run.error = RunStatus.RUNNING, os.getpid(), None
+                run.host, run.heartbeat_at = this_host(), utcnow()
                 return run
             # a fresh run reuses the task's checkpoint file: earlier unfinished runs can no longer resume
             for old in s.scalars(select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status != RunStatus.DONE)):
                 old.status, old.checkpoint_path = RunStatus.ABANDONED, None
             run = TrainRun(task_id=task.id, backbone_id=backbone.id, status=RunStatus.RUNNING, config=config,
-                           checkpoint_path=self.checkpoint_relpath(task), pid=os.getpid())
+                           checkpoint_path=self.checkpoint_relpath(task), pid=os.getpid(), host=this_host(),
+                           heartbeat_at=utcnow())
             s.add(run)
             s.flush()
             return run
@@ -329,11 +373,18 @@ class Store:
         with self.session() as s:
             self._refuse_live_run(s, task)
 
+    def heartbeat(self, run: TrainRun) -> None:
+        """A sign of life of this run, for machines that cannot probe its process (see store/processes.py)."""
+        with self.session() as s:
+            s.execute(update(TrainRun).where(TrainRun.id == run.id).values(heartbeat_at=utcnow()))
+
     @staticmethod
     def _refuse_live_run(s: Session, task: Task) -> None:
         for other in s.scalars(select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status == RunStatus.RUNNING)):
-            if other.pid and other.pid != os.getpid() and pid_alive(other.pid):
-                raise ConflictError(f"task '{task.name}' is already being trained (process {other.pid})",
+            mine = other.pid == os.getpid() and other.host in (None, this_host())
+            if other.pid and not mine and run_alive(other.pid, other.host, other.heartbeat_at):
+                where = "" if other.host in (None, this_host()) else f" on {other.host}"
+                raise ConflictError(f"task '{task.name}' is already being trained (process {other.pid}{where})",
                                     hint="wait for it to finish, or stop it and use --resume")
 
     def resumable_run(self, task: Task) -> TrainRun | None:
@@ -426,6 +477,13 @@ class Store:
         with self.session() as s:
             return s.scalar(select(Backbone).where(Backbone.sha256 == sha256).order_by(Backbone.id))
 
+    def run(self, run_id: int) -> TrainRun:
+        with self.session() as s:
+            run = s.get(TrainRun, run_id)
+        if run is None:
+            raise NotFoundError(f"no training run {run_id} in the store")
+        return run
+
     def last_run(self, task: Task) -> TrainRun | None:
         with self.session() as s:
             return s.scalar(select(TrainRun).where(TrainRun.task_id == task.id).order_by(TrainRun.id.desc()))
@@ -469,6 +527,14 @@ class Store:
             if row.path != rel:
                 self.path(row.path).unlink(missing_ok=True)
         return meta
+
+
+ONNX_CACHE = "cache/onnx"
+ONNX_NAME = re.compile(r"^([0-9a-f]{12})-([a-z0-9]+)\.onnx$")  # after `<task>-`: <key>-<graph>.onnx
+
+
+def onnx_key(adapter_file_sha256: str, backbone_file_sha256: str) -> str:
+    return hashlib.sha256(f"{adapter_file_sha256}:{backbone_file_sha256}".encode()).hexdigest()[:12]
 
 
 def _stamp() -> str:

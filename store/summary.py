@@ -6,11 +6,12 @@ the whole listing should (bench/speed.py). Five queries, whatever the number of 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Mapping
 
 from core.errors import NotFoundError
 from store import database
-from store.paths import DB_NAME, resolve_home
-from store.processes import pid_alive
+from store.paths import DB_NAME, db_url, resolve_home
+from store.processes import run_alive
 from store.status import RunStatus
 
 
@@ -19,6 +20,14 @@ def store_rows(home=None) -> list[dict]:
     from store.migrations import SCHEMA_VERSION
 
     root = resolve_home(home)
+    if db_url():  # a database server: through SQLAlchemy (the fast path is for the SQLite file)
+        from sqlalchemy import text
+
+        from store.store import Store
+
+        store = Store.open(root)
+        with store._translated(), store.engine.connect() as conn:
+            return summarize(lambda sql: conn.execute(text(sql)).mappings().all())
     if not (root / DB_NAME).is_file():
         raise NotFoundError(f"no colora store at {root}", hint="run `colora init` first (or pass --home)")
     try:
@@ -26,7 +35,7 @@ def store_rows(home=None) -> list[dict]:
         conn.row_factory = sqlite3.Row
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                return summarize(conn)
+                return summarize(lambda sql: conn.execute(sql).fetchall())
         finally:
             conn.close()
     except sqlite3.Error as e:
@@ -37,20 +46,20 @@ def store_rows(home=None) -> list[dict]:
     return store_rows(root)
 
 
-def summarize(conn: sqlite3.Connection) -> list[dict]:
-    """One dict per task, sorted by name."""
-    tasks = conn.execute("SELECT id, name FROM tasks ORDER BY name").fetchall()
-    counts = {(r[0], r[1]): r[2] for r in conn.execute(
-        "SELECT task_id, split, count(*) FROM pairs GROUP BY task_id, split")}
-    adapters = {r["task_id"]: r for r in conn.execute("SELECT * FROM adapters")}
-    backbones = {r["id"]: r["name"] for r in conn.execute("SELECT id, name FROM backbones")}
-    evals = {r["task_id"]: r for r in conn.execute(
+def summarize(query: Callable[[str], list[Mapping]]) -> list[dict]:
+    """One dict per task, sorted by name; `query` runs SQL and returns rows by column name."""
+    tasks = query("SELECT id, name FROM tasks ORDER BY name")
+    counts = {(r["task_id"], r["split"]): r["n"] for r in query(
+        "SELECT task_id, split, count(*) AS n FROM pairs GROUP BY task_id, split")}
+    adapters = {r["task_id"]: r for r in query("SELECT * FROM adapters")}
+    backbones = {r["id"]: r["name"] for r in query("SELECT id, name FROM backbones")}
+    evals = {r["task_id"]: r for r in query(
         "SELECT * FROM eval_results WHERE id IN "
         "(SELECT max(id) FROM eval_results WHERE subject = 'adapter' GROUP BY task_id)")}
-    inputs = {r["task_id"]: r["psnr"] for r in conn.execute(
+    inputs = {r["task_id"]: r["psnr"] for r in query(
         "SELECT task_id, psnr FROM eval_results WHERE id IN "
         "(SELECT max(id) FROM eval_results WHERE subject = 'input' GROUP BY task_id)")}
-    runs = {r["task_id"]: r for r in conn.execute(
+    runs = {r["task_id"]: r for r in query(
         "SELECT * FROM train_runs WHERE id IN (SELECT max(id) FROM train_runs GROUP BY task_id)")}
     rows = []
     for t in tasks:
@@ -58,7 +67,7 @@ def summarize(conn: sqlite3.Connection) -> list[dict]:
         e = evals.get(t["id"])
         e = e if a is not None and e is not None and e["adapter_id"] == a["id"] else None
         run = runs.get(t["id"])
-        if run is not None and run["status"] == RunStatus.RUNNING and pid_alive(run["pid"]):
+        if run is not None and run["status"] == RunStatus.RUNNING and run_alive(run["pid"], run["host"], run["heartbeat_at"]):
             status = "training"
         elif run is not None and run["status"] != RunStatus.DONE:
             status = "interrupted" if a is None else "trained (a retraining was interrupted)"

@@ -7,6 +7,8 @@ folder is never modified.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "colora-home"
     monkeypatch.setenv("COLORA_HOME", str(home))
     monkeypatch.delenv("COLORA_DEBUG", raising=False)
+    monkeypatch.delenv("COLORA_DB_URL", raising=False)  # the SQLite file unless a test asks for a server
     return home
 
 
@@ -74,3 +77,55 @@ def trained_store(tmp_path_factory) -> TrainedStore:
         result = ok(invoke("train", "noise", *FAST_TRAIN))
     torch.set_num_threads(threads)
     return TrainedStore(home, pairs, result, before, int(FAST_TRAIN[FAST_TRAIN.index("--steps") + 1]))
+
+
+# ---------------------------------------------------------------- a real PostgreSQL server, when there is one
+
+PG_URL = os.environ.get("COLORA_TEST_PG_URL", "postgresql+psycopg://colora:colora@localhost/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The URL of a PostgreSQL server the tests may create databases on (.ci/run starts one);
+    the tests that need it skip, saying why, where there is none."""
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install -e '.[dev]')")
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL)
+    try:
+        psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False), connect_timeout=3).close()
+    except psycopg.Error as e:
+        pytest.skip(f"no PostgreSQL server at {url.render_as_string(hide_password=True)} ({str(e).strip()[:120]}); "
+                    "set COLORA_TEST_PG_URL, or install and start postgresql as .ci/run does")
+    return PG_URL
+
+
+@pytest.fixture
+def pg_database(pg_server) -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped afterwards; its URL."""
+    import secrets
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(pg_server)
+    name = f"colora_test_{secrets.token_hex(4)}"
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, monkeypatch) -> str:
+    """Each store test once on the store's own SQLite file, once on a PostgreSQL database."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("COLORA_DB_URL", request.getfixturevalue("pg_database"))
+    else:
+        monkeypatch.delenv("COLORA_DB_URL", raising=False)
+    return request.param

@@ -94,5 +94,6 @@ def test_pickle_is_never_loaded(exported, tmp_path):
     torch.save({"x": torch.zeros(1)}, evil)
     r = invoke(exported / "home", "adapter", "import", evil, "--task", "evil")
     assert r.exit_code == 1 and "not a valid safetensors" in r.stderr
+    torch.save({"x": torch.zeros(1)}, tmp_path / "x.pt")
     r = invoke(exported / "home", "adapter", "import", tmp_path / "x.pt", "--task", "evil")
     assert r.exit_code == 1 and "not a .safetensors file" in r.stderr

@@ -182,3 +182,69 @@ def test_a_nafnet_of_a_size_no_preset_has_works_end_to_end(tmp_path, isolated_ho
     ok(invoke("task", "add", "fresh", make_pairs(tmp_path / "fresh", n=2, seed=9, noise=40)))
     r = ok(invoke("adapt", "fresh"))
     assert "Recycled adapter for 'fresh'" in err(r)
+
+
+def test_a_small_pth_that_would_unpack_to_gigabytes_is_refused_before_allocating(tmp_path, isolated_home):
+    """Expanded views (one number standing for a whole tensor) and compressed archive entries."""
+    import zipfile
+
+    config = BackboneConfig(width=64, enc_blocks=(1,) * 6, middle_blocks=6, dec_blocks=(1,) * 6)
+    from core.model.weights import expected_shapes
+
+    views = {k: torch.full((1,), 1e-3).expand(shape) for k, shape in expected_shapes(config).items()}
+    bomb = tmp_path / "views.pth"
+    torch.save({"params": views}, bomb)
+    assert bomb.stat().st_size < 200_000
+    ok(invoke(*TINY_INIT))
+    r = invoke("backbone", "import", bomb, "--name", "bomb")
+    assert r.exit_code == 1 and "not plain dense data" in err(r)
+
+    plain = tmp_path / "plain.pth"
+    torch.save({"params": random_spandrel(SMALL).state_dict()}, plain)
+    squeezed = tmp_path / "squeezed.pth"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(squeezed, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            dst.writestr(item.filename, src.read(item.filename))
+    r = invoke("backbone", "import", squeezed, "--name", "squeezed")
+    assert r.exit_code == 1 and "has compressed entries" in err(r)
+    assert backbone_files(isolated_home) == ["random-tiny.safetensors"]
+    assert not [p for p in isolated_home.iterdir() if p.name.startswith("tmp")]
+
+
+def test_an_adapter_file_given_as_a_backbone_says_where_it_belongs(trained_store, tmp_path, isolated_home):
+    adapter = next((trained_store.home / "tasks" / "noise").glob("adapter-*.safetensors"))
+    ok(invoke(*TINY_INIT))
+    r = invoke("backbone", "import", adapter, "--name", "x")
+    assert r.exit_code == 1 and "is a colora adapter, not a backbone" in err(r) and "colora adapter import" in err(r)
+
+
+def test_pretraining_continues_from_an_imported_nafnet(tmp_path, isolated_home):
+    from PIL import Image
+
+    from helpers import textured
+
+    ckpt = tmp_path / "lab.pth"
+    torch.save({"params": random_spandrel(SMALL).state_dict()}, ckpt)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    rng = __import__("numpy").random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(textured(rng, 40, 40)).save(clean / f"{i}.png")
+    ok(invoke(*TINY_INIT))
+    ok(invoke("backbone", "import", ckpt, "--name", "lab"))
+    ok(invoke("backbone", "pretrain", clean, "--name", "lab-prod", "--init-from", "lab", "--steps", "3",
+              "--patch-size", "16", "--batch-size", "2"))
+    details = json.loads(out(ok(invoke("backbone", "show", "lab-prod", "--json"))))
+    assert details["recipe"]["started_from"]["imported_from"] == "lab.pth"
+    assert details["recipe"]["config_name"] == "custom" and details["recipe"]["total_steps"] == 3
+    assert "starting from lab.pth" in details["label"]
+
+
+def test_the_same_tensors_with_another_padding_are_another_backbone():
+    from core.model.weights import backbone_fingerprint, state_fingerprint
+
+    net = build_backbone(BackboneConfig(width=8, enc_blocks=(1,), middle_blocks=1, dec_blocks=(1,)))
+    state = net.state_dict()
+    zeros = BackboneConfig(width=8, enc_blocks=(1,), middle_blocks=1, dec_blocks=(1,), pad_mode="zeros")
+    assert backbone_fingerprint(state, net.config) == state_fingerprint(state)  # colora's own: unchanged
+    assert backbone_fingerprint(state, zeros) != state_fingerprint(state)

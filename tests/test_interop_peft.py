@@ -146,10 +146,74 @@ def test_peft_configs_colora_cannot_represent_are_refused(edit, message, store_w
 def test_peft_export_refuses_to_replace_an_adapter_folder_without_overwrite(store_with_adapter, tmp_path):
     folder = tmp_path / "rain-peft"
     ok(invoke("adapter", "export", "rain", folder, "--format", "peft"))
-    before = (folder / "adapter_model.safetensors").read_bytes()
+    (folder / "adapter_config.json").write_text("{}")  # stands for another adapter's folder
     r = invoke("adapter", "export", "rain", folder, "--format", "peft")
     assert r.exit_code != 0 and "already holds a PEFT adapter" in err(r) and "--overwrite" in err(r)
+    assert (folder / "adapter_config.json").read_text() == "{}"
     ok(invoke("adapter", "export", "rain", folder, "--format", "peft", "--overwrite"))
-    assert (folder / "adapter_model.safetensors").read_bytes() == before
+    assert json.loads((folder / "adapter_config.json").read_text())["peft_type"] == "LORA"
     r = invoke("adapter", "export", "rain", tmp_path / "x", "--format", "onnx")
     assert r.exit_code != 0 and "unknown adapter format 'onnx'" in err(r)
+
+
+@pytest.mark.parametrize("alpha_pattern", [
+    {"^encoders.0.0.conv1": 16},                          # PEFT's documented anchored form
+    {r"encoders\.\d+\.\d+\.conv\d": 16},                  # a regular expression
+    {"conv1": 3, "encoders.0.0.conv1": 9},                # the first key that matches wins
+], ids=["anchored", "regex", "order"])
+def test_peft_patterns_are_read_by_peft_s_own_rule(alpha_pattern, tmp_path, isolated_home):
+    net = busy_backbone(seed=5)
+    backbone_file = tmp_path / "busy.safetensors"
+    save_backbone(backbone_file, net)
+    ok(invoke(*TINY_INIT))
+    ok(invoke("backbone", "import", backbone_file, "--name", "busy", "--default"))
+    config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=r".*(conv[1345]|downs\.\d+)$",
+                             alpha_pattern=alpha_pattern, rank_pattern={r"conv[45]": 3})
+    peft_model = peft.get_peft_model(copy.deepcopy(net), config)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    peft_model.save_pretrained(str(tmp_path / "patterns"))
+    ok(invoke("adapter", "import", tmp_path / "patterns", "--task", "patterns"))
+
+    from colora_cli.api.models import task_model
+    from store.store import Store
+
+    store = Store.open(isolated_home)
+    graph, meta = task_model(store, store.adapter(store.task("patterns")))
+    assert meta.rank_plan["decoders.0.0.conv4"] == 3 and meta.rank_plan["encoders.0.0.conv1"] == 2
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert (graph(x) - peft_model.eval()(x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(init_lora_weights="pissa_niter_4"), "also changes the base weights"),
+    (lambda c: c.update(use_rslora="true"), "use_rslora must be true or false"),
+    (lambda c: c.update(rank_pattern={"(conv.)+": 2}), "has a pattern colora does not read"),
+    (lambda c: c.update(alpha_pattern={"intro": 10**400}), "not a number in (0, 10000]"),
+    (lambda c: c.update(layer_replication=[[0, 1]]), "layer replication"),
+])
+def test_more_peft_configs_are_refused_with_one_clear_line(edit, message, store_with_adapter, tmp_path):
+    folder = tmp_path / "rain-peft"
+    ok(invoke("adapter", "export", "rain", folder, "--format", "peft"))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    edit(config)
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    r = invoke("adapter", "import", folder, "--task", "other")
+    assert r.exit_code == 1 and message in err(r)
+
+
+def test_a_peft_rank_beyond_colora_s_bound_is_refused_on_import(store_with_adapter, tmp_path, isolated_home):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "rain-peft"
+    ok(invoke("adapter", "export", "rain", folder, "--format", "peft"))
+    tensors = load_file(folder / "adapter_model.safetensors")
+    tensors["base_model.model.encoders.0.0.conv1.lora_A.weight"] = torch.zeros(5000, 8, 1, 1)
+    tensors["base_model.model.encoders.0.0.conv1.lora_B.weight"] = torch.zeros(16, 5000, 1, 1)
+    save_file(tensors, folder / "adapter_model.safetensors")
+    r = invoke("adapter", "import", folder, "--task", "huge")
+    assert r.exit_code == 1 and "rank 5000; colora reads ranks up to 4096" in err(r)
+    assert not (isolated_home / "tasks" / "huge").exists()

@@ -60,6 +60,8 @@ def import_adapter(store: Store, file: Path, task: str, *, replace: bool = False
 
     validate_slug(task)
     file = Path(file)
+    if not file.exists():
+        raise NotFoundError(f"{file} not found", hint="give an adapter .safetensors file or a PEFT adapter folder")
     if file.is_dir() or file.name == "adapter_config.json":
         return _import_peft(store, file if file.is_dir() else file.parent, task, replace=replace, backbone=backbone)
     if file.suffix.lower() != ".safetensors":
@@ -93,6 +95,9 @@ def _import_peft(store: Store, folder: Path, task: str, *, replace: bool, backbo
     from core.model.weights import AdapterMeta, save_tensors_atomic
 
     tensors, plan, meta, digest = read_peft(folder)
+    if meta is not None and backbone is not None and store.backbone(backbone).sha256 != meta.backbone_sha256:
+        raise ConflictError(f"the adapter in {folder.name} was made by colora for backbone {meta.backbone_sha256[:12]}, "
+                            f"not for '{backbone}'", hint="leave out --backbone: colora's own exports name theirs")
     if meta is not None:
         backbone_row = store.backbone_by_sha256(meta.backbone_sha256)
         if backbone_row is None:
@@ -102,6 +107,7 @@ def _import_peft(store: Store, folder: Path, task: str, *, replace: bool, backbo
         backbone_row = store.backbone(backbone)
         meta = AdapterMeta(task=task, backbone_sha256=backbone_row.sha256, rank_plan=plan, plan_method="peft",
                            trained=f"PEFT LoRA adapter {folder.name}", extra={"peft_sha256": digest})
+    meta = AdapterMeta.from_metadata(meta.to_metadata(), folder.name)  # what a later load will accept, checked now
     model = backbone_model(store, backbone_row)
     adapter_deltas(model, meta.rank_plan, meta.alpha, tensors)  # plan paths, shapes, dtypes, finite merged weights
     _refuse_trained(store, task, replace)

@@ -99,9 +99,15 @@ def _is_colora_backbone(file: Path) -> bool:
     if file.suffix.lower() != ".safetensors":
         return False
     try:
-        return read_safetensors_header(file)[1].get("format") == "colora-backbone"
+        kind = read_safetensors_header(file)[1].get("format")
     except (OSError, ValueError):
         return True  # unreadable: install_file reports why, in colora's words
+    if kind == "colora-adapter":
+        from core.errors import InvalidInputError
+
+        raise InvalidInputError(f"{file.name} is a colora adapter, not a backbone",
+                                hint="import it with `colora adapter import FILE --task NAME`")
+    return kind == "colora-backbone"
 
 
 def install_checkpoint(store: Store, file: Path, name: str, *, make_default: bool = False) -> Backbone:
@@ -129,6 +135,12 @@ def export_backbone(store: Store, name: str, file: Path, *, overwrite: bool = Fa
         raise ConflictError(f"{file} already exists", hint="pass --overwrite to replace it")
     copy_atomic(store.path(row.path), file)
     return row
+
+
+def _preset_name(config) -> str:
+    from core.model.backbone import PRESETS
+
+    return next((name for name, preset in PRESETS.items() if preset == config), "custom")
 
 
 def backbone_rows(store: Store) -> list[dict]:
@@ -175,15 +187,18 @@ class Pretrained:
 
 
 def pretrain_backbone(store: Store, clean_dir: Path, options: PretrainOptions,
-                      reporter: Reporter = SILENT) -> Pretrained:
+                      reporter: Reporter = SILENT) -> Pretrained | None:
     """PROD pre-training on a folder of clean images; the result is added to the store.
 
-    Resumable: a checkpoint is kept under the store's pretrain/ folder until the end.
+    Resumable: a checkpoint is kept under the store's pretrain/ folder until the end. Under
+    `torchrun --nproc-per-node N`, data-parallel with `batch_size` per process: the leader (rank 0)
+    writes the checkpoints and the backbone and returns the result, the others return None.
     """
     from core.data.prod import MODES, ProdSampler
     from core.device import resolve_device
     from core.errors import ConflictError, InvalidInputError
     from core.model.backbone import preset
+    from core.training.distributed import join
     from core.training.loop import TrainConfig
     from core.training.pretrain import pretrain, save_pretrained
     from store.names import validate_slug
@@ -203,6 +218,9 @@ def pretrain_backbone(store: Store, clean_dir: Path, options: PretrainOptions,
     if any(b.name == o.name for b in store.backbones()):
         raise ConflictError(f"backbone '{o.name}' already exists", hint="choose another --name")
     dev = resolve_device(o.device)
+    world = join(dev)
+    follower = world is not None and not world.leader
+    reporter = SILENT if follower else reporter
     train_config = TrainConfig(steps=o.steps, batch_size=o.batch_size, patch_size=o.patch_size, lr=o.lr, seed=o.seed,
                                checkpoint_every=o.checkpoint_every, warmup_steps=min(200, o.steps // 10), log_every=50)
     sampler = ProdSampler(mode=o.mode, max_degradations=o.max_degradations)
@@ -213,14 +231,20 @@ def pretrain_backbone(store: Store, clean_dir: Path, options: PretrainOptions,
     start_note = f"from '{o.init_from}'" if o.init_from else o.config
     reporter.note(f"Pre-training '{o.name}' ({start_note}, PROD mode {o.mode}) on {clean_dir} for {o.steps} steps, "
                   f"device {dev.type}.")
+    if world is not None:
+        world.wait()  # every process has passed the checks above before any checkpoint is written
     with reporter.progress(f"pretrain {o.name}", o.steps, loss=True) as update:
         model, result, recipe = pretrain(
             clean_dir, config, train_config, sampler, device=dev, checkpoint_path=checkpoint, resume=o.resume,
-            on_step=lambda done, total, value: update(done, value), init=init)
-    recipe["config_name"] = (init[1].get("config_name") if init else None) or o.config
+            on_step=lambda done, total, value: update(done, value), init=init, world=world)
+    if follower:
+        return None
+    recipe["config_name"] = (init[1].get("config_name") or _preset_name(config)) if init else o.config
     chunks = len(recipe["chunks"])
     description = (f"PROD pre-trained ({o.mode} order, {recipe['total_steps']} steps"
-                   + (f" in {chunks} chunks" if chunks > 1 else "") + f" on {recipe['data']['images']} clean images)")
+                   + (f" in {chunks} chunks" if chunks > 1 else "") + f" on {recipe['data']['images']} clean images"
+                   + (f", starting from {recipe['started_from'].get('imported_from', o.init_from)}"
+                      if "started_from" in recipe else "") + ")")
     with tempfile.TemporaryDirectory(dir=store.root) as tmp:
         path = Path(tmp) / "backbone.safetensors"
         save_pretrained(path, model, result, recipe, description)

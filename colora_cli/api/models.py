@@ -32,9 +32,17 @@ def task_model(store: Store, adapter: Adapter, backbone=None):
     LoRA layers. `backbone`: the adapter's backbone model when already loaded (it is not changed).
     """
     from core.model.fast import FastNAFNet
+
+    backbone, deltas, meta = task_parts(store, adapter, backbone)
+    return FastNAFNet(backbone, deltas), meta
+
+
+def task_parts(store: Store, adapter: Adapter, backbone=None):
+    """(the backbone in eval mode, the adapter's weight deltas by module path, its metadata): what a
+    task's model is built from, here or in an ONNX export (api/exporting.py)."""
     from core.model.lora import adapter_deltas
 
     if backbone is None:
         backbone = backbone_model(store, adapter.backbone)
     tensors, meta = adapter_file(store, adapter)
-    return FastNAFNet(backbone.eval(), adapter_deltas(backbone, meta.rank_plan, meta.alpha, tensors)), meta
+    return backbone.eval(), adapter_deltas(backbone, meta.rank_plan, meta.alpha, tensors), meta

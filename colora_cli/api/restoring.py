@@ -33,6 +33,7 @@ class RestoreOutcome:
     jobs: int
     failed: list[tuple[Path, str]]  # (source, why)
     choices: list[AutoChoice] = field(default_factory=list)  # --task auto only
+    engine: str = "torch"  # what ran the model: torch, onnxruntime or openvino
 
     @property
     def restored(self) -> int:
@@ -40,18 +41,21 @@ class RestoreOutcome:
 
 
 def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *, overwrite: bool = False,
-                   tile: int = 512, device: str = "auto", max_pixels: int | None = None,
+                   tile: int = 512, device: str = "auto", max_pixels: int | None = None, engine: str = "auto",
                    reporter: Reporter = SILENT) -> RestoreOutcome:
     """Restore image files and folders into `out_dir` with `task`'s adapter (`auto`: chosen per image).
 
     Every input is checked (and decoded) and every output path planned before anything is written;
-    a file that fails later is reported in the outcome and the others go on.
+    a file that fails later is reported in the outcome and the others go on. `engine`: torch,
+    onnxruntime or openvino (api/exporting.py), or `auto`, the fastest installed one.
     """
+    from colora_cli.api.exporting import engine_model, resolve_engine
     from colora_cli.api.models import task_model
     from core.device import resolve_device
     from core.inference.pipeline import restore_many
     from core.inference.tiles import restore_tensor
 
+    engine = resolve_engine(engine, device, task)
     if task == "auto":
         chooser = AutoChooser(store, tile)
     else:
@@ -73,7 +77,10 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
         chooser.prepare(dev, reporter)
         restore_one = chooser.restore
     else:
-        model = task_model(store, adapter)[0].to(dev)
+        if engine == "torch":
+            model = task_model(store, adapter)[0].to(dev)
+        else:
+            model = engine_model(store, task, adapter, engine, reporter)
         restore_one = lambda src, image: restore_tensor(model, image, tile)  # noqa: E731
     try:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -83,7 +90,7 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
     with reporter.progress(f"restore ({task})", len(jobs)) as update:
         failed = restore_many(jobs, restore_one, overwrite=overwrite, decoded=decoded, max_pixels=max_pixels,
                               on_done=lambda done, src, err: update(done))
-    return RestoreOutcome(len(jobs), failed, chooser.choices if task == "auto" else [])
+    return RestoreOutcome(len(jobs), failed, chooser.choices if task == "auto" else [], engine)
 
 
 class AutoChooser:
@@ -141,8 +148,41 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool, decoded: di
     unreadable files. Every input is fully decoded here, so a truncated file stops the command
     before anything is written.
     """
-    from core.data.images import IMAGE_EXTENSIONS, is_image_file
     from core.inference.pipeline import decode
+
+    jobs, broken = list_jobs(inputs, out_dir)
+    unreadable = [f"broken link {p}" for p in broken]
+    hints = []
+    budget = DECODED_BUDGET
+    for src, _ in jobs:  # a full decode catches empty, truncated and non-image files before any work
+        try:
+            image = decode(src, max_pixels)
+        except ColoraError as e:
+            unreadable.append(e.message)
+            hints.append(e.hint)
+            continue
+        if decoded is not None and image.nbytes <= budget:  # kept for the restore: decoded once, not twice
+            decoded[src] = image
+            budget -= image.nbytes
+    if unreadable:
+        raise InvalidInputError(f"{len(unreadable)} input(s) are not readable images: " + "; ".join(unreadable[:3])
+                                + (f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""),
+                                hint=next((h for h in hints if h), "remove them from the inputs, or fix them"))
+    existing = [d for _, d in jobs if d.exists() or d.is_symlink()]
+    if existing and not overwrite:
+        raise ConflictError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}",
+                            hint="pass --overwrite to replace them, or choose another folder with -o")
+    return jobs
+
+
+def list_jobs(inputs: list[Path], out_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """(source, destination) for every input image, and the broken links met in folders; names
+    checked (no two inputs onto one output, never an input as output), nothing decoded.
+
+    Folders are read at their top level only (so an output folder inside an input folder is
+    never read back as input); symlinks are followed.
+    """
+    from core.data.images import IMAGE_EXTENSIONS, is_image_file
 
     _check_out_dir(out_dir)
     out_resolved = out_dir.resolve()
@@ -180,28 +220,7 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool, decoded: di
         if dst.resolve() == src.resolve():
             raise InvalidInputError(f"refusing to overwrite the input {src}", hint="choose another output folder with -o")
         jobs.append((src, dst))
-    unreadable = [f"broken link {p}" for p in broken]
-    hints = []
-    budget = DECODED_BUDGET
-    for src, _ in jobs:  # a full decode catches empty, truncated and non-image files before any work
-        try:
-            image = decode(src, max_pixels)
-        except ColoraError as e:
-            unreadable.append(e.message)
-            hints.append(e.hint)
-            continue
-        if decoded is not None and image.nbytes <= budget:  # kept for the restore: decoded once, not twice
-            decoded[src] = image
-            budget -= image.nbytes
-    if unreadable:
-        raise InvalidInputError(f"{len(unreadable)} input(s) are not readable images: " + "; ".join(unreadable[:3])
-                                + (f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""),
-                                hint=next((h for h in hints if h), "remove them from the inputs, or fix them"))
-    existing = [d for _, d in jobs if d.exists() or d.is_symlink()]
-    if existing and not overwrite:
-        raise ConflictError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}",
-                            hint="pass --overwrite to replace them, or choose another folder with -o")
-    return jobs
+    return jobs, broken
 
 
 def _check_out_dir(out_dir: Path) -> None:

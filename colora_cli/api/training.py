@@ -57,13 +57,18 @@ class TrainOutcome:
 
 
 def train_task(store: Store, name: str, options: TrainOptions | None = None,
-               reporter: Reporter = SILENT) -> TrainOutcome:
-    """Train (or, with `resume`, continue) the task's LoRA adapter on the frozen backbone."""
+               reporter: Reporter = SILENT) -> TrainOutcome | None:
+    """Train (or, with `resume`, continue) the task's LoRA adapter on the frozen backbone.
+
+    Under `torchrun --nproc-per-node N`, each process trains on its slice of every batch
+    (data-parallel, `batch_size` per process); the leader (rank 0) decides, writes and returns the
+    outcome, the others return None (core/training/distributed.py)."""
     from colora_cli.api.models import backbone_model
     from colora_cli.api.tasks import checked_pairs
     from core.device import resolve_device
     from core.model.backbone import count_parameters
     from core.model.lora import lora_parameter_count
+    from core.training.distributed import join
     from core.training.loop import TrainConfig
 
     o = options or TrainOptions()
@@ -72,8 +77,11 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
     if o.minutes is not None and not (0 < o.minutes <= 7 * 24 * 60):
         raise InvalidInputError(f"--minutes must be between 0 and a week, not {o.minutes}")
     task = store.task(name)
-    store.refuse_if_training(task)
     dev = resolve_device(o.device)
+    world = join(dev)
+    if world is not None and not world.leader:
+        return _follow(store, task, dev, world)
+    store.refuse_if_training(task)
     config = TrainConfig(steps=o.steps or DEFAULT_STEPS, batch_size=o.batch_size, patch_size=o.patch_size, lr=o.lr,
                          loss=o.loss, seed=o.seed, checkpoint_every=o.checkpoint_every)
     config.validate()
@@ -98,14 +106,18 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
     run = store.start_run(task, backbone_row, json.dumps({
         "train": json.loads(config.to_json()), "rank_plan": plan, "plan_method": method, "budget": budget,
         "plan_info": info}), resume=previous)
+    if world is not None:  # the other processes read the run's settings from the store
+        world.share(json.dumps({"run": run.id, "resumed": previous is not None}))
     trainable = lora_parameter_count(backbone, plan)
     reporter.note(
         f"Training '{name}' on backbone '{backbone_row.name}' ({backbone_row.label}): {len(train_pairs)} pairs, "
         f"{method} LoRA over {len(plan)} layers, {_count(trainable)} trainable parameters "
-        f"({100 * trainable / count_parameters(backbone):.2f}% of the backbone), device {dev.type}."
+        f"({100 * trainable / count_parameters(backbone):.2f}% of the backbone), device {dev.type}"
+        + (f", {world.size} processes of batch {config.batch_size}." if world is not None else ".")
     )
     result, adapter = _run_training(store, task, run, backbone_row, backbone, train_pairs, selection, config, plan,
-                                    method, budget, info, dev, resumed=previous is not None, reporter=reporter)
+                                    method, budget, info, dev, resumed=previous is not None, reporter=reporter,
+                                    world=world)
     outcome = TrainOutcome(name, adapter, result.steps_done, result.resumed_from, result.wall_time_s, result.final_loss,
                            store.path(adapter.path).stat().st_size, result.best_step,
                            dict(result.val_curve).get(result.best_step))
@@ -113,8 +125,27 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
     return outcome
 
 
+def _follow(store: Store, task: Task, device, world) -> None:
+    """A torchrun process other than the leader: trains its slice of each batch with the run the
+    leader started (settings from the store), and writes nothing."""
+    from colora_cli.api.models import backbone_model
+    from colora_cli.api.tasks import checked_pairs
+    from core.training.adapter import train_adapter
+    from core.training.loop import TrainConfig
+
+    started = json.loads(world.share(None))
+    run = store.run(started["run"])
+    saved = json.loads(run.config)
+    backbone_row = store.backbone_by_id(run.backbone_id)
+    train_adapter(backbone_model(store, backbone_row), backbone_row.sha256, task.name,
+                  [(p.input_path, p.target_path) for p in checked_pairs(store, task, "train")],
+                  TrainConfig(**saved["train"]), saved["rank_plan"], plan_method=saved["plan_method"], device=device,
+                  checkpoint_path=store.path(run.checkpoint_path), resume=started["resumed"], world=world)
+    return None
+
+
 def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbone, train_pairs, selection, config, plan,
-                  method, budget, info, device, *, resumed: bool, reporter: Reporter):
+                  method, budget, info, device, *, resumed: bool, reporter: Reporter, world=None):
     """The training itself, with the run's status kept true whatever happens."""
     from core.model.backbone import count_parameters
     from core.model.lora import lora_parameter_count
@@ -122,13 +153,14 @@ def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbon
     from core.training.adapter import train_adapter
     from store.status import RunStatus
 
+    beat = _Heartbeat(store, run)
     try:
         with reporter.progress(f"train {task.name}", config.steps, loss=True) as update:
             model, meta, result = train_adapter(
                 backbone, backbone_row.sha256, task.name, [(p.input_path, p.target_path) for p in train_pairs], config,
                 plan, val_pairs=[(p.input_path, p.target_path) for p in selection], plan_method=method, plan_info=info,
                 device=device, checkpoint_path=store.path(run.checkpoint_path),
-                resume=resumed, on_step=lambda done, total, value: update(done, value),
+                resume=resumed, on_step=lambda done, total, value: (update(done, value), beat()), world=world,
             )
         adapter_rel = store.adapter_relpath(task, run)
         save_adapter(store.path(adapter_rel), model.cpu(), meta)
@@ -211,6 +243,21 @@ def _quick_validation(store: Store, task: Task, adapter: Adapter, backbone, devi
         outcome.validation_skipped = e.message
         return
     outcome.validation = QuickValidation(len(used), len(val_pairs), results["input"][0], results["adapter"][0])
+
+
+class _Heartbeat:
+    """Marks the run alive about once a minute (other machines judge a shared store's runs by it)."""
+
+    def __init__(self, store: Store, run, every_s: float = 60.0):
+        import time
+
+        self.store, self.run, self.every_s, self.clock = store, run, every_s, time.monotonic
+        self.last = self.clock()
+
+    def __call__(self) -> None:
+        if self.clock() - self.last >= self.every_s:
+            self.last = self.clock()
+            self.store.heartbeat(self.run)
 
 
 def _checkpoint_step(store: Store, run) -> str:

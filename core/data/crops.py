@@ -55,24 +55,30 @@ class PairSet:
     def smallest_side(self) -> int:
         return min(min(x.shape[-2:]) for x, _ in self.pairs)
 
-    def sample_batch(self, batch_size: int, patch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_batch(self, batch_size: int, patch: int, gen: torch.Generator,
+                     keep: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Random pairs, random aligned crops, random flips and 90-degree turns.
 
         Crops come from the pairs that can hold a patch x patch crop, so one tiny pair does not
-        shrink every crop; only when no pair is that large does the patch shrink to fit.
+        shrink every crop; only when no pair is that large does the patch shrink to fit. `keep`:
+        only these samples of the batch are built (the random draws are all made, in order, so
+        every slice of a batch is the slice of the same batch; core/training/distributed.py).
         """
         pool = [p for p in self.pairs if min(p[0].shape[-2:]) >= patch]
         if not pool:
             pool, patch = self.pairs, self.smallest_side()
         xs, ys = [], []
-        for _ in range(batch_size):
+        for i in range(batch_size):
             x, y = pool[int(torch.randint(len(pool), (1,), generator=gen))]
             h, w = x.shape[-2:]
             top = int(torch.randint(h - patch + 1, (1,), generator=gen))
             left = int(torch.randint(w - patch + 1, (1,), generator=gen))
+            ops = augment_ops(gen)
+            if keep is not None and i not in keep:
+                continue
             x = x[:, top : top + patch, left : left + patch]
             y = y[:, top : top + patch, left : left + patch]
-            x, y = augment(torch.stack([x, y]), gen)
+            x, y = apply_augment(torch.stack([x, y]), ops)
             xs.append(x)
             ys.append(y)
         return torch.stack(xs).float(), torch.stack(ys).float()
@@ -80,7 +86,15 @@ class PairSet:
 
 def augment(t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Same flip / transpose for every image in `t` (..., H, W): the 8 dihedral symmetries."""
-    ops = torch.randint(2, (3,), generator=gen).tolist()
+    return apply_augment(t, augment_ops(gen))
+
+
+def augment_ops(gen: torch.Generator) -> list[int]:
+    """The random draws of `augment`: horizontal flip, vertical flip, transpose."""
+    return torch.randint(2, (3,), generator=gen).tolist()
+
+
+def apply_augment(t: torch.Tensor, ops: list[int]) -> torch.Tensor:
     if ops[0]:
         t = t.flip(-1)
     if ops[1]:

@@ -34,9 +34,10 @@ def restore_tensor(model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TI
                    overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
     """(3, H, W) in [0, 1] -> restored (3, H, W) in [0, 1], on the model's device.
 
-    tile <= 0 means the whole image in one pass.
+    tile <= 0 means the whole image in one pass. `model` may also be a callable that is no torch
+    module (an ONNX engine, core/inference/engines.py): it computes on the CPU.
     """
-    device = next(model.parameters()).device
+    device = _device_of(model)
     x = image.to(device).unsqueeze(0)
     _, _, h, w = x.shape
     if tile <= 0 or (h <= tile and w <= tile):
@@ -56,6 +57,11 @@ def restore_tensor(model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TI
             out[:, :, top : top + ph, left : left + pw] += model(patch) * mask
             weight[:, :, top : top + ph, left : left + pw] += mask
     return out.div_(weight)[0].clamp_(0, 1)  # in place: on a 50 MP photo each copy is 600 MB
+
+
+def _device_of(model) -> torch.device:
+    params = model.parameters() if isinstance(model, nn.Module) else iter(())
+    return next(params, torch.empty(0)).device
 
 
 def restore_array(model: nn.Module, rgb, tile: int = DEFAULT_TILE):

@@ -11,13 +11,18 @@ PyTorch's restricted unpickler, and refused when that cannot read it.
 """
 from __future__ import annotations
 
+import math
+import pickle
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
 
 from core.errors import InvalidInputError, NotFoundError
-from core.model.backbone import BackboneConfig, NAFNet
+from core.model.backbone import LIMITS, BackboneConfig, NAFNet
+from core.model.lora import MAX_WEIGHT
 from core.model.weights import MAX_WEIGHTS_BYTES, expected_shapes, read_tensors
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -40,16 +45,21 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     if path.suffix.lower() == ".safetensors":
         loaded: object = read_tensors(path)[0]
     else:
+        _check_archive(path)
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # the restricted unpickler raises UnpicklingError, RuntimeError, ... by version
-            reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-            raise InvalidInputError(f"{path.name} cannot be read as plain weights ({reason})",
-                                    hint=SAFE_LOAD_HINT) from None
+            with warnings.catch_warnings():  # torch's warnings about odd files are not the user's business
+                warnings.simplefilter("ignore")
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # what the restricted unpickler raises for anything but tensors and containers
+            raise InvalidInputError(f"{path.name} cannot be read as plain weights: it holds objects that only full "
+                                    "pickle could load, and full pickle can run code", hint=SAFE_LOAD_HINT) from None
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign file: torch raises many kinds
+            raise InvalidInputError(f"{path.name} cannot be read as plain weights (not a readable PyTorch checkpoint: "
+                                    f"{type(e).__name__})", hint="check that the file is complete") from None
     source = "bare"
     if isinstance(loaded, dict):
         for key in WRAPPER_KEYS:
-            if isinstance(loaded.get(key), dict):
+            if isinstance(loaded.get(key), dict) and loaded[key]:
                 loaded, source = loaded[key], key
                 break
     if not isinstance(loaded, dict) or not loaded:
@@ -59,19 +69,38 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     if bad:
         raise InvalidInputError(f"{path.name}: entry {str(bad[0])[:60]!r} of its state dict is not a named tensor",
                                 hint="give a NAFNet checkpoint saved by BasicSR or as a state dict")
+    # a tensor is plain data: dense, on the CPU, and no larger than the bytes behind it (an expanded
+    # view of one number could otherwise ask for gigabytes once copied)
+    odd = [k for k, t in loaded.items() if t.layout != torch.strided or t.device.type != "cpu"
+           or t.numel() * t.element_size() > t.untyped_storage().nbytes()]
+    if odd:
+        raise InvalidInputError(f"{path.name}: tensor {odd[0][:60]!r} is not plain dense data (a sparse tensor, or a "
+                                "view larger than its storage)", hint="save the checkpoint from plain, contiguous tensors")
     state = dict(loaded)
     if all(k.startswith("module.") for k in state):  # saved from DataParallel / DistributedDataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
     return state, source
 
 
-def _indices(state: dict[str, torch.Tensor], prefix: str) -> int:
-    """How many consecutive children 0, 1, ... have tensors under `prefix.` (a gap ends the count;
-    stray names past it are reported as unexpected by the shape check)."""
-    pattern = re.compile(re.escape(prefix) + r"\.(\d{1,4})\.")
-    found = {int(m.group(1)) for k in state if (m := pattern.match(k))}
-    n = 0
-    while n in found:
+_CHILD = re.compile(r"^(encoders|decoders|downs|ups|middle_blks)\.(\d{1,5})\.(?:(\d{1,5})\.)?")
+
+
+def _children(state: dict[str, torch.Tensor]) -> dict[str, set[int]]:
+    """`downs` -> {0, 1, ...}, `encoders.0` -> {0, 1, ...}: the numbered children named in the keys (one pass)."""
+    found: dict[str, set[int]] = {}
+    for key in state:
+        m = _CHILD.match(key)
+        if m:
+            found.setdefault(m.group(1), set()).add(int(m.group(2)))
+            if m.group(3) is not None and m.group(1) in ("encoders", "decoders"):
+                found.setdefault(f"{m.group(1)}.{m.group(2)}", set()).add(int(m.group(3)))
+    return found
+
+
+def _count(found: dict[str, set[int]], prefix: str) -> int:
+    """Consecutive children 0, 1, ... (a gap ends the count; names past it show up as unexpected)."""
+    indices, n = found.get(prefix, set()), 0
+    while n in indices:
         n += 1
     return n
 
@@ -79,18 +108,25 @@ def _indices(state: dict[str, torch.Tensor], prefix: str) -> int:
 def infer_config(state: dict[str, torch.Tensor], source: str = "the checkpoint") -> BackboneConfig:
     """The NAFNet layout these tensors are, from their names and shapes; bounds checked (nothing allocated)."""
     intro = state.get("intro.weight")
-    if intro is None or intro.dim() != 4:
+    if intro is None:
         raise InvalidInputError(f"{source} is not a NAFNet checkpoint (it has no 'intro.weight' conv)",
                                 hint="colora imports NAFNet checkpoints (BasicSR, spandrel, chaiNNer)")
-    levels = _indices(state, "downs")
-    encoders = [_indices(state, f"encoders.{i}") for i in range(levels)]
-    decoders = [_indices(state, f"decoders.{i}") for i in range(_indices(state, "ups"))]
+    if intro.dim() != 4:
+        raise InvalidInputError(f"{source}: 'intro.weight' has {intro.dim()} dimensions, not a convolution's 4",
+                                hint="the checkpoint is damaged or of another architecture")
+    found = _children(state)
+    levels, ups = _count(found, "downs"), _count(found, "ups")
+    if max(levels, ups) > LIMITS["levels"]:
+        raise InvalidInputError(f"{source} has more than {LIMITS['levels']} down- or up-sampling levels",
+                                hint="colora builds NAFNets of at most that many levels")
+    encoders = [_count(found, f"encoders.{i}") for i in range(levels)]
+    decoders = [_count(found, f"decoders.{i}") for i in range(ups)]
     if levels == 0 or len(decoders) != levels:
         raise InvalidInputError(f"{source} is not a complete NAFNet: {levels} down- and {len(decoders)} "
                                 "up-sampling levels", hint="the checkpoint is partial or of another architecture")
     try:
         config = BackboneConfig(width=int(intro.shape[0]), enc_blocks=tuple(encoders),
-                                middle_blocks=_indices(state, "middle_blks"), dec_blocks=tuple(decoders),
+                                middle_blocks=_count(found, "middle_blks"), dec_blocks=tuple(decoders),
                                 in_channels=int(intro.shape[1]), pad_mode="zeros")
     except ValueError as e:
         raise InvalidInputError(f"{source} is not a NAFNet layout colora can build ({e})") from None
@@ -106,6 +142,10 @@ def nafnet_from_checkpoint(path: Path) -> tuple[NAFNet, str]:
     state, source = read_checkpoint(path)
     config = infer_config(state, name)
     expected = expected_shapes(config)
+    size = 4 * sum(math.prod(shape) for shape in expected.values())
+    if size > MAX_WEIGHTS_BYTES:
+        raise InvalidInputError(f"{name} describes a NAFNet of {size / 1024**3:.1f} GiB of weights; colora refuses "
+                                f"more than {MAX_WEIGHTS_BYTES // 1024**3} GiB")
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
     misshaped = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
@@ -118,12 +158,33 @@ def nafnet_from_checkpoint(path: Path) -> tuple[NAFNet, str]:
     not_float = [k for k, t in state.items() if not t.is_floating_point()]
     if not_float:
         raise InvalidInputError(f"{name}: tensor {not_float[0]!r} is {state[not_float[0]].dtype}, not floating point")
+    absurd = [k for k, t in state.items() if not (torch.isfinite(t).all() and t.abs().max() <= MAX_WEIGHT)]
+    if absurd:
+        raise InvalidInputError(f"{name}: tensor {absurd[0]!r} holds NaN, infinite or absurd values (beyond "
+                                f"+-{MAX_WEIGHT:g})", hint="the file is damaged, or its training diverged")
     model = NAFNet(config)
     model.load_state_dict({k: t.to(torch.float32) for k, t in state.items()})
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, source
+
+
+def _check_archive(path: Path) -> None:
+    """A torch.save zip, checked before it is unpickled: its entries stored (torch never compresses
+    them; a compressed entry could inflate to gigabytes) and their sizes within bounds."""
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format: torch.load reads its sizes from the file, which bounds them
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise InvalidInputError(f"{path.name} cannot be read as plain weights (a damaged archive: {e})") from None
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries):
+        raise InvalidInputError(f"{path.name} has compressed entries, which torch.save never writes",
+                                hint="save the checkpoint again with torch.save")
+    if sum(e.file_size for e in entries) > MAX_WEIGHTS_BYTES:
+        raise InvalidInputError(f"{path.name} unpacks to more than {MAX_WEIGHTS_BYTES // 1024**3} GiB; refusing to load it")
 
 
 def describe_layout(config: BackboneConfig) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -21,22 +22,29 @@ import torch
 
 from core.errors import ConflictError, InvalidInputError, NotFoundError
 from core.files import atomic_write, sha256_file
-from core.model.weights import AdapterMeta, read_tensors, save_tensors_atomic
+from core.model.weights import MAX_ALPHA, MAX_RANK, AdapterMeta, read_tensors, save_tensors_atomic
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."
 MAX_CONFIG_BYTES = 1024 * 1024
 # PEFT options that change what the weights compute; colora's LoRA has none of them
-UNSUPPORTED = {"use_dora": "DoRA", "modules_to_save": "extra trained modules", "layers_to_transform": "layer filters"}
+UNSUPPORTED = {"use_dora": "DoRA", "modules_to_save": "extra trained modules", "layers_to_transform": "layer filters",
+               "layer_replication": "layer replication", "lora_bias": "LoRA biases"}
+# initialisations that also change the base weights: such an adapter is wrong on the original backbone
+BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq")
+MAX_LAYERS, MAX_PATTERNS = 4096, 256
 
 
 def write_peft(folder: Path, tensors: dict[str, torch.Tensor], meta: AdapterMeta, *, overwrite: bool = False) -> None:
     """A PEFT adapter folder for a colora adapter (each file written atomically)."""
     folder = Path(folder)
-    existing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (folder / n).exists()]
-    if folder.exists() and not folder.is_dir():
-        raise ConflictError(f"{folder} exists and is not a folder", hint="a PEFT adapter is a folder: choose another path")
+    existing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (folder / n).exists() or (folder / n).is_symlink()]
+    if folder.suffix.lower() == ".safetensors" or folder.exists() and not folder.is_dir():
+        raise ConflictError(f"{folder} is not a folder path", hint="a PEFT adapter is a folder: give one like rain-peft/")
+    odd = [n for n in existing if not (folder / n).is_file()]
+    if odd:  # checked before either file is written, so the folder is never left half replaced
+        raise ConflictError(f"{folder / odd[0]} exists and is not a file", hint="choose another folder")
     if existing and not overwrite:
         raise ConflictError(f"{folder} already holds a PEFT adapter ({existing[0]})", hint="pass --overwrite to replace it")
     ranks = meta.rank_plan
@@ -89,7 +97,7 @@ def read_peft(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, int], Ad
             raise InvalidInputError(f"{weights.name} has broken colora metadata", hint="export the adapter again")
         colora_meta = AdapterMeta.from_metadata(embedded, weights.name)
     paths = _layer_paths(raw, weights.name)
-    rslora = config.get("use_rslora") is True
+    rslora = config.get("use_rslora", False)
     tensors, plan = {}, {}
     for path in paths:
         a, b = raw[f"{PREFIX}{path}.lora_A.weight"], raw[f"{PREFIX}{path}.lora_B.weight"]
@@ -97,10 +105,12 @@ def read_peft(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, int], Ad
             raise InvalidInputError(f"{weights.name}: the LoRA tensors of {path} are not a conv LoRA pair "
                                     f"(shapes {tuple(a.shape)} and {tuple(b.shape)})")
         rank = int(a.shape[0])
-        expected_rank = _pattern(config, "rank_pattern", path, config.get("r"))
+        if rank > MAX_RANK:
+            raise InvalidInputError(f"{weights.name}: {path} has rank {rank}; colora reads ranks up to {MAX_RANK}")
+        expected_rank = _pattern(config, "rank_pattern", path, config.get("r"), limit=MAX_RANK)
         if expected_rank != rank:
             raise InvalidInputError(f"{weights.name}: {path} has rank {rank}, but its config says {expected_rank}")
-        alpha = _pattern(config, "alpha_pattern", path, config.get("lora_alpha"))
+        alpha = _pattern(config, "alpha_pattern", path, config.get("lora_alpha", 8), limit=MAX_ALPHA)
         scaling = alpha / (math.sqrt(rank) if rslora else rank)
         plan[path] = rank
         tensors[f"{path}.lora_A"] = a
@@ -127,12 +137,20 @@ def _read_config(path: Path) -> dict:
     for key, what in UNSUPPORTED.items():
         if config.get(key):
             raise InvalidInputError(f"{path.name} uses {what} ({key}), which colora's LoRA cannot represent")
+    if not isinstance(config.get("use_rslora", False), bool):
+        raise InvalidInputError(f"{path.name}: use_rslora must be true or false, not {str(config.get('use_rslora'))[:20]!r}")
+    init = config.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower().startswith(BASE_CHANGING_INITS):
+        raise InvalidInputError(f"{path.name} was initialised with {init[:20]!r}, which also changes the base weights",
+                                hint="convert it to a plain LoRA adapter in PEFT first (see PEFT's docs on PiSSA/OLoRA)")
     if config.get("bias", "none") != "none":
         raise InvalidInputError(f"{path.name} trains biases (bias={str(config.get('bias'))[:20]!r}), which colora's LoRA "
                                 "cannot represent", hint="export it from PEFT with bias='none'")
     for key in ("rank_pattern", "alpha_pattern"):
         if not isinstance(config.get(key) or {}, dict):
             raise InvalidInputError(f"{path.name}: {key} must be a mapping of layer names to numbers")
+        if len(config.get(key) or {}) > MAX_PATTERNS:
+            raise InvalidInputError(f"{path.name}: {key} has more than {MAX_PATTERNS} entries")
     return config
 
 
@@ -146,18 +164,41 @@ def _layer_paths(raw: dict[str, torch.Tensor], name: str) -> list[str]:
                                     hint="colora reads PEFT LoRA adapters of convolution layers")
         path, ab = key[len(PREFIX):-len(".lora_A.weight")], key[-len("A.weight")]
         halves.setdefault(path, set()).add(ab)
+    if len(halves) > MAX_LAYERS:
+        raise InvalidInputError(f"{name}: LoRA tensors for more than {MAX_LAYERS} layers")
     broken = [p for p, h in halves.items() if h != {"A", "B"}]
     if broken or not halves:
         raise InvalidInputError(f"{name}: " + (f"layer {broken[0]!r} lacks lora_A or lora_B" if broken else "no LoRA tensors"))
     return sorted(halves)
 
 
-def _pattern(config: dict, key: str, path: str, default):
-    """PEFT's per-layer value: the pattern entry naming this layer (exactly, or as a dotted suffix), else the default."""
-    patterns = config.get(key) or {}
-    value = patterns.get(path)
-    if value is None:
-        value = next((v for k, v in patterns.items() if isinstance(k, str) and path.endswith("." + k)), default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InvalidInputError(f"{CONFIG_NAME}: {key} for {path} is {str(value)[:20]!r}, not a positive number")
+def _pattern(config: dict, key: str, path: str, default, *, limit: float):
+    r"""PEFT's per-layer value, by PEFT's own rule (peft.utils.other.get_pattern_key): the first
+    pattern key, in order, for which `(.*\.)?(KEY)$` matches the layer's path; else the default."""
+    value = default
+    for pattern, candidate in (config.get(key) or {}).items():
+        if re.match(rf"(.*\.)?({_safe_regex(pattern, key)})$", path):
+            value = candidate
+            break
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= limit):
+        raise InvalidInputError(f"{CONFIG_NAME}: {key} for {path} is {str(value)[:20]!r}, not a number in (0, {limit:g}]")
     return value
+
+
+def _safe_regex(pattern, key: str) -> str:
+    """A pattern key from an untrusted file, accepted only where matching it takes linear time:
+    short, valid, and without repeated groups or counted repeats (the shapes of catastrophic
+    backtracking); module paths are short, so `.*` and the like stay cheap."""
+    if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN or _NESTED.search(pattern):
+        raise InvalidInputError(f"{CONFIG_NAME}: {key} has a pattern colora does not read ({str(pattern)[:40]!r})",
+                                hint=f"use layer names or simple regular expressions (at most {MAX_PATTERN} "
+                                     "characters, no repeated groups or {m,n} counts)")
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise InvalidInputError(f"{CONFIG_NAME}: {key} has an invalid regular expression {pattern[:40]!r} ({e})") from None
+    return pattern
+
+
+MAX_PATTERN = 200
+_NESTED = re.compile(r"\)[*+?{]|\{")  # a quantified group, or a counted repeat

@@ -3,7 +3,8 @@
 A backbone file carries its config; an adapter file carries everything needed to apply it
 (format version, the backbone's fingerprint, task, rank plan, alpha, what was trained), so
 the adapter file is the portable truth. The fingerprint of a backbone is the sha256 of its
-tensors (names, dtypes, shapes, bytes), independent of how the file was serialised.
+tensors (names, dtypes, shapes, bytes), independent of how the file was serialised (and of its
+padding, where that is not colora's default).
 """
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def backbone_fingerprint(state: dict[str, torch.Tensor], config: BackboneConfig) -> str:
+    """A backbone's identity: its tensors, and how it pads where that is not colora's default (the same
+    tensors with zero padding compute other borders, so adapters must not be shared between them)."""
+    fp = state_fingerprint(state)
+    if config.pad_mode == "replicate":
+        return fp  # every fingerprint recorded before pad_mode existed stays valid
+    return hashlib.sha256(f"{fp}|pad_mode={config.pad_mode}".encode()).hexdigest()
 
 
 def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -79,7 +89,7 @@ def read_tensors(path: Path, expected_sha256: str | None = None) -> tuple[dict[s
 def save_backbone(path: Path, model: NAFNet, extra: dict[str, str] | None = None) -> str:
     """Returns the backbone's fingerprint."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    fp = state_fingerprint(state)
+    fp = backbone_fingerprint(state, model.config)
     meta = {"format": BACKBONE_FORMAT, "config": model.config.to_json(), "sha256": fp}
     meta.update(extra or {})
     save_tensors_atomic(path, state, meta)
@@ -111,7 +121,7 @@ def load_backbone(path: Path, expected_sha256: str | None = None, *,
     if not_finite:
         raise InvalidInputError(f"{name}: tensor {not_finite[0]} holds NaN or infinite values",
                                 hint="the file is damaged, or its training diverged")
-    fp = state_fingerprint(tensors)
+    fp = backbone_fingerprint(tensors, config)
     if expected_sha256 is not None and fp != expected_sha256:
         raise IntegrityError(
             f"backbone {name} has fingerprint {fp[:12]}, but {expected_sha256[:12]} was recorded",

@@ -15,6 +15,7 @@ from core.data.crops import PairSet, load_pair
 from core.model.backbone import NAFNet, count_parameters
 from core.model.lora import inject_lora, lora_layers, lora_parameter_count
 from core.model.weights import AdapterMeta
+from core.training.distributed import World
 from core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, Validator, fit
 
 
@@ -34,25 +35,32 @@ def train_adapter(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     on_step: StepCallback | None = None,
+    world: World | None = None,
 ) -> tuple[nn.Module, AdapterMeta, TrainResult]:
     """LoRA on a copy of `backbone` (which is left untouched); returns the adapted model.
 
     With `val_pairs` and config.validate_every, the adapter is scored on them during training and
-    the best-scoring state is the one returned (see `fit`).
+    the best-scoring state is the one returned (see `fit`). `world` (torchrun): data-parallel,
+    config.batch_size per process.
     """
     config.validate()
     model, params = _lora_model(backbone, rank_plan, lora_mode, config.seed)
     data = PairSet.from_files(train_pairs)
     model.to(device)
-    checkpoint = Checkpoint(checkpoint_path, _checkpoint_key(config, rank_plan, backbone_sha256)) if checkpoint_path else None
+    processes = world.size if world is not None else 1
+    key = _checkpoint_key(config, rank_plan, backbone_sha256, processes)
+    checkpoint = Checkpoint(checkpoint_path, key) if checkpoint_path else None
     validate = psnr_validator([load_pair(a, b) for a, b in val_pairs], device) if val_pairs else None
     result = fit(
-        model, params, lambda step, gen: data.sample_batch(config.batch_size, config.patch_size, gen),
-        config, device=device, checkpoint=checkpoint, resume=resume, on_step=on_step, validate=validate,
+        model, params, lambda step, gen, keep=None: data.sample_batch(config.batch_size * processes,
+                                                                       config.patch_size, gen, keep),
+        config, device=device, checkpoint=checkpoint, resume=resume, on_step=on_step, validate=validate, world=world,
     )
     extra = {"steps": config.steps, "train_pairs": len(train_pairs), "config": config.to_json(),
              "trainable_params": lora_parameter_count(backbone, rank_plan),
              "backbone_params": count_parameters(backbone), "plan_info": plan_info or {}}
+    if processes > 1:
+        extra["processes"] = processes  # data-parallel: the global batch was batch_size * processes
     if result.best_step is not None:
         extra |= {"best_step": result.best_step, "val_curve": result.val_curve, "val_pairs": len(val_pairs)}
     meta = AdapterMeta(task=task, backbone_sha256=backbone_sha256, rank_plan=dict(rank_plan), alpha=None,
@@ -103,6 +111,9 @@ def seconds_per_step(backbone: NAFNet, train_pairs: Sequence[tuple[str, str]], c
     return gaps[len(gaps) // 2]
 
 
-def _checkpoint_key(config: TrainConfig, plan: dict[str, int], sha: str) -> str:
-    """A checkpoint only resumes the exact same run."""
-    return json.dumps({"config": config.to_json(), "plan": plan, "backbone": sha}, sort_keys=True)
+def _checkpoint_key(config: TrainConfig, plan: dict[str, int], sha: str, processes: int = 1) -> str:
+    """A checkpoint only resumes the exact same run (the same number of processes too: it sets the batch)."""
+    key = {"config": config.to_json(), "plan": plan, "backbone": sha}
+    if processes > 1:  # single-process keys stay as they were
+        key["processes"] = processes
+    return json.dumps(key, sort_keys=True)

@@ -20,6 +20,7 @@ from torch import nn
 
 from core.errors import InvalidInputError
 from core.model.weights import read_tensors, save_tensors_atomic
+from core.training.distributed import World
 
 LOSSES = ("l1", "psnr")
 
@@ -86,7 +87,8 @@ def restoration_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> tor
     return (10 * torch.log10(mse + 1e-8)).mean()
 
 
-BatchFn = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+# (step, generator) -> a batch; under torchrun also `keep`: this process's samples of the global batch
+BatchFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 StepCallback = Callable[[int, int, float], None]
 Validator = Callable[[nn.Module], float]  # a score of the model in eval mode, higher is better (PSNR)
 
@@ -162,9 +164,13 @@ def fit(
     resume: bool = False,
     on_step: StepCallback | None = None,
     validate: Validator | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train `params` (the only tensors that change) of `model` for config.steps steps.
 
+    With `world` (torchrun), this process trains on its slice of each step's global batch of
+    config.batch_size * world.size (`make_batch(step, gen, keep=...)`) and gradients are averaged
+    across processes; only the leader validates, reports progress and writes checkpoints.
     With `validate` and config.validate_every, the model is scored every so many steps (and at
     the end) and the best-scoring parameters are the ones handed back: a run that overfits its
     few pairs keeps its best point. Trains in channels_last memory format (oneDNN's fast path
@@ -179,24 +185,30 @@ def fit(
     start, curve, wall_before, val_curve, best = 0, [], 0.0, [], None
     if resume and checkpoint is not None and checkpoint.path.exists():
         start, curve, wall_before, val_curve, best = checkpoint.load(params, opt, gen)
+    leader = world is None or world.leader
+    if world is not None:
+        world.same_parameters(params.values())
+        validate = validate if leader else None
     t0 = time.perf_counter()
     window: list[float] = []
     smoothed = None  # EMA of the loss, for the progress bar
     for step in range(start, config.steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(config, step)
-        x, y = make_batch(step, gen)
+        x, y = make_batch(step, gen) if world is None else make_batch(step, gen, keep=world.shard(config.batch_size))
         x = x.to(device, memory_format=torch.channels_last)
         loss = restoration_loss(model(x), y.to(device), config.loss)
-        if not torch.isfinite(loss):
+        value = loss.item() if world is None else world.mean(loss)  # the global batch's loss, in every process
+        if not math.isfinite(value):
             raise InvalidInputError(
-                f"training diverged at step {step + 1} (loss is {loss.item()})",
+                f"training diverged at step {step + 1} (loss is {value})",
                 hint="lower the learning rate with --lr",
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if world is not None:
+            world.average_gradients(params.values())
         opt.step()
-        value = loss.item()
         window.append(value)
         smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
         done = step + 1
@@ -208,9 +220,9 @@ def fit(
             val_curve.append((done, score))
             if best is None or score > best.score:
                 best = Best(done, score, {k: p.detach().clone() for k, p in params.items()})
-        if on_step is not None:
+        if on_step is not None and leader:
             on_step(done, config.steps, smoothed)
-        if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps):
+        if checkpoint is not None and leader and (done % config.checkpoint_every == 0 or done == config.steps):
             checkpoint.save(done, params, opt, gen, curve, wall_before + time.perf_counter() - t0, val_curve, best)
     if best is not None and best.step != config.steps:
         with torch.no_grad():

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 
 from core.model.backbone import BackboneConfig, build_backbone, count_parameters
-from core.data.crops import augment, to_tensor
+from core.data.crops import apply_augment, augment_ops, to_tensor
 from core.errors import InvalidInputError, NotFoundError
 from core.data.images import is_image_file, load_image
-from core.data.prod import ProdSampler
+from core.data.prod import ProdSampler, apply_recipe
+from core.training.distributed import World
 from core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
 from core.model.weights import save_backbone
 
@@ -41,16 +42,20 @@ class ProdBatches:
     def __init__(self, images: Sequence[torch.Tensor], sampler: ProdSampler, batch_size: int, patch: int):
         self.images, self.sampler, self.batch_size, self.patch = list(images), sampler, batch_size, patch
 
-    def __call__(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, step: int, gen: torch.Generator, keep: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`keep`: build only these samples (every draw is still made, in order: see sample_batch)."""
         xs, ys = [], []
-        for _ in range(self.batch_size):
+        for i in range(self.batch_size):
             img = self.images[int(torch.randint(len(self.images), (1,), generator=gen))]
             h, w = img.shape[-2:]
             top = int(torch.randint(h - self.patch + 1, (1,), generator=gen))
             left = int(torch.randint(w - self.patch + 1, (1,), generator=gen))
-            clean = augment(img[:, top : top + self.patch, left : left + self.patch], gen).float()
-            degraded, _ = self.sampler(clean, gen)
-            xs.append(degraded)
+            ops = augment_ops(gen)
+            recipe = self.sampler.sample_recipe(gen)  # its steps carry their own seeds: applying draws nothing
+            if keep is not None and i not in keep:
+                continue
+            clean = apply_augment(img[:, top : top + self.patch, left : left + self.patch], ops).float()
+            xs.append(apply_recipe(clean, recipe))
             ys.append(clean)
         return torch.stack(xs), torch.stack(ys)
 
@@ -66,12 +71,13 @@ def pretrain(
     resume: bool = False,
     on_step: StepCallback | None = None,
     init: tuple[torch.nn.Module, dict] | None = None,
+    world: World | None = None,
 ) -> tuple[torch.nn.Module, TrainResult, dict]:
     """Returns (model, result, recipe) where recipe describes data, sampler and schedule.
 
     `init` = (a backbone of the same config, its recipe) continues pre-training from its weights:
     one more chunk of a pre-training longer than a session (a fresh schedule on the same data);
-    the recipe lists every chunk.
+    the recipe lists every chunk. `world` (torchrun): data-parallel, config.batch_size per process.
     """
     images = load_clean_images(clean_dir, config.patch_size)
     torch.manual_seed(config.seed)
@@ -84,28 +90,37 @@ def pretrain(
     # a checkpoint resumes only the same run: same schedule, size, start and degradations (names and ranges)
     key = {"train": config.to_json(), "backbone": backbone_config.to_json(), "sampler": sampler.describe(),
            "init": None if init is None else init[1].get("sha256")}
+    if world is not None and world.size > 1:  # the global batch differs: resume only with as many processes
+        key["processes"] = world.size
     checkpoint = Checkpoint(checkpoint_path, json.dumps(key, sort_keys=True)) if checkpoint_path else None
-    result = fit(model, params, ProdBatches(images, sampler, config.batch_size, config.patch_size), config,
-                 device=device, checkpoint=checkpoint, resume=resume, on_step=on_step)
+    processes = world.size if world is not None else 1
+    batches = ProdBatches(images, sampler, config.batch_size * processes, config.patch_size)
+    result = fit(model, params, batches, config, device=device, checkpoint=checkpoint, resume=resume, on_step=on_step,
+                 world=world)
     recipe = {
         "method": "PROD (random-order degradation pre-training)",
         "data": {"folder": Path(clean_dir).name, "images": len(images)},
         "sampler": sampler.describe(),
         "train": {k: v for k, v in config.__dict__.items()},
+        "processes": world.size if world is not None else 1,
         "params": count_parameters(model),
         "wall_time_s": round(result.wall_time_s, 1),
     }
-    earlier = (init[1].get("chunks") or [_chunk(init[1])]) if init is not None else []
+    earlier = (init[1].get("chunks") or [c for c in [_chunk(init[1])] if c]) if init is not None else []
+    if init is not None and not earlier:  # not a PROD pre-training (an imported NAFNet): say where it started
+        recipe["started_from"] = {k: v for k, v in init[1].items() if k in ("imported_from", "checkpoint_key", "sha256")}
     recipe["chunks"] = [*earlier, {"steps": config.steps, "wall_time_s": recipe["wall_time_s"], "seed": config.seed,
                                    "lr": config.lr}]
     recipe["total_steps"] = sum(c["steps"] for c in recipe["chunks"])
-    recipe["total_wall_time_s"] = round(sum(c["wall_time_s"] for c in recipe["chunks"]), 1)
+    recipe["total_wall_time_s"] = round(sum(c.get("wall_time_s") or 0 for c in recipe["chunks"]), 1)
     return model.cpu().eval(), result, recipe
 
 
-def _chunk(recipe: dict) -> dict:
-    """A recipe without chunks (one run) as the first chunk."""
+def _chunk(recipe: dict) -> dict | None:
+    """A recipe without chunks (one run) as the first chunk; None for a backbone that was not pre-trained here."""
     train = recipe.get("train", {})
+    if not isinstance(train, dict) or not isinstance(train.get("steps"), int):
+        return None
     return {"steps": train.get("steps"), "wall_time_s": recipe.get("wall_time_s"), "seed": train.get("seed"),
             "lr": train.get("lr")}
 

@@ -1,0 +1,147 @@
+"""`colora restore --ray ADDRESS`: batch restoration on a Ray cluster, through Ray Data.
+
+The file paths become a dataset; `map_batches` runs them through an actor pool of `Restorer`s
+(`--workers` of them, one GPU each where there are GPUs), each of which loads the task's model
+once and decodes, restores and writes its images with the very code of a plain `colora restore`
+(core/inference/pipeline.py): atomic writes that never replace a file, so inputs are never
+overwritten and a killed job leaves no half-written output. Outputs that already exist are
+skipped, so running the same command again finishes a job that was stopped. Every machine must
+see the store folder, the inputs and the output folder at the same paths (a shared mount).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from colora_cli.api.progress import SILENT, Reporter
+from core.errors import InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from store.store import Store
+
+BATCH = 4  # images per call of an actor: small, so progress and failures surface early
+
+
+@dataclass
+class ClusterOutcome:
+    done: int
+    skipped: int  # outputs that existed already (a rerun of a stopped job)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    workers: int = 0
+
+    @property
+    def jobs(self) -> int:
+        return self.done + self.skipped + len(self.failed)
+
+
+class Restorer:
+    """A Ray Data actor: the task's model, loaded once; restores a batch of (source, destination)."""
+
+    def __init__(self, home: str, url: str | None, task: str, tile: int, max_pixels: int | None, device: str):
+        import torch
+
+        from colora_cli.api.models import task_model
+        from core.device import resolve_device
+        from store.store import Store
+
+        store = Store.open(home, url=url)
+        adapter = store.adapter(store.task(task))
+        if adapter is None:
+            raise NotFoundError(f"task '{task}' has no adapter yet")
+        self.device = resolve_device(device)
+        self.model = task_model(store, adapter)[0].to(self.device)
+        self.tile, self.max_pixels = tile, max_pixels
+        torch.set_grad_enabled(False)
+
+    def __call__(self, batch: dict) -> dict:
+        from core.inference.pipeline import restore_many
+        from core.inference.tiles import restore_tensor
+
+        jobs = [(Path(s), Path(d)) for s, d in zip(batch["src"], batch["dst"])]
+        failed = dict(restore_many(jobs, lambda src, image: restore_tensor(self.model, image.to(self.device), self.tile),
+                                   overwrite=False, threads=False, max_pixels=self.max_pixels))
+        return {"src": [str(s) for s, _ in jobs], "error": [failed.get(s, "") for s, _ in jobs]}
+
+
+def restore_on_ray(store: Store, task: str, inputs: list[Path], out_dir: Path, *, address: str = "local",
+                   workers: int = 2, tile: int = 512, max_pixels: int | None = None, device: str = "auto",
+                   reporter: Reporter = SILENT) -> ClusterOutcome:
+    """Restore image files and folders into `out_dir` on Ray (`address`: "local" starts a Ray
+    instance on this machine, "auto" joins the running cluster, or ray://host:10001)."""
+    from colora_cli.api.restoring import list_jobs
+
+    if task == "auto":
+        raise InvalidInputError("--ray restores with one task's adapter; --task auto runs without --ray")
+    if workers < 1:
+        raise InvalidInputError(f"--workers must be at least 1, not {workers}")
+    adapter = store.adapter(store.task(task))
+    if adapter is None:
+        raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
+    store.refuse_inside(out_dir, "the output folder")
+    jobs, broken = list_jobs(inputs, out_dir)
+    failed = [(p, "broken link") for p in broken]
+    todo = [(s, d) for s, d in jobs if not (d.exists() or d.is_symlink())]
+    skipped = len(jobs) - len(todo)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_own_leftovers(out_dir, {d.name for _, d in todo})
+    if not todo:
+        return ClusterOutcome(0, skipped, failed, workers)
+    ray = _ray(address)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and device != "cpu" else 0
+    reporter.note(f"Restoring {len(todo)} image(s) on Ray ({_where(address)}) with {workers} worker(s)"
+                  + (", one GPU each" if gpus else "") + (f"; {skipped} already restored, skipped." if skipped else "."))
+    dataset = ray.data.from_items([{"src": str(s), "dst": str(d)} for s, d in todo])
+    results = dataset.map_batches(
+        Restorer, batch_size=BATCH, concurrency=workers, num_gpus=gpus,
+        fn_constructor_kwargs={"home": str(store.root), "url": store.url, "task": task, "tile": tile,
+                               "max_pixels": max_pixels, "device": "cuda" if gpus else "cpu"})
+    done = 0
+    with reporter.progress(f"restore ({task}, ray)", len(todo)) as update:
+        for count, row in enumerate(results.iter_rows(), 1):
+            if row["error"]:
+                failed.append((Path(row["src"]), row["error"]))
+            else:
+                done += 1
+            update(count)
+    return ClusterOutcome(done, skipped, failed, workers)
+
+
+def _ray(address: str):
+    """Ray, connected to `address`, quiet (its logs and progress bars off colora's output)."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise InvalidInputError("--ray needs Ray Data", hint='pip install "colora[ray]"') from None
+    if not ray.is_initialized():
+        import logging
+
+        options = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": False}
+        if address == "local":
+            ray.init(include_dashboard=False, **options)
+        else:
+            ray.init(address=address, **options)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    return ray
+
+
+def _where(address: str) -> str:
+    return "a local instance" if address == "local" else address
+
+
+def _remove_own_leftovers(out_dir: Path, names: set[str]) -> None:
+    """Temporary files that a killed earlier run left for outputs still to be written (colora's own
+    `.NAME.xxxxxxxx.part` names, core/files.py); nothing else is touched."""
+    from core.files import is_temp_name
+
+    for entry in out_dir.iterdir():
+        if entry.is_file() and not entry.is_symlink() and is_temp_name(entry.name) and _temp_target(entry.name) in names:
+            entry.unlink(missing_ok=True)
+
+
+def _temp_target(temp_name: str) -> str:
+    """`.photo.png.ab12cd34.part` -> `photo.png`."""
+    return temp_name[1:].rsplit(".", 2)[0]

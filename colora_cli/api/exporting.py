@@ -1,0 +1,141 @@
+"""A task's merged model as ONNX: a file for the user (`colora export-onnx`), and the cached
+exports that `colora restore --engine onnxruntime|openvino` runs."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from colora_cli.api.progress import SILENT, Reporter
+from core.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
+    from store.schema import Adapter
+    from store.store import Store
+
+ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
+# `auto` on the CPU: the first of these that is installed, else torch. bench/speed.py `--only engines`
+# (2-core CPU, one thread), against colora's own graph: OpenVINO 1.51x at 512² and 1.53x tiled
+# 2000x1500, ONNX Runtime 1.46x and 1.41x, both within 5e-7 of it; OpenVINO's graph also exports
+# in under a second where ONNX Runtime's takes 10-30 s (core/inference/engines.py).
+AUTO_ORDER = ("openvino", "onnxruntime")
+
+
+@dataclass
+class OnnxExport:
+    path: Path
+    max_abs_error: float | None  # |onnxruntime - colora| on the test image; None without onnxruntime
+    test_size: tuple[int, int]  # (height, width) of the test image
+
+
+def export_onnx_task(store: Store, task: str, file: Path, *, overwrite: bool = False) -> OnnxExport:
+    """Write the task's model (backbone + adapter, merged) as one ONNX file: any batch, height and
+    width; input `image` (N, 3, H, W) in [0, 1], output `restored` (not clamped). Where onnxruntime
+    is installed, the file is run on a test image of an odd size and compared with colora's output."""
+    from colora_cli.api.models import task_parts
+    from core.inference.engines import (OnnxRuntimeEngine, export_onnx, installed, max_abs_error, merged_nafnet,
+                                        probe_image)
+    from core.model.fast import FastNAFNet
+
+    adapter = _adapter(store, task)
+    file = Path(file)
+    store.refuse_inside(file, "the destination")
+    if file.is_dir():
+        raise InvalidInputError(f"{file} is a folder", hint="give the path of the .onnx file to write")
+    if (file.exists() or file.is_symlink()) and not overwrite:
+        raise ConflictError(f"{file} already exists", hint="pass --overwrite to replace it")
+    backbone, deltas, _ = task_parts(store, adapter)
+    export_onnx(merged_nafnet(backbone, deltas), file, overwrite=overwrite)
+    probe = probe_image()
+    error = None
+    if installed("onnxruntime"):
+        error = max_abs_error(OnnxRuntimeEngine(file), FastNAFNet(backbone, deltas), probe)
+        if not _exact(error):
+            file.unlink(missing_ok=True)
+            raise _inexact("onnxruntime", error)
+    return OnnxExport(file, error, tuple(probe.shape[-2:]))
+
+
+def resolve_engine(engine: str, device: str, task: str) -> str:
+    """`--engine` as the engine that will run: `auto` is the fastest installed one on the CPU
+    (AUTO_ORDER) and PyTorch on a GPU or for `--task auto`; an explicit engine must be installed."""
+    from core.inference.engines import installed, require
+
+    if engine not in ENGINE_CHOICES:
+        raise InvalidInputError(f"unknown engine {engine!r}; use one of {', '.join(ENGINE_CHOICES)}",
+                                hint="leave out --engine: auto runs the fastest one installed")
+    if engine == "auto":
+        if task == "auto" or _gpu(device):
+            return "torch"
+        return next((e for e in AUTO_ORDER if installed(e)), "torch")
+    if engine != "torch":
+        if task == "auto":
+            raise InvalidInputError(f"--task auto restores with PyTorch only, not --engine {engine}",
+                                    hint="leave out --engine (or pass --engine torch), or name the task")
+        if device == "cuda":
+            raise InvalidInputError(f"--engine {engine} runs on the CPU, but --device cuda was asked for",
+                                    hint="pass --device cpu, or --engine torch for the GPU")
+        require(engine)
+    return engine
+
+
+def _gpu(device: str) -> bool:
+    if device == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def engine_model(store: Store, task: str, adapter: Adapter, engine: str, reporter: Reporter = SILENT):
+    """The task's model run by `engine` (onnxruntime or openvino) from its cached ONNX export, made
+    on first use. It is checked against colora's own graph on a test image before it is used: a
+    damaged or stale cache file is exported again, and an engine that computes otherwise is refused."""
+    from colora_cli.api.models import task_parts
+    from core.inference.engines import GRAPHS, build_graph, export_onnx, load_engine, max_abs_error
+    from core.model.fast import FastNAFNet
+
+    backbone, deltas, _ = task_parts(store, adapter)
+    ours = FastNAFNet(backbone, deltas)
+    rel = store.onnx_relpath(task, adapter, GRAPHS[engine])
+    with tempfile.TemporaryDirectory(prefix="colora-onnx-") as scratch:
+        # a store this process may not write caches nothing: the export is made for this run only
+        path = Path(scratch, Path(rel).name) if store.read_only else store.path(rel)
+        for fresh in (False, True):
+            if fresh or not path.is_file():
+                reporter.note(f"Exporting the model of '{task}' to ONNX for {engine} (once per adapter) ...")
+                export_onnx(build_graph(GRAPHS[engine], backbone, deltas), path)
+                if not store.read_only:
+                    store.prune_onnx(task, adapter)
+            try:
+                runner = load_engine(engine, path)  # holds the model in memory: the file may go
+            except InvalidInputError:
+                if fresh:
+                    raise
+                continue  # a damaged cache file
+            error = max_abs_error(runner, ours)
+            if _exact(error):
+                return runner
+        raise _inexact(engine, error)
+
+
+def _exact(error: float) -> bool:
+    from core.inference.engines import EXACT
+
+    return error <= EXACT
+
+
+def _inexact(engine: str, error: float) -> IntegrityError:
+    from core.inference.engines import EXACT
+
+    return IntegrityError(f"{engine} computes the exported model differently from colora (max abs error "
+                          f"{error:.2g} on a test image, at most {EXACT:g} allowed)",
+                          hint="restore with --engine torch, and report this with your engine's version")
+
+
+def _adapter(store: Store, task: str) -> Adapter:
+    adapter = store.adapter(store.task(task))
+    if adapter is None:
+        raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
+    return adapter
