@@ -32,6 +32,9 @@ def restore(
     from store.store import Store
 
     if ray is not None:
+        if overwrite or engine != "auto":
+            raise InvalidInputError("--ray skips outputs that exist and restores with PyTorch: it takes neither "
+                                    "--overwrite nor --engine", hint="leave them out, or restore without --ray")
         return _on_ray(Store.open(home), task, inputs, out_dir, ray, workers, tile, max_pixels, device)
     done = restore_images(Store.open(home), task, inputs, out_dir, overwrite=overwrite, tile=tile, device=device,
                           max_pixels=max_pixels, engine=engine, reporter=output.REPORTER)

@@ -42,6 +42,8 @@ def connect(root: Path, *, read_only: bool = False) -> sqlite3.Connection:
 
 
 SERVER_SCHEMES = ("postgresql",)
+CONNECT_TIMEOUT_S = 5  # a host that never answers is reported, not waited for
+SECRET_QUERY_KEYS = ("password", "sslpassword", "passfile", "sslkey")
 
 
 def server_engine(url: str):
@@ -60,7 +62,7 @@ def server_engine(url: str):
                                 f"{parsed.get_backend_name()!r}", hint="give a postgresql+psycopg://... URL")
     try:
         return create_engine(parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed,
-                             pool_pre_ping=True)
+                             pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     except (ModuleNotFoundError, NoSuchModuleError):
         raise InvalidInputError("a PostgreSQL index needs psycopg", hint='pip install "colora[postgres]"') from None
 
@@ -70,9 +72,29 @@ def shown(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        hidden = {k: "***" for k in parsed.query if k.lower() in SECRET_QUERY_KEYS}
+        return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - never echo an unparsable URL: it may hold a password
         return "(the database URL)"
+
+
+def scrub(text: str, url: str | None) -> str:
+    """`text` without the URL's password (a server's error message may quote the connection string)."""
+    if not url:
+        return text
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001
+        return text
+    secrets = [parsed.password] + [v for k, v in parsed.query.items() if k.lower() in SECRET_QUERY_KEYS]
+    for secret in secrets:
+        for value in ([secret] if isinstance(secret, str) else list(secret or [])):
+            if value and len(value) >= 2:
+                text = text.replace(value, "***")
+    return text
 
 
 def explain(error: BaseException, root: Path) -> ColoraError | None:
@@ -83,6 +105,9 @@ def explain(error: BaseException, root: Path) -> ColoraError | None:
         return IntegrityError(f"the store's index {root / DB_NAME} is damaged ({text})",
                               hint="rebuild it from the weight files with `colora doctor --reindex` "
                                    "(the damaged file is kept aside, not deleted)")
+    if "permission denied" in text or "insufficientprivilege" in text:
+        return ConflictError(f"the store's database does not let this role change it ({text.strip().splitlines()[0][:160]})",
+                             hint="reading commands work with a read-only role; ask for write rights to change the store")
     if "readonly" in text or "read-only" in text:
         return ConflictError(f"the store at {root} is read-only; this command would change it",
                              hint="copy the store somewhere writable (or mount it read-write) to change it")

@@ -79,7 +79,8 @@ def check(store: Store) -> list[Finding]:
     live_tasks = set()
     for r in runs:
         name = tasks.get(r.task_id, "?")
-        if r.status == RunStatus.RUNNING and run_alive(r.pid, r.host, r.heartbeat_at):
+        if r.status == RunStatus.RUNNING and run_alive(r.pid, r.host, r.heartbeat_at, now=store.database_time(),
+                                                       shared=bool(store.url)):
             live_tasks.add(name)
             continue
         ckpt = store.path(r.checkpoint_path) if r.checkpoint_path else None
@@ -183,7 +184,8 @@ def fix(store: Store, findings: list[Finding]) -> list[Finding]:
         if f.kind == "dead_run":
             with store.session() as s:
                 run = s.get(TrainRun, f.ref)
-                if run is not None and run.status == RunStatus.RUNNING and not run_alive(run.pid, run.host, run.heartbeat_at):
+                if run is not None and run.status == RunStatus.RUNNING and not run_alive(
+                        run.pid, run.host, run.heartbeat_at, now=store.database_time(), shared=bool(store.url)):
                     run.status = RunStatus.INTERRUPTED
         elif f.kind == "adapter_missing":
             with store.session() as s:

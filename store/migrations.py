@@ -147,7 +147,8 @@ def schema_version(conn: Connection) -> int:
 
     if conn.dialect.name == "sqlite":
         return conn.execute(text("PRAGMA user_version")).scalar_one()
-    conn.execute(text("CREATE TABLE IF NOT EXISTS colora_schema (version INTEGER NOT NULL)"))
+    if conn.execute(text("SELECT to_regclass('colora_schema')")).scalar() is None:
+        return 0  # a new database (read without writing: a read-only role can open a store)
     return conn.execute(text("SELECT max(version) FROM colora_schema")).scalar() or 0
 
 
@@ -157,6 +158,7 @@ def _set_version(conn: Connection, version: int) -> None:
     if conn.dialect.name == "sqlite":
         conn.execute(text(f"PRAGMA user_version = {int(version)}"))
     else:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS colora_schema (version INTEGER NOT NULL)"))
         conn.execute(text("DELETE FROM colora_schema"))
         conn.execute(text("INSERT INTO colora_schema (version) VALUES (:v)"), {"v": version})
 

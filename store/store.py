@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
@@ -51,10 +51,13 @@ from store.schema import (
     TrainRun,
     utcnow,
 )
-from store.processes import run_alive, this_host
+from store.processes import as_utc, run_alive, this_host
 from store.status import RunStatus
 
 DEFAULT_BACKBONE_KEY = "default_backbone"
+STORE_ID_KEY = "store_id"  # a server index and its folder's marker file name the same store
+STORE_ID_FILE = ".colora-store"
+MIGRATED_KEY = "migrated_to"  # a SQLite index whose store moved to a server
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class Store:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, home: str | os.PathLike | None = None, url: str | None = None) -> "Store":
+    def create(cls, home: str | os.PathLike | None = None, url: str | None = None, *, bind: bool = True) -> "Store":
         """The store at `home` (folders and index made if missing); its index in `url`, else
         $COLORA_DB_URL, else root/colora.db (`url=""`: root/colora.db whatever the environment says)."""
         root = resolve_home(home)
@@ -100,6 +103,8 @@ class Store:
             (root / sub).mkdir(parents=True, exist_ok=True)
         store = cls(root, url=(db_url() if url is None else url) or None)
         store._migrate()
+        if bind:  # `store migrate` binds its destination once the rows are in
+            store._bind_folder("create")
         return store
 
     @classmethod
@@ -121,7 +126,38 @@ class Store:
                 raise NotFoundError(f"no colora store at {root}", hint="run `colora init` first (or pass --home)")
             store = cls(root, read_only=not database.writable(root))
         store._migrate()
+        store._bind_folder("open")
         return store
+
+    def _bind_folder(self, mode: str) -> None:
+        """A database server's index belongs to one weights folder: the index and a marker file in
+        the folder hold the same store id, so a machine that mounts the folder elsewhere (or names
+        another one) is refused instead of reading rows whose files it cannot see. A SQLite index
+        lives in its folder; one whose store moved to a server (`store migrate`) is refused.
+        `mode`: "open", "create" (binds a new index, or a new empty folder) or "adopt" (binds this
+        folder to the index, for `store migrate`)."""
+        with self.session() as s:
+            settings = {r.key: r.value for r in s.scalars(select(Setting))}
+        if settings.get(MIGRATED_KEY):
+            raise ConflictError(f"this store's index moved to {settings[MIGRATED_KEY]} (colora store migrate)",
+                                hint="use it there (--db / $COLORA_DB_URL, or without them for colora.db); this "
+                                     "copy is kept, unused")
+        if not self.url:
+            return
+        marker = self.root / STORE_ID_FILE
+        found = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+        recorded, fresh = settings.get(STORE_ID_KEY), False
+        if recorded is None and mode != "open":  # a new index (or one `store migrate` just filled)
+            recorded, fresh = found or secrets.token_hex(8), True
+            with self.session() as s:
+                s.merge(Setting(key=STORE_ID_KEY, value=recorded))
+        if mode == "adopt" or fresh and found is None:
+            copy_atomic_text(marker, recorded)
+            found = recorded
+        if recorded is None or found != recorded:
+            raise ConflictError(f"the index in {self.index_name} belongs to another store folder than {self.root}",
+                                hint="give the folder that holds its weights with --home (every machine must see "
+                                     "the same folder)")
 
     def _migrate(self) -> None:
         with self._translated():
@@ -145,8 +181,14 @@ class Store:
             if isinstance(e, SQLIntegrityError):
                 raise
             explained = database.explain(e, self.root)
+            if explained is None and self.url:  # a server's own message, first line, without the password
+                first = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:200]
+                explained = ConflictError(f"the store's database refused the command ({first})",
+                                          hint="check the database URL, the server and the role's rights")
             if explained is None:
                 raise
+            if self.url:
+                explained = type(explained)(database.scrub(explained.message, self.url), hint=explained.hint)
             raise explained from None
 
     def path(self, relative: str) -> Path:
@@ -356,14 +398,14 @@ class Store:
             if resume is not None:
                 run = s.get_one(TrainRun, resume.id)
                 run.status, run.pid, run.error = RunStatus.RUNNING, os.getpid(), None
-                run.host, run.heartbeat_at = this_host(), utcnow()
+                run.host, run.heartbeat_at = this_host(), self._now(s)
                 return run
             # a fresh run reuses the task's checkpoint file: earlier unfinished runs can no longer resume
             for old in s.scalars(select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status != RunStatus.DONE)):
                 old.status, old.checkpoint_path = RunStatus.ABANDONED, None
             run = TrainRun(task_id=task.id, backbone_id=backbone.id, status=RunStatus.RUNNING, config=config,
                            checkpoint_path=self.checkpoint_relpath(task), pid=os.getpid(), host=this_host(),
-                           heartbeat_at=utcnow())
+                           heartbeat_at=self._now(s))
             s.add(run)
             s.flush()
             return run
@@ -374,15 +416,32 @@ class Store:
             self._refuse_live_run(s, task)
 
     def heartbeat(self, run: TrainRun) -> None:
-        """A sign of life of this run, for machines that cannot probe its process (see store/processes.py)."""
+        """A sign of life of this run, on the database's clock, for machines that cannot probe its
+        process (store/processes.py). Refused when the run is no longer running: another process
+        took the task over after judging this one dead, and this one must stop."""
         with self.session() as s:
-            s.execute(update(TrainRun).where(TrainRun.id == run.id).values(heartbeat_at=utcnow()))
+            done = s.execute(update(TrainRun).where(TrainRun.id == run.id, TrainRun.status == RunStatus.RUNNING)
+                             .values(heartbeat_at=self._now(s)))
+            if done.rowcount == 0:
+                raise ConflictError(f"training run {run.id} was taken over by another process (its machine looked "
+                                    "dead to the others); this one stops", hint="see `colora list` for the task")
 
-    @staticmethod
-    def _refuse_live_run(s: Session, task: Task) -> None:
+    def database_time(self) -> str:
+        with self.session() as s:
+            return self._now(s)
+
+    def _now(self, s: Session) -> str:
+        """The database's clock (UTC, ISO): every machine of a team judges heartbeats by one clock."""
+        if not self.url:
+            return utcnow()
+        return as_utc(s.scalar(text("SELECT CURRENT_TIMESTAMP"))).isoformat(timespec="seconds")
+
+    def _refuse_live_run(self, s: Session, task: Task) -> None:
+        now = self._now(s)
         for other in s.scalars(select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status == RunStatus.RUNNING)):
             mine = other.pid == os.getpid() and other.host in (None, this_host())
-            if other.pid and not mine and run_alive(other.pid, other.host, other.heartbeat_at):
+            alive = run_alive(other.pid, other.host, other.heartbeat_at, now=now, shared=bool(self.url))
+            if other.pid and not mine and alive:
                 where = "" if other.host in (None, this_host()) else f" on {other.host}"
                 raise ConflictError(f"task '{task.name}' is already being trained (process {other.pid}{where})",
                                     hint="wait for it to finish, or stop it and use --resume")
@@ -406,10 +465,14 @@ class Store:
                    steps_done: int, wall_time_s: float) -> Adapter:
         """Index the adapter file (already in place) and close the run, in one transaction."""
         with self.session() as s:
+            row = s.get_one(TrainRun, run.id)
+            if row.status != RunStatus.RUNNING:  # taken over meanwhile: its adapter must not replace the new one
+                self.path(adapter_rel).unlink(missing_ok=True)
+                raise ConflictError(f"training run {run.id} was taken over by another process; its result is dropped",
+                                    hint="see `colora list` for the task")
             adapter, old_file = self._replace_adapter(
                 s, task, run.backbone_id, adapter_rel, trainable_params=trainable_params,
                 backbone_params=backbone_params, plan_method=plan_method, budget=budget)
-            row = s.get_one(TrainRun, run.id)
             row.status, row.adapter_id, row.finished_at = RunStatus.DONE, adapter.id, utcnow()
             row.loss_curve, row.steps_done, row.wall_time_s = json.dumps(loss_curve), steps_done, wall_time_s
             row.checkpoint_path = None
@@ -535,6 +598,13 @@ ONNX_NAME = re.compile(r"^([0-9a-f]{12})-([a-z0-9]+)\.onnx$")  # after `<task>-`
 
 def onnx_key(adapter_file_sha256: str, backbone_file_sha256: str) -> str:
     return hashlib.sha256(f"{adapter_file_sha256}:{backbone_file_sha256}".encode()).hexdigest()[:12]
+
+
+def copy_atomic_text(path: Path, text: str) -> None:
+    from core.files import atomic_write
+
+    with atomic_write(path) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
 
 
 def _stamp() -> str:

@@ -27,27 +27,30 @@ def store_rows(home=None) -> list[dict]:
 
         store = Store.open(root)
         with store._translated(), store.engine.connect() as conn:
-            return summarize(lambda sql: conn.execute(text(sql)).mappings().all())
+            return summarize(lambda sql: conn.execute(text(sql)).mappings().all(), shared=True)
     if not (root / DB_NAME).is_file():
         raise NotFoundError(f"no colora store at {root}", hint="run `colora init` first (or pass --home)")
     try:
         conn = database.connect(root, read_only=True)
         conn.row_factory = sqlite3.Row
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            moved = conn.execute("SELECT count(*) FROM settings WHERE key = 'migrated_to'").fetchone()[0]
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION and not moved:
                 return summarize(lambda sql: conn.execute(sql).fetchall())
         finally:
             conn.close()
     except sqlite3.Error as e:
         raise database.explain(e, root) or e from None
-    from store.store import Store  # older: migrate (needs SQLAlchemy); newer: Store.open refuses it
+    from store.store import Store  # older: migrate (needs SQLAlchemy); newer or moved: Store.open refuses it
 
     Store.open(root)
     return store_rows(root)
 
 
-def summarize(query: Callable[[str], list[Mapping]]) -> list[dict]:
-    """One dict per task, sorted by name; `query` runs SQL and returns rows by column name."""
+def summarize(query: Callable[[str], list[Mapping]], shared: bool = False) -> list[dict]:
+    """One dict per task, sorted by name; `query` runs SQL and returns rows by column name.
+    `shared`: a database server's index (runs on other machines are judged by their heartbeat)."""
+    now = query("SELECT CURRENT_TIMESTAMP AS now")[0]["now"] if shared else None
     tasks = query("SELECT id, name FROM tasks ORDER BY name")
     counts = {(r["task_id"], r["split"]): r["n"] for r in query(
         "SELECT task_id, split, count(*) AS n FROM pairs GROUP BY task_id, split")}
@@ -67,7 +70,8 @@ def summarize(query: Callable[[str], list[Mapping]]) -> list[dict]:
         e = evals.get(t["id"])
         e = e if a is not None and e is not None and e["adapter_id"] == a["id"] else None
         run = runs.get(t["id"])
-        if run is not None and run["status"] == RunStatus.RUNNING and run_alive(run["pid"], run["host"], run["heartbeat_at"]):
+        if run is not None and run["status"] == RunStatus.RUNNING and run_alive(run["pid"], run["host"], run["heartbeat_at"],
+                                                                                 now=now, shared=shared):
             status = "training"
         elif run is not None and run["status"] != RunStatus.DONE:
             status = "interrupted" if a is None else "trained (a retraining was interrupted)"

@@ -28,14 +28,25 @@ class Copied:
 
 
 def copy_index(source, dest) -> Copied:
-    """Every row of `source`'s index into `dest`'s (both `store.store.Store`s over the same folder)."""
+    """Every row of `source`'s index into `dest`'s (both `store.store.Store`s over the same folder).
+
+    The weight files are checked first; the source is read in one snapshot; the copy is compared
+    row by row before it is committed, so a failed copy leaves the destination empty. Then the
+    source is marked as moved (colora refuses to use it: one store, one live index)."""
+    from store.store import MIGRATED_KEY
+    from store.schema import Setting
+
     tables = [Base.metadata.tables[name] for name in TABLES]
     with dest._translated(), dest.engine.connect() as conn:
         busy = [t.name for t in tables if conn.execute(select(func.count()).select_from(t)).scalar_one()]
     if busy:
-        raise ConflictError(f"{dest.index_name} already holds a store (table {busy[0]} has rows)",
-                            hint="migrate into an empty database, or drop that one first")
-    with source._translated(), source.engine.connect() as src, dest._translated(), dest.engine.begin() as dst:
+        hint = ("the store folder's colora.db still holds an index: move it aside (with its -wal and -shm files) "
+                "and migrate again") if not dest.url else "migrate into an empty database, or drop that one first"
+        raise ConflictError(f"{dest.index_name} already holds a store (table {busy[0]} has rows)", hint=hint)
+    result = Copied(files_checked=check_files(source))
+    snapshot = {"isolation_level": "REPEATABLE READ"} if source.url else {}
+    with source._translated(), source.engine.connect().execution_options(**snapshot) as src, src.begin(), \
+            dest._translated(), dest.engine.begin() as dst:
         for table in tables:
             rows = [dict(r._mapping) for r in src.execute(select(table))]
             if rows:
@@ -45,15 +56,15 @@ def copy_index(source, dest) -> Copied:
                 if "id" in table.c:
                     dst.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
                                      f"coalesce((SELECT max(id) FROM {table.name}), 0) + 1, false)"))
-    result = Copied()
-    with source.engine.connect() as src, dest.engine.connect() as dst:
-        for table in tables:
+        for table in tables:  # before the commit: a copy that differs is rolled back
             theirs, ours = table_digest(src, table), table_digest(dst, table)
             if theirs != ours:
                 raise IntegrityError(f"the copy of table {table.name} differs from the original "
-                                     f"({ours[0]} rows copied of {theirs[0]})", hint="report this as a bug")
+                                     f"({ours[0]} rows copied of {theirs[0]}); nothing was copied",
+                                     hint="report this as a bug")
             result.counts[table.name] = theirs[0]
-    result.files_checked = check_files(dest)
+    with source.session() as s:
+        s.merge(Setting(key=MIGRATED_KEY, value=dest.index_name))
     return result
 
 
@@ -80,7 +91,7 @@ def check_files(store) -> int:
     for rel, sha in rows:
         path = store.path(rel)
         if not path.is_file() or sha256_file(path) != sha:
-            raise IntegrityError(f"{rel} is missing or changed since it was indexed; the index was copied, "
-                                 "the file was not touched", hint="run `colora doctor` on the new index")
+            raise IntegrityError(f"{rel} is missing or changed since it was indexed; nothing was copied",
+                                 hint="run `colora doctor` and fix the store first")
         checked += 1
     return checked

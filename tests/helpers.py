@@ -23,9 +23,18 @@ FAST_TRAIN = ("--rank", "2", "--steps", "10", "--patch-size", "16", "--batch-siz
 
 def invoke(*args, input: str | None = None):
     """Run `colora ARGS`; fail on any traceback or exception that escaped the CLI's handler."""
+    import os
+
     from colora_cli.main import app
 
-    result = runner.invoke(app, [str(a) for a in args], input=input)
+    db = os.environ.get("COLORA_DB_URL")  # `--db` sets it for the rest of its process: here, one invocation
+    try:
+        result = runner.invoke(app, [str(a) for a in args], input=input)
+    finally:
+        if db is None:
+            os.environ.pop("COLORA_DB_URL", None)
+        else:
+            os.environ["COLORA_DB_URL"] = db
     text = result.stdout + result.stderr
     assert "Traceback" not in text, text
     if result.exception is not None:

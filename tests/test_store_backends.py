@@ -116,6 +116,8 @@ def test_two_processes_starting_a_run_at_once_cannot_both_claim_the_task(backend
 @pytest.mark.parametrize("age_minutes, refused", [(1, True), (60, False)])
 def test_a_run_on_another_machine_blocks_a_second_training_while_its_heartbeat_is_fresh(
         backend, isolated_home, age_minutes, refused):
+    if backend != "postgresql":
+        pytest.skip("a SQLite store is one machine's: its runs are judged by their process")
     store = store_with_backbone(isolated_home)
     task = store.add_task("rain", "/x", [], val_folder=None, val_fraction=None, seed=0)
     beat = (datetime.now(timezone.utc) - timedelta(minutes=age_minutes)).isoformat(timespec="seconds")
@@ -152,16 +154,58 @@ def test_migrate_sqlite_to_postgresql_and_back_loses_nothing(pg_database, isolat
     r = ok(invoke("store", "migrate", "--to", pg_database))
     assert "2 weight file(s) match their sha256" in err(r)
     assert "colora:***@" in out(r) + err(r) and ":colora@" not in out(r) + err(r)  # no password printed
-    r = invoke("store", "migrate", "--to", pg_database)
-    assert r.exit_code == 1 and "already holds a store" in err(r)
     assert out(ok(invoke("--db", pg_database, "list", "--json"))) == before
+    for args in (("list",), ("store", "migrate", "--to", pg_database)):  # one store, one live index
+        r = invoke(*args)
+        assert r.exit_code == 1 and "this store's index moved to postgresql+psycopg://colora:***@" in err(r)
+
+    monkeypatch.setenv("COLORA_DB_URL", pg_database)  # the PostgreSQL copy is a working store
+    ok(invoke("train", "noise", *FAST_TRAIN))
+    with Store.open(isolated_home).session() as s:  # its ids continue after the copied ones
+        assert [r.id for r in s.scalars(select(TrainRun).order_by(TrainRun.id))] == [1, 2]
+    after = out(ok(invoke("list", "--json")))
+    r = invoke("store", "migrate", "--to", "sqlite")
+    assert r.exit_code == 1 and "colora.db exists" in err(r) and "move it aside" in err(r)
     (isolated_home / "colora.db").rename(tmp_path / "old.db")
     for extra in isolated_home.glob("colora.db-*"):
         extra.unlink()
-    ok(invoke("--db", pg_database, "store", "migrate", "--to", "sqlite"))
-    assert out(ok(invoke("list", "--json"))) == before
-    # and the PostgreSQL copy is a working store: its ids continue after the copied ones
-    monkeypatch.setenv("COLORA_DB_URL", pg_database)
-    ok(invoke("train", "noise", *FAST_TRAIN))
-    with Store.open(isolated_home).session() as s:
-        assert [r.id for r in s.scalars(select(TrainRun).order_by(TrainRun.id))] == [1, 2]
+    ok(invoke("store", "migrate", "--to", "sqlite"))
+    monkeypatch.delenv("COLORA_DB_URL")
+    assert out(ok(invoke("list", "--json"))) == after
+
+
+def test_a_server_index_refuses_a_folder_that_is_not_its_own(backend, isolated_home, tmp_path):
+    """A machine that names another folder (or mounts the store elsewhere) must not act on rows
+    whose files it cannot see: `doctor --fix` there would drop the team's adapters."""
+    if backend != "postgresql":
+        pytest.skip("a SQLite index lives in its folder")
+    ok(invoke(*TINY_INIT))
+    other = tmp_path / "elsewhere"
+    for args in (TINY_INIT, ("list",), ("doctor", "--fix")):
+        r = invoke(*args, "--home", other)
+        assert r.exit_code == 1 and "belongs to another store folder" in err(r), args
+    assert out(ok(invoke("list", "--json"))) == "[]\n"
+
+
+def test_a_read_only_database_role_can_list(backend, isolated_home, pg_database):
+    if backend != "postgresql":
+        pytest.skip("roles are a database server's")
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    ok(invoke(*TINY_INIT))
+    url = make_url(pg_database)
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS colora_reader")
+        conn.execute("CREATE ROLE colora_reader LOGIN PASSWORD 'reader'")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO colora_reader")
+    try:
+        reader = url.set(username="colora_reader", password="reader").render_as_string(hide_password=False)
+        assert out(ok(invoke("--db", reader, "list", "--json"))) == "[]\n"
+        r = invoke("--db", reader, "task", "add", "x", make_pairs(isolated_home.parent / "p"))
+        assert r.exit_code == 1 and "does not let this role change it" in err(r) and "reader" not in err(r).split("(")[0]
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY colora_reader")
+            conn.execute("DROP ROLE IF EXISTS colora_reader")

@@ -10,17 +10,20 @@ see the store folder, the inputs and the output folder at the same paths (a shar
 """
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora_cli.api.progress import SILENT, Reporter
-from core.errors import InvalidInputError, NotFoundError
+from core.errors import ColoraError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from store.store import Store
 
 BATCH = 4  # images per call of an actor: small, so progress and failures surface early
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @dataclass
@@ -75,9 +78,12 @@ def restore_on_ray(store: Store, task: str, inputs: list[Path], out_dir: Path, *
         raise InvalidInputError("--ray restores with one task's adapter; --task auto runs without --ray")
     if workers < 1:
         raise InvalidInputError(f"--workers must be at least 1, not {workers}")
+    from colora_cli.api.models import adapter_file
+
     adapter = store.adapter(store.task(task))
     if adapter is None:
         raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
+    adapter_file(store, adapter)  # a changed or damaged file is refused here, before any worker starts
     store.refuse_inside(out_dir, "the output folder")
     jobs, broken = list_jobs(inputs, out_dir)
     failed = [(p, "broken link") for p in broken]
@@ -93,18 +99,33 @@ def restore_on_ray(store: Store, task: str, inputs: list[Path], out_dir: Path, *
                   + (", one GPU each" if gpus else "") + (f"; {skipped} already restored, skipped." if skipped else "."))
     dataset = ray.data.from_items([{"src": str(s), "dst": str(d)} for s, d in todo])
     results = dataset.map_batches(
-        Restorer, batch_size=BATCH, concurrency=workers, num_gpus=gpus,
+        Restorer, batch_size=BATCH, compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus,
         fn_constructor_kwargs={"home": str(store.root), "url": store.url, "task": task, "tile": tile,
                                "max_pixels": max_pixels, "device": "cuda" if gpus else "cpu"})
     done = 0
     with reporter.progress(f"restore ({task}, ray)", len(todo)) as update:
-        for count, row in enumerate(results.iter_rows(), 1):
-            if row["error"]:
-                failed.append((Path(row["src"]), row["error"]))
-            else:
-                done += 1
-            update(count)
+        try:
+            for count, row in enumerate(results.iter_rows(), 1):
+                if row["error"]:
+                    failed.append((Path(row["src"]), row["error"]))
+                else:
+                    done += 1
+                update(count)
+        except ray.exceptions.RayError as e:
+            raise _colora_error(e) from None
     return ClusterOutcome(done, skipped, failed, workers)
+
+
+def _colora_error(error: BaseException) -> ColoraError:
+    """A Ray failure as colora's own error: the ColoraError a worker raised, else one line."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, ColoraError):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return ColoraError(f"the Ray job failed ({ANSI.sub('', first)[:200]})",
+                       hint="restore without --ray to see the error; images restored so far are kept")
 
 
 def _ray(address: str):
@@ -116,16 +137,44 @@ def _ray(address: str):
         raise InvalidInputError("--ray needs Ray Data", hint='pip install "colora[ray]"') from None
     if not ray.is_initialized():
         import logging
+        import os
 
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # its C++ core prints to stderr
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         options = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": False}
-        if address == "local":
-            ray.init(include_dashboard=False, **options)
-        else:
-            ray.init(address=address, **options)
+        try:
+            with _quiet_stderr():  # Ray's C++ core announces its log level on the process's stderr
+                if address == "local":
+                    ray.init(include_dashboard=False, **options)
+                else:
+                    ray.init(address=address, **options)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise ColoraError(f"cannot start or reach Ray at {address!r} ({first[:160]})",
+                              hint="--ray local starts Ray here; `auto` needs a running cluster (`ray start --head`); "
+                                   'ray:// addresses need pip install "ray[client]"') from None
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     return ray
+
+
+@contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null for a moment (what C++ code writes there bypasses Python)."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _where(address: str) -> str:

@@ -13,10 +13,14 @@ checkpoint is every process's state (any of them can resume from it).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from core.errors import ConflictError
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,20 @@ class World:
 
     def wait(self) -> None:
         dist.barrier()
+
+
+@contextmanager
+def peers_guarded(world: World | None) -> Iterator[None]:
+    """A collective that fails because another process of the job died, as one clear error."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e)
+        if world is None or not (isinstance(e, dist.DistError) or "gloo" in text.lower() or "nccl" in text.lower()):
+            raise
+        first = next((line for line in text.splitlines() if line.strip()), type(e).__name__)
+        raise ConflictError(f"another process of this torchrun job stopped ({first.strip()[:160]})",
+                            hint="run the same command again with --resume (as many processes)") from None
 
 
 def launched() -> bool:

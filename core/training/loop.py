@@ -20,7 +20,7 @@ from torch import nn
 
 from core.errors import InvalidInputError
 from core.model.weights import read_tensors, save_tensors_atomic
-from core.training.distributed import World
+from core.training.distributed import World, peers_guarded
 
 LOSSES = ("l1", "psnr")
 
@@ -133,7 +133,8 @@ class Checkpoint:
         if meta.get("config") != self.config_json:
             raise InvalidInputError(
                 "the checkpoint was written with other training settings",
-                hint="resume with the same options, or start over without --resume",
+                hint="resume with the same options (under torchrun, as many processes too), or start over "
+                     "without --resume",
             )
         with torch.no_grad():
             for k, p in params.items():
@@ -190,6 +191,21 @@ def fit(
         world.same_parameters(params.values())
         validate = validate if leader else None
     t0 = time.perf_counter()
+    with peers_guarded(world):
+        curve, val_curve, best = _steps(model, params, make_batch, config, opt, gen, device, start, curve,
+                                        wall_before, t0, val_curve, best, checkpoint, on_step, validate, world, leader)
+    if best is not None and best.step != config.steps:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(best.params[k])
+    model.to(memory_format=torch.contiguous_format).eval()
+    return TrainResult(config.steps, curve, wall_before + time.perf_counter() - t0, resumed_from=start,
+                       val_curve=val_curve, best_step=best.step if best is not None else None)
+
+
+def _steps(model, params, make_batch, config, opt, gen, device, start, curve, wall_before, t0, val_curve, best,
+           checkpoint, on_step, validate, world, leader):
+    """The steps of `fit`, from `start`; returns (loss curve, validation curve, best)."""
     window: list[float] = []
     smoothed = None  # EMA of the loss, for the progress bar
     for step in range(start, config.steps):
@@ -224,13 +240,7 @@ def fit(
             on_step(done, config.steps, smoothed)
         if checkpoint is not None and leader and (done % config.checkpoint_every == 0 or done == config.steps):
             checkpoint.save(done, params, opt, gen, curve, wall_before + time.perf_counter() - t0, val_curve, best)
-    if best is not None and best.step != config.steps:
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(best.params[k])
-    model.to(memory_format=torch.contiguous_format).eval()
-    return TrainResult(config.steps, curve, wall_before + time.perf_counter() - t0, resumed_from=start,
-                       val_curve=val_curve, best_step=best.step if best is not None else None)
+    return curve, val_curve, best
 
 
 def _score(model: nn.Module, validate: Validator) -> float:
