@@ -8,12 +8,12 @@ import sys
 import pytest
 from sqlalchemy import inspect
 
-from core.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
+from core.errors import IntegrityError, InvalidInputError, NotFoundError
 from store.migrations import SCHEMA_VERSION
 from store.names import validate_slug
 from store.paths import inside
 from store.schema import Base
-from store.store import NewPair, Store
+from store.store import Store
 
 
 def test_fresh_store_matches_the_orm_schema(isolated_home):
@@ -74,24 +74,6 @@ def test_paths_cannot_escape_the_store(tmp_path):
     assert inside(tmp_path, "tasks/rain/a.safetensors") == tmp_path / "tasks/rain/a.safetensors"
 
 
-def pair(stem, split="train"):
-    return NewPair(stem=stem, split=split, input_path=f"/x/{stem}", target_path=f"/y/{stem}", width=4, height=4,
-                   input_sha256="0" * 64, target_sha256="1" * 64)
-
-
-def test_duplicate_task_is_a_conflict_and_removal_cascades(isolated_home):
-    store = Store.create(isolated_home)
-    store.add_task("rain", "/x", [pair("a"), pair("b", "val")], val_folder=None, val_fraction=0.5, seed=0)
-    with pytest.raises(ConflictError, match="already exists"):
-        store.add_task("rain", "/x", [pair("c")], val_folder=None, val_fraction=0.5, seed=0)
-    assert [p.stem for p in store.pairs(store.task("rain"))] == ["a", "b"]
-    store.remove_task("rain")
-    with pytest.raises(NotFoundError):
-        store.task("rain")
-    with sqlite3.connect(isolated_home / "colora.db") as conn:
-        assert conn.execute("SELECT count(*) FROM pairs").fetchone()[0] == 0
-
-
 def test_list_and_help_do_not_import_torch(isolated_home):
     Store.create(isolated_home)
     code = ("import sys; from typer.testing import CliRunner; from colora_cli.main import app; "
@@ -146,40 +128,3 @@ def test_version_3_meta_adapter_setting_moves_to_its_table_and_the_plan_copy_goe
         assert conn.execute("SELECT count(*) FROM settings WHERE key = 'meta_adapter'").fetchone()[0] == 0
         assert "rank_plan" not in {row[1] for row in conn.execute("PRAGMA table_info(adapters)")}
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-
-
-def _claim(home: str, barrier, results) -> None:
-    """Open the store, wait for the other process, claim task 'rain'; stay alive while the other tries."""
-    import time
-
-    store = Store.open(home)
-    task = store.task("rain")
-    barrier.wait()
-    try:
-        store.start_run(task, store.backbone(), "{}")
-        results.put("claimed")
-    except ConflictError as e:
-        results.put(e.message)
-    time.sleep(3)
-
-
-def test_two_processes_starting_a_run_at_once_cannot_both_claim_the_task(isolated_home):
-    import multiprocessing
-
-    store = Store.create(isolated_home)
-    with store.session() as s:  # a backbone row is all a run needs to point at
-        from store.schema import Backbone, Setting
-
-        s.add(Backbone(name="b", sha256="0", file_sha256="0", path="backbones/b.safetensors", config="{}", params=1,
-                       pretrained=False, description="-", size_bytes=1))
-        s.add(Setting(key="default_backbone", value="b"))
-    store.add_task("rain", "/x", [], val_folder=None, val_fraction=None, seed=0)
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    workers = [ctx.Process(target=_claim, args=(str(isolated_home), barrier, results)) for _ in range(2)]
-    for w in workers:
-        w.start()
-    outcomes = sorted(results.get(timeout=60) for _ in workers)
-    for w in workers:
-        w.join(timeout=60)
-    assert outcomes[0] == "claimed" and "is already being trained" in outcomes[1], outcomes

@@ -207,5 +207,5 @@ def test_a_read_only_database_role_can_list(backend, isolated_home, pg_database)
         assert r.exit_code == 1 and "does not let this role change it" in err(r) and "reader" not in err(r).split("(")[0]
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY colora_reader")
+            conn.execute("DROP OWNED BY colora_reader")
             conn.execute("DROP ROLE IF EXISTS colora_reader")

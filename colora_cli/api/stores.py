@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from store.store import Store
 
 
 @dataclass
@@ -35,7 +31,7 @@ def migrate_index(home, to: str) -> Migrated:
     if to_sqlite and (source.root / DB_NAME).exists():
         raise ConflictError(f"{source.root / DB_NAME} exists (the index this store had before it moved?)",
                             hint="move it aside, with its -wal and -shm files, and migrate again")
-    dest: Store = Store.create(source.root, url="" if to_sqlite else to, bind=False)
+    dest = Store.create(source.root, url="" if to_sqlite else to, bind=False)
     done = copy_index(source, dest)
     dest._bind_folder("adopt")
     return Migrated(source.index_name, dest.index_name, done.counts, done.files_checked)

@@ -191,9 +191,41 @@ def fit(
         world.same_parameters(params.values())
         validate = validate if leader else None
     t0 = time.perf_counter()
-    with peers_guarded(world):
-        curve, val_curve, best = _steps(model, params, make_batch, config, opt, gen, device, start, curve,
-                                        wall_before, t0, val_curve, best, checkpoint, on_step, validate, world, leader)
+    with peers_guarded(world):  # a process of the job that dies fails the others with one clear error
+        window: list[float] = []
+        smoothed = None  # EMA of the loss, for the progress bar
+        for step in range(start, config.steps):
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(config, step)
+            x, y = make_batch(step, gen) if world is None else make_batch(step, gen, keep=world.shard(config.batch_size))
+            x = x.to(device, memory_format=torch.channels_last)
+            loss = restoration_loss(model(x), y.to(device), config.loss)
+            value = loss.item() if world is None else world.mean(loss)  # the global batch's loss, in every process
+            if not math.isfinite(value):
+                raise InvalidInputError(
+                    f"training diverged at step {step + 1} (loss is {value})",
+                    hint="lower the learning rate with --lr",
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if world is not None:
+                world.average_gradients(params.values())
+            opt.step()
+            window.append(value)
+            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                curve.append((done, sum(window) / len(window)))
+                window = []
+            if validate is not None and config.validate_every and (done % config.validate_every == 0 or done == config.steps):
+                score = _score(model, validate)
+                val_curve.append((done, score))
+                if best is None or score > best.score:
+                    best = Best(done, score, {k: p.detach().clone() for k, p in params.items()})
+            if on_step is not None and leader:
+                on_step(done, config.steps, smoothed)
+            if checkpoint is not None and leader and (done % config.checkpoint_every == 0 or done == config.steps):
+                checkpoint.save(done, params, opt, gen, curve, wall_before + time.perf_counter() - t0, val_curve, best)
     if best is not None and best.step != config.steps:
         with torch.no_grad():
             for k, p in params.items():
@@ -201,46 +233,6 @@ def fit(
     model.to(memory_format=torch.contiguous_format).eval()
     return TrainResult(config.steps, curve, wall_before + time.perf_counter() - t0, resumed_from=start,
                        val_curve=val_curve, best_step=best.step if best is not None else None)
-
-
-def _steps(model, params, make_batch, config, opt, gen, device, start, curve, wall_before, t0, val_curve, best,
-           checkpoint, on_step, validate, world, leader):
-    """The steps of `fit`, from `start`; returns (loss curve, validation curve, best)."""
-    window: list[float] = []
-    smoothed = None  # EMA of the loss, for the progress bar
-    for step in range(start, config.steps):
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(config, step)
-        x, y = make_batch(step, gen) if world is None else make_batch(step, gen, keep=world.shard(config.batch_size))
-        x = x.to(device, memory_format=torch.channels_last)
-        loss = restoration_loss(model(x), y.to(device), config.loss)
-        value = loss.item() if world is None else world.mean(loss)  # the global batch's loss, in every process
-        if not math.isfinite(value):
-            raise InvalidInputError(
-                f"training diverged at step {step + 1} (loss is {value})",
-                hint="lower the learning rate with --lr",
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if world is not None:
-            world.average_gradients(params.values())
-        opt.step()
-        window.append(value)
-        smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            curve.append((done, sum(window) / len(window)))
-            window = []
-        if validate is not None and config.validate_every and (done % config.validate_every == 0 or done == config.steps):
-            score = _score(model, validate)
-            val_curve.append((done, score))
-            if best is None or score > best.score:
-                best = Best(done, score, {k: p.detach().clone() for k, p in params.items()})
-        if on_step is not None and leader:
-            on_step(done, config.steps, smoothed)
-        if checkpoint is not None and leader and (done % config.checkpoint_every == 0 or done == config.steps):
-            checkpoint.save(done, params, opt, gen, curve, wall_before + time.perf_counter() - t0, val_curve, best)
-    return curve, val_curve, best
 
 
 def _score(model: nn.Module, validate: Validator) -> float:
