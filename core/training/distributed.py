@@ -38,10 +38,18 @@ class World:
         return range(self.rank * batch_size, (self.rank + 1) * batch_size)
 
     def average_gradients(self, params) -> None:
-        for p in params:
-            if p.grad is not None:
-                dist.all_reduce(p.grad)
-                p.grad /= self.size
+        """One all-reduce of every gradient flattened into one buffer (a LoRA has hundreds of small
+        tensors: one collective each would cost more than the step)."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     def mean(self, value: torch.Tensor) -> float:
         total = value.detach().double().reshape(1)  # on the model's device (nccl reduces GPU tensors)
