@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from bench.common import OUT, SETS, git_rev, machine, markdown_table
+from core.model.bundled import BUNDLED_DIR, BUNDLED_NAME
 
 
 def _rss_mb() -> float:
@@ -78,7 +79,7 @@ def run_arm(arm: str, backbone_path: str, set_name: str, n_pairs: int, args: dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbone", default=str(Path(__file__).resolve().parents[1] / "core/weights/prod-small.safetensors"))
+    ap.add_argument("--backbone", default=str(BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors"), help="default: the bundled one")
     ap.add_argument("--sets", default="rain100l,cbsd68")
     ap.add_argument("--pairs", default="16,64")
     ap.add_argument("--steps", type=int, default=300)

@@ -35,13 +35,14 @@ def main() -> None:
     every = max(1, len(curve) // 12)
     curve_rows = [[s, f"{v:.4f}"] for s, v in curve[::every]] + ([[curve[-1][0], f"{curve[-1][1]:.4f}"]] if (len(curve) - 1) % every else [])
     train = recipe["train"]
+    chunks = recipe.get("chunks") or [{"steps": train["steps"], "wall_time_s": recipe["wall_time_s"],
+                                       "seed": train["seed"], "lr": train["lr"]}]
+    total_s = sum(c.get("wall_time_s") or 0 for c in chunks)
     text = f"""# Model card: `{name}` (the bundled backbone)
 
 Produced by colora's own pre-training command, on the CPU, and shipped as
 `core/weights/{path.name}`; `colora init` installs it as the store's default backbone.
-
-    colora backbone pretrain ../shared/data/bsds500_pool/clean --name {name} --config {recipe.get('config_name', 'small')} \\
-        --steps {train['steps']} --batch-size {train['batch_size']} --patch-size {train['patch_size']} --seed {train['seed']}
+{_commands(name, recipe, chunks)}
 
 | | |
 |---|---|
@@ -51,11 +52,11 @@ Produced by colora's own pre-training command, on the CPU, and shipped as
 | file sha256 | `{sha256_file(path)}` |
 | data | `bsds500_pool`: {recipe['data']['images']} clean BSDS500 photographs, none of which is behind Rain100L, Rain12, CBSD68 (see ../shared/data/SOURCES.md) |
 | degradations | PROD, {recipe['sampler']['mode']} order, 1..{recipe['sampler']['max_degradations']} of: {', '.join(recipe['sampler']['names'])}; at most one per family in {recipe['sampler']['one_per_family']} |
-| training | {train['steps']} steps, batch {train['batch_size']} x {train['patch_size']}², L1 loss, AdamW lr {train['lr']} (warm-up {train['warmup_steps']}, cosine to {train['min_lr_ratio']}x), seed {train['seed']} |
-| wall time | {recipe['wall_time_s'] / 60:.0f} min on a 2-core CPU (shared with other work) |
+| training | {sum(c['steps'] for c in chunks)} steps in {len(chunks)} chunk(s) ({', '.join(f"{c['steps']} at lr {c['lr']}" for c in chunks)}), batch {train['batch_size']} x {train['patch_size']}², L1 loss, AdamW, each chunk warm-up {train['warmup_steps']} then cosine to {train['min_lr_ratio']}x |
+| wall time | {total_s / 60:.0f} min on a 2-core CPU, one core each ({', '.join(f"{(c.get('wall_time_s') or 0) / 60:.0f}" for c in chunks)} min per chunk, one chunk per session; the other core busy with other work) |
 | intended use | a frozen starting point for per-task LoRA adapters; not a finished restorer on its own |
 
-## Loss curve (L1 on PROD-degraded training crops, mean over each logging window)
+## Loss curve (L1 on PROD-degraded training crops, mean over each logging window; {"the last chunk" if len(chunks) > 1 else "the run"})
 
 {markdown_table(["step", "L1"], curve_rows)}
 
@@ -71,6 +72,19 @@ The per-parameter ranges of every degradation are in the file's `recipe` metadat
 """
     (BUNDLED_DIR / "MODEL_CARD.md").write_text(text)
     print(text)
+
+
+def _commands(name: str, recipe: dict, chunks: list[dict]) -> str:
+    """The pre-training commands, one per chunk (each chunk continues from the one before)."""
+    train = recipe["train"]
+    common = f"--batch-size {train['batch_size']} --patch-size {train['patch_size']}"
+    lines = []
+    for i, c in enumerate(chunks, 1):
+        chunk = f"{name}-c{i}" if len(chunks) > 1 else name
+        start = f"--config {recipe.get('config_name', 'small')}" if i == 1 else f"--init-from {name}-c{i - 1}"
+        lines.append(f"    colora backbone pretrain ../shared/data/bsds500_pool/clean --name {chunk} {start} \\\n"
+                     f"        --steps {c['steps']} {common} --lr {c['lr']} --seed {c['seed']}")
+    return "\n" + "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from colora_cli import output
-from colora_cli.api.ranking import DEFAULT_BUDGET
+from colora_cli.api.ranking import DEFAULT_BUDGET, DEFAULT_PATH_STEPS, DEFAULT_PROBE_STEPS
 from colora_cli.options import Device, Home, Json
 
 
@@ -14,8 +14,8 @@ def ranks(
     name: Annotated[str, typer.Argument(help="Task name.")],
     budget: Annotated[float, typer.Option("--budget", help="LoRA parameters as a fraction of the backbone's.")] = DEFAULT_BUDGET,
     method: Annotated[str, typer.Option("--method", help="faig (contribution-based, CoLoRA) or uniform.")] = "faig",
-    probe_steps: Annotated[int, typer.Option("--probe-steps", min=1, help="Steps of the brief full fine-tuning (K).")] = 100,
-    path_steps: Annotated[int, typer.Option("--path-steps", min=1, help="Points on the integration path (M).")] = 16,
+    probe_steps: Annotated[int, typer.Option("--probe-steps", min=1, help="Steps of the brief full fine-tuning (K).")] = DEFAULT_PROBE_STEPS,
+    path_steps: Annotated[int, typer.Option("--path-steps", min=1, help="Points on the integration path (M).")] = DEFAULT_PATH_STEPS,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: Json = False,
     device: Device = "auto",
@@ -23,7 +23,7 @@ def ranks(
 ) -> None:
     """Measure each layer's contribution to the task (FAIG) and store a rank plan for `colora train`.
 
-    Example: colora ranks rain --budget 0.07 --probe-steps 100 --path-steps 16
+    Example: colora ranks rain --budget 0.05 --probe-steps 30 --path-steps 8
     """
     from colora_cli.api.ranking import PlanOptions, rank_task
     from store.store import Store
