@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 BUNDLED_DIR = Path(__file__).parent.parent / "weights"  # package data: core/weights/
-BUNDLED_NAME = "prod-small"
+BUNDLED_NAME = "prod-medium"
 
 
 def bundled_backbone() -> tuple[Path, str] | None:
