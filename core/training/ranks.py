@@ -126,8 +126,8 @@ def faig_scores(
     backbone: nn.Module,
     train_pairs: Sequence[tuple[str, str]],
     *,
-    probe_steps: int = 30,
-    path_steps: int = 8,
+    probe_steps: int,  # K and M: the defaults live with the use case (colora_cli/api/ranking.py)
+    path_steps: int,
     batch_size: int = 4,
     patch_size: int = 96,
     probe_batches: int = 2,
