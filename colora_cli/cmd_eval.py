@@ -19,6 +19,7 @@ def eval_task(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier report in the --report folder.")] = False,
     device: Device = "auto",
     tile: Tile = 512,
+    self_ensemble: Annotated[bool, typer.Option("--self-ensemble", help="Also score the adapter restoring each image as the average over its 8 flips and quarter turns (row `adapter x8`; what `restore --self-ensemble` does).")] = False,
     home: Home = None,
 ) -> None:
     """PSNR and SSIM on the task's validation pairs: input, backbone alone, backbone + adapter.
@@ -35,9 +36,10 @@ def eval_task(
     store = Store.open(home)
     others = task_names(against, "--against") if against is not None else []
     command = " ".join(["colora", "eval", name] + (["--report", shlex.quote(str(report))] if report else [])
-                       + (["--against", ",".join(others)] if others else []))
+                       + (["--against", ",".join(others)] if others else [])
+                       + (["--self-ensemble"] if self_ensemble else []))
     done = evaluate_task(store, name, against=others, report=report, overwrite=overwrite, device=device, tile=tile,
-                         command=command, reporter=output.REPORTER)
+                         command=command, self_ensemble=self_ensemble, reporter=output.REPORTER)
     if as_json:
         data = {"task": name, "backbone": done.backbone.name, "results": done.rows}
         if done.report is not None:

@@ -17,6 +17,7 @@ def restore(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in the output folder.")] = False,
     tile: Tile = 512,
+    self_ensemble: Annotated[bool, typer.Option("--self-ensemble", help="Restore each image as the average over its 8 flips and quarter turns: 8x the time, usually a little cleaner (BENCHMARKS.md).")] = False,
     max_pixels: MaxPixels = None,
     device: Device = "auto",
     engine: Annotated[str, typer.Option("--engine", help="What runs the model: torch, onnxruntime or openvino (both on the CPU, from an ONNX export of the task's model cached in the store), or auto: the fastest installed one on the CPU, torch on a GPU and for --task auto.")] = "auto",
@@ -32,12 +33,13 @@ def restore(
     from store.store import Store
 
     if ray is not None:
-        if overwrite or engine != "auto":
-            raise InvalidInputError("--ray skips outputs that exist and restores with PyTorch: it takes neither "
-                                    "--overwrite nor --engine", hint="leave them out, or restore without --ray")
+        if overwrite or engine != "auto" or self_ensemble:
+            raise InvalidInputError("--ray skips outputs that exist and restores with PyTorch, one pass: it takes "
+                                    "neither --overwrite, --engine nor --self-ensemble",
+                                    hint="leave them out, or restore without --ray")
         return _on_ray(Store.open(home), task, inputs, out_dir, ray, workers, tile, max_pixels, device)
     done = restore_images(Store.open(home), task, inputs, out_dir, overwrite=overwrite, tile=tile, device=device,
-                          max_pixels=max_pixels, engine=engine, reporter=output.REPORTER)
+                          max_pixels=max_pixels, engine=engine, self_ensemble=self_ensemble, reporter=output.REPORTER)
     if done.choices:
         output.table("Adapters chosen (--task auto)", ["image", "task", "distance", "next best"],
                      [[c.image, c.task + (" (far)" if c.far else ""), f"{c.distance:.2f}", c.runner_up] for c in done.choices])

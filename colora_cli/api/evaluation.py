@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `col
     from store.store import Store
 
 REPORT_PANELS = ("backbone", "adapter")  # the models whose outputs the report's example strips show
+ENSEMBLED = "adapter x8"  # the subject of `eval --self-ensemble`: the adapter averaged over 8 flips/turns
 
 
 @dataclass
@@ -53,9 +54,10 @@ class _Crops:
 
 def evaluate_task(store: Store, name: str, *, against: list[str] | None = None, report: Path | None = None,
                   overwrite: bool = False, device: str = "auto", tile: int = 512, command: str | None = None,
-                  reporter: Reporter = SILENT) -> EvalOutcome:
+                  self_ensemble: bool = False, reporter: Reporter = SILENT) -> EvalOutcome:
     """Score the task's validation pairs (and, `against`, other tasks' adapters on them); record the
-    results in the store; with `report`, write the HTML report folder there."""
+    results in the store; with `report`, write the HTML report folder there. `self_ensemble`: the
+    adapter is also scored restoring with the x8 self-ensemble (subject `adapter x8`)."""
     from colora_cli.api.models import backbone_model, task_model
     from colora_cli.api.tasks import require_adapters, require_unchanged
     from core.device import resolve_device
@@ -83,15 +85,18 @@ def evaluate_task(store: Store, name: str, *, against: list[str] | None = None, 
     models, meta = {"input": None, "backbone": backbone}, None
     if adapter is not None:
         models["adapter"], meta = task_model(store, adapter, backbone)
+        if self_ensemble:
+            models[ENSEMBLED] = models["adapter"]
     else:
-        reporter.note(f"Task '{name}' has no adapter yet (train it with `colora train {name}`); scoring input and backbone.")
+        reporter.note(f"Task '{name}' has no adapter yet (train it with `colora train {name}`); scoring input and backbone"
+                      + (" (--self-ensemble applies to an adapter: nothing to ensemble)." if self_ensemble else "."))
     for other, other_adapter in zip(others, other_adapters):
         own = backbone if other_adapter.backbone_id == backbone_row.id else None
         models[f"adapter:{other}"] = task_model(store, other_adapter, own)[0]
     crops = _Crops(REPORT_PANELS) if report is not None else None
     with reporter.progress(f"eval {name}", len(val_pairs)) as update:
         results = evaluate(models, [(p.stem, p.input_path, p.target_path) for p in val_pairs], device=dev, tile=tile,
-                           on_pair=lambda done, total: update(done), observe=crops)
+                           on_pair=lambda done, total: update(done), observe=crops, self_ensemble={ENSEMBLED})
     stored = store.record_eval(task, backbone_row, adapter, results)
     base = results["input"][0]
     rows = [{"subject": s, "psnr": round(p, 3), "ssim": round(q, 4), "delta_psnr_vs_input": round(p - base, 3),
@@ -123,6 +128,8 @@ def _subject_label(subject: str, task: str, backbone_name: str) -> str:
         return f"backbone '{backbone_name}' alone"
     if subject == "adapter":
         return f"backbone + the adapter of '{task}'"
+    if subject == ENSEMBLED:
+        return f"backbone + the adapter of '{task}', self-ensemble x8"
     return f"the adapter of task '{subject.split(':', 1)[1]}' (on its own backbone)"
 
 

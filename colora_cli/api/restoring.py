@@ -42,12 +42,13 @@ class RestoreOutcome:
 
 def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *, overwrite: bool = False,
                    tile: int = 512, device: str = "auto", max_pixels: int | None = None, engine: str = "auto",
-                   reporter: Reporter = SILENT) -> RestoreOutcome:
+                   self_ensemble: bool = False, reporter: Reporter = SILENT) -> RestoreOutcome:
     """Restore image files and folders into `out_dir` with `task`'s adapter (`auto`: chosen per image).
 
     Every input is checked (and decoded) and every output path planned before anything is written;
     a file that fails later is reported in the outcome and the others go on. `engine`: torch,
-    onnxruntime or openvino (api/exporting.py), or `auto`, the fastest installed one.
+    onnxruntime or openvino (api/exporting.py), or `auto`, the fastest installed one. `self_ensemble`:
+    each image is the average of its 8 flips and quarter turns restored (core/inference/ensemble.py).
     """
     from colora_cli.api.exporting import engine_model, resolve_engine
     from colora_cli.api.models import task_model
@@ -57,7 +58,7 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
 
     engine = resolve_engine(engine, device, task)
     if task == "auto":
-        chooser = AutoChooser(store, tile)
+        chooser = AutoChooser(store, tile, self_ensemble)
     else:
         task_row = store.task(task)
         adapter = store.adapter(task_row)
@@ -81,7 +82,7 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
             model = task_model(store, adapter)[0].to(dev)
         else:
             model = engine_model(store, task, adapter, engine, reporter)
-        restore_one = lambda src, image: restore_tensor(model, image, tile)  # noqa: E731
+        restore_one = lambda src, image: restore_tensor(model, image, tile, self_ensemble=self_ensemble)  # noqa: E731
     try:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -97,8 +98,8 @@ class AutoChooser:
     """`--task auto`: per image, the adapter whose task's training inputs have the nearest
     degradation signature (core/recycle/signature.py); models are loaded once per chosen task."""
 
-    def __init__(self, store: Store, tile: int):
-        self.store, self.tile = store, tile
+    def __init__(self, store: Store, tile: int, self_ensemble: bool = False):
+        self.store, self.tile, self.self_ensemble = store, tile, self_ensemble
         self.backbone_row = store.backbone()
         self.choices: list[AutoChoice] = []
         self.models: dict = {}
@@ -130,7 +131,7 @@ class AutoChooser:
             adapter = self.adapters[name]
             cached = self.backbone if adapter.backbone_id == self.backbone_row.id else None
             self.models[name] = task_model(self.store, adapter, cached)[0].to(self.device)
-        return restore_tensor(self.models[name], image, self.tile)
+        return restore_tensor(self.models[name], image, self.tile, self_ensemble=self.self_ensemble)
 
 
 DECODED_BUDGET = 512 * 2**20  # bytes of decoded pixels `plan_outputs` keeps for the restore

@@ -1,7 +1,7 @@
 """Scoring models on validation pairs: PSNR and SSIM per pair and on average."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 from torch import nn
@@ -20,8 +20,10 @@ def evaluate(
     tile: int = DEFAULT_TILE,
     on_pair: Callable[[int, int], None] | None = None,
     observe: Callable[[str, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], None] | None = None,
+    self_ensemble: Collection[str] = (),
 ) -> dict[str, tuple[float, float, list]]:
-    """PSNR/SSIM per subject over (stem, input, target) pairs; a None model scores the input itself.
+    """PSNR/SSIM per subject over (stem, input, target) pairs; a None model scores the input itself;
+    the subjects named in `self_ensemble` restore with core.inference.ensemble's x8 average.
 
     Returns subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...]). `observe(stem, input,
     target, {subject: output})` sees every pair's images as they are scored (a report keeps crops
@@ -35,7 +37,8 @@ def evaluate(
         x, y = load_pair(inp, tgt)
         outputs = {}
         for name, m in models.items():
-            out = outputs[name] = x if m is None else restore_tensor(m, x, tile).cpu()
+            out = outputs[name] = x if m is None else restore_tensor(
+                m, x, tile, self_ensemble=name in self_ensemble).cpu()
             per[name].append([stem, psnr(out, y), ssim(out, y)])
         if observe:
             observe(stem, x, y, outputs)

@@ -31,12 +31,17 @@ def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, device, dtype
 
 @torch.no_grad()
 def restore_tensor(model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TILE,
-                   overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
+                   overlap: int = DEFAULT_OVERLAP, *, self_ensemble: bool = False) -> torch.Tensor:
     """(3, H, W) in [0, 1] -> restored (3, H, W) in [0, 1], on the model's device.
 
     tile <= 0 means the whole image in one pass. `model` may also be a callable that is no torch
-    module (an ONNX engine, core/inference/engines.py): it computes on the CPU.
+    module (an ONNX engine, core/inference/engines.py): it computes on the CPU. `self_ensemble`:
+    each tile is restored as the average over its 8 flips and quarter turns (8x the time).
     """
+    if self_ensemble:
+        from core.inference.ensemble import SelfEnsemble
+
+        model = SelfEnsemble(model)
     device = _device_of(model)
     x = image.to(device).unsqueeze(0)
     _, _, h, w = x.shape
