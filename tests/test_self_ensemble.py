@@ -10,7 +10,7 @@ from PIL import Image
 
 from core.inference.ensemble import SelfEnsemble, _dihedral, _undo
 from core.inference.tiles import restore_tensor
-from helpers import err, invoke, ok, out, textured
+from helpers import copy_store, err, invoke, ok, out, textured
 
 
 def _numpy_average(model, x: torch.Tensor) -> torch.Tensor:
@@ -111,8 +111,9 @@ def test_restore_self_ensemble_is_the_average_of_the_eight_restored_views(traine
     assert np.array_equal(np.asarray(Image.open(one_photo).convert("RGB")), img)  # the input is untouched
 
 
-def test_eval_self_ensemble_scores_the_adapter_both_ways(trained):
-    data = json.loads(out(ok(invoke("eval", "noise", "--json", "--self-ensemble", "--home", trained.home))))
+def test_eval_self_ensemble_scores_the_adapter_both_ways(trained, tmp_path):
+    home = copy_store(trained.home, tmp_path / "home")  # eval records its rows: not in the shared store
+    data = json.loads(out(ok(invoke("eval", "noise", "--json", "--self-ensemble", "--home", home))))
     rows = {r["subject"]: r for r in data["results"]}
     assert set(rows) == {"input", "backbone", "adapter", "adapter x8"}
     assert rows["adapter x8"]["psnr"] != rows["adapter"]["psnr"]
