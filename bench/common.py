@@ -161,7 +161,7 @@ def task_store(name: str, data: PairedSet, n_train: int, backbone: Path | None =
     shutil.rmtree(home, ignore_errors=True)
     pairs = OUT / f"{name}-pairs"
     shutil.rmtree(pairs, ignore_errors=True)
-    half = len(data.val) // 2
+    half = len(data.val) - len(held_out_pairs(data))
     for split, items in (("train", data.train[:n_train]), ("val", data.val[:half])):
         for role, i in (("input", 0), ("target", 1)):
             (pairs / split / role).mkdir(parents=True, exist_ok=True)
@@ -171,4 +171,9 @@ def task_store(name: str, data: PairedSet, n_train: int, backbone: Path | None =
     if backbone is not None:
         import_backbone(store, backbone, "under-test", make_default=True)
     add_task(store, "t", pairs / "train", val=pairs / "val")
-    return store, data.val[half:]
+    return store, held_out_pairs(data)
+
+
+def held_out_pairs(data: PairedSet) -> list:
+    """The validation split's second half: what `task_store` keeps out of training and selection."""
+    return data.val[len(data.val) // 2:]

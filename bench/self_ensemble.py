@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 
-from bench.common import OUT, git_rev, machine, markdown_table
+from bench.common import OUT, git_rev, machine, held_out_pairs, markdown_table
 from bench.quality import KINDS
 
 
@@ -33,8 +33,7 @@ def main() -> None:
     rows = []
     for name in names:
         kind, n = name.rsplit("-", 1)
-        data = KINDS[kind]()
-        held_out = data.val[len(data.val) // 2:]  # bench/common.task_store's held-out half
+        held_out = held_out_pairs(KINDS[kind]())
         store = Store.open(root / name)
         task = store.task("t")
         adapter = store.adapter(task)

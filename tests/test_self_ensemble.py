@@ -75,12 +75,7 @@ def one_photo(tmp_path):
     return path
 
 
-@pytest.fixture
-def trained(trained_store):
-    return trained_store
-
-
-def test_restore_self_ensemble_is_the_average_of_the_eight_restored_views(trained, one_photo, tmp_path):
+def test_restore_self_ensemble_is_the_average_of_the_eight_restored_views(trained_store, one_photo, tmp_path):
     """Checked from outside: restore the 8 turned/flipped copies plainly, turn them back, average."""
     views = tmp_path / "views"
     views.mkdir()
@@ -89,10 +84,10 @@ def test_restore_self_ensemble_is_the_average_of_the_eight_restored_views(traine
         for flip in (False, True):
             t = np.rot90(img, turns)
             Image.fromarray(np.ascontiguousarray(np.fliplr(t) if flip else t)).save(views / f"{turns}{int(flip)}.png")
-    ok(invoke("restore", "--task", "noise", views, "-o", tmp_path / "views_out", "--home", trained.home))
-    ok(invoke("restore", "--task", "noise", one_photo, "-o", tmp_path / "plain", "--home", trained.home))
+    ok(invoke("restore", "--task", "noise", views, "-o", tmp_path / "views_out", "--home", trained_store.home))
+    ok(invoke("restore", "--task", "noise", one_photo, "-o", tmp_path / "plain", "--home", trained_store.home))
     r = ok(invoke("restore", "--task", "noise", one_photo, "-o", tmp_path / "x8", "--self-ensemble",
-                  "--home", trained.home))
+                  "--home", trained_store.home))
     assert "Restored 1 image(s)" in err(r)
     views_back = []
     for turns in range(4):
@@ -111,8 +106,8 @@ def test_restore_self_ensemble_is_the_average_of_the_eight_restored_views(traine
     assert np.array_equal(np.asarray(Image.open(one_photo).convert("RGB")), img)  # the input is untouched
 
 
-def test_eval_self_ensemble_scores_the_adapter_both_ways(trained, tmp_path):
-    home = copy_store(trained.home, tmp_path / "home")  # eval records its rows: not in the shared store
+def test_eval_self_ensemble_scores_the_adapter_both_ways(trained_store, tmp_path):
+    home = copy_store(trained_store.home, tmp_path / "home")  # eval records its rows: not in the shared store
     data = json.loads(out(ok(invoke("eval", "noise", "--json", "--self-ensemble", "--home", home))))
     rows = {r["subject"]: r for r in data["results"]}
     assert set(rows) == {"input", "backbone", "adapter", "adapter x8"}
@@ -120,9 +115,9 @@ def test_eval_self_ensemble_scores_the_adapter_both_ways(trained, tmp_path):
     assert rows["adapter x8"]["pairs"] == rows["adapter"]["pairs"]
 
 
-def test_restore_on_ray_refuses_self_ensemble(trained, one_photo, tmp_path):
+def test_restore_on_ray_refuses_self_ensemble(trained_store, one_photo, tmp_path):
     r = invoke("restore", "--task", "noise", one_photo, "-o", tmp_path / "o", "--ray", "local", "--self-ensemble",
-               "--home", trained.home)
+               "--home", trained_store.home)
     assert r.exit_code == 1 and "Traceback" not in err(r)
     assert "--self-ensemble" in err(r) and "without --ray" in err(r)
     assert not (tmp_path / "o").exists()
