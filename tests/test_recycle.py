@@ -279,3 +279,13 @@ def test_adapt_makes_nothing_when_no_mixture_beats_the_unrestored_input(home, tm
     result = invoke("adapt", "clean", "--home", home)
     assert result.exit_code == 1 and "no adapter was made" in err(result), err(result)
     assert listing(home)["clean"]["adapter"] == "untrained"
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 300), (7, 3), (2, 9)])
+def test_signature_of_a_tiny_image_is_finite(h, w):
+    """`restore --task auto` describes every image it is given, down to one pixel."""
+    from core.recycle.signature import FEATURES, image_features
+
+    x = torch.rand(3, h, w, generator=torch.Generator().manual_seed(h * 1000 + w))
+    feats = image_features(x)
+    assert feats.shape == (len(FEATURES),) and torch.isfinite(feats).all()

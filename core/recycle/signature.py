@@ -31,6 +31,7 @@ FEATURES = ("luma_mean", "luma_p05", "luma_p95", "noise_luma", "noise_chroma", "
             "blockiness", "streaks", "outliers", "saturation", "backbone_change", "backbone_brighten")
 PAIR_FEATURES = ("res_mean", "res_abs", "res_noise", "sharpen", "res_r", "res_g", "res_b")
 CROP = 256
+MIN_SIDE = 16  # blockiness needs two 8-pixel blocks, pooling a few pixels: smaller images are edge-extended
 _LAPLACE = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
 
 
@@ -64,6 +65,10 @@ def _blockiness(y: torch.Tensor) -> torch.Tensor:
 def image_features(x: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
     """(3, H, W) in [0, 1] -> (len(FEATURES),) float32. Positive scales enter as logs."""
     x = center_crop(x.float(), CROP)
+    short_h, short_w = max(0, MIN_SIDE - x.shape[-2]), max(0, MIN_SIDE - x.shape[-1])
+    if short_h or short_w:  # a 1-pixel image is a valid input: describe it, do not crash
+        x = F.pad(x[None], (short_w // 2, short_w - short_w // 2, short_h // 2, short_h - short_h // 2),
+                  mode="replicate")[0]
     y = _luma(x)
     flat = y.flatten()
     p05, p95 = torch.quantile(flat[:: max(1, flat.numel() // 20000)], torch.tensor([0.05, 0.95]))
