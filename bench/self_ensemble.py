@@ -26,8 +26,10 @@ def main() -> None:
     from store.store import Store
 
     root = OUT / "quality"
-    names = args.stores.split(",") if args.stores else sorted(
-        p.name for p in root.iterdir() if (p / "colora.db").exists()) if root.exists() else []
+    if args.stores:
+        names = args.stores.split(",")
+    else:
+        names = sorted(p.parent.name for p in root.glob("*/colora.db"))
     if not names:
         raise SystemExit("no stores of bench/quality.py under bench/out/quality: run `python -m bench.quality` first")
     rows = []
@@ -41,8 +43,7 @@ def main() -> None:
         steps = json.loads(run.config)["train"]["steps"] if run and run.config else "?"
         model = task_model(store, adapter)[0]
         pairs = [(str(i), a, b) for i, (a, b) in enumerate(held_out)]
-        timings = {}
-        scores = {}
+        timings, scores = {}, {}
         for label, ensembled in (("one pass", ()), ("x8", ("adapter",))):
             t0 = time.perf_counter()
             scores[label] = evaluate({"adapter": model}, pairs, self_ensemble=ensembled)["adapter"][0]
