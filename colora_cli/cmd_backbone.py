@@ -54,15 +54,18 @@ def show(
 
 @app.command("pretrain")
 def pretrain(
-    clean_dir: Annotated[Path, typer.Argument(help="Folder of clean images (at least --patch-size on each side).")],
+    clean_dirs: Annotated[list[Path], typer.Argument(help="Folders of clean images (at least --patch-size on each side), one pool.")],
     name: Annotated[str, typer.Option("--name", help="Name of the new backbone in the store.")] = "prod-small",
     config: Annotated[str, typer.Option("--config", help="Backbone size: tiny, small, medium or base.")] = "small",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 10000,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", min=0.01, help="Train for the steps this many minutes allow here (measured first), instead of --steps.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, max=64, help="Processes that build the degraded crops ahead of each step (0: none). Pays on a GPU or with spare cores.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     patch_size: Annotated[int, typer.Option("--patch-size", min=8)] = 96,
     lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-3,
     mode: Annotated[str, typer.Option("--mode", help="Degradation chains: random (PROD), fixed (canonical order) or single.")] = "random",
     max_degradations: Annotated[int, typer.Option("--max-degradations", min=1, help="Longest chain (N).")] = 3,
+    clean_fraction: Annotated[float, typer.Option("--clean-fraction", min=0.0, max=0.99, help="Share of crops left clean (an empty chain), so the backbone learns to leave images that need nothing alone.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 250,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of this --name.")] = False,
@@ -73,15 +76,16 @@ def pretrain(
 ) -> None:
     """Pre-train a backbone with PROD (random-order degradation chains) and add it to the store.
 
-    Example: colora backbone pretrain ./clean-photos --name prod-small --steps 10000
+    Example: colora backbone pretrain ./clean-photos ./more-photos --name prod-small --steps 10000
     """
     from colora_cli.api.backbones import PretrainOptions, pretrain_backbone
     from store.store import Store
 
     options = PretrainOptions(name=name, config=config, steps=steps, batch_size=batch_size, patch_size=patch_size, lr=lr,
-                              mode=mode, max_degradations=max_degradations, seed=seed, checkpoint_every=checkpoint_every,
-                              resume=resume, make_default=default, device=device, init_from=init_from)
-    done = pretrain_backbone(Store.open(home), clean_dir, options, output.REPORTER)
+                              mode=mode, max_degradations=max_degradations, clean_fraction=clean_fraction, seed=seed, checkpoint_every=checkpoint_every,
+                              resume=resume, make_default=default, device=device, init_from=init_from,
+                              minutes=minutes, workers=workers)
+    done = pretrain_backbone(Store.open(home), clean_dirs, options, output.REPORTER)
     if done is None:  # one of several torchrun processes: the leader reports
         return
     output.note(f"Pre-trained '{done.backbone.name}' in {done.result.wall_time_s / 60:.1f} min, final loss "

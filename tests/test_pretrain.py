@@ -86,3 +86,56 @@ def test_pretraining_in_chunks_continues_from_the_last_chunk(clean_dir, isolated
     assert "8 steps in 2 chunks" in shown["label"]
     missing = invoke("backbone", "pretrain", clean_dir, "--name", "chunk3", "--init-from", "nope", *args)
     assert missing.exit_code == 1 and "no backbone named 'nope'" in missing.stderr
+
+
+def test_batches_built_by_workers_equal_batches_built_here(clean_dir):
+    from core.training.pretrain import ProdBatches, load_clean_images
+
+    images = load_clean_images(clean_dir, 16)
+    sampler = ProdSampler(mode="random")
+    serial = ProdBatches(images, sampler, 3, 16)
+    with ProdBatches(images, sampler, 3, 16, workers=2) as parallel:
+        gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        for step in range(4):  # steps after the first come from the batch built ahead
+            xa, ya = serial(step, gen_a)
+            xb, yb = parallel(step, gen_b)
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+            assert torch.equal(gen_a.get_state(), gen_b.get_state())
+        # a generator moved elsewhere (a resumed checkpoint) is not served the batch built ahead
+        gen_a.manual_seed(9), gen_b.manual_seed(9)
+        assert torch.equal(serial(0, gen_a)[0], parallel(0, gen_b)[0])
+        # a slice of the global batch (torchrun) is the same slice
+        assert torch.equal(serial(0, gen_a, keep=range(1, 2))[0], parallel(0, gen_b, keep=range(1, 2))[0])
+
+
+def test_clean_fraction_makes_empty_chains_and_leaves_the_default_stream_alone():
+    plain = [ProdSampler().sample_recipe(torch.Generator().manual_seed(s)) for s in range(20)]
+    again = [ProdSampler(clean_fraction=0.0).sample_recipe(torch.Generator().manual_seed(s)) for s in range(20)]
+    assert plain == again and all(plain)
+    gen = torch.Generator().manual_seed(0)
+    sampler = ProdSampler(clean_fraction=0.5)
+    recipes = [sampler.sample_recipe(gen) for _ in range(200)]
+    empty = sum(1 for r in recipes if not r)
+    assert 70 < empty < 130
+    assert sampler.describe()["clean_fraction"] == 0.5
+    with pytest.raises(ValueError):
+        ProdSampler(clean_fraction=1.0)
+
+
+def test_pretrain_for_minutes_on_a_pool_of_folders(clean_dir, tmp_path, isolated_home):
+    from helpers import invoke, ok
+
+    more = tmp_path / "more"
+    more.mkdir()
+    Image.fromarray(textured(np.random.default_rng(1), 32, 32)).save(more / "a.png")
+    ok(invoke("init", "--random-init", "--config", "tiny"))
+    args = ("--batch-size", 1, "--patch-size", 16, "--config", "tiny", "--clean-fraction", 0.1)
+    result = ok(invoke("backbone", "pretrain", clean_dir, more, "--name", "timed", "--minutes", 0.02, "--workers", 1,
+                       *args))
+    assert "min at the speed measured here" in result.stderr
+    recipe = json.loads(ok(invoke("backbone", "show", "timed", "--json")).stdout)["recipe"]
+    assert recipe["data"]["images"] == 4 and recipe["data"]["folder"].endswith("/clean + " + more.parent.name + "/more")
+    assert recipe["train"]["steps"] >= 20 and recipe["workers"] == 1
+    assert recipe["sampler"]["clean_fraction"] == 0.1
+    refused = invoke("backbone", "pretrain", clean_dir, "--name", "again", "--minutes", 1, "--resume", *args)
+    assert refused.exit_code == 1 and "--minutes cannot resume" in refused.stderr

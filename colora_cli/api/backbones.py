@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -172,12 +174,15 @@ class PretrainOptions:
     lr: float = 1e-3
     mode: str = "random"
     max_degradations: int = 3
+    clean_fraction: float = 0.0  # share of empty chains (clean in, clean out)
     seed: int = 0
     checkpoint_every: int = 250
     resume: bool = False
     make_default: bool = False
     device: str = "auto"
     init_from: str | None = None  # continue from this backbone's weights (its size; a new chunk)
+    minutes: float | None = None  # a time budget instead of `steps` (steps measured on this machine first)
+    workers: int = 0  # processes that build the batches ahead of the training step (0: the training process)
 
 
 @dataclass
@@ -186,7 +191,7 @@ class Pretrained:
     result: TrainResult
 
 
-def pretrain_backbone(store: Store, clean_dir: Path, options: PretrainOptions,
+def pretrain_backbone(store: Store, clean_dir: Path | Sequence[Path], options: PretrainOptions,
                       reporter: Reporter = SILENT) -> Pretrained | None:
     """PROD pre-training on a folder of clean images; the result is added to the store.
 
@@ -223,20 +228,36 @@ def pretrain_backbone(store: Store, clean_dir: Path, options: PretrainOptions,
     reporter = SILENT if follower else reporter
     train_config = TrainConfig(steps=o.steps, batch_size=o.batch_size, patch_size=o.patch_size, lr=o.lr, seed=o.seed,
                                checkpoint_every=o.checkpoint_every, warmup_steps=min(200, o.steps // 10), log_every=50)
-    sampler = ProdSampler(mode=o.mode, max_degradations=o.max_degradations)
+    if not 0 <= o.clean_fraction < 1:
+        raise InvalidInputError(f"--clean-fraction must be at least 0 and below 1, not {o.clean_fraction}")
+    sampler = ProdSampler(mode=o.mode, max_degradations=o.max_degradations, clean_fraction=o.clean_fraction)
     checkpoint = store.path(store.pretrain_checkpoint_relpath(o.name))
     if checkpoint.exists() and not o.resume:
         raise ConflictError(f"an unfinished pre-training of '{o.name}' exists",
                             hint="continue it with --resume, or choose another --name")
     start_note = f"from '{o.init_from}'" if o.init_from else o.config
-    reporter.note(f"Pre-training '{o.name}' ({start_note}, PROD mode {o.mode}) on {clean_dir} for {o.steps} steps, "
-                  f"device {dev.type}.")
+    if o.minutes is not None and o.resume:
+        raise InvalidInputError("--minutes cannot resume: its step count is measured anew",
+                                hint="resume with --steps N (the count the first run printed) and --resume")
+    folders = [clean_dir] if isinstance(clean_dir, (str, Path)) else list(clean_dir)
+    length = f"{o.minutes:g} min" if o.minutes is not None else f"{o.steps} steps"
+    reporter.note(f"Pre-training '{o.name}' ({start_note}, PROD mode {o.mode}) on {', '.join(map(str, folders))} "
+                  f"for {length}, device {dev.type}.")
     if world is not None:
         world.wait()  # every process has passed the checks above before any checkpoint is written
-    with reporter.progress(f"pretrain {o.name}", o.steps, loss=True) as update:
+    with ExitStack() as stack:
+        bar = []
+
+        def start(final: TrainConfig) -> None:
+            if o.minutes is not None:
+                reporter.note(f"{o.minutes:g} min at the speed measured here: {final.steps} steps "
+                              f"(to resume after a stop: --steps {final.steps} --resume).")
+            bar.append(stack.enter_context(reporter.progress(f"pretrain {o.name}", final.steps, loss=True)))
+
         model, result, recipe = pretrain(
-            clean_dir, config, train_config, sampler, device=dev, checkpoint_path=checkpoint, resume=o.resume,
-            on_step=lambda done, total, value: update(done, value), init=init, world=world)
+            folders, config, train_config, sampler, device=dev, checkpoint_path=checkpoint, resume=o.resume,
+            on_step=lambda done, total, value: bar[0](done, value), init=init, world=world, workers=o.workers,
+            minutes=o.minutes, on_start=start)
     if follower:
         return None
     recipe["config_name"] = (init[1].get("config_name") or _preset_name(config)) if init else o.config

@@ -73,6 +73,9 @@ class ProdSampler:
     mode: str = "random"
     names: tuple[str, ...] | None = None
     max_degradations: int = 3
+    # the share of empty chains (clean in, clean out): a backbone that has also seen images that need
+    # nothing learns to leave a mild input almost as it is instead of over-processing it
+    clean_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -85,11 +88,17 @@ class ProdSampler:
             raise ValueError("every name needs a place in CANONICAL_ORDER for mode 'fixed'")
         if int(self.max_degradations) < 1:
             raise ValueError("max_degradations must be at least 1")
+        if not 0.0 <= float(self.clean_fraction) < 1.0:
+            raise ValueError(f"clean_fraction must be in [0, 1), got {self.clean_fraction}")
+        self.clean_fraction = float(self.clean_fraction)
         self.names = names
         self.max_degradations = int(self.max_degradations)
 
     def sample_recipe(self, gen: torch.Generator) -> list[dict]:
         """Draw names, order, strengths and per-step seeds; JSON-serialisable."""
+        # drawn only when used: a sampler without clean samples draws exactly what it always drew
+        if self.clean_fraction > 0 and float(torch.rand((), generator=gen, device=gen.device)) < self.clean_fraction:
+            return []
         n_max = 1 if self.mode == "single" else self.max_degradations
         k = int(torch.randint(1, n_max + 1, (), generator=gen, device=gen.device).item())
         perm = torch.randperm(len(self.names), generator=gen, device=gen.device).tolist()
@@ -124,6 +133,7 @@ class ProdSampler:
             "mode": self.mode,
             "names": list(self.names),
             "max_degradations": 1 if self.mode == "single" else self.max_degradations,
+            **({"clean_fraction": self.clean_fraction} if self.clean_fraction else {}),
             "one_per_family": sorted(ONE_PER_FAMILY),
             "order": [n for n in CANONICAL_ORDER if n in self.names] if self.mode == "fixed" else "random",
             "degradations": {n: DEGRADATIONS[n].describe() for n in self.names},
