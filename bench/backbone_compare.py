@@ -32,8 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backbones", nargs="+", type=Path, help="colora backbone .safetensors files")
     args = parser.parse_args()
-    from core.inference.evaluate import evaluate
-    from core.model.weights import load_backbone
+    from colora.core.inference.evaluate import evaluate
+    from colora.core.model.weights import load_backbone
 
     models = {}
     for path in args.backbones:

@@ -20,14 +20,14 @@ import time
 import torch
 
 from bench.common import DATA, OUT, SETS, git_rev, machine, markdown_table
-from core.data.prod import ProdSampler
-from core.inference.evaluate import evaluate
-from core.model.backbone import BackboneConfig, count_parameters
-from core.model.weights import load_backbone
-from core.training.adapter import train_adapter
-from core.training.loop import TrainConfig
-from core.training.pretrain import pretrain, save_pretrained
-from core.training.ranks import uniform_plan
+from colora.core.data.prod import ProdSampler
+from colora.core.inference.evaluate import evaluate
+from colora.core.model.backbone import BackboneConfig, count_parameters
+from colora.core.model.weights import load_backbone
+from colora.core.training.adapter import train_adapter
+from colora.core.training.loop import TrainConfig
+from colora.core.training.pretrain import pretrain, save_pretrained
+from colora.core.training.ranks import uniform_plan
 
 CANDIDATES = {
     "small": BackboneConfig(),  # width 16, enc 1,1,1,2, middle 2, dec 1,1,1,1 (today's prod-small)
@@ -79,7 +79,7 @@ def main() -> None:
         model, sha, pre_step = pretrained(name, config, args.pretrain_steps)
         with torch.no_grad():
             x = torch.rand(1, 3, 512, 512)
-            from core.model.fast import FastNAFNet
+            from colora.core.model.fast import FastNAFNet
 
             fast = FastNAFNet(model)
             fast(x)
@@ -96,7 +96,7 @@ def main() -> None:
             config_t = TrainConfig(steps=steps, batch_size=4, patch_size=96, lr=2e-3, seed=0)
             adapted, _, _ = train_adapter(model, sha, task, pairs, config_t, plan)
             seconds = time.perf_counter() - t0
-            from core.model.lora import merge_all
+            from colora.core.model.lora import merge_all
 
             merge_all(adapted)
             val = [(f"{i}", a, b) for i, (a, b) in enumerate(data.val)]

@@ -19,7 +19,7 @@ from PIL import Image
 
 from bench.common import crop_pairs, git_rev, machine, markdown_table
 
-COLORA = [sys.executable, "-m", "colora_cli"]
+COLORA = [sys.executable, "-m", "colora"]
 
 
 def photo(path: Path, megapixels: float) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from bench.common import OUT, SETS, git_rev, machine, markdown_table
-from core.model.bundled import BUNDLED_DIR, BUNDLED_NAME
+from colora.core.model.bundled import BUNDLED_DIR, BUNDLED_NAME
 
 
 def _rss_mb() -> float:
@@ -30,14 +30,14 @@ def _rss_mb() -> float:
 
 def run_arm(arm: str, backbone_path: str, set_name: str, n_pairs: int, args: dict, queue) -> None:
     """One arm in a fresh process; puts a result dict on the queue."""
-    from core.data.crops import PairSet
-    from core.inference.evaluate import evaluate
-    from core.model.backbone import count_parameters
-    from core.model.lora import merge_all
-    from core.model.weights import load_backbone
-    from core.training.adapter import train_adapter
-    from core.training.loop import TrainConfig, fit
-    from core.training.ranks import faig_scores, plan_from_scores, uniform_plan
+    from colora.core.data.crops import PairSet
+    from colora.core.inference.evaluate import evaluate
+    from colora.core.model.backbone import count_parameters
+    from colora.core.model.lora import merge_all
+    from colora.core.model.weights import load_backbone
+    from colora.core.training.adapter import train_adapter
+    from colora.core.training.loop import TrainConfig, fit
+    from colora.core.training.ranks import faig_scores, plan_from_scores, uniform_plan
 
     torch.manual_seed(args["seed"])
     backbone, meta = load_backbone(Path(backbone_path))

@@ -154,8 +154,8 @@ def task_store(name: str, data: PairedSet, n_train: int, backbone: Path | None =
     train, the validation split's first half as the task's validation pairs (what picks the best
     state during training), its second half held out for scoring. `backbone`: a backbone file to
     use instead of the bundled one."""
-    from colora_cli.api.backbones import import_backbone, init_store
-    from colora_cli.api.tasks import add_task
+    from colora.api.backbones import import_backbone, init_store
+    from colora.api.tasks import add_task
 
     home = OUT / name
     shutil.rmtree(home, ignore_errors=True)

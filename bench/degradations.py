@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bench.common import DATA, machine, markdown_table
-from core.data.degradations import DEGRADATIONS, srgb_to_linear
+from colora.core.data.degradations import DEGRADATIONS, srgb_to_linear
 
 Tensor = torch.Tensor
 

@@ -39,8 +39,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from bench.recipe import score
-    from colora_cli.api.ranking import PlanOptions, rank_task
-    from colora_cli.api.training import TrainOptions, train_task
+    from colora.api.ranking import PlanOptions, rank_task
+    from colora.api.training import TrainOptions, train_task
 
     rows = []
     for task in args.tasks.split(","):

@@ -4,12 +4,15 @@
 #   bash bench/gpu_chunk.sh OUTDIR NAME START_FILE PRETRAIN_ARGS...
 #
 # Continues START_FILE (a colora backbone .safetensors) with `colora backbone pretrain
-# PRETRAIN_ARGS --init-from START --name NAME` in a throwaway store, then exports NAME's weights
-# (no optimizer state) and its details to OUTDIR. Wheels in .whl/ (packages the machine lacks)
-# are installed first into /tmp/site. Example, on a GPU with 16 cores:
+# PRETRAIN_ARGS --init-from START --name NAME` in a throwaway store, then writes NAME's weights
+# (no optimizer state) to OUTDIR in 8 MiB parts with their sha256, its details and the log.
+# Wheels in .whl/ (packages the machine lacks) are installed first into /tmp/site. Back here:
+#   cat OUTDIR/NAME.safetensors.part-* > NAME.safetensors && sha256sum -c OUTDIR/NAME.sha256
+# Example, on a GPU with 16 cores:
 #
-#   bash bench/gpu_chunk.sh "$OUT" prod-medium-c3 core/weights/prod-medium.safetensors \
-#       .gpudata/clean --minutes 6 --device cuda --workers 14 --batch-size 32 --patch-size 128 --lr 1e-3
+#   bash bench/gpu_chunk.sh "$OUT" prod-medium-c5 core/weights/prod-medium.safetensors \
+#       .gpudata/bsds500_pool/clean .gpudata/sun80/clean --minutes 5 --device cuda --workers 14 \
+#       --batch-size 32 --patch-size 128 --lr 1e-3 --clean-fraction 0.05
 set -euo pipefail
 out=$1 name=$2 start=$3
 shift 3
@@ -20,7 +23,8 @@ else
     export PYTHONPATH="$PWD"
 fi
 export PYTHONUNBUFFERED=1 COLORA_HOME="$(mktemp -d)"
-colora() { python3 -m colora_cli "$@"; }
+work="$(mktemp -d)"
+colora() { python3 -m colora "$@"; }
 mkdir -p "$out"
 {
     date -u
@@ -29,7 +33,10 @@ mkdir -p "$out"
     colora init --random-init --config tiny
     colora backbone import "$start" --name chunk-start
     colora backbone pretrain "$@" --init-from chunk-start --name "$name"
-    colora backbone export "$name" "$out/$name.safetensors"
+    colora backbone export "$name" "$work/$name.safetensors"
     colora backbone show "$name" --json > "$out/$name.json"
+    # the device tool brings back files of at most 16 MiB: the weights come in 8 MiB parts
+    (cd "$work" && sha256sum "$name.safetensors") > "$out/$name.sha256"
+    split -b 8M "$work/$name.safetensors" "$out/$name.safetensors.part-"
     date -u
 } 2>&1 | tee "$out/log.txt"

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from bench.common import SETS, git_rev, machine, markdown_table
-from core.files import sha256_file
-from core.inference.evaluate import evaluate
-from core.model.bundled import BUNDLED_DIR, bundled_backbone
-from core.model.weights import load_backbone
+from colora.core.files import sha256_file
+from colora.core.inference.evaluate import evaluate
+from colora.core.model.bundled import BUNDLED_DIR, bundled_backbone
+from colora.core.model.weights import load_backbone
 
 
 def main() -> None:

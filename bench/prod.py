@@ -19,15 +19,15 @@ from pathlib import Path
 import torch
 
 from bench.common import DATA, OUT, SETS, Timer, git_rev, machine, markdown_table
-from core.data.prod import ProdSampler
-from core.inference.evaluate import evaluate
-from core.model.backbone import PRESETS, build_backbone
-from core.model.bundled import bundled_backbone
-from core.model.lora import merge_all, uniform_rank_plan
-from core.model.weights import load_backbone, state_fingerprint
-from core.training.adapter import train_adapter
-from core.training.loop import TrainConfig
-from core.training.pretrain import pretrain, save_pretrained
+from colora.core.data.prod import ProdSampler
+from colora.core.inference.evaluate import evaluate
+from colora.core.model.backbone import PRESETS, build_backbone
+from colora.core.model.bundled import bundled_backbone
+from colora.core.model.lora import merge_all, uniform_rank_plan
+from colora.core.model.weights import load_backbone, state_fingerprint
+from colora.core.training.adapter import train_adapter
+from colora.core.training.loop import TrainConfig
+from colora.core.training.pretrain import pretrain, save_pretrained
 
 
 def pretrained_arm(mode: str, steps: int, config: str, seed: int) -> Path:

@@ -46,8 +46,8 @@ SIGMA = {"noise15": 15.0, "noise25": 25.0, "noise50": 50.0}
 def cbm3d(held_out, sigma: float) -> float:
     import bm3d
 
-    from core.data.crops import load_pair
-    from core.inference.metrics import psnr
+    from colora.core.data.crops import load_pair
+    from colora.core.inference.metrics import psnr
 
     scores = []
     for a, b in held_out:
@@ -59,11 +59,11 @@ def cbm3d(held_out, sigma: float) -> float:
 
 def scratch(store, seconds: float, selection, held_out) -> float:
     """A random-init NAFNet of the backbone's size, every weight trained for `seconds`."""
-    from core.data.crops import PairSet, load_pair
-    from core.inference.evaluate import evaluate
-    from core.model.backbone import BackboneConfig, build_backbone
-    from core.training.adapter import psnr_validator
-    from core.training.loop import TrainConfig, fit
+    from colora.core.data.crops import PairSet, load_pair
+    from colora.core.inference.evaluate import evaluate
+    from colora.core.model.backbone import BackboneConfig, build_backbone
+    from colora.core.training.adapter import psnr_validator
+    from colora.core.training.loop import TrainConfig, fit
 
     task = store.task("t")
     config = BackboneConfig.from_json(store.backbone().config)
@@ -89,9 +89,9 @@ def scratch(store, seconds: float, selection, held_out) -> float:
 
 def colora(store, options, held_out) -> tuple[float, float, float]:
     """(adapter PSNR, backbone PSNR, seconds) of `colora train` with `options`, plan included."""
-    from colora_cli.api.models import backbone_model, task_model
-    from colora_cli.api.training import train_task
-    from core.inference.evaluate import evaluate
+    from colora.api.models import backbone_model, task_model
+    from colora.api.training import train_task
+    from colora.core.inference.evaluate import evaluate
 
     t0 = time.perf_counter()
     train_task(store, "t", options)
@@ -105,7 +105,7 @@ def colora(store, options, held_out) -> tuple[float, float, float]:
 
 
 def input_psnr(held_out) -> float:
-    from core.inference.evaluate import evaluate
+    from colora.core.inference.evaluate import evaluate
 
     return evaluate({"input": None}, [(str(i), a, b) for i, (a, b) in enumerate(held_out)])["input"][0]
 
@@ -119,7 +119,7 @@ def main() -> None:
                     help="only these training-pair counts get the 4x-time arm (default: every row)")
     ap.add_argument("--backbone", type=Path, help="a backbone file instead of the bundled one")
     args = ap.parse_args()
-    from colora_cli.api.training import TrainOptions
+    from colora.api.training import TrainOptions
 
     rows = []
     for kind in args.kinds.split(","):

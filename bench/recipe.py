@@ -26,8 +26,8 @@ TASKS = {"rain100l": (lambda: SETS["rain100l"](), 64), "cbsd68-σ25": (lambda: S
 
 
 def score(store, held_out) -> dict:
-    from colora_cli.api.models import backbone_model, task_model
-    from core.inference.evaluate import evaluate
+    from colora.api.models import backbone_model, task_model
+    from colora.core.inference.evaluate import evaluate
 
     task = store.task("t")
     adapter = store.adapter(task)
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--backbone", type=Path, help="a backbone file instead of the bundled one")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from colora_cli.api.training import TrainOptions, train_task
+    from colora.api.training import TrainOptions, train_task
 
     steps = [int(s) for s in args.steps.split(",")]
     middle = steps[len(steps) // 2]
@@ -59,7 +59,7 @@ def main() -> None:
     for task in args.tasks.split(","):
         make, n_train = TASKS[task]
         store, held_out = task_store(f"recipe/{task}", make(), n_train, args.backbone)
-        from colora_cli.api.ranking import rank_task
+        from colora.api.ranking import rank_task
 
         t0 = time.perf_counter()
         rank_task(store, "t")  # the CoLoRA plan once, timed on its own; every arm trains with it

@@ -44,25 +44,25 @@ def main() -> None:
     ap.add_argument("--meta-steps", type=int, default=400)
     args = ap.parse_args()
 
-    from core.data.crops import PairSet, load_pair
-    from core.inference.evaluate import evaluate
-    from core.model.fast import FastNAFNet
-    from core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
-    from core.model.weights import (
+    from colora.core.data.crops import PairSet, load_pair
+    from colora.core.inference.evaluate import evaluate
+    from colora.core.model.fast import FastNAFNet
+    from colora.core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
+    from colora.core.model.weights import (
         load_backbone,
         read_adapter,
         read_tensors,
         save_tensors_atomic,
     )
-    from core.recycle.meta import distill, predict
-    from core.recycle.mixture import (
+    from colora.core.recycle.meta import distill, predict
+    from colora.core.recycle.mixture import (
         Mixture,
         apply_mixture,
         fit_mixture,
         uniform_mixture,
         zoo_adapter,
     )
-    from store.store import Store
+    from colora.store.store import Store
 
     home = build_zoo(args.zoo_steps)
     store = Store.open(home)
@@ -92,7 +92,7 @@ def main() -> None:
         own = copy.deepcopy(backbone)
         own_meta = read_adapter(store.path(rows[task].path))
         inject_lora(own, own_meta[1].rank_plan, own_meta[1].alpha)
-        from core.model.lora import load_adapter_state
+        from colora.core.model.lora import load_adapter_state
 
         load_adapter_state(own, own_meta[0])
         merge_all(own)
@@ -109,14 +109,14 @@ def main() -> None:
 
         meta_file = out_dir / f"meta-without-{task}-{args.meta_steps}.safetensors"
         if meta_file.exists():
-            from core.recycle.meta import load_meta
+            from colora.core.recycle.meta import load_meta
 
             net, _ = load_meta(*read_tensors(meta_file))
         else:
             t0 = time.perf_counter()
             net, curve = distill(backbone, zoo, clean_pool, steps=args.meta_steps, seed=0)
             print(f"[{task}] meta-adapter distilled in {time.perf_counter() - t0:.0f} s", flush=True)
-            from core.recycle.meta import meta_metadata
+            from colora.core.recycle.meta import meta_metadata
 
             save_tensors_atomic(meta_file, {k: v.contiguous() for k, v in net.state_dict().items()},
                                 meta_metadata(backbone_row.sha256, [{"task": n, "file_sha256": ""} for n in names],

@@ -26,8 +26,8 @@ from bench.common import DATA, OUT, git_rev, machine, markdown_table
 def colora(home: Path, *args, torchrun: int = 0) -> float:
     """Run a colora command in a fresh process; its wall time in seconds."""
     env = {**os.environ, "COLORA_HOME": str(home)}
-    prefix = [shutil.which("torchrun"), "--nproc-per-node", str(torchrun), "-m", "colora_cli"] if torchrun else \
-        [sys.executable, "-m", "colora_cli"]
+    prefix = [shutil.which("torchrun"), "--nproc-per-node", str(torchrun), "-m", "colora"] if torchrun else \
+        [sys.executable, "-m", "colora"]
     start = time.perf_counter()
     subprocess.run([*prefix, *map(str, args)], env=env, check=True, capture_output=True, text=True)
     return time.perf_counter() - start
@@ -80,7 +80,7 @@ def main() -> None:
 
 
 def _run_seconds(home: Path, task: str) -> float:
-    from store.store import Store
+    from colora.store.store import Store
 
     store = Store.open(home)
     return store.last_run(store.task(task)).wall_time_s

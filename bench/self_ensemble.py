@@ -21,9 +21,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stores", help="comma-separated <kind>-<pairs> names under bench/out/quality (default: all)")
     args = ap.parse_args()
-    from colora_cli.api.models import task_model
-    from core.inference.evaluate import evaluate
-    from store.store import Store
+    from colora.api.models import task_model
+    from colora.core.inference.evaluate import evaluate
+    from colora.store.store import Store
 
     root = OUT / "quality"
     if args.stores:

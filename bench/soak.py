@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.common import crop_pairs, git_rev, machine, markdown_table
 
-COLORA = [sys.executable, "-m", "colora_cli"]
+COLORA = [sys.executable, "-m", "colora"]
 
 
 def run(home: Path, *args) -> tuple[int, float, str]:

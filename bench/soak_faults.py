@@ -32,7 +32,7 @@ from pathlib import Path
 
 from bench.common import crop_pairs, git_rev, machine, markdown_table
 
-COLORA = [sys.executable, "-m", "colora_cli"]
+COLORA = [sys.executable, "-m", "colora"]
 TRAIN = ("--rank", "2", "--steps", "60", "--patch-size", "16", "--batch-size", "2", "--checkpoint-every", "5")
 LONG = ("--rank", "2", "--steps", "100000", "--patch-size", "16", "--batch-size", "2", "--checkpoint-every", "5")  # killed
 OLD = (1_000_000_000, 1_000_000_000)

@@ -64,11 +64,11 @@ def yes(ok: bool) -> str:
 
 def models():
     from bench.zoo import HOME
-    from colora_cli.api.models import backbone_model
-    from core.model.fast import FastNAFNet
-    from core.model.lora import merge_all
-    from core.model.weights import apply_adapter
-    from store.store import Store
+    from colora.api.models import backbone_model
+    from colora.core.model.fast import FastNAFNet
+    from colora.core.model.lora import merge_all
+    from colora.core.model.weights import apply_adapter
+    from colora.store.store import Store
 
     store = Store.open(HOME)
     adapter = store.zoo(store.backbone())[0]
@@ -80,16 +80,16 @@ def models():
 
 
 def forward_section(repeats: int) -> None:
-    from core.inference.tiles import restore_tensor
-    from core.model.lora import inject_lora
+    from colora.core.inference.tiles import restore_tensor
+    from colora.core.model.lora import inject_lora
 
     store, backbone, merged, fast_backbone, fast_merged, adapter = models()
     unmerged = copy.deepcopy(backbone)
-    from core.model.weights import read_adapter
+    from colora.core.model.weights import read_adapter
 
     tensors, meta = read_adapter(store.path(adapter.path))
     inject_lora(unmerged, meta.rank_plan, meta.alpha, mode="activation")
-    from core.model.lora import load_adapter_state
+    from colora.core.model.lora import load_adapter_state
 
     load_adapter_state(unmerged, tensors)
     x = torch.rand(3, 512, 512)
@@ -122,9 +122,9 @@ def forward_section(repeats: int) -> None:
 
 def engines_section(repeats: int) -> None:
     """ONNX Runtime and OpenVINO next to the restore path, on the same images (`restore --engine`)."""
-    from colora_cli.api.models import task_parts
-    from core.inference.engines import GRAPHS, build_graph, export_onnx, installed, load_engine, max_abs_error
-    from core.inference.tiles import restore_tensor
+    from colora.api.models import task_parts
+    from colora.core.inference.engines import GRAPHS, build_graph, export_onnx, installed, load_engine, max_abs_error
+    from colora.core.inference.tiles import restore_tensor
 
     engines = [e for e in GRAPHS if installed(e)]
     for e in set(GRAPHS) - set(engines):
@@ -171,9 +171,9 @@ def folder_section(repeats: int, n_images: int) -> None:
     from typer.testing import CliRunner
 
     from bench.zoo import HOME
-    from colora_cli.main import app
-    from core.data.crops import load_pair
-    from core.inference.tiles import restore_tensor
+    from colora.cli.main import app
+    from colora.core.data.crops import load_pair
+    from colora.core.inference.tiles import restore_tensor
 
     store, _, _, _, fast_merged, adapter = models()
     task = adapter.task.name
@@ -208,7 +208,7 @@ def folder_section(repeats: int, n_images: int) -> None:
         f"{len(tensors) / t['e2e']:.2f} img/s = {r:.2f}x bare", ">= 0.9x", yes(r >= 0.9))
     env = dict(os.environ)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "colora_cli", "restore", "--task", task,
+    subprocess.run([sys.executable, "-m", "colora", "restore", "--task", task,
                     str(folder), "-o", str(work / "out-cli"), "--home", str(HOME), *TORCH], env=env, check=True,
                    capture_output=True)
     row(s, "`colora restore` as a command (incl. Python and torch start-up)", time.perf_counter() - t0, "s")
@@ -220,10 +220,10 @@ def folder_section(repeats: int, n_images: int) -> None:
 
 def _train_setup(arm: str):
     from bench.zoo import HOME
-    from colora_cli.api.models import backbone_model
-    from core.model.lora import inject_lora, lora_layers
-    from core.model.weights import read_adapter
-    from store.store import Store
+    from colora.api.models import backbone_model
+    from colora.core.model.lora import inject_lora, lora_layers
+    from colora.core.model.weights import read_adapter
+    from colora.store.store import Store
 
     store = Store.open(HOME)
     adapter = store.zoo(store.backbone())[0]
@@ -318,8 +318,8 @@ def train_section(repeats: int) -> None:
 
 def store_section(repeats: int, n_tasks: int) -> None:
     from bench.zoo import HOME
-    from colora_cli.api.models import backbone_model, task_model
-    from store.store import NewPair, Store
+    from colora.api.models import backbone_model, task_model
+    from colora.store.store import NewPair, Store
 
     home = OUT / f"speed-store-{n_tasks}"
     if not (home / ".ready").exists():
@@ -342,7 +342,7 @@ def store_section(repeats: int, n_tasks: int) -> None:
             adapter = store.add_adapter(task, backbone, rel, trainable_params=120_000, plan_method="faig", budget=0.07)
             store.record_eval(task, backbone, adapter, {"adapter": (27.0, 0.8, [["a", 27.0, 0.8]])})
         (home / ".ready").touch()
-    cmd = [sys.executable, "-m", "colora_cli", "list", "--home", str(home)]
+    cmd = [sys.executable, "-m", "colora", "list", "--home", str(home)]
     times = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()

@@ -47,12 +47,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from colora_cli.api.backbones import init_store
-    from colora_cli.api.models import backbone_model
-    from colora_cli.api.ranking import rank_task
-    from colora_cli.api.tasks import add_task
-    from colora_cli.api.training import TrainOptions, train_task
-    from core.model.lora import inject_lora, lora_layers
+    from colora.api.backbones import init_store
+    from colora.api.models import backbone_model
+    from colora.api.ranking import rank_task
+    from colora.api.tasks import add_task
+    from colora.api.training import TrainOptions, train_task
+    from colora.core.model.lora import inject_lora, lora_layers
 
     store = init_store(Path(tempfile.mkdtemp(prefix="colora-step-")) / "home").store
     add_task(store, "rain", EXAMPLE / "train", val=EXAMPLE / "val")

@@ -59,7 +59,7 @@ def _write(folder: Path, name: str, degraded: np.ndarray, clean: np.ndarray) -> 
 def _synthetic(kind: str, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     import torch
 
-    from core.data.degradations import gaussian_blur, jpeg
+    from colora.core.data.degradations import gaussian_blur, jpeg
 
     x = torch.from_numpy(clean).permute(2, 0, 1)[None].float() / 255
     if kind == "blur":
@@ -76,7 +76,7 @@ def _synthetic(kind: str, clean: np.ndarray, rng: np.random.Generator) -> np.nda
 def _sibling(kind: str, clean: np.ndarray, gen) -> np.ndarray:
     import torch
 
-    from core.data.degradations import DEGRADATIONS
+    from colora.core.data.degradations import DEGRADATIONS
 
     x = torch.from_numpy(clean.copy()).permute(2, 0, 1)[None].float() / 255
     rand = float(torch.rand((), generator=gen))
@@ -172,7 +172,7 @@ def build_data(seed: int = 0) -> dict[str, Path]:
 
 def colora(*args: str) -> str:
     env = dict(os.environ, COLORA_HOME=str(HOME))
-    out = subprocess.run([sys.executable, "-m", "colora_cli", *args], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "colora", *args], env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"colora {' '.join(args)} failed:\n{out.stderr}")
     return out.stdout

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from core.errors import InvalidInputError
+from colora.core.errors import InvalidInputError
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -9,12 +9,13 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.errors import ConflictError, NotFoundError
+from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
 
 TEMP_SUFFIX = ".part"  # every temporary file colora writes ends so (`colora doctor` knows them)
 # `.NAME.<8 random characters>.part`: what atomic_write (mkstemp) names its temporary files
@@ -65,12 +66,25 @@ def atomic_write(dest: str | os.PathLike, *, overwrite: bool = True) -> Iterator
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         if overwrite:
+            refuse_special(dest)
             os.replace(tmp, dest)
         else:
             _link_no_clobber(tmp, dest)
         _fsync_dir(dest.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def refuse_special(dest: Path) -> None:
+    """Only a regular file is ever replaced: never a device, a FIFO, a socket, a folder or a link."""
+    try:
+        mode = os.lstat(dest).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise InvalidInputError(f"{dest} is {kind}; colora replaces only regular files",
+                                hint="choose another destination")
 
 
 def _link_no_clobber(tmp: Path, dest: Path) -> None:

@@ -16,8 +16,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from core.errors import ColoraError, ConflictError, IntegrityError, InvalidInputError, NotFoundError
-from store.paths import DB_NAME
+from colora.core.errors import ColoraError, ConflictError, IntegrityError, InvalidInputError, NotFoundError
+from colora.store.paths import DB_NAME
 
 BUSY_TIMEOUT_S = 30
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from sqlalchemy import select, text
 
-from core.files import is_temp_name, sha256_file
-from store.processes import run_alive
-from store.schema import Adapter, Backbone, Task, TrainRun
-from store.status import RunStatus
-from store.store import Store, onnx_key
+from colora.core.files import is_temp_name, sha256_file
+from colora.store.processes import run_alive
+from colora.store.schema import Adapter, Backbone, Task, TrainRun
+from colora.store.status import RunStatus
+from colora.store.store import Store, onnx_key
 
 GRACE_S = 120
 ROOMS = ("backbones", "tasks", "pretrain", "recycle", "cache")  # the store's folders of files
@@ -174,7 +174,7 @@ def _files(store: Store, referenced: set[Path], live_tasks: set[str], task_names
 
 def fix(store: Store, findings: list[Finding]) -> list[Finding]:
     """Apply the safe repairs; returns the findings with `fixed` set."""
-    from store.reindex import reindex
+    from colora.store.reindex import reindex
 
     to_index = [store.path(f.path) for f in findings if f.fixable and f.kind == "not_indexed"]
     indexed = {p.relative_to(store.root).as_posix() for p in reindex(store, to_index).indexed} if to_index else set()

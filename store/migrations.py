@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # SQLAlchemy loads only when migrating: `colora list` reads SCHEMA_VERSION
     from sqlalchemy import Connection
 
-from core.errors import IntegrityError
+from colora.core.errors import IntegrityError
 
 V1 = [
     """CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",

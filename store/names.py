@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from core.errors import InvalidInputError
+from colora.core.errors import InvalidInputError
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 RESERVED = {"auto", "all", "none"}

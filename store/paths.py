@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.errors import InvalidInputError
+from colora.core.errors import InvalidInputError
 
 ENV_HOME = "COLORA_HOME"
 ENV_DB_URL = "COLORA_DB_URL"

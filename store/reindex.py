@@ -22,13 +22,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from core.errors import ColoraError, NotFoundError
-from core.files import read_safetensors_header, sha256_file
-from store import database
-from store.names import validate_slug
-from store.paths import DB_NAME, db_url, resolve_home
-from store.schema import Adapter, Backbone, MetaAdapter, Setting, Task
-from store.store import DEFAULT_BACKBONE_KEY, Store
+from colora.core.errors import ColoraError, NotFoundError
+from colora.core.files import read_safetensors_header, sha256_file
+from colora.store import database
+from colora.store.names import validate_slug
+from colora.store.paths import DB_NAME, db_url, resolve_home
+from colora.store.schema import Adapter, Backbone, MetaAdapter, Setting, Task
+from colora.store.store import DEFAULT_BACKBONE_KEY, Store
 
 REINDEXED_FOLDER = "(re-indexed from its adapter file)"
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Enum, ForeignKey, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from store.status import RunStatus
+from colora.store.status import RunStatus
 
 
 def utcnow() -> str:

@@ -34,13 +34,13 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.files import copy_atomic, sha256_file
-from store import database
-from store.migrations import check_version, migrate
-from store.names import validate_slug
-from store.paths import DB_NAME, db_url, inside, resolve_home
-from store.schema import (
+from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
+from colora.core.files import copy_atomic, sha256_file
+from colora.store import database
+from colora.store.migrations import check_version, migrate
+from colora.store.names import validate_slug
+from colora.store.paths import DB_NAME, db_url, inside, resolve_home
+from colora.store.schema import (
     Adapter,
     Backbone,
     EvalResult,
@@ -51,8 +51,8 @@ from store.schema import (
     TrainRun,
     utcnow,
 )
-from store.processes import as_utc, run_alive, this_host
-from store.status import RunStatus
+from colora.store.processes import as_utc, run_alive, this_host
+from colora.store.status import RunStatus
 
 DEFAULT_BACKBONE_KEY = "default_backbone"
 STORE_ID_KEY = "store_id"  # a server index and its folder's marker file name the same store
@@ -601,7 +601,7 @@ def onnx_key(adapter_file_sha256: str, backbone_file_sha256: str) -> str:
 
 
 def copy_atomic_text(path: Path, text: str) -> None:
-    from core.files import atomic_write
+    from colora.core.files import atomic_write
 
     with atomic_write(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")

@@ -8,22 +8,22 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Mapping
 
-from core.errors import NotFoundError
-from store import database
-from store.paths import DB_NAME, db_url, resolve_home
-from store.processes import run_alive
-from store.status import RunStatus
+from colora.core.errors import NotFoundError
+from colora.store import database
+from colora.store.paths import DB_NAME, db_url, resolve_home
+from colora.store.processes import run_alive
+from colora.store.status import RunStatus
 
 
 def store_rows(home=None) -> list[dict]:
     """The listing of the store at `home`; a store an older colora wrote is migrated first."""
-    from store.migrations import SCHEMA_VERSION
+    from colora.store.migrations import SCHEMA_VERSION
 
     root = resolve_home(home)
     if db_url():  # a database server: through SQLAlchemy (the fast path is for the SQLite file)
         from sqlalchemy import text
 
-        from store.store import Store
+        from colora.store.store import Store
 
         store = Store.open(root)
         with store._translated(), store.engine.connect() as conn:
@@ -41,7 +41,7 @@ def store_rows(home=None) -> list[dict]:
             conn.close()
     except sqlite3.Error as e:
         raise database.explain(e, root) or e from None
-    from store.store import Store  # older: migrate (needs SQLAlchemy); newer or moved: Store.open refuses it
+    from colora.store.store import Store  # older: migrate (needs SQLAlchemy); newer or moved: Store.open refuses it
 
     Store.open(root)
     return store_rows(root)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, insert, select, text
 
-from core.errors import ConflictError, IntegrityError
-from core.files import sha256_file
-from store.schema import Base
+from colora.core.errors import ConflictError, IntegrityError
+from colora.core.files import sha256_file
+from colora.store.schema import Base
 
 # parents before children (foreign keys)
 TABLES = ("settings", "backbones", "tasks", "pairs", "adapters", "train_runs", "eval_results", "meta_adapters")
@@ -33,8 +33,8 @@ def copy_index(source, dest) -> Copied:
     The weight files are checked first; the source is read in one snapshot; the copy is compared
     row by row before it is committed, so a failed copy leaves the destination empty. Then the
     source is marked as moved (colora refuses to use it: one store, one live index)."""
-    from store.store import MIGRATED_KEY
-    from store.schema import Setting
+    from colora.store.store import MIGRATED_KEY
+    from colora.store.schema import Setting
 
     tables = [Base.metadata.tables[name] for name in TABLES]
     with dest._translated(), dest.engine.connect() as conn:
@@ -82,7 +82,7 @@ def table_digest(conn, table) -> tuple[int, str]:
 
 def check_files(store) -> int:
     """Every backbone and adapter file the index names exists and has its recorded sha256."""
-    from store.schema import Adapter, Backbone
+    from colora.store.schema import Adapter, Backbone
 
     checked = 0
     with store.session() as s:

@@ -25,7 +25,7 @@ def invoke(*args, input: str | None = None):
     """Run `colora ARGS`; fail on any traceback or exception that escaped the CLI's handler."""
     import os
 
-    from colora_cli.main import app
+    from colora.cli.main import app
 
     db = os.environ.get("COLORA_DB_URL")  # `--db` sets it for the rest of its process: here, one invocation
     try:
@@ -46,7 +46,7 @@ def command_paths() -> list[tuple[str, ...]]:
     """Every leaf command, e.g. ("task", "add"), through click's own API (the root builds commands lazily)."""
     import typer.main
 
-    from colora_cli.main import app
+    from colora.cli.main import app
 
     def walk(command, ctx, path=()):
         if hasattr(command, "list_commands"):

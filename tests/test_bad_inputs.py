@@ -228,7 +228,7 @@ def add(trained: Trained, name: str, folder: Path, *args):
 
 
 def stored_pairs(home: Path, task: str) -> dict[str, tuple[int, int]]:
-    from store.store import Store
+    from colora.store.store import Store
 
     store = Store.open(home)
     try:

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colora_cli.main import __version__
+from colora.cli.main import __version__
 from helpers import FAST_TRAIN, TINY_INIT, command_paths, copy_store, err, invoke, make_pairs, ok, out, textured
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "wide_console")
@@ -91,7 +91,7 @@ def save_image(path: Path, w: int, h: int, seed: int = 0) -> Path:
 
 def split_of(home: Path, task: str) -> dict[str, str]:
     """stem -> "train"/"val", read from the store's index."""
-    from store.store import Store
+    from colora.store.store import Store
 
     store = Store.open(home)
     try:
@@ -445,7 +445,7 @@ def test_list_empty_store(store):
 
 
 def test_list_after_train_and_eval(trained, tmp_path):
-    from core.text import human_bytes, human_count
+    from colora.core.text import human_bytes, human_count
 
     home = copy_store(trained.home, tmp_path / "home")
     [row] = tasks(home)
@@ -770,7 +770,7 @@ def _run_python(code: str, home: Path, *args: str) -> subprocess.CompletedProces
 
 @pytest.mark.parametrize("args", [["list"], ["--help"], ["list", "--json"]], ids=" ".join)
 def test_fast_commands_import_neither_torch_nor_sqlalchemy(trained, args):
-    code = ("import sys; from typer.testing import CliRunner; from colora_cli.main import app; "
+    code = ("import sys; from typer.testing import CliRunner; from colora.cli.main import app; "
             f"r = CliRunner().invoke(app, {args!r}); print(r.exit_code, 'torch' in sys.modules, 'sqlalchemy' in sys.modules)")
     p = _run_python(code, trained.home)
     assert p.returncode == 0, p.stderr
@@ -778,7 +778,7 @@ def test_fast_commands_import_neither_torch_nor_sqlalchemy(trained, args):
 
 
 def test_real_process_error_has_no_traceback(trained):
-    p = _run_python("from colora_cli.main import run; run()", trained.home, "task", "show", "ghost")
+    p = _run_python("from colora.cli.main import run; run()", trained.home, "task", "show", "ghost")
     assert p.returncode == 1
     assert p.stderr.startswith("Error: no task named 'ghost'")
     assert "Hint:" in p.stderr and "Traceback" not in p.stderr + p.stdout

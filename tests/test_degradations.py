@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from core.data.degradations import (BAYER_PATTERNS, DEGRADATIONS, bayer_masks, demosaic, disk_kernel,
+from colora.core.data.degradations import (BAYER_PATTERNS, DEGRADATIONS, bayer_masks, demosaic, disk_kernel,
                                     haze_depth_cue, linear_to_srgb, path_kernel, srgb_to_linear)
-from core.data.prod import CANONICAL_ORDER, ONE_PER_FAMILY, ProdSampler, apply_recipe
+from colora.core.data.prod import CANONICAL_ORDER, ONE_PER_FAMILY, ProdSampler, apply_recipe
 
 NAMES = sorted(DEGRADATIONS)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
+import sys
 import subprocess
 import time
 from pathlib import Path
@@ -17,18 +17,17 @@ from helpers import TINY_INIT, invoke, make_pairs, ok, textured
 from PIL import Image
 from safetensors.torch import load_file
 
-from store.store import Store
+from colora.store.store import Store
 
-pytestmark = pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun (installed with torch) is not on PATH")
 
 TRAIN = ("--rank", "2", "--patch-size", "16", "--lr", "5e-3")
 
 
 def torchrun(home: Path, *args, wait: bool = True):
-    """`torchrun --nproc-per-node 2 -m colora_cli ARGS` on the CPU, one thread per process."""
+    """`torchrun --nproc-per-node 2 -m colora ARGS` on the CPU, one thread per process."""
     env = {**os.environ, "COLORA_HOME": str(home), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [shutil.which("torchrun"), "--nproc-per-node", "2", "--master-port", str(29500 + os.getpid() % 1000),
-               "-m", "colora_cli", *map(str, args)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(29500 + os.getpid() % 1000),
+               "-m", "colora", *map(str, args)]
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from helpers import textured
-from core.model.backbone import PRESETS, BackboneConfig, LayerNorm2d, build_backbone
-from core.model.fast import FastNAFNet, for_inference
-from core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
-from core.inference.pipeline import restore_many
-from core.inference.tiles import restore_tensor
+from colora.core.model.backbone import PRESETS, BackboneConfig, LayerNorm2d, build_backbone
+from colora.core.model.fast import FastNAFNet, for_inference
+from colora.core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
+from colora.core.inference.pipeline import restore_many
+from colora.core.inference.tiles import restore_tensor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,7 +48,7 @@ def test_fast_net_equals_the_eager_net_in_float64(shape):
 
 
 def test_fast_net_with_adapter_deltas_equals_the_merged_adapter_exactly():
-    from core.model.lora import adapter_deltas, adapter_state
+    from colora.core.model.lora import adapter_deltas, adapter_state
 
     base = build_backbone(PRESETS["tiny"], seed=0).double().eval()
     model = copy.deepcopy(base)
@@ -66,8 +66,8 @@ def test_fast_net_with_adapter_deltas_equals_the_merged_adapter_exactly():
 
 
 def test_adapter_deltas_refuse_bad_tensors():
-    from core.errors import InvalidInputError
-    from core.model.lora import adapter_deltas
+    from colora.core.errors import InvalidInputError
+    from colora.core.model.lora import adapter_deltas
 
     base = build_backbone(PRESETS["tiny"], seed=0)
     plan = {"intro": 2}
@@ -111,7 +111,7 @@ def test_layernorm_channels_last_path_equals_the_reference():
 
 
 def test_training_hands_the_model_back_in_the_default_memory_format(tmp_path):
-    from core.training.loop import TrainConfig, fit
+    from colora.core.training.loop import TrainConfig, fit
 
     net = build_backbone(PRESETS["tiny"], seed=0)
     params = dict(net.named_parameters())
@@ -134,7 +134,7 @@ def test_pipeline_restores_every_file_in_order_and_reports_a_failure_without_sto
     seen = []
 
     def invert(src, image):
-        from core.errors import InvalidInputError
+        from colora.core.errors import InvalidInputError
 
         seen.append(src.name)
         if src.name == "2.png":

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _app():
-    from colora_cli.main import app
+    from colora.cli.main import app
 
     return app
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.data.images import (
+from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
+from colora.core.data.images import (
     load_image, read_image_size, save_image, verify_image,
 )
-from core.files import sha256_file
-from core.data.pairs import PairsError, find_pairs, split_pairs, strip_prefix
+from colora.core.files import sha256_file
+from colora.core.data.pairs import PairsError, find_pairs, split_pairs, strip_prefix
 
 RNG = np.random.default_rng(0)
 
@@ -192,7 +192,7 @@ def test_sha256_file(tmp_path):
 
 
 def test_no_torch_import():
-    code = "import sys, core.data.images, core.data.pairs; print('torch' in sys.modules)"
+    code = "import sys, colora.core.data.images, colora.core.data.pairs; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], check=True)
     assert out.stdout.strip() == "False"

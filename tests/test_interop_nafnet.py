@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import TINY_INIT, err, invoke, make_pairs, ok, out
 
-from core.model.backbone import BackboneConfig, build_backbone
+from colora.core.model.backbone import BackboneConfig, build_backbone
 
 spandrel_nafnet = pytest.importorskip("spandrel.architectures.NAFNet", reason="spandrel (dev extra) checks the import")
 
@@ -33,8 +33,8 @@ def random_spandrel(layout: dict, seed: int = 0):
 
 
 def backbone_of(home: Path, name: str):
-    from colora_cli.api.models import backbone_model
-    from store.store import Store
+    from colora.api.models import backbone_model
+    from colora.store.store import Store
 
     store = Store.open(home)
     return backbone_model(store, store.backbone(name))
@@ -65,8 +65,8 @@ def test_basicsr_checkpoint_computes_what_spandrel_computes(layout, tmp_path, is
 
 
 def test_the_inference_graph_of_an_imported_nafnet_matches_spandrel(tmp_path):
-    from core.interop.basicsr import nafnet_from_checkpoint
-    from core.model.fast import FastNAFNet
+    from colora.core.interop.basicsr import nafnet_from_checkpoint
+    from colora.core.model.fast import FastNAFNet
 
     net = random_spandrel(SIDD_WIDTH32, seed=3)
     ckpt = tmp_path / "sidd.pth"
@@ -82,7 +82,7 @@ def test_the_inference_graph_of_an_imported_nafnet_matches_spandrel(tmp_path):
 def test_checkpoint_variants_are_read_with_their_shapes_inferred(wrap, tmp_path):
     from safetensors.torch import save_file
 
-    from core.interop.basicsr import nafnet_from_checkpoint
+    from colora.core.interop.basicsr import nafnet_from_checkpoint
 
     net = random_spandrel(SMALL, seed=4)
     state = net.state_dict()
@@ -189,7 +189,7 @@ def test_a_small_pth_that_would_unpack_to_gigabytes_is_refused_before_allocating
     import zipfile
 
     config = BackboneConfig(width=64, enc_blocks=(1,) * 6, middle_blocks=6, dec_blocks=(1,) * 6)
-    from core.model.weights import expected_shapes
+    from colora.core.model.weights import expected_shapes
 
     views = {k: torch.full((1,), 1e-3).expand(shape) for k, shape in expected_shapes(config).items()}
     bomb = tmp_path / "views.pth"
@@ -241,7 +241,7 @@ def test_pretraining_continues_from_an_imported_nafnet(tmp_path, isolated_home):
 
 
 def test_the_same_tensors_with_another_padding_are_another_backbone():
-    from core.model.weights import backbone_fingerprint, state_fingerprint
+    from colora.core.model.weights import backbone_fingerprint, state_fingerprint
 
     net = build_backbone(BackboneConfig(width=8, enc_blocks=(1,), middle_blocks=1, dec_blocks=(1,)))
     state = net.state_dict()

@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import TINY_INIT, err, invoke, ok
 
-from core.model.backbone import PRESETS, build_backbone
-from core.model.lora import adapter_state, inject_lora, merge_all, uniform_rank_plan
-from core.model.weights import AdapterMeta, save_adapter, save_backbone
+from colora.core.model.backbone import PRESETS, build_backbone
+from colora.core.model.lora import adapter_state, inject_lora, merge_all, uniform_rank_plan
+from colora.core.model.weights import AdapterMeta, save_adapter, save_backbone
 
 peft = pytest.importorskip("peft", reason="peft (dev extra) checks the PEFT format")
 
@@ -57,8 +57,8 @@ def store_with_adapter(tmp_path, isolated_home):
 
 
 def stored_adapter(home: Path, task: str):
-    from colora_cli.api.models import adapter_file
-    from store.store import Store
+    from colora.api.models import adapter_file
+    from colora.store.store import Store
 
     store = Store.open(home)
     return adapter_file(store, store.adapter(store.task(task)))
@@ -114,8 +114,8 @@ def test_an_adapter_made_by_peft_itself_imports_with_its_alphas(tmp_path, isolat
     r = ok(invoke("adapter", "import", folder, "--task", "peft-made"))
     assert "Imported the adapter into task 'peft-made'" in err(r)
 
-    from colora_cli.api.models import task_model
-    from store.store import Store
+    from colora.api.models import task_model
+    from colora.store.store import Store
 
     store = Store.open(isolated_home)
     graph, meta = task_model(store, store.adapter(store.task("peft-made")))
@@ -177,8 +177,8 @@ def test_peft_patterns_are_read_by_peft_s_own_rule(alpha_pattern, tmp_path, isol
     peft_model.save_pretrained(str(tmp_path / "patterns"))
     ok(invoke("adapter", "import", tmp_path / "patterns", "--task", "patterns"))
 
-    from colora_cli.api.models import task_model
-    from store.store import Store
+    from colora.api.models import task_model
+    from colora.store.store import Store
 
     store = Store.open(isolated_home)
     graph, meta = task_model(store, store.adapter(store.task("patterns")))

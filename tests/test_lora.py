@@ -6,11 +6,11 @@ import copy
 import pytest
 import torch
 
-from core.model.backbone import PRESETS, build_backbone
-from core.errors import IntegrityError, InvalidInputError
-from core.model.lora import (adapter_state, inject_lora, lora_layers, lora_parameter_count, lora_targets,
+from colora.core.model.backbone import PRESETS, build_backbone
+from colora.core.errors import IntegrityError, InvalidInputError
+from colora.core.model.lora import (adapter_state, inject_lora, lora_layers, lora_parameter_count, lora_targets,
                        merge_all, unmerge_all, uniform_rank_plan)
-from core.model.weights import AdapterMeta, apply_adapter, read_adapter, save_adapter, save_backbone, load_backbone, state_fingerprint
+from colora.core.model.weights import AdapterMeta, apply_adapter, read_adapter, save_adapter, save_backbone, load_backbone, state_fingerprint
 
 
 def tiny64():

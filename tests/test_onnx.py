@@ -35,8 +35,8 @@ def fails(result, *fragments: str) -> str:
 
 
 def task_model(home: Path):
-    from colora_cli.api.models import task_model as build
-    from store.store import Store
+    from colora.api.models import task_model as build
+    from colora.store.store import Store
 
     store = Store.open(home)
     return build(store, store.adapter(store.task("noise")))[0]
@@ -57,7 +57,7 @@ def cache_files(home: Path) -> list[str]:
 def test_the_export_equals_colora_on_any_size_and_batch(trained_store, tmp_path):
     import torch
 
-    from core.inference.engines import OnnxRuntimeEngine
+    from colora.core.inference.engines import OnnxRuntimeEngine
 
     file = tmp_path / "noise.onnx"
     before = cache_files(trained_store.home)  # other tests' restores may have cached exports there
@@ -82,7 +82,7 @@ def test_openvino_runs_the_exported_file_too(trained_store, tmp_path):
     pytest.importorskip("openvino", reason='needs openvino: pip install "colora[openvino]"')
     import torch
 
-    from core.inference.engines import OpenVinoEngine
+    from colora.core.inference.engines import OpenVinoEngine
 
     file = tmp_path / "noise.onnx"
     ok(invoke("export-onnx", "noise", file, "--home", trained_store.home))
@@ -179,7 +179,7 @@ def test_engine_choices_and_their_errors(trained_store, tmp_path, monkeypatch):
     fails(invoke("restore", "--task", "auto", src, "-o", tmp_path / "out", "--engine", "openvino", "--home", home),
           "--task auto restores with PyTorch only")
     fails(restore("--engine", "openvino", "--device", "cuda"), "runs on the CPU")
-    import core.inference.engines as engines
+    import colora.core.inference.engines as engines
 
     monkeypatch.setattr(engines, "PACKAGES", {"onnxruntime": "no_such_package_ort", "openvino": "no_such_package_ov"})
     for engine, extra in (("onnxruntime", "onnx"), ("openvino", "openvino")):
@@ -192,8 +192,8 @@ def test_engine_choices_and_their_errors(trained_store, tmp_path, monkeypatch):
 
 
 def test_auto_picks_the_fastest_installed_engine_on_the_cpu():
-    from colora_cli.api.exporting import AUTO_ORDER, resolve_engine
-    from core.inference.engines import installed
+    from colora.api.exporting import AUTO_ORDER, resolve_engine
+    from colora.core.inference.engines import installed
 
     expected = next((e for e in AUTO_ORDER if installed(e)), "torch")
     assert resolve_engine("auto", "cpu", "noise") == expected

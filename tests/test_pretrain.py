@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core.model.backbone import PRESETS
-from core.model.bundled import BUNDLED_DIR, bundled_backbone
-from core.training.pretrain import pretrain
-from core.data.prod import ProdSampler
-from core.training.loop import TrainConfig
-from core.model.weights import load_backbone
-from core.files import sha256_file
+from colora.core.model.backbone import PRESETS
+from colora.core.model.bundled import BUNDLED_DIR, bundled_backbone
+from colora.core.training.pretrain import pretrain
+from colora.core.data.prod import ProdSampler
+from colora.core.training.loop import TrainConfig
+from colora.core.model.weights import load_backbone
+from colora.core.files import sha256_file
 from helpers import textured
 
 
@@ -89,7 +89,7 @@ def test_pretraining_in_chunks_continues_from_the_last_chunk(clean_dir, isolated
 
 
 def test_batches_built_by_workers_equal_batches_built_here(clean_dir):
-    from core.training.pretrain import ProdBatches, load_clean_images
+    from colora.core.training.pretrain import ProdBatches, load_clean_images
 
     images = load_clean_images(clean_dir, 16)
     sampler = ProdSampler(mode="random")

@@ -7,10 +7,10 @@ import pytest
 from safetensors import safe_open
 from torch import nn
 
-from core.model.backbone import PRESETS, build_backbone, count_parameters
-from core.errors import InvalidInputError
-from core.model.lora import lora_parameter_count, lora_targets
-from core.training.ranks import faig_scores, full_rank, plan_from_scores, uniform_plan
+from colora.core.model.backbone import PRESETS, build_backbone, count_parameters
+from colora.core.errors import InvalidInputError
+from colora.core.model.lora import lora_parameter_count, lora_targets
+from colora.core.training.ranks import faig_scores, full_rank, plan_from_scores, uniform_plan
 import helpers
 from helpers import make_pairs
 

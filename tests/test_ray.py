@@ -30,7 +30,7 @@ def photos(tmp_path):
 def ray_restore(trained_store, photos, out, *extra):
     """The restore in its own process group (the driver and the Ray instance it starts)."""
     env = {**os.environ, "COLORA_HOME": str(trained_store.home)}
-    return subprocess.Popen([sys.executable, "-m", "colora_cli", "restore", "--task", "noise", str(photos), "-o",
+    return subprocess.Popen([sys.executable, "-m", "colora", "restore", "--task", "noise", str(photos), "-o",
                              str(out), "--ray", "local", *extra], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 

@@ -14,11 +14,11 @@ from PIL import Image, ImageFilter
 from safetensors import safe_open
 
 from helpers import FAST_TRAIN, err, invoke, ok, out, textured
-from core.model.backbone import PRESETS, build_backbone
-from core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
-from core.recycle.meta import MetaNet, _Episodes, distill, predict
-from core.recycle.mixture import Mixture, apply_mixture, bake, fit_mixture, mixture_forward, stage_groups, zoo_adapter
-from core.model.weights import AdapterMeta
+from colora.core.model.backbone import PRESETS, build_backbone
+from colora.core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
+from colora.core.recycle.meta import MetaNet, _Episodes, distill, predict
+from colora.core.recycle.mixture import Mixture, apply_mixture, bake, fit_mixture, mixture_forward, stage_groups, zoo_adapter
+from colora.core.model.weights import AdapterMeta
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -72,7 +72,7 @@ def test_baked_adapter_reproduces_the_mixture(per_stage):
     assert any(r < 12 for r in plan.values()) and any(r == 12 for r in plan.values())  # both paths taken
     baked = copy.deepcopy(net)
     inject_lora(baked, plan)
-    from core.model.lora import load_adapter_state
+    from colora.core.model.lora import load_adapter_state
 
     load_adapter_state(baked, tensors)
     x = torch.rand(1, 3, 24, 24, dtype=torch.float64)
@@ -110,7 +110,7 @@ def test_fit_mixture_is_never_worse_than_the_backbone_alone_on_its_examples():
 
 
 def test_nonnegative_least_squares_meets_its_optimality_conditions():
-    from core.recycle.mixture import nonnegative_least_squares
+    from colora.core.recycle.mixture import nonnegative_least_squares
 
     g = torch.randn(30, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     gram, rhs = g.T @ g, torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -284,7 +284,7 @@ def test_adapt_makes_nothing_when_no_mixture_beats_the_unrestored_input(home, tm
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 300), (7, 3), (2, 9)])
 def test_signature_of_a_tiny_image_is_finite(h, w):
     """`restore --task auto` describes every image it is given, down to one pixel."""
-    from core.recycle.signature import FEATURES, image_features
+    from colora.core.recycle.signature import FEATURES, image_features
 
     x = torch.rand(3, h, w, generator=torch.Generator().manual_seed(h * 1000 + w))
     feats = image_features(x)

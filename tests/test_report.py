@@ -54,8 +54,8 @@ def eval_rows(home: Path, task: str) -> list:
     """Every EvalResult row of the task, oldest first, read through the store."""
     from sqlalchemy import select
 
-    from store.schema import EvalResult
-    from store.store import Store
+    from colora.store.schema import EvalResult
+    from colora.store.store import Store
 
     store = Store.open(home)
     try:
@@ -276,9 +276,9 @@ def test_examples_are_best_median_worst_by_adapter_psnr(report):
 
 
 def test_report_shows_the_training_run_and_rank_plan(report, home):
-    from store.store import Store
+    from colora.store.store import Store
 
-    from core.model.weights import read_adapter
+    from colora.core.model.weights import read_adapter
 
     store = Store.open(home)
     try:
@@ -337,12 +337,12 @@ def test_overwrite_without_report_is_a_usage_error(home):
 
 
 def test_a_failure_while_writing_leaves_no_half_report(home, tmp_path, monkeypatch):
-    import core.report.page
+    import colora.core.report.page
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(core.report.page, "plot_ranks", broken)
+    monkeypatch.setattr(colora.core.report.page, "plot_ranks", broken)
     dest = tmp_path / "rep"
     fails(invoke("eval", "noise", "--report", dest), "disk full")
     assert list(tmp_path.iterdir()) == []
@@ -377,7 +377,7 @@ def test_report_of_a_task_without_adapter(home, tmp_path, world):
 
 
 def test_error_crop_is_at_most_256_px_around_the_largest_error():
-    from core.report.images import CROP, error_crop
+    from colora.core.report.images import CROP, error_crop
 
     target = np.zeros((600, 500, 3), np.float32)
     degraded = target.copy()
@@ -393,7 +393,7 @@ def test_error_crop_is_at_most_256_px_around_the_largest_error():
 
 
 def test_compare_writes_one_labelled_tile_per_task(home, world, tmp_path):
-    from core.report.grid import GRID_BACKGROUND, grid_layout
+    from colora.core.report.grid import GRID_BACKGROUND, grid_layout
 
     image = world.root / "noise-val" / "input" / "000.png"
     out = tmp_path / "grid.png"
@@ -415,7 +415,7 @@ def test_compare_writes_one_labelled_tile_per_task(home, world, tmp_path):
 
 
 def test_compare_grid_wraps_after_four_tiles(tmp_path):
-    from core.report.grid import grid_layout, write_grid
+    from colora.core.report.grid import grid_layout, write_grid
 
     tiles = [(f"t{i}", np.full((300, 200, 3), i / 5, np.float32)) for i in range(5)]
     size = write_grid(tmp_path / "g.png", tiles)
@@ -435,7 +435,7 @@ def test_compare_task_errors(home, world, tmp_path, tasks, message):
 
 
 def test_compare_refuses_an_existing_output_unless_overwrite(home, world, tmp_path):
-    from core.report.grid import grid_layout
+    from colora.core.report.grid import grid_layout
 
     image = world.root / "noise-val" / "input" / "000.png"
     out = tmp_path / "grid.png"
@@ -474,7 +474,7 @@ def test_train_summary_without_validation_pairs_says_nothing(home, tmp_path):
 
 
 def test_help_and_list_do_not_import_matplotlib_or_torch(home):
-    code = ("import sys; from typer.testing import CliRunner; from colora_cli.main import app; "
+    code = ("import sys; from typer.testing import CliRunner; from colora.cli.main import app; "
             "r = CliRunner().invoke(app, sys.argv[1:]); print(r.exit_code, 'matplotlib' in sys.modules, 'torch' in sys.modules)")
     for args in (["--help"], ["list"], ["compare", "--help"], ["eval", "--help"]):
         env = {**os.environ, "COLORA_HOME": str(home)}

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import make_pairs
 
-COLORA = [sys.executable, "-c", "from colora_cli.main import run; run()"]
+COLORA = [sys.executable, "-c", "from colora.cli.main import run; run()"]
 
 
 def colora(home, *args, check=True, **kwargs):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.inference.ensemble import SelfEnsemble, _dihedral, _undo
-from core.inference.tiles import restore_tensor
+from colora.core.inference.ensemble import SelfEnsemble, _dihedral, _undo
+from colora.core.inference.tiles import restore_tensor
 from helpers import copy_store, err, invoke, ok, out, textured
 
 

@@ -15,14 +15,14 @@ import sys
 import pytest
 import typer
 
-from colora_cli import fastpath, plain
-from colora_cli.commands import COMMANDS, ROOT_HELP, short_help
+from colora.cli import fastpath, plain
+from colora.cli.commands import COMMANDS, ROOT_HELP, short_help
 from helpers import TINY_INIT, copy_store, invoke, make_pairs, ok
 
 
 def run(entry: str, *args, columns: str | None = None) -> subprocess.CompletedProcess:
-    """A fresh process, stdout piped, as a script would run colora: the fast path (`colora_cli`, the
-    console script) or the full Typer app (`colora_cli.main`)."""
+    """A fresh process, stdout piped, as a script would run colora: the fast path (`colora.cli.fastpath`, the
+    console script) or the full Typer app (`colora.cli.main`)."""
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | ({"COLUMNS": columns} if columns else {})
     code = f"import sys; sys.argv[0] = 'colora'; from {entry} import run; run()"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
@@ -31,7 +31,7 @@ def run(entry: str, *args, columns: str | None = None) -> subprocess.CompletedPr
 
 @pytest.mark.parametrize("columns", [None, "30", "60", "79", "100", "250"])
 def test_fast_root_help_is_typers(columns):
-    fast, full = run("colora_cli.fastpath", "--help", columns=columns), run("colora_cli.main", "--help", columns=columns)
+    fast, full = run("colora.cli.fastpath", "--help", columns=columns), run("colora.cli.main", "--help", columns=columns)
     assert fast.returncode == full.returncode == 0
     assert fast.stdout == full.stdout
 
@@ -46,7 +46,7 @@ def test_command_table_summary_is_the_commands_own_help(name):
 
 
 def test_root_help_text_is_the_apps():
-    from colora_cli.main import app
+    from colora.cli.main import app
 
     assert app.info.help == ROOT_HELP
 
@@ -70,8 +70,8 @@ def listed_home(trained_store, tmp_path):
 
 @pytest.mark.parametrize("flags", [[], ["--json"]], ids=["table", "json"])
 def test_fast_list_is_the_full_apps(listed_home, flags):
-    fast = run("colora_cli.fastpath", "list", *flags, "--home", listed_home)
-    full = run("colora_cli.main", "list", *flags, "--home", listed_home)
+    fast = run("colora.cli.fastpath", "list", *flags, "--home", listed_home)
+    full = run("colora.cli.main", "list", *flags, "--home", listed_home)
     assert fast.returncode == full.returncode == 0 and "second" in fast.stdout
     assert (fast.stdout, fast.stderr) == (full.stdout, full.stderr)
 
@@ -80,7 +80,7 @@ def test_fast_list_of_an_empty_store_notes_it(tmp_path):
     home = tmp_path / "home"
     ok(invoke(*TINY_INIT, "--home", home))
     assert fastpath.answer(["list", f"--home={home}"]) == 0
-    fast, full = run("colora_cli.fastpath", "list", "--home", home), run("colora_cli.main", "list", "--home", home)
+    fast, full = run("colora.cli.fastpath", "list", "--home", home), run("colora.cli.main", "list", "--home", home)
     assert fast.stdout == full.stdout == "" and fast.stderr == full.stderr and "No tasks yet" in fast.stderr
 
 
@@ -110,5 +110,5 @@ def test_plain_table_is_richs_box():
 
 def test_console_script_answers_help_and_version():
     for args, expected in ((["--version"], "colora "), (["--help"], "Usage: colora [OPTIONS] COMMAND")):
-        p = subprocess.run([sys.executable, "-m", "colora_cli", *args], capture_output=True, text=True, timeout=60)
+        p = subprocess.run([sys.executable, "-m", "colora", *args], capture_output=True, text=True, timeout=60)
         assert p.returncode == 0 and p.stdout.startswith(expected), p.stdout + p.stderr

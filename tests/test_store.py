@@ -8,12 +8,12 @@ import sys
 import pytest
 from sqlalchemy import inspect
 
-from core.errors import IntegrityError, InvalidInputError, NotFoundError
-from store.migrations import SCHEMA_VERSION
-from store.names import validate_slug
-from store.paths import inside
-from store.schema import Base
-from store.store import Store
+from colora.core.errors import IntegrityError, InvalidInputError, NotFoundError
+from colora.store.migrations import SCHEMA_VERSION
+from colora.store.names import validate_slug
+from colora.store.paths import inside
+from colora.store.schema import Base
+from colora.store.store import Store
 
 
 def test_fresh_store_matches_the_orm_schema(isolated_home):
@@ -29,7 +29,7 @@ def test_fresh_store_matches_the_orm_schema(isolated_home):
 
 def write_v1_store(home, *statements: str) -> None:
     """A database as the first schema version left it, plus `statements`."""
-    from store.migrations import V1
+    from colora.store.migrations import V1
 
     home.mkdir(parents=True)
     with sqlite3.connect(home / "colora.db") as conn:
@@ -76,7 +76,7 @@ def test_paths_cannot_escape_the_store(tmp_path):
 
 def test_list_and_help_do_not_import_torch(isolated_home):
     Store.create(isolated_home)
-    code = ("import sys; from typer.testing import CliRunner; from colora_cli.main import app; "
+    code = ("import sys; from typer.testing import CliRunner; from colora.cli.main import app; "
             "r1 = CliRunner().invoke(app, ['list']); r2 = CliRunner().invoke(app, ['--help']); "
             "assert r1.exit_code == 0 and r2.exit_code == 0, (r1.output, r2.output); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -85,7 +85,7 @@ def test_list_and_help_do_not_import_torch(isolated_home):
 
 def test_list_reads_an_older_store_after_migrating_it(isolated_home):
     """`colora list` reads with sqlite3 alone, but a store an older colora wrote is migrated first."""
-    from store.summary import store_rows
+    from colora.store.summary import store_rows
 
     write_v1_store(isolated_home, "INSERT INTO tasks (name, folder, split_seed, created_at) VALUES ('old', '/x', 0, '2026-01-01')")
     rows = store_rows(isolated_home)
@@ -96,7 +96,7 @@ def test_list_reads_an_older_store_after_migrating_it(isolated_home):
 
 
 def test_list_of_a_newer_store_is_refused(isolated_home):
-    from store.summary import store_rows
+    from colora.store.summary import store_rows
 
     Store.create(isolated_home)
     with sqlite3.connect(isolated_home / "colora.db") as conn:
@@ -108,7 +108,7 @@ def test_list_of_a_newer_store_is_refused(isolated_home):
 def test_version_3_meta_adapter_setting_moves_to_its_table_and_the_plan_copy_goes(isolated_home):
     import json
 
-    from store.migrations import MIGRATIONS
+    from colora.store.migrations import MIGRATIONS
 
     record = {"path": "recycle/meta-1.safetensors", "backbone_sha256": "ab" * 32,
               "zoo": [{"task": "rain", "file_sha256": "cd" * 32}], "steps": 40, "final_loss": 0.01,

@@ -13,11 +13,11 @@ import pytest
 from helpers import FAST_TRAIN, TINY_INIT, err, invoke, make_pairs, ok, out
 from sqlalchemy import inspect, select
 
-from core.errors import ConflictError, NotFoundError
-from store.migrations import SCHEMA_VERSION, migrate, schema_version
-from store.schema import Base, Pair, TrainRun
-from store.status import RunStatus
-from store.store import NewPair, Store
+from colora.core.errors import ConflictError, NotFoundError
+from colora.store.migrations import SCHEMA_VERSION, migrate, schema_version
+from colora.store.schema import Base, Pair, TrainRun
+from colora.store.status import RunStatus
+from colora.store.store import NewPair, Store
 
 
 def pair(stem: str, split: str = "train") -> NewPair:
@@ -26,7 +26,7 @@ def pair(stem: str, split: str = "train") -> NewPair:
 
 def store_with_backbone(home) -> Store:
     """A store whose index has a backbone row (all a training run needs to point at)."""
-    from store.schema import Backbone, Setting
+    from colora.store.schema import Backbone, Setting
 
     store = Store.create(home)
     with store.session() as s:

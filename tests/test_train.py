@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 from torch import nn
-from core.training.adapter import train_adapter
-from core.model.backbone import PRESETS, build_backbone
-from core.model.lora import lora_layers, uniform_rank_plan
-from core.inference.tiles import restore_tensor
-from core.training.loop import TrainConfig, learning_rate
-from core.model.weights import state_fingerprint
+from colora.core.training.adapter import train_adapter
+from colora.core.model.backbone import PRESETS, build_backbone
+from colora.core.model.lora import lora_layers, uniform_rank_plan
+from colora.core.inference.tiles import restore_tensor
+from colora.core.training.loop import TrainConfig, learning_rate
+from colora.core.model.weights import state_fingerprint
 import helpers
 from helpers import make_pairs, ok
 
@@ -118,7 +118,7 @@ def test_second_task_does_not_change_the_first(tmp_path, isolated_home):
 
 
 def test_validation_keeps_the_best_state_and_it_survives_a_resume(tmp_path):
-    from core.training.loop import fit
+    from colora.core.training.loop import fit
 
     model = nn.Conv2d(3, 3, 1, bias=False)
     params = {"w": model.weight}
@@ -142,7 +142,7 @@ def test_validation_keeps_the_best_state_and_it_survives_a_resume(tmp_path):
     assert torch.equal(model.weight, seen["w"])  # the best state, not the last, is handed back
 
     # a checkpoint carries the best state and the validations so far
-    from core.training.loop import Checkpoint
+    from colora.core.training.loop import Checkpoint
 
     ckpt = Checkpoint(tmp_path / "c.safetensors", "key")
     model2 = nn.Conv2d(3, 3, 1, bias=False)

@@ -77,7 +77,7 @@ def backbone_file(home: Path) -> Path:
 def rewrite(src: Path, dest: Path, tensors=None, meta=None) -> Path:
     """`src`'s tensors and metadata, changed by the callables `tensors` and `meta`, saved as `dest`."""
     t = load_file(str(src))
-    from core.files import read_safetensors_header
+    from colora.core.files import read_safetensors_header
 
     m = read_safetensors_header(src)[1]
     if tensors:
@@ -201,7 +201,7 @@ def test_bracketed_and_escape_file_names_are_printed_literally(home, tmp_path):
 
 def torch_baseline_mb() -> float:
     """Peak resident MB of a process that imports torch and colora's model code, and does nothing."""
-    code = ("import resource, torch, core.model.weights, core.inference.tiles; "
+    code = ("import resource, torch, colora.core.model.weights, colora.core.inference.tiles; "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
@@ -211,7 +211,7 @@ BOUNDED_MB = 300  # what a refusal may cost above the baseline: no model, no ten
 
 def peak_mb_of(*args) -> tuple[int, float, str]:
     """Exit code, peak resident MB above `torch_baseline_mb` and stderr of `colora ARGS` in a fresh process."""
-    code = ("import resource, sys; from colora_cli.main import run\n"
+    code = ("import resource, sys; from colora.cli.main import run\n"
             "try:\n    run()\nexcept SystemExit as e:\n    code = e.code\n"
             "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)")
     p = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
@@ -391,8 +391,8 @@ def test_validation_pairs_that_are_training_pairs_are_refused(home, tmp_path):
 
 
 def test_a_new_run_says_it_abandons_the_interrupted_one(home):
-    from store.status import RunStatus
-    from store.store import Store
+    from colora.store.status import RunStatus
+    from colora.store.store import Store
 
     store = Store.open(home)
     task = store.task("noise")
@@ -405,7 +405,7 @@ def test_a_new_run_says_it_abandons_the_interrupted_one(home):
 
 
 def test_list_json_is_strict_json_even_for_an_infinite_psnr(home):
-    from store.store import Store
+    from colora.store.store import Store
 
     store = Store.open(home)
     task = store.task("noise")
@@ -438,7 +438,7 @@ def test_an_unreadable_folder_is_a_one_line_error(home, tmp_path):
 
 
 def test_sqlite_error_text_is_explained():
-    from store.database import explain
+    from colora.store.database import explain
 
     assert "damaged" in explain(sqlite3.DatabaseError("database disk image is malformed"), Path("/s")).message
     assert "read-only" in explain(sqlite3.OperationalError("attempt to write a readonly database"), Path("/s")).message
@@ -478,7 +478,7 @@ def test_odd_and_deeply_nested_metadata_is_refused_cleanly(home, tmp_path, field
 def test_two_imports_into_the_same_new_task_at_once_end_cleanly(home, tmp_path):
     exported = tmp_path / "a.safetensors"
     ok(invoke("adapter", "export", "noise", exported, "--home", home))
-    procs = [subprocess.Popen([sys.executable, "-m", "colora_cli", "adapter", "import", str(exported), "--task", "dup",
+    procs = [subprocess.Popen([sys.executable, "-m", "colora", "adapter", "import", str(exported), "--task", "dup",
                                "--home", str(home)], stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert sorted(code for code, _ in results) in ([0, 0], [0, 1]), results
@@ -489,7 +489,7 @@ def test_two_imports_into_the_same_new_task_at_once_end_cleanly(home, tmp_path):
 
 def test_reindex_does_not_hang_on_a_fifo_in_the_store(home):
     os.mkfifo(home / "backbones" / "fifo.safetensors")
-    p = subprocess.run([sys.executable, "-m", "colora_cli", "doctor", "--reindex", "--home", str(home)],
+    p = subprocess.run([sys.executable, "-m", "colora", "doctor", "--reindex", "--home", str(home)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
 

@@ -5,8 +5,8 @@ returns plain data (dataclasses, rows); none of them prints. Progress and notes 
 `Reporter` (silent by default); the CLI passes one that draws Rich progress bars. Bench scripts,
 future entry points (torchrun, Ray) and Python users call the same functions:
 
-    from store.store import Store
-    from colora_cli.api import tasks, training, evaluation, restoring
+    from colora.store.store import Store
+    from colora.api import tasks, training, evaluation, restoring
 
     store = Store.open()                                   # $COLORA_HOME or the user data dir
     tasks.add_task(store, "rain", "./pairs")

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import ConflictError, InvalidInputError, NotFoundError
+from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from core.model.weights import AdapterMeta
-    from store.schema import Adapter, Backbone
-    from store.store import Store
+    from colora.core.model.weights import AdapterMeta
+    from colora.store.schema import Adapter, Backbone
+    from colora.store.store import Store
 
 
 FORMATS = ("colora", "peft")
@@ -20,7 +20,7 @@ FORMATS = ("colora", "peft")
 def export_adapter(store: Store, task: str, file: Path, *, overwrite: bool = False, format: str = "colora") -> Adapter:
     """Copy a task's adapter out of the store (it carries its rank plan and backbone fingerprint),
     as colora's safetensors file or, with format "peft", as a Hugging Face PEFT LoRA folder."""
-    from core.files import copy_atomic
+    from colora.core.files import copy_atomic
 
     if format not in FORMATS:
         raise InvalidInputError(f"unknown adapter format {format!r}; use one of {', '.join(FORMATS)}")
@@ -29,8 +29,8 @@ def export_adapter(store: Store, task: str, file: Path, *, overwrite: bool = Fal
         raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
     store.refuse_inside(file, "the destination")
     if format == "peft":
-        from colora_cli.api.models import adapter_file
-        from core.interop.peft import write_peft
+        from colora.api.models import adapter_file
+        from colora.core.interop.peft import write_peft
 
         write_peft(Path(file), *adapter_file(store, adapter), overwrite=overwrite)
         return adapter
@@ -52,11 +52,11 @@ def import_adapter(store: Store, file: Path, task: str, *, replace: bool = False
     all or nothing, after checking its metadata, backbone, layer paths, ranks, shapes, dtypes and
     merged values. A task's trained adapter is replaced only with `replace`. `backbone`: the
     backbone a PEFT adapter made outside colora was trained on (default: the store's default)."""
-    from colora_cli.api.models import backbone_model
-    from core.files import copy_atomic, sha256_file
-    from core.model.lora import adapter_deltas, lora_parameter_count
-    from core.model.weights import read_adapter
-    from store.names import validate_slug
+    from colora.api.models import backbone_model
+    from colora.core.files import copy_atomic, sha256_file
+    from colora.core.model.lora import adapter_deltas, lora_parameter_count
+    from colora.core.model.weights import read_adapter
+    from colora.store.names import validate_slug
 
     validate_slug(task)
     file = Path(file)
@@ -89,10 +89,10 @@ def _import_peft(store: Store, folder: Path, task: str, *, replace: bool, backbo
     """A PEFT LoRA folder, converted to a colora adapter file in the store."""
     import torch
 
-    from colora_cli.api.models import backbone_model
-    from core.interop.peft import read_peft
-    from core.model.lora import adapter_deltas, lora_parameter_count
-    from core.model.weights import AdapterMeta, save_tensors_atomic
+    from colora.api.models import backbone_model
+    from colora.core.interop.peft import read_peft
+    from colora.core.model.lora import adapter_deltas, lora_parameter_count
+    from colora.core.model.weights import AdapterMeta, save_tensors_atomic
 
     tensors, plan, meta, digest = read_peft(folder)
     if meta is not None and backbone is not None and store.backbone(backbone).sha256 != meta.backbone_sha256:

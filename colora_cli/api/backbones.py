@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colora_cli.api.progress import SILENT, Reporter
+from colora.api.progress import SILENT, Reporter
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from core.training.loop import TrainResult
-    from store.schema import Backbone
-    from store.store import Store
+    from colora.core.training.loop import TrainResult
+    from colora.store.schema import Backbone
+    from colora.store.store import Store
 
 
 @dataclass
@@ -27,9 +27,9 @@ class InitResult:
 def init_store(home=None, *, random_init: bool = False, config: str = "small", seed: int = 0) -> InitResult:
     """Create the store (idempotent) and install its default backbone: the bundled PROD one, or a
     random one with `random_init` (or when the package ships none)."""
-    from core.model.backbone import preset
-    from core.model.bundled import bundled_backbone
-    from store.store import Store
+    from colora.core.model.backbone import preset
+    from colora.core.model.bundled import bundled_backbone
+    from colora.store.store import Store
 
     preset(config)  # before anything is created
     store = Store.create(home)
@@ -40,8 +40,8 @@ def init_store(home=None, *, random_init: bool = False, config: str = "small", s
 
 
 def install_random(store: Store, config_name: str, seed: int, name: str | None = None) -> Backbone:
-    from core.model.backbone import build_backbone, count_parameters, preset
-    from core.model.weights import save_backbone
+    from colora.core.model.backbone import build_backbone, count_parameters, preset
+    from colora.core.model.weights import save_backbone
 
     model = build_backbone(preset(config_name), seed)
     with tempfile.TemporaryDirectory(dir=store.root) as tmp:
@@ -56,9 +56,9 @@ def install_random(store: Store, config_name: str, seed: int, name: str | None =
 
 def install_file(store: Store, path: Path, name: str, *, make_default: bool = False) -> Backbone:
     """A backbone safetensors file (bundled or user-supplied), validated before it is copied in."""
-    from core.model.backbone import count_parameters
-    from core.model.weights import load_backbone
-    from store.names import validate_slug
+    from colora.core.model.backbone import count_parameters
+    from colora.core.model.weights import load_backbone
+    from colora.store.names import validate_slug
 
     validate_slug(name, "backbone")
     model, meta = load_backbone(path)
@@ -72,7 +72,7 @@ def install_file(store: Store, path: Path, name: str, *, make_default: bool = Fa
 
 
 def install_bundled(store: Store) -> Backbone:
-    from core.model.bundled import bundled_backbone
+    from colora.core.model.bundled import bundled_backbone
 
     path, name = bundled_backbone()
     return install_file(store, path, name, make_default=True)
@@ -82,8 +82,8 @@ def import_backbone(store: Store, file: Path, name: str, *, make_default: bool =
     """A colora backbone file, or an ecosystem NAFNet checkpoint (BasicSR `.pth` with `params` /
     `params_ema`, a bare or `module.`-prefixed state dict, or the same as `.safetensors`), converted
     to a colora backbone file with its layout inferred from the tensors' shapes."""
-    from core.errors import InvalidInputError
-    from store.names import validate_slug
+    from colora.core.errors import InvalidInputError
+    from colora.store.names import validate_slug
 
     validate_slug(name, "backbone")
     file = Path(file)
@@ -96,7 +96,7 @@ def import_backbone(store: Store, file: Path, name: str, *, make_default: bool =
 
 
 def _is_colora_backbone(file: Path) -> bool:
-    from core.files import read_safetensors_header
+    from colora.core.files import read_safetensors_header
 
     if file.suffix.lower() != ".safetensors":
         return False
@@ -105,7 +105,7 @@ def _is_colora_backbone(file: Path) -> bool:
     except (OSError, ValueError):
         return True  # unreadable: install_file reports why, in colora's words
     if kind == "colora-adapter":
-        from core.errors import InvalidInputError
+        from colora.core.errors import InvalidInputError
 
         raise InvalidInputError(f"{file.name} is a colora adapter, not a backbone",
                                 hint="import it with `colora adapter import FILE --task NAME`")
@@ -114,8 +114,8 @@ def _is_colora_backbone(file: Path) -> bool:
 
 def install_checkpoint(store: Store, file: Path, name: str, *, make_default: bool = False) -> Backbone:
     """A BasicSR / NAFNet checkpoint, converted (names as they are, weights float32) and installed."""
-    from core.interop.basicsr import describe_layout, nafnet_from_checkpoint
-    from core.model.weights import save_backbone
+    from colora.core.interop.basicsr import describe_layout, nafnet_from_checkpoint
+    from colora.core.model.weights import save_backbone
 
     model, source = nafnet_from_checkpoint(file)
     where = "" if source == "bare" else f" ('{source}')"
@@ -128,8 +128,8 @@ def install_checkpoint(store: Store, file: Path, name: str, *, make_default: boo
 
 
 def export_backbone(store: Store, name: str, file: Path, *, overwrite: bool = False) -> Backbone:
-    from core.errors import ConflictError
-    from core.files import copy_atomic
+    from colora.core.errors import ConflictError
+    from colora.core.files import copy_atomic
 
     row = store.backbone(name)
     store.refuse_inside(file, "the destination")
@@ -140,7 +140,7 @@ def export_backbone(store: Store, name: str, file: Path, *, overwrite: bool = Fa
 
 
 def _preset_name(config) -> str:
-    from core.model.backbone import PRESETS
+    from colora.core.model.backbone import PRESETS
 
     return next((name for name, preset in PRESETS.items() if preset == config), "custom")
 
@@ -199,21 +199,21 @@ def pretrain_backbone(store: Store, clean_dir: Path | Sequence[Path], options: P
     `torchrun --nproc-per-node N`, data-parallel with `batch_size` per process: the leader (rank 0)
     writes the checkpoints and the backbone and returns the result, the others return None.
     """
-    from core.data.prod import MODES, ProdSampler
-    from core.device import resolve_device
-    from core.errors import ConflictError, InvalidInputError
-    from core.model.backbone import preset
-    from core.training.distributed import join
-    from core.training.loop import TrainConfig
-    from core.training.pretrain import pretrain, save_pretrained
-    from store.names import validate_slug
+    from colora.core.data.prod import MODES, ProdSampler
+    from colora.core.device import resolve_device
+    from colora.core.errors import ConflictError, InvalidInputError
+    from colora.core.model.backbone import preset
+    from colora.core.training.distributed import join
+    from colora.core.training.loop import TrainConfig
+    from colora.core.training.pretrain import pretrain, save_pretrained
+    from colora.store.names import validate_slug
 
     o = options
     validate_slug(o.name, "backbone")
     config, init = preset(o.config), None
     if o.init_from is not None:
-        from colora_cli.api.models import backbone_model
-        from core.model.backbone import BackboneConfig
+        from colora.api.models import backbone_model
+        from colora.core.model.backbone import BackboneConfig
 
         start = store.backbone(o.init_from)
         config = BackboneConfig.from_json(start.config)

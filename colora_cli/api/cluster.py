@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colora_cli.api.progress import SILENT, Reporter
-from core.errors import ColoraError, InvalidInputError, NotFoundError
+from colora.api.progress import SILENT, Reporter
+from colora.core.errors import ColoraError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
-    from store.store import Store
+    from colora.store.store import Store
 
 BATCH = 4  # images per call of an actor: small, so progress and failures surface early
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -44,9 +44,9 @@ class Restorer:
     def __init__(self, home: str, url: str | None, task: str, tile: int, max_pixels: int | None, device: str):
         import torch
 
-        from colora_cli.api.models import task_model
-        from core.device import resolve_device
-        from store.store import Store
+        from colora.api.models import task_model
+        from colora.core.device import resolve_device
+        from colora.store.store import Store
 
         store = Store.open(home, url=url)
         adapter = store.adapter(store.task(task))
@@ -58,8 +58,8 @@ class Restorer:
         torch.set_grad_enabled(False)
 
     def __call__(self, batch: dict) -> dict:
-        from core.inference.pipeline import restore_many
-        from core.inference.tiles import restore_tensor
+        from colora.core.inference.pipeline import restore_many
+        from colora.core.inference.tiles import restore_tensor
 
         jobs = [(Path(s), Path(d)) for s, d in zip(batch["src"], batch["dst"])]
         failed = dict(restore_many(jobs, lambda src, image: restore_tensor(self.model, image.to(self.device), self.tile),
@@ -72,13 +72,13 @@ def restore_on_ray(store: Store, task: str, inputs: list[Path], out_dir: Path, *
                    reporter: Reporter = SILENT) -> ClusterOutcome:
     """Restore image files and folders into `out_dir` on Ray (`address`: "local" starts a Ray
     instance on this machine, "auto" joins the running cluster, or ray://host:10001)."""
-    from colora_cli.api.restoring import list_jobs
+    from colora.api.restoring import list_jobs
 
     if task == "auto":
         raise InvalidInputError("--ray restores with one task's adapter; --task auto runs without --ray")
     if workers < 1:
         raise InvalidInputError(f"--workers must be at least 1, not {workers}")
-    from colora_cli.api.models import adapter_file
+    from colora.api.models import adapter_file
 
     adapter = store.adapter(store.task(task))
     if adapter is None:
@@ -184,7 +184,7 @@ def _where(address: str) -> str:
 def _remove_own_leftovers(out_dir: Path, names: set[str]) -> None:
     """Temporary files that a killed earlier run left for outputs still to be written (colora's own
     `.NAME.xxxxxxxx.part` names, core/files.py); nothing else is touched."""
-    from core.files import is_temp_name
+    from colora.core.files import is_temp_name
 
     for entry in out_dir.iterdir():
         if entry.is_file() and not entry.is_symlink() and is_temp_name(entry.name) and _temp_target(entry.name) in names:

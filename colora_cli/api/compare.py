@@ -5,11 +5,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colora_cli.api.progress import SILENT, Reporter
-from core.errors import ConflictError, InvalidInputError
+from colora.api.progress import SILENT, Reporter
+from colora.core.errors import ConflictError, InvalidInputError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.store import Store
+    from colora.store.store import Store
 
 
 @dataclass
@@ -35,12 +35,12 @@ def compare_grid(store: Store, image: Path, tasks: list[str], out: Path, *, over
                  tile: int = 512, device: str = "auto", max_pixels: int | None = None,
                  reporter: Reporter = SILENT) -> Grid:
     """Restore `image` with each task's adapter; write the input and one tile per task into `out`."""
-    from colora_cli.api.models import task_model
-    from colora_cli.api.tasks import require_adapters
-    from core.data.images import load_image, read_image_size
-    from core.device import resolve_device
-    from core.inference.tiles import restore_array
-    from core.report.grid import write_grid
+    from colora.api.models import task_model
+    from colora.api.tasks import require_adapters
+    from colora.core.data.images import load_image, read_image_size
+    from colora.core.device import resolve_device
+    from colora.core.inference.tiles import restore_array
+    from colora.core.report.grid import write_grid
 
     check_grid_output(image, out, overwrite)
     store.refuse_inside(out, "the grid")

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.doctor import Finding
-    from store.reindex import Reindexed
+    from colora.store.doctor import Finding
+    from colora.store.reindex import Reindexed
 
 
 @dataclass
@@ -29,10 +29,10 @@ def run_doctor(home=None, *, fix: bool = False, reindex: bool = False) -> Doctor
     """Check the store; with `fix`, repair what is safe (temporary files, dead runs, weight files the
     index lost: re-indexed, never deleted); with `reindex`, first rebuild a damaged or lost index
     from the weight files."""
-    from store.doctor import check
-    from store.doctor import fix as repair
-    from store.reindex import rebuild
-    from store.store import Store
+    from colora.store.doctor import check
+    from colora.store.doctor import fix as repair
+    from colora.store.reindex import rebuild
+    from colora.store.store import Store
 
     reindexed = None
     if reindex:

@@ -7,12 +7,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colora_cli.api.progress import SILENT, Reporter
-from core.errors import InvalidInputError
+from colora.api.progress import SILENT, Reporter
+from colora.core.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.schema import Backbone
-    from store.store import Store
+    from colora.store.schema import Backbone
+    from colora.store.store import Store
 
 REPORT_PANELS = ("backbone", "adapter")  # the models whose outputs the report's example strips show
 ENSEMBLED = "adapter x8"  # the subject of `eval --self-ensemble`: the adapter averaged over 8 flips/turns
@@ -42,8 +42,8 @@ class _Crops:
     views: dict = field(default_factory=dict)  # stem -> {"box", "size", "images": {panel: uint8 array}}
 
     def __call__(self, stem: str, x, y, outputs: dict) -> None:
-        from core.data.crops import to_numpy
-        from core.report.images import error_crop, to_uint8
+        from colora.core.data.crops import to_numpy
+        from colora.core.report.images import error_crop, to_uint8
 
         degraded, target = to_numpy(x), to_numpy(y)
         top, left, ch, cw = error_crop(degraded, target)
@@ -58,10 +58,10 @@ def evaluate_task(store: Store, name: str, *, against: list[str] | None = None, 
     """Score the task's validation pairs (and, `against`, other tasks' adapters on them); record the
     results in the store; with `report`, write the HTML report folder there. `self_ensemble`: the
     adapter is also scored restoring with the x8 self-ensemble (subject `adapter x8`)."""
-    from colora_cli.api.models import backbone_model, task_model
-    from colora_cli.api.tasks import require_adapters, require_unchanged
-    from core.device import resolve_device
-    from core.inference.evaluate import evaluate
+    from colora.api.models import backbone_model, task_model
+    from colora.api.tasks import require_adapters, require_unchanged
+    from colora.core.device import resolve_device
+    from colora.core.inference.evaluate import evaluate
 
     task = store.task(name)
     val_pairs = store.pairs(task, "val")
@@ -73,7 +73,7 @@ def evaluate_task(store: Store, name: str, *, against: list[str] | None = None, 
         raise InvalidInputError(f"--against lists '{name}' itself", hint="its own adapter is always scored; list other tasks")
     other_adapters = require_adapters(store, others, "--against")
     if report is not None:
-        from core.report.page import check_report_dir
+        from colora.core.report.page import check_report_dir
 
         store.refuse_inside(report, "the report folder")
         check_report_dir(report, overwrite)  # before any work, so a refusal writes nothing
@@ -106,7 +106,7 @@ def evaluate_task(store: Store, name: str, *, against: list[str] | None = None, 
         data = _report_data(store, task, adapter, meta, backbone_row, results, stored, crops,
                             command or f"colora eval {name} --report {report}")
         data["harm"] = outcome.harm
-        from core.report.page import write_report
+        from colora.core.report.page import write_report
 
         outcome.report = write_report(report, data, overwrite=overwrite)
     return outcome
@@ -136,8 +136,8 @@ def _subject_label(subject: str, task: str, backbone_name: str) -> str:
 def _report_data(store: Store, task, adapter, meta, backbone_row: Backbone, results: dict, stored: dict,
                  crops: _Crops, command: str) -> dict:
     """What core.report.page renders: this evaluation's rows as stored, crops, the training record, the plan."""
-    from colora_cli.api.ranking import plan_scores
-    from core.report.images import pick_examples
+    from colora.api.ranking import plan_scores
+    from colora.core.report.images import pick_examples
 
     metrics = [{"subject": s, "label": _subject_label(s, task.name, backbone_row.name), "psnr": row.psnr,
                 "ssim": row.ssim, "n_pairs": row.n_pairs, "eval_id": row.id} for s, row in stored.items()]

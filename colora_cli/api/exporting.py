@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colora_cli.api.progress import SILENT, Reporter
-from core.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
+from colora.api.progress import SILENT, Reporter
+from colora.core.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.schema import Adapter
-    from store.store import Store
+    from colora.store.schema import Adapter
+    from colora.store.store import Store
 
 ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
 # `auto` on the CPU: the first of these that is installed, else torch. bench/speed.py `--only engines`
@@ -33,10 +33,10 @@ def export_onnx_task(store: Store, task: str, file: Path, *, overwrite: bool = F
     """Write the task's model (backbone + adapter, merged) as one ONNX file: any batch, height and
     width; input `image` (N, 3, H, W) in [0, 1], output `restored` (not clamped). Where onnxruntime
     is installed, the file is run on a test image of an odd size and compared with colora's output."""
-    from colora_cli.api.models import task_parts
-    from core.inference.engines import (OnnxRuntimeEngine, export_onnx, installed, max_abs_error, merged_nafnet,
+    from colora.api.models import task_parts
+    from colora.core.inference.engines import (OnnxRuntimeEngine, export_onnx, installed, max_abs_error, merged_nafnet,
                                         probe_image)
-    from core.model.fast import FastNAFNet
+    from colora.core.model.fast import FastNAFNet
 
     adapter = _adapter(store, task)
     file = Path(file)
@@ -57,10 +57,80 @@ def export_onnx_task(store: Store, task: str, file: Path, *, overwrite: bool = F
     return OnnxExport(file, error, tuple(probe.shape[-2:]))
 
 
+@dataclass
+class ModelExport:
+    path: Path
+    card: Path  # the JSON card beside it
+    arguments: dict  # the official NAFNet's constructor arguments for the file
+
+
+# What differs from the official NAFNet, in the card: the weights are the same layout, the padding may not be.
+PADDING_NOTE = {
+    "replicate": ("colora pads an image whose sides are not a multiple of {m} by repeating its last row and "
+                  "column; the official NAFNet (and spandrel) pads with zeros. Where a side needs padding, the "
+                  "last few rows or columns can differ; elsewhere the outputs agree within float rounding."),
+    "zeros": "colora pads with zeros, as the official NAFNet does: the outputs agree within float rounding.",
+}
+
+
+def export_model_task(store: Store, task: str, file: Path, *, overwrite: bool = False) -> ModelExport:
+    """Write the task's model (backbone + adapter, merged) as a BasicSR-layout NAFNet checkpoint
+    (.pth with `params`, or .safetensors) that spandrel / chaiNNer / BasicSR load, and a JSON card
+    beside it (FILE.json): task, backbone and its fingerprint, the architecture, last validation
+    scores, and what the padding changes."""
+    import json
+
+    from colora import __version__
+    from colora.api.models import task_parts
+    from colora.core.files import atomic_write, refuse_special
+    from colora.core.inference.engines import merged_nafnet
+    from colora.core.interop.basicsr import EXPORT_SUFFIXES, nafnet_arguments, save_checkpoint
+
+    file = Path(file)
+    card = file.with_name(file.name + ".json")
+    if file.suffix.lower() not in EXPORT_SUFFIXES:
+        raise InvalidInputError(f"{file.name}: write a .pth or .safetensors file",
+                                hint="name the file NAME.pth (BasicSR, chaiNNer) or NAME.safetensors")
+    adapter = _adapter(store, task)
+    for dest in (file, card):
+        store.refuse_inside(dest, "the destination")
+        if (dest.exists() or dest.is_symlink()) and not overwrite:
+            raise ConflictError(f"{dest} already exists", hint="pass --overwrite to replace it")
+        if overwrite:
+            refuse_special(dest)
+    backbone, deltas, meta = task_parts(store, adapter)
+    model = merged_nafnet(backbone, deltas)
+    config = backbone.config
+    scores = {}
+    task_row = store.task(task)
+    for subject in ("input", "adapter"):
+        last = store.last_eval(task_row, subject)
+        if last is not None and (subject == "input" or last.adapter_id == adapter.id):
+            scores[subject] = {"psnr": round(last.psnr, 3), "ssim": round(last.ssim, 4)}
+    arguments = nafnet_arguments(config)
+    info = {
+        "task": task,
+        "format": "NAFNet, BasicSR layout" + (" ({'params': state_dict})" if file.suffix.lower() == ".pth" else ""),
+        "architecture": {"name": "NAFNet", **arguments},
+        "input": "RGB in [0, 1], (N, 3, H, W), any H and W; clamp the output to [0, 1]",
+        "backbone": adapter.backbone.name,
+        "backbone_sha256": meta.backbone_sha256,
+        "adapter": {"plan": adapter.plan_method, "recycled": adapter.recycled, "file_sha256": adapter.file_sha256},
+        "validation": scores or "not evaluated (run `colora eval " + task + "`)",
+        "padding": PADDING_NOTE["replicate" if config.pad_mode == "replicate" else "zeros"].format(m=config.multiple),
+        "colora_version": __version__,
+    }
+    header = {"format": "nafnet", "task": task, "backbone_sha256": meta.backbone_sha256}
+    save_checkpoint(file, model, overwrite=overwrite, metadata=header)
+    with atomic_write(card, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return ModelExport(file, card, arguments)
+
+
 def resolve_engine(engine: str, device: str, task: str) -> str:
     """`--engine` as the engine that will run: `auto` is the fastest installed one on the CPU
     (AUTO_ORDER) and PyTorch on a GPU or for `--task auto`; an explicit engine must be installed."""
-    from core.inference.engines import installed, require
+    from colora.core.inference.engines import installed, require
 
     if engine not in ENGINE_CHOICES:
         raise InvalidInputError(f"unknown engine {engine!r}; use one of {', '.join(ENGINE_CHOICES)}",
@@ -92,9 +162,9 @@ def engine_model(store: Store, task: str, adapter: Adapter, engine: str, reporte
     """The task's model run by `engine` (onnxruntime or openvino) from its cached ONNX export, made
     on first use. It is checked against colora's own graph on a test image before it is used: a
     damaged or stale cache file is exported again, and an engine that computes otherwise is refused."""
-    from colora_cli.api.models import task_parts
-    from core.inference.engines import GRAPHS, build_graph, export_onnx, load_engine, max_abs_error
-    from core.model.fast import FastNAFNet
+    from colora.api.models import task_parts
+    from colora.core.inference.engines import GRAPHS, build_graph, export_onnx, load_engine, max_abs_error
+    from colora.core.model.fast import FastNAFNet
 
     backbone, deltas, _ = task_parts(store, adapter)
     ours = FastNAFNet(backbone, deltas)
@@ -121,13 +191,13 @@ def engine_model(store: Store, task: str, adapter: Adapter, engine: str, reporte
 
 
 def _exact(error: float) -> bool:
-    from core.inference.engines import EXACT
+    from colora.core.inference.engines import EXACT
 
     return error <= EXACT
 
 
 def _inexact(engine: str, error: float) -> IntegrityError:
-    from core.inference.engines import EXACT
+    from colora.core.inference.engines import EXACT
 
     return IntegrityError(f"{engine} computes the exported model differently from colora (max abs error "
                           f"{error:.2g} on a test image, at most {EXACT:g} allowed)",

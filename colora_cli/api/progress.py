@@ -8,7 +8,7 @@ Update = Callable[..., None]  # update(completed, loss=None)
 
 
 class Reporter:
-    """Silent: what a Python caller gets by default. The CLI's subclass prints (colora_cli.output)."""
+    """Silent: what a Python caller gets by default. The CLI's subclass prints (colora.cli.output)."""
 
     def note(self, message: str) -> None:
         """A line for the user (a choice made, a step started, something skipped)."""

@@ -5,12 +5,12 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from colora_cli.api.progress import SILENT, Reporter
+from colora.api.progress import SILENT, Reporter
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from core.training.ranks import RankPlan
-    from store.schema import Backbone, Task
-    from store.store import Store
+    from colora.core.training.ranks import RankPlan
+    from colora.store.schema import Backbone, Task
+    from colora.store.store import Store
 
 DEFAULT_BUDGET = 0.07  # LoRA parameters as a fraction of the backbone's (the paper's ~7 %)
 # FAIG probe: K fine-tuning steps, M path points. 30/8 gives the plan of 100/16 (layer-score rank
@@ -41,8 +41,8 @@ class ComputedPlan:
 def rank_task(store: Store, name: str, options: PlanOptions | None = None, *, device: str = "auto",
               reporter: Reporter = SILENT) -> ComputedPlan:
     """`colora ranks`: compute the task's plan on the default backbone, store it, describe it."""
-    from colora_cli.api.models import backbone_model
-    from core.device import resolve_device
+    from colora.api.models import backbone_model
+    from colora.core.device import resolve_device
 
     task = store.task(name)
     backbone_row = store.backbone()
@@ -56,9 +56,9 @@ def rank_task(store: Store, name: str, options: PlanOptions | None = None, *, de
 def compute_plan(store: Store, task: Task, backbone_row: Backbone, backbone, options: PlanOptions | None = None, *,
                  device="cpu", reporter: Reporter = SILENT) -> tuple[RankPlan, dict]:
     """Compute the plan, store it with the task and return it with its stored info."""
-    from colora_cli.api.tasks import checked_pairs
-    from core.errors import InvalidInputError
-    from core.training.ranks import METHODS, faig_scores, plan_from_scores, uniform_plan
+    from colora.api.tasks import checked_pairs
+    from colora.core.errors import InvalidInputError
+    from colora.core.training.ranks import METHODS, faig_scores, plan_from_scores, uniform_plan
 
     o = options or PlanOptions()
     if o.method not in METHODS:
@@ -99,8 +99,8 @@ def plan_scores(task: Task, backbone_sha256: str) -> dict[str, float] | None:
 
 def describe_plan(backbone, ranks: dict[str, int], info: dict) -> tuple[list[dict], list[dict]]:
     """Per layer (path, contribution, rank, params) and per stage (encoder -> middle -> decoder)."""
-    from core.model.lora import lora_targets
-    from core.training.ranks import layer_cost, stage_of
+    from colora.core.model.lora import lora_targets
+    from colora.core.training.ranks import layer_cost, stage_of
 
     targets = lora_targets(backbone)
     scores = info.get("scores") or {}

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colora_cli.api.progress import SILENT, Reporter
-from core.errors import ColoraError, ConflictError, IntegrityError, InvalidInputError, NotFoundError
+from colora.api.progress import SILENT, Reporter
+from colora.core.errors import ColoraError, ConflictError, IntegrityError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.schema import Adapter, Backbone
-    from store.store import Store
+    from colora.store.schema import Adapter, Backbone
+    from colora.store.store import Store
 
 SIGNATURE_PAIRS = 16  # training inputs per task that make its signature
 MAX_CLEAN = 64  # clean images the meta-adapter's surrogate episodes are drawn from
@@ -23,8 +23,8 @@ def load_zoo(store: Store, backbone_row: Backbone, backbone, *, exclude: str | N
     """(rows, ZooAdapters) of every trained adapter on this backbone (but `exclude`'s), checked like any adapter."""
     import torch
 
-    from colora_cli.api.models import adapter_file
-    from core.recycle.mixture import zoo_adapter
+    from colora.api.models import adapter_file
+    from colora.core.recycle.mixture import zoo_adapter
 
     rows = store.zoo(backbone_row, exclude=exclude)
     if not rows:
@@ -42,9 +42,9 @@ def signatures(store: Store, backbone_row: Backbone, backbone) -> tuple[dict[str
     the store); and the tasks left out because they have none."""
     import torch
 
-    from core.data.crops import to_tensor
-    from core.data.images import load_image
-    from core.recycle.signature import EMBEDDING_VERSION, image_features, signature
+    from colora.core.data.crops import to_tensor
+    from colora.core.data.images import load_image
+    from colora.core.recycle.signature import EMBEDDING_VERSION, image_features, signature
 
     found, skipped = {}, []
     for row in store.adapters(backbone_row):
@@ -93,8 +93,8 @@ def adapt_task(store: Store, name: str, options: AdaptOptions | None = None,
     """Build the task's adapter from the other tasks' adapters, fitted on its few pairs; no training."""
     import torch
 
-    from colora_cli.api.models import backbone_model
-    from colora_cli.api.tasks import pair_tensors
+    from colora.api.models import backbone_model
+    from colora.api.tasks import pair_tensors
 
     o = options or AdaptOptions()
     if o.meta and o.per_stage:
@@ -139,7 +139,7 @@ def adapt_task(store: Store, name: str, options: AdaptOptions | None = None,
 def _fitted_mixture(backbone, zoo, examples, o: AdaptOptions, steps: int, reporter: Reporter):
     from contextlib import nullcontext
 
-    from core.recycle.mixture import fit_mixture
+    from colora.core.recycle.mixture import fit_mixture
 
     reporter.note(f"Fitting a mixture of {len(zoo)} adapters on {len(examples)} pair(s) ...")
     with reporter.progress("refine", steps) if steps else nullcontext(lambda done: None) as update:
@@ -148,7 +148,7 @@ def _fitted_mixture(backbone, zoo, examples, o: AdaptOptions, steps: int, report
 
 
 def _predicted_mixture(store: Store, backbone_row: Backbone, backbone, zoo_rows, zoo, target: str, examples):
-    from core.recycle.meta import predict_for_zoo
+    from colora.core.recycle.meta import predict_for_zoo
 
     net, names, mask = load_meta_for(store, backbone_row, zoo_rows, target)
     return predict_for_zoo(net, backbone, names, zoo, examples, mask)
@@ -157,9 +157,9 @@ def _predicted_mixture(store: Store, backbone_row: Backbone, backbone, zoo_rows,
 def _save_recycled(store: Store, task, backbone_row: Backbone, backbone, zoo_rows, zoo, mixture, method: str, k: int,
                    started: float) -> tuple[str, int]:
     """Bake the mixture into an ordinary adapter file, marked recycled, and index it."""
-    from core.model.lora import lora_parameter_count
-    from core.model.weights import AdapterMeta, save_tensors_atomic
-    from core.recycle.mixture import bake
+    from colora.core.model.lora import lora_parameter_count
+    from colora.core.model.weights import AdapterMeta, save_tensors_atomic
+    from colora.core.recycle.mixture import bake
 
     tensors, plan = bake(backbone, zoo, mixture)
     shas = {r.task.name: r.file_sha256 for r in zoo_rows}
@@ -189,9 +189,9 @@ class Distilled:
 def distill_meta(store: Store, *, steps: int = 400, clean: Path | None = None, seed: int = 0,
                  reporter: Reporter = SILENT) -> Distilled:
     """Distil the meta-adapter of the current zoo (offline, once per zoo), for `adapt --meta`."""
-    from colora_cli.api.models import backbone_model
-    from core.model.weights import save_tensors_atomic
-    from core.recycle.meta import distill, meta_metadata
+    from colora.api.models import backbone_model
+    from colora.core.model.weights import save_tensors_atomic
+    from colora.core.recycle.meta import distill, meta_metadata
 
     backbone_row = store.backbone()
     backbone = backbone_model(store, backbone_row).eval()
@@ -230,8 +230,8 @@ def load_meta_for(store: Store, backbone_row: Backbone, zoo_rows: list[Adapter],
     task's own adapter). Refuses a meta-adapter distilled for another backbone or another set of adapters."""
     import torch
 
-    from core.model.weights import read_tensors
-    from core.recycle.meta import load_meta
+    from colora.core.model.weights import read_tensors
+    from colora.core.recycle.meta import load_meta
 
     record = store.meta_adapter()
     if record is None:
@@ -257,8 +257,8 @@ def load_meta_for(store: Store, backbone_row: Backbone, zoo_rows: list[Adapter],
 
 def _clean_images(store: Store, folder: Path | None):
     """Up to MAX_CLEAN clean images as (3, H, W) tensors: `folder`'s, else the targets of the store's tasks."""
-    from core.data.crops import to_tensor
-    from core.data.images import is_image_file, load_image
+    from colora.core.data.crops import to_tensor
+    from colora.core.data.images import is_image_file, load_image
 
     if folder is not None:
         if not Path(folder).is_dir():

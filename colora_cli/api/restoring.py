@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colora_cli.api.progress import SILENT, Reporter
-from core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
+from colora.api.progress import SILENT, Reporter
+from colora.core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.store import Store
+    from colora.store.store import Store
 
 FAR = 6.0  # a nearest signature farther than this (in within-task spreads) is flagged as a poor match
 
@@ -50,11 +50,11 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
     onnxruntime or openvino (api/exporting.py), or `auto`, the fastest installed one. `self_ensemble`:
     each image is the average of its 8 flips and quarter turns restored (core/inference/ensemble.py).
     """
-    from colora_cli.api.exporting import engine_model, resolve_engine
-    from colora_cli.api.models import task_model
-    from core.device import resolve_device
-    from core.inference.pipeline import restore_many
-    from core.inference.tiles import restore_tensor
+    from colora.api.exporting import engine_model, resolve_engine
+    from colora.api.models import task_model
+    from colora.core.device import resolve_device
+    from colora.core.inference.pipeline import restore_many
+    from colora.core.inference.tiles import restore_tensor
 
     engine = resolve_engine(engine, device, task)
     if task == "auto":
@@ -64,7 +64,7 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
         adapter = store.adapter(task_row)
         if adapter is None:
             raise NotFoundError(f"task '{task}' has no adapter yet", hint=f"train it with `colora train {task}`")
-        from colora_cli.api.evaluation import harm_of
+        from colora.api.evaluation import harm_of
 
         harm = harm_of(store, task_row)
         if harm is not None:
@@ -105,8 +105,8 @@ class AutoChooser:
         self.models: dict = {}
 
     def prepare(self, device, reporter: Reporter = SILENT) -> None:
-        from colora_cli.api.models import backbone_model
-        from colora_cli.api.recycling import signatures
+        from colora.api.models import backbone_model
+        from colora.api.recycling import signatures
 
         self.device = device
         self.backbone = backbone_model(self.store, self.backbone_row).eval()
@@ -119,9 +119,9 @@ class AutoChooser:
         self.adapters = {a.task.name: a for a in self.store.adapters(self.backbone_row)}
 
     def restore(self, src: Path, image):
-        from colora_cli.api.models import task_model
-        from core.inference.tiles import restore_tensor
-        from core.recycle.signature import image_features, nearest
+        from colora.api.models import task_model
+        from colora.core.inference.tiles import restore_tensor
+        from colora.core.recycle.signature import image_features, nearest
 
         ranking = nearest(image_features(image, self.backbone), self.signatures)
         name, distance = ranking[0]
@@ -149,7 +149,7 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool, decoded: di
     unreadable files. Every input is fully decoded here, so a truncated file stops the command
     before anything is written.
     """
-    from core.inference.pipeline import decode
+    from colora.core.inference.pipeline import decode
 
     jobs, broken = list_jobs(inputs, out_dir)
     unreadable = [f"broken link {p}" for p in broken]
@@ -183,7 +183,7 @@ def list_jobs(inputs: list[Path], out_dir: Path) -> tuple[list[tuple[Path, Path]
     Folders are read at their top level only (so an output folder inside an input folder is
     never read back as input); symlinks are followed.
     """
-    from core.data.images import IMAGE_EXTENSIONS, is_image_file
+    from colora.core.data.images import IMAGE_EXTENSIONS, is_image_file
 
     _check_out_dir(out_dir)
     out_resolved = out_dir.resolve()

@@ -16,17 +16,17 @@ def migrate_index(home, to: str) -> Migrated:
     """Copy the index of the store at `home` (wherever it is now) to `to`: a PostgreSQL URL, or
     "sqlite" for the store folder's own colora.db. Verified by counts, row hashes and file hashes;
     the source is then marked as moved (kept, but colora no longer uses it)."""
-    from core.errors import ConflictError, InvalidInputError
-    from store.database import shown
-    from store.store import Store
-    from store.transfer import copy_index
+    from colora.core.errors import ConflictError, InvalidInputError
+    from colora.store.database import shown
+    from colora.store.store import Store
+    from colora.store.transfer import copy_index
 
     source = Store.open(home)
     to_sqlite = to == "sqlite"
     if to_sqlite and not source.url or not to_sqlite and source.url and shown(source.url) == shown(to):
         raise InvalidInputError(f"the index is already in {source.index_name}",
                                 hint="give --to another place: a postgresql+psycopg:// URL, or sqlite")
-    from store.paths import DB_NAME
+    from colora.store.paths import DB_NAME
 
     if to_sqlite and (source.root / DB_NAME).exists():
         raise ConflictError(f"{source.root / DB_NAME} exists (the index this store had before it moved?)",

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import IntegrityError, InvalidInputError
+from colora.core.errors import IntegrityError, InvalidInputError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.schema import Pair, Task
-    from store.store import Store
+    from colora.store.schema import Pair, Task
+    from colora.store.store import Store
 
 DEFAULT_VAL_FRACTION = 0.2
 
@@ -29,9 +29,9 @@ def add_task(store: Store, name: str, folder: str | Path, *, val_fraction: float
     Every file is checked before anything is written. With `val`, every pair in `folder` trains
     and `val`'s pairs validate; otherwise a seeded share `val_fraction` (default 0.2) validates.
     """
-    from core.data.pairs import find_pairs, split_pairs
-    from store.names import validate_slug
-    from store.store import NewPair
+    from colora.core.data.pairs import find_pairs, split_pairs
+    from colora.store.names import validate_slug
+    from colora.store.store import NewPair
 
     if val is not None and val_fraction is not None:
         raise InvalidInputError("use either --val or --val-fraction, not both")
@@ -106,7 +106,7 @@ def remove_task(store: Store, name: str) -> None:
 
 def require_adapters(store: Store, names: list[str], option: str) -> list:
     """The adapter row of every named task; unknown tasks and tasks without one are refused."""
-    from core.errors import NotFoundError
+    from colora.core.errors import NotFoundError
 
     adapters = []
     for name in names:
@@ -123,7 +123,7 @@ def require_adapters(store: Store, names: list[str], option: str) -> list:
 
 def manifest_changes(pairs: list[Pair]) -> list[str]:
     """One line per pair file that is missing or whose content changed since `task add`."""
-    from core.files import sha256_file
+    from colora.core.files import sha256_file
 
     changes = []
     for p in pairs:
@@ -156,6 +156,6 @@ def checked_pairs(store: Store, task: Task, split: str, limit: int | None = None
 
 def pair_tensors(store: Store, task: Task, split: str = "train", limit: int | None = None) -> list:
     """(input, target) tensors of a task's pairs, checked unchanged since `task add`."""
-    from core.data.crops import load_pair
+    from colora.core.data.crops import load_pair
 
     return [load_pair(p.input_path, p.target_path) for p in checked_pairs(store, task, split, limit)]

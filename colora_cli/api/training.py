@@ -5,12 +5,12 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from colora_cli.api.progress import SILENT, Reporter
-from core.errors import InvalidInputError
+from colora.api.progress import SILENT, Reporter
+from colora.core.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
-    from store.schema import Adapter, Backbone, Task
-    from store.store import Store
+    from colora.store.schema import Adapter, Backbone, Task
+    from colora.store.store import Store
 
 QUICK_VAL_PAIRS = 4  # validation pairs scored in the training summary (not recorded; `colora eval` does that)
 SELECTION_PAIRS = 8  # validation pairs whose centres pick the best state during training
@@ -63,13 +63,13 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
     Under `torchrun --nproc-per-node N`, each process trains on its slice of every batch
     (data-parallel, `batch_size` per process); the leader (rank 0) decides, writes and returns the
     outcome, the others return None (core/training/distributed.py)."""
-    from colora_cli.api.models import backbone_model
-    from colora_cli.api.tasks import checked_pairs
-    from core.device import resolve_device
-    from core.model.backbone import count_parameters
-    from core.model.lora import lora_parameter_count
-    from core.training.distributed import join
-    from core.training.loop import TrainConfig
+    from colora.api.models import backbone_model
+    from colora.api.tasks import checked_pairs
+    from colora.core.device import resolve_device
+    from colora.core.model.backbone import count_parameters
+    from colora.core.model.lora import lora_parameter_count
+    from colora.core.training.distributed import join
+    from colora.core.training.loop import TrainConfig
 
     o = options or TrainOptions()
     if o.steps is not None and o.minutes is not None:
@@ -128,10 +128,10 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
 def _follow(store: Store, task: Task, device, world) -> None:
     """A torchrun process other than the leader: trains its slice of each batch with the run the
     leader started (settings from the store), and writes nothing."""
-    from colora_cli.api.models import backbone_model
-    from colora_cli.api.tasks import checked_pairs
-    from core.training.adapter import train_adapter
-    from core.training.loop import TrainConfig
+    from colora.api.models import backbone_model
+    from colora.api.tasks import checked_pairs
+    from colora.core.training.adapter import train_adapter
+    from colora.core.training.loop import TrainConfig
 
     started = json.loads(world.share(None))
     run = store.run(started["run"])
@@ -147,11 +147,11 @@ def _follow(store: Store, task: Task, device, world) -> None:
 def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbone, train_pairs, selection, config, plan,
                   method, budget, info, device, *, resumed: bool, reporter: Reporter, world=None):
     """The training itself, with the run's status kept true whatever happens."""
-    from core.model.backbone import count_parameters
-    from core.model.lora import lora_parameter_count
-    from core.model.weights import save_adapter
-    from core.training.adapter import train_adapter
-    from store.status import RunStatus
+    from colora.core.model.backbone import count_parameters
+    from colora.core.model.lora import lora_parameter_count
+    from colora.core.model.weights import save_adapter
+    from colora.core.training.adapter import train_adapter
+    from colora.store.status import RunStatus
 
     beat = _Heartbeat(store, run)
     try:
@@ -182,7 +182,7 @@ def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbon
 
 def _selection_pairs(store: Store, task: Task) -> list:
     """The validation pairs that pick the best state during training (unchanged since `task add`)."""
-    from colora_cli.api.tasks import manifest_changes
+    from colora.api.tasks import manifest_changes
 
     pairs = store.pairs(task, "val")[:SELECTION_PAIRS]
     return [] if manifest_changes(pairs) else pairs
@@ -192,7 +192,7 @@ def _schedule(backbone, train_pairs, config, plan, minutes: float | None, valida
     """The run's step count (from `minutes`, measured on this machine) and validation interval."""
     from dataclasses import replace
 
-    from core.training.adapter import seconds_per_step
+    from colora.core.training.adapter import seconds_per_step
 
     if minutes is not None:
         step_s = seconds_per_step(backbone, [(p.input_path, p.target_path) for p in train_pairs], config, plan,
@@ -206,8 +206,8 @@ def _schedule(backbone, train_pairs, config, plan, minutes: float | None, valida
 def choose_plan(store: Store, task: Task, backbone_row: Backbone, backbone, rank: int | None, seed: int, device,
                 reporter: Reporter = SILENT):
     """(ranks, method, budget, info): uniform with `rank`, else the task's plan, computed if missing."""
-    from colora_cli.api.ranking import PlanOptions, compute_plan, stored_plan
-    from core.model.lora import uniform_rank_plan
+    from colora.api.ranking import PlanOptions, compute_plan, stored_plan
+    from colora.core.model.lora import uniform_rank_plan
 
     if rank is not None:
         return uniform_rank_plan(backbone, rank), "uniform", None, {"method": "uniform", "rank": rank}
@@ -223,10 +223,10 @@ def choose_plan(store: Store, task: Task, backbone_row: Backbone, backbone, rank
 
 def _quick_validation(store: Store, task: Task, adapter: Adapter, backbone, device, outcome: TrainOutcome) -> None:
     """Validation PSNR of the new adapter on at most QUICK_VAL_PAIRS pairs, for the summary; not recorded."""
-    from colora_cli.api.models import task_model
-    from colora_cli.api.tasks import manifest_changes
-    from core.errors import ColoraError
-    from core.inference.evaluate import evaluate
+    from colora.api.models import task_model
+    from colora.api.tasks import manifest_changes
+    from colora.core.errors import ColoraError
+    from colora.core.inference.evaluate import evaluate
 
     val_pairs = store.pairs(task, "val")
     if not val_pairs:
@@ -261,7 +261,7 @@ class _Heartbeat:
 
 
 def _checkpoint_step(store: Store, run) -> str:
-    from core.files import read_safetensors_header
+    from colora.core.files import read_safetensors_header
 
     try:
         return read_safetensors_header(store.path(run.checkpoint_path))[1].get("step", "?")
@@ -270,6 +270,6 @@ def _checkpoint_step(store: Store, run) -> str:
 
 
 def _count(n: int) -> str:
-    from core.text import human_count
+    from colora.core.text import human_count
 
     return human_count(n)

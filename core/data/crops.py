@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from core.errors import InvalidInputError
-from core.data.images import load_image
+from colora.core.errors import InvalidInputError
+from colora.core.data.images import load_image
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
-from core.files import atomic_write
+from colora.core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
+from colora.core.files import atomic_write
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 

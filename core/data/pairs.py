@@ -29,9 +29,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import InvalidInputError, NotFoundError
-from core.data.images import ImageMeta, ImageReadError, is_image_file, verify_image
-from core.files import sha256_file
+from colora.core.errors import InvalidInputError, NotFoundError
+from colora.core.data.images import ImageMeta, ImageReadError, is_image_file, verify_image
+from colora.core.files import sha256_file
 
 INPUT_DIR_NAMES = ("input", "inputs", "lq", "degraded", "low", "noisy", "rain", "rainy",
                    "blur", "blurry", "hazy", "haze")

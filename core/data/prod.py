@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.data.degradations import DEGRADATIONS
+from colora.core.data.degradations import DEGRADATIONS
 
 Tensor = torch.Tensor
 

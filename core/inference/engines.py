@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.errors import ColoraError, InvalidInputError
-from core.files import atomic_write
+from colora.core.errors import ColoraError, InvalidInputError
+from colora.core.files import atomic_write
 
 GRAPHS = {"onnxruntime": "fast", "openvino": "plain"}  # each engine's fastest graph (module doc)
 PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # the module each engine imports
@@ -53,7 +53,7 @@ def require(engine: str) -> None:
 def merged_nafnet(backbone: nn.Module, deltas: dict[str, torch.Tensor]) -> nn.Module:
     """A plain copy of `backbone` with an adapter's deltas added to its weights (no LoRA layers):
     the graph a portable ONNX file holds. The backbone is not changed."""
-    from core.model.lora import lora_targets
+    from colora.core.model.lora import lora_targets
 
     model = copy.deepcopy(backbone).eval()
     targets = lora_targets(model)
@@ -67,7 +67,7 @@ def build_graph(kind: str, backbone: nn.Module, deltas: dict[str, torch.Tensor])
     """The module to export for a graph kind (`plain` or `fast`, module doc); GRAPHS[engine] is
     the kind an engine runs."""
     if kind == "fast":
-        from core.model.fast import FastNAFNet
+        from colora.core.model.fast import FastNAFNet
 
         return FastNAFNet(backbone.eval(), deltas)
     if kind == "plain":
@@ -78,7 +78,7 @@ def build_graph(kind: str, backbone: nn.Module, deltas: dict[str, torch.Tensor])
 def export_onnx(graph: nn.Module, path: str | os.PathLike, *, overwrite: bool = True) -> None:
     """Write `graph` (a NAFNet or FastNAFNet, on the CPU) as one ONNX file, atomically, with dynamic
     height and width (and batch, for a plain NAFNet); input `image`, output `restored`."""
-    from core.model.fast import FastNAFNet
+    from colora.core.model.fast import FastNAFNet
 
     graph = graph.cpu().eval()
     example = torch.rand(1, 3, 37, 53, generator=torch.Generator().manual_seed(0))  # odd: the padding is traced

@@ -6,9 +6,9 @@ from collections.abc import Callable, Collection, Sequence
 import torch
 from torch import nn
 
-from core.data.crops import load_pair
-from core.inference.metrics import psnr, ssim
-from core.inference.tiles import DEFAULT_TILE, restore_tensor
+from colora.core.data.crops import load_pair
+from colora.core.inference.metrics import psnr, ssim
+from colora.core.inference.tiles import DEFAULT_TILE, restore_tensor
 
 
 @torch.no_grad()
@@ -29,7 +29,7 @@ def evaluate(
     target, {subject: output})` sees every pair's images as they are scored (a report keeps crops
     of them, so nothing is decoded or restored twice).
     """
-    from core.model.fast import for_inference
+    from colora.core.model.fast import for_inference
 
     per: dict[str, list] = {name: [] for name in models}
     models = {name: None if m is None else for_inference(m.to(device).eval()) for name, m in models.items()}

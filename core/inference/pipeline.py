@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.errors import ColoraError
+from colora.core.errors import ColoraError
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Decoded:
 
 
 def decode(src: Path, max_pixels: int | None = None) -> Decoded:
-    from core.data.images import load_image
+    from colora.core.data.images import load_image
 
     return Decoded(*load_image(src, max_pixels))
 
@@ -80,7 +80,7 @@ def restore_many(
     returns the restored tensor, in [0, 1]. `decoded` holds images already decoded by the caller
     (each is used once and dropped).
     """
-    from core.data.images import save_image
+    from colora.core.data.images import save_image
 
     decoded = dict(decoded or {})
     threads = io_threads() if threads is None else threads

@@ -39,7 +39,7 @@ def restore_tensor(model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TI
     each tile is restored as the average over its 8 flips and quarter turns (8x the time).
     """
     if self_ensemble:
-        from core.inference.ensemble import SelfEnsemble
+        from colora.core.inference.ensemble import SelfEnsemble
 
         model = SelfEnsemble(model)
     device = _device_of(model)
@@ -73,6 +73,6 @@ def restore_array(model: nn.Module, rgb, tile: int = DEFAULT_TILE):
     """Restore one H x W x 3 float image in [0, 1] (numpy) with `model`; returns the same kind."""
     import numpy as np
 
-    from core.data.crops import to_numpy, to_tensor
+    from colora.core.data.crops import to_numpy, to_tensor
 
     return to_numpy(restore_tensor(model.eval(), to_tensor(np.asarray(rgb, dtype=np.float32)), tile))

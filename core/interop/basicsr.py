@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from core.errors import InvalidInputError, NotFoundError
-from core.model.backbone import LIMITS, BackboneConfig, NAFNet
-from core.model.lora import MAX_WEIGHT
-from core.model.weights import MAX_WEIGHTS_BYTES, expected_shapes, read_tensors
+from colora.core.errors import InvalidInputError, NotFoundError
+from colora.core.model.backbone import LIMITS, BackboneConfig, NAFNet
+from colora.core.model.lora import MAX_WEIGHT
+from colora.core.model.weights import MAX_WEIGHTS_BYTES, expected_shapes, read_tensors
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")  # BasicSR's keys first; EMA weights are the better ones
@@ -191,3 +191,35 @@ def describe_layout(config: BackboneConfig) -> str:
     """`width 32, encoders 2,2,4,8, middle 12, decoders 2,2,2,2`: how NAFNet papers name a size."""
     return (f"width {config.width}, encoders {','.join(map(str, config.enc_blocks))}, middle {config.middle_blocks}, "
             f"decoders {','.join(map(str, config.dec_blocks))}")
+
+
+# ---------------------------------------------------------------- writing (colora export-model)
+
+EXPORT_SUFFIXES = (".pth", ".safetensors")
+
+
+def save_checkpoint(path: Path, model: NAFNet, *, overwrite: bool = False, metadata: dict[str, str] | None = None) -> None:
+    """`model`'s weights in BasicSR's NAFNet layout, which spandrel, chaiNNer and BasicSR load:
+    `{"params": state_dict}` saved by torch.save (tensors only) for .pth, the bare state dict for
+    .safetensors (with `metadata` in its header). Written atomically; only a regular file is replaced."""
+    from safetensors.torch import save_file
+
+    from colora.core.files import atomic_write
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise InvalidInputError(f"{path.name}: write a .pth or .safetensors file",
+                                hint="name the file NAME.pth (BasicSR, chaiNNer) or NAME.safetensors")
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        if suffix == ".pth":
+            torch.save({"params": state}, tmp)
+        else:
+            save_file(state, str(tmp), metadata=metadata)
+
+
+def nafnet_arguments(config: BackboneConfig) -> dict:
+    """The official NAFNet's constructor arguments for this layout (BasicSR's option names)."""
+    return {"img_channel": config.in_channels, "width": config.width, "middle_blk_num": config.middle_blocks,
+            "enc_blk_nums": list(config.enc_blocks), "dec_blk_nums": list(config.dec_blocks)}

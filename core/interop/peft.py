@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from core.errors import ConflictError, InvalidInputError, NotFoundError
-from core.files import atomic_write, sha256_file
-from core.model.weights import MAX_ALPHA, MAX_RANK, AdapterMeta, read_tensors, save_tensors_atomic
+from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
+from colora.core.files import atomic_write, sha256_file
+from colora.core.model.weights import MAX_ALPHA, MAX_RANK, AdapterMeta, read_tensors, save_tensors_atomic
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InvalidInputError
+from colora.core.errors import InvalidInputError
 
 
 # Bounds on configs read from files: generous for real NAFNets (the official ones are width 32-64,

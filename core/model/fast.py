@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.model.backbone import NAFBlock, NAFNet
+from colora.core.model.backbone import NAFBlock, NAFNet
 
 
 def _conv_of(module: nn.Module) -> nn.Conv2d:
     """The plain conv behind a layer: merged LoRA wrappers hold the merged weight in `.base`."""
-    from core.model.lora import LoRAConv2d
+    from colora.core.model.lora import LoRAConv2d
 
     if isinstance(module, LoRAConv2d):
         if not module.merged:
@@ -39,7 +39,7 @@ class _Weights:
     """A layer's weight for the inference graph: its own (merged) weight, plus an adapter delta if given."""
 
     def __init__(self, model: nn.Module, deltas: dict[str, torch.Tensor] | None):
-        from core.model.lora import lora_targets
+        from colora.core.model.lora import lora_targets
 
         targets = lora_targets(model) if deltas else {}
         self.extra = {id(targets[p]): d for p, d in (deltas or {}).items()}
@@ -141,7 +141,7 @@ class FastNAFNet(nn.Module):
 
 def for_inference(model: nn.Module) -> nn.Module:
     """A FastNAFNet of `model` where it is a NAFNet whose LoRA layers (if any) are merged; else `model`."""
-    from core.model.lora import lora_layers
+    from colora.core.model.lora import lora_layers
 
     if isinstance(model, NAFNet) and all(layer.merged for layer in lora_layers(model).values()):
         return FastNAFNet(model).to(next(model.parameters()).device)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InvalidInputError
+from colora.core.errors import InvalidInputError
 
 LORA_MODES = ("weight", "activation")
 DAMAGED_HINT = ("the adapter file is damaged or was edited: get the original again "

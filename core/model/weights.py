@@ -20,10 +20,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
-from core.model.backbone import BackboneConfig, NAFNet
-from core.errors import IntegrityError, InvalidInputError, NotFoundError
-from core.files import atomic_write, safetensors_header
-from core.model.lora import DAMAGED_HINT, LORA_MODES, adapter_deltas, adapter_state, inject_lora, load_adapter_state
+from colora.core.model.backbone import BackboneConfig, NAFNet
+from colora.core.errors import IntegrityError, InvalidInputError, NotFoundError
+from colora.core.files import atomic_write, safetensors_header
+from colora.core.model.lora import DAMAGED_HINT, LORA_MODES, adapter_deltas, adapter_state, inject_lora, load_adapter_state
 
 ADAPTER_FORMAT = "colora-adapter"
 ADAPTER_FORMAT_VERSION = 1

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InvalidInputError
-from core.recycle.mixture import Mixture, ZooAdapter, mixture_forward
-from core.data.prod import ProdSampler, apply_recipe
-from core.recycle.signature import FEATURES, PAIR_FEATURES, image_features, pair_features
+from colora.core.errors import InvalidInputError
+from colora.core.recycle.mixture import Mixture, ZooAdapter, mixture_forward
+from colora.core.data.prod import ProdSampler, apply_recipe
+from colora.core.recycle.signature import FEATURES, PAIR_FEATURES, image_features, pair_features
 
 META_FORMAT = "colora-meta-adapter"
 META_FORMAT_VERSION = 1

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from core.errors import InvalidInputError
-from core.model.lora import (check_adapter_tensors, check_merge_finite, check_plan, lora_delta, lora_scaling,
+from colora.core.errors import InvalidInputError
+from colora.core.model.lora import (check_adapter_tensors, check_merge_finite, check_plan, lora_delta, lora_scaling,
                              lora_targets)
-from core.training.ranks import stage_of
-from core.model.weights import AdapterMeta
+from colora.core.training.ranks import stage_of
+from colora.core.model.weights import AdapterMeta
 
 
 @dataclass
@@ -181,7 +181,7 @@ def fit_mixture(
     names = [z.name for z in zoo]
     n = len(zoo)
     with torch.no_grad():
-        from core.model.fast import FastNAFNet
+        from colora.core.model.fast import FastNAFNet
 
         def outputs(net: nn.Module) -> torch.Tensor:
             fast = FastNAFNet(net)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data.crops import center_crop
+from colora.core.data.crops import center_crop
 
 EMBEDDING_VERSION = 1
 FEATURES = ("luma_mean", "luma_p05", "luma_p95", "noise_luma", "noise_chroma", "sharpness", "grad",

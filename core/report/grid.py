@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from core.errors import ConflictError, InvalidInputError
-from core.files import atomic_write
-from core.report.images import to_uint8
+from colora.core.errors import ConflictError, InvalidInputError
+from colora.core.files import atomic_write
+from colora.core.report.images import to_uint8
 
 GRID_MAX_SIDE = 1024
 GRID_MIN_SIDE = 192

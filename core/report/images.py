@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.errors import InvalidInputError
+from colora.core.errors import InvalidInputError
 
 CROP = 256
 

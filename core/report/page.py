@@ -21,10 +21,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.errors import ConflictError
-from core.report.images import CROP, to_uint8
-from core.report.plots import plot_loss, plot_ranks
-from core.text import human_bytes
+from colora.core.errors import ConflictError
+from colora.core.report.images import CROP, to_uint8
+from colora.core.report.plots import plot_loss, plot_ranks
+from colora.core.text import human_bytes
 
 REPORT_FILE = "index.html"
 IMG_DIR = "img"

@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.data.crops import PairSet, load_pair
-from core.model.backbone import NAFNet, count_parameters
-from core.model.lora import inject_lora, lora_layers, lora_parameter_count
-from core.model.weights import AdapterMeta
-from core.training.distributed import World
-from core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, Validator, fit
+from colora.core.data.crops import PairSet, load_pair
+from colora.core.model.backbone import NAFNet, count_parameters
+from colora.core.model.lora import inject_lora, lora_layers, lora_parameter_count
+from colora.core.model.weights import AdapterMeta
+from colora.core.training.distributed import World
+from colora.core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, Validator, fit
 
 
 def train_adapter(
@@ -84,8 +84,8 @@ VALIDATION_CROP = 256  # validation scores the centre of each pair (at most this
 
 def psnr_validator(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], device) -> Validator:
     """Mean PSNR of the model on the centres of (input, target) pairs, in the training format."""
-    from core.data.crops import center_crop
-    from core.inference.metrics import psnr
+    from colora.core.data.crops import center_crop
+    from colora.core.inference.metrics import psnr
 
     crops = [(center_crop(x, VALIDATION_CROP)[None].to(device).contiguous(memory_format=torch.channels_last),
               center_crop(y, VALIDATION_CROP)[None]) for x, y in pairs]

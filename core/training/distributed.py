@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from core.errors import ConflictError
+from colora.core.errors import ConflictError
 
 
 @dataclass(frozen=True)

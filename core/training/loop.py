@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import InvalidInputError
-from core.model.weights import read_tensors, save_tensors_atomic
-from core.training.distributed import World, peers_guarded
+from colora.core.errors import InvalidInputError
+from colora.core.model.weights import read_tensors, save_tensors_atomic
+from colora.core.training.distributed import World, peers_guarded
 
 LOSSES = ("l1", "psnr")
 

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.model.backbone import BackboneConfig, build_backbone, count_parameters
-from core.data.crops import apply_augment, augment_ops, to_tensor
-from core.errors import InvalidInputError, NotFoundError
-from core.data.images import is_image_file, load_image
-from core.data.prod import ProdSampler, apply_recipe
-from core.training.distributed import World
-from core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
-from core.model.weights import save_backbone
+from colora.core.model.backbone import BackboneConfig, build_backbone, count_parameters
+from colora.core.data.crops import apply_augment, augment_ops, to_tensor
+from colora.core.errors import InvalidInputError, NotFoundError
+from colora.core.data.images import is_image_file, load_image
+from colora.core.data.prod import ProdSampler, apply_recipe
+from colora.core.training.distributed import World
+from colora.core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
+from colora.core.model.weights import save_backbone
 
 MAX_WORKERS = 64
 

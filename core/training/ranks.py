@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core.data.crops import PairSet
-from core.errors import InvalidInputError
-from core.model.lora import lora_parameter_count, lora_targets
-from core.training.loop import TrainConfig, fit, restoration_loss
+from colora.core.data.crops import PairSet
+from colora.core.errors import InvalidInputError
+from colora.core.model.lora import lora_parameter_count, lora_targets
+from colora.core.training.loop import TrainConfig, fit, restoration_loss
 
 METHODS = ("faig", "uniform")
 

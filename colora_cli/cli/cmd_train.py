@@ -5,8 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Device, Home
+from colora.cli import output
+from colora.cli.options import Device, Home
 
 
 def train(
@@ -28,8 +28,8 @@ def train(
 
     Example: colora train rain --steps 500 --batch-size 4 --patch-size 96
     """
-    from colora_cli.api.training import TrainOptions, train_task
-    from store.store import Store
+    from colora.api.training import TrainOptions, train_task
+    from colora.store.store import Store
 
     options = TrainOptions(steps=steps, minutes=minutes, batch_size=batch_size, patch_size=patch_size, lr=lr, loss=loss,
                            seed=seed, rank=rank, checkpoint_every=checkpoint_every, resume=resume, device=device)

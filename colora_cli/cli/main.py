@@ -9,10 +9,12 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from colora_cli import __version__, output
-from colora_cli.commands import COMMANDS, DB_HELP, ROOT_HELP, Entry, short_help
-from core.errors import ColoraError
-from store.paths import ENV_DB_URL
+from colora import __version__
+
+from colora.cli import output
+from colora.cli.commands import COMMANDS, DB_HELP, ROOT_HELP, Entry, short_help
+from colora.core.errors import ColoraError
+from colora.store.paths import ENV_DB_URL
 
 
 # Typer's own control flow (help, exit codes, usage errors) must pass through untouched. Newer

@@ -12,14 +12,14 @@ import os
 import sys
 import textwrap
 
-from colora_cli import __version__
+from colora import __version__
 
 
 def run() -> None:
     code = answer(sys.argv[1:])
     if code is not None:
         sys.exit(code)
-    from colora_cli.main import app
+    from colora.cli.main import app
 
     app()
 
@@ -50,7 +50,7 @@ def _list(args: list[str]) -> int | None:
         else:
             return None
     try:
-        from store.summary import store_rows
+        from colora.store.summary import store_rows
 
         rows = store_rows(home or None)
     except Exception:  # noqa: BLE001 - errors are the full app's to explain
@@ -64,7 +64,7 @@ def _list(args: list[str]) -> int | None:
 
 def _plain_listing(rows: list[dict], as_json: bool) -> str | None:
     """The listing as Rich would print it off a terminal; None where only Rich can (a terminal, wide or non-ASCII cells)."""
-    from colora_cli import listing, plain
+    from colora.cli import listing, plain
 
     stream = sys.stdout if rows or as_json else sys.stderr
     if stream.isatty():
@@ -87,7 +87,7 @@ def _plain_listing(rows: list[dict], as_json: bool) -> str | None:
 
 
 def root_help() -> str:
-    from colora_cli.commands import COMMANDS, DB_HELP, ROOT_HELP, short_help
+    from colora.cli.commands import COMMANDS, DB_HELP, ROOT_HELP, short_help
 
     width = _help_width()
     lines = ["Usage: colora [OPTIONS] COMMAND [ARGS]...", ""]

@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Device, Home, MaxPixels, Tile
-from core.errors import InvalidInputError
+from colora.cli import output
+from colora.cli.options import Device, Home, MaxPixels, Tile
+from colora.core.errors import InvalidInputError
 
 
 def restore(
@@ -29,8 +29,8 @@ def restore(
 
     Example: colora restore --task rain photos/ extra.jpg -o restored/   (or --task auto, or --ray local)
     """
-    from colora_cli.api.restoring import restore_images
-    from store.store import Store
+    from colora.api.restoring import restore_images
+    from colora.store.store import Store
 
     if ray is not None:
         if overwrite or engine != "auto" or self_ensemble:
@@ -51,7 +51,7 @@ def restore(
 
 
 def _on_ray(store, task, inputs, out_dir, address, workers, tile, max_pixels, device) -> None:
-    from colora_cli.api.cluster import restore_on_ray
+    from colora.api.cluster import restore_on_ray
 
     done = restore_on_ray(store, task, inputs, out_dir, address=address, workers=workers, tile=tile,
                           max_pixels=max_pixels, device=device, reporter=output.REPORTER)

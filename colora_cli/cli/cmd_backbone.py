@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Device, Home, Json, command_group
+from colora.cli import output
+from colora.cli.options import Device, Home, Json, command_group
 
 app = command_group("The store's backbones: list, show, pre-train, import and export.")
 
@@ -19,8 +19,8 @@ def list_backbones(home: Home = None, as_json: Json = False) -> None:
 
     Example: colora backbone list
     """
-    from colora_cli.api.backbones import backbone_rows
-    from store.store import Store
+    from colora.api.backbones import backbone_rows
+    from colora.store.store import Store
 
     rows = backbone_rows(Store.open(home))
     if as_json:
@@ -41,8 +41,8 @@ def show(
 
     Example: colora backbone show prod-small
     """
-    from colora_cli.api.backbones import backbone_details
-    from store.store import Store
+    from colora.api.backbones import backbone_details
+    from colora.store.store import Store
 
     info = backbone_details(Store.open(home), name)
     if as_json:
@@ -78,8 +78,8 @@ def pretrain(
 
     Example: colora backbone pretrain ./clean-photos ./more-photos --name prod-small --steps 10000
     """
-    from colora_cli.api.backbones import PretrainOptions, pretrain_backbone
-    from store.store import Store
+    from colora.api.backbones import PretrainOptions, pretrain_backbone
+    from colora.store.store import Store
 
     options = PretrainOptions(name=name, config=config, steps=steps, batch_size=batch_size, patch_size=patch_size, lr=lr,
                               mode=mode, max_degradations=max_degradations, clean_fraction=clean_fraction, seed=seed, checkpoint_every=checkpoint_every,
@@ -105,9 +105,9 @@ def import_backbone(
     A NAFNet's size is read off its tensors; .pth files are read with torch.load(weights_only=True)
     only. Example: colora backbone import NAFNet-SIDD-width32.pth --name nafnet-sidd
     """
-    from colora_cli.api.backbones import import_backbone as run_import
-    from store.names import validate_slug
-    from store.store import Store
+    from colora.api.backbones import import_backbone as run_import
+    from colora.store.names import validate_slug
+    from colora.store.store import Store
 
     validate_slug(name, "backbone")
     row = run_import(Store.open(home), file, name, make_default=default)
@@ -125,8 +125,8 @@ def export_backbone(
 
     Example: colora backbone export prod-small ./prod-small.safetensors
     """
-    from colora_cli.api.backbones import export_backbone as run_export
-    from store.store import Store
+    from colora.api.backbones import export_backbone as run_export
+    from colora.store.store import Store
 
     row = run_export(Store.open(home), name, file, overwrite=overwrite)
     output.note(f"Exported '{row.name}' to {file}.")
@@ -138,7 +138,7 @@ def set_default(name: Annotated[str, typer.Argument(help="Backbone name.")], hom
 
     Example: colora backbone default prod-small
     """
-    from store.store import Store
+    from colora.store.store import Store
 
     Store.open(home).set_default_backbone(name)
     output.note(f"'{name}' is now the default backbone.")

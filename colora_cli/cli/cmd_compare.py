@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Device, Home, MaxPixels, Tile, task_names
+from colora.cli import output
+from colora.cli.options import Device, Home, MaxPixels, Tile, task_names
 
 
 def compare(
@@ -27,8 +27,8 @@ def compare(
 
     Example: colora compare photo.png --tasks rain,noise,haze -o grid.png
     """
-    from colora_cli.api.compare import check_grid_output, compare_grid
-    from store.store import Store
+    from colora.api.compare import check_grid_output, compare_grid
+    from colora.store.store import Store
 
     names = task_names(tasks, "--tasks")
     check_grid_output(image, out, overwrite)  # before the store is opened or any model loaded

@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Home, Json, command_group
-from core.errors import InvalidInputError
+from colora.cli import output
+from colora.cli.options import Home, Json, command_group
+from colora.core.errors import InvalidInputError
 
 app = command_group("Register, inspect and remove tasks (folders of degraded/clean pairs).")
 
@@ -26,9 +26,9 @@ def add(
 
     Example: colora task add rain ./pairs --val-fraction 0.2
     """
-    from colora_cli.api.tasks import add_task
-    from store.names import validate_slug
-    from store.store import Store
+    from colora.api.tasks import add_task
+    from colora.store.names import validate_slug
+    from colora.store.store import Store
 
     if val is not None and val_fraction is not None:
         raise typer.BadParameter("use either --val or --val-fraction, not both", param_hint="--val")
@@ -48,8 +48,8 @@ def show(
 
     Example: colora task show rain
     """
-    from colora_cli.api.tasks import task_details
-    from store.store import Store
+    from colora.api.tasks import task_details
+    from colora.store.store import Store
 
     info = task_details(Store.open(home), name)
     if as_json:
@@ -71,8 +71,8 @@ def rm(
 
     Example: colora task rm rain --yes
     """
-    from colora_cli.api.tasks import remove_task
-    from store.store import Store
+    from colora.api.tasks import remove_task
+    from colora.store.store import Store
 
     store = Store.open(home)
     task = store.task(name)

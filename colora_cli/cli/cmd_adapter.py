@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Home, command_group
+from colora.cli import output
+from colora.cli.options import Home, command_group
 
 app = command_group("Share adapters: export and import them (colora or PEFT format).")
 
@@ -25,8 +25,8 @@ def export_adapter(
 
     Example: colora adapter export rain rain-adapter.safetensors   (or rain-peft/ --format peft)
     """
-    from colora_cli.api.adapters import export_adapter as run_export
-    from store.store import Store
+    from colora.api.adapters import export_adapter as run_export
+    from colora.store.store import Store
 
     adapter = run_export(Store.open(home), task, file, overwrite=overwrite, format=format)
     output.note(f"Exported the adapter of '{task}' to {file} ({format} format, backbone '{adapter.backbone.name}').")
@@ -45,9 +45,9 @@ def import_adapter(
 
     Example: colora adapter import rain-adapter.safetensors --task rain   (or a PEFT folder)
     """
-    from colora_cli.api.adapters import import_adapter as run_import
-    from store.names import validate_slug
-    from store.store import Store
+    from colora.api.adapters import import_adapter as run_import
+    from colora.store.names import validate_slug
+    from colora.store.store import Store
 
     validate_slug(task)
     done = run_import(Store.open(home), file, task, replace=replace, backbone=backbone)

@@ -1,7 +1,7 @@
 """Every top-level command, where it lives and its one-line help, without importing any of them.
 
-The root group builds only the command that is invoked (colora_cli/main.py), and `colora
---help` is drawn from this table (colora_cli/fastpath.py), so neither pays for Typer building
+The root group builds only the command that is invoked (colora/cli/main.py), and `colora
+--help` is drawn from this table (colora/cli/fastpath.py), so neither pays for Typer building
 the parameters of all commands. tests/test_startup.py checks that each `summary` is the
 first paragraph of the command's own help, and that both renderings match Typer's.
 """
@@ -17,33 +17,36 @@ class Entry(NamedTuple):
 
 
 COMMANDS: dict[str, Entry] = {  # in the order `colora --help` lists them
-    "init": Entry("colora_cli.cmd_store", "init",
+    "init": Entry("colora.cli.cmd_store", "init",
                   "Create the store (database and folders) and install the default backbone."),
-    "list": Entry("colora_cli.cmd_store", "list_tasks", "Every task with its pairs, adapter, size and last quality."),
-    "ranks": Entry("colora_cli.cmd_ranks", "ranks",
+    "list": Entry("colora.cli.cmd_store", "list_tasks", "Every task with its pairs, adapter, size and last quality."),
+    "ranks": Entry("colora.cli.cmd_ranks", "ranks",
                    "Measure each layer's contribution to the task (FAIG) and store a rank plan for `colora train`."),
-    "train": Entry("colora_cli.cmd_train", "train", "Train the task's LoRA adapter on the frozen backbone."),
-    "eval": Entry("colora_cli.cmd_eval", "eval_task",
+    "train": Entry("colora.cli.cmd_train", "train", "Train the task's LoRA adapter on the frozen backbone."),
+    "eval": Entry("colora.cli.cmd_eval", "eval_task",
                   "PSNR and SSIM on the task's validation pairs: input, backbone alone, backbone + adapter."),
-    "adapt": Entry("colora_cli.cmd_recycle", "adapt",
+    "adapt": Entry("colora.cli.cmd_recycle", "adapt",
                    "Build a task's adapter from the other tasks' adapters, fitted on its few pairs; no training."),
-    "restore": Entry("colora_cli.cmd_restore", "restore",
+    "restore": Entry("colora.cli.cmd_restore", "restore",
                      "Restore images with a task's adapter; results keep their names and formats."),
-    "compare": Entry("colora_cli.cmd_compare", "compare",
+    "compare": Entry("colora.cli.cmd_compare", "compare",
                      "Restore one image with several tasks' adapters: the input and one labelled tile per task in one "
                      "grid PNG."),
-    "export-onnx": Entry("colora_cli.cmd_export", "export_onnx",
+    "export-onnx": Entry("colora.cli.cmd_export", "export_onnx",
                          "Write a task's model (backbone + adapter, merged) as one ONNX file, checked in onnxruntime."),
-    "doctor": Entry("colora_cli.cmd_doctor", "doctor",
+    "export-model": Entry("colora.cli.cmd_export", "export_model",
+                          "Write a task's model as a NAFNet checkpoint that spandrel, chaiNNer and BasicSR load, with a "
+                          "card."),
+    "doctor": Entry("colora.cli.cmd_doctor", "doctor",
                     "Check the store's index against its files; exit code 1 if errors remain."),
-    "task": Entry("colora_cli.cmd_task", "app",
+    "task": Entry("colora.cli.cmd_task", "app",
                   "Register, inspect and remove tasks (folders of degraded/clean pairs)."),
-    "backbone": Entry("colora_cli.cmd_backbone", "app",
+    "backbone": Entry("colora.cli.cmd_backbone", "app",
                       "The store's backbones: list, show, pre-train, import and export."),
-    "adapter": Entry("colora_cli.cmd_adapter", "app",
+    "adapter": Entry("colora.cli.cmd_adapter", "app",
                      "Share adapters: export and import them (colora or PEFT format)."),
-    "recycle": Entry("colora_cli.cmd_recycle", "app", "LoRA Recycle: reuse the zoo of stored adapters for new tasks."),
-    "store": Entry("colora_cli.cmd_index", "app", "The store's index: copy it between SQLite and PostgreSQL."),
+    "recycle": Entry("colora.cli.cmd_recycle", "app", "LoRA Recycle: reuse the zoo of stored adapters for new tasks."),
+    "store": Entry("colora.cli.cmd_index", "app", "The store's index: copy it between SQLite and PostgreSQL."),
 }
 
 ROOT_HELP = ("One frozen image-restoration backbone, many small LoRA adapters (one per task).\n\n"

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Home, command_group
+from colora.cli import output
+from colora.cli.options import Home, command_group
 
 app = command_group("LoRA Recycle: reuse the zoo of stored adapters for new tasks.")
 
@@ -28,8 +28,8 @@ def adapt(
 
     Example: colora adapt fog   (after `colora task add fog ./four-pairs`)
     """
-    from colora_cli.api.recycling import AdaptOptions, adapt_task
-    from store.store import Store
+    from colora.api.recycling import AdaptOptions, adapt_task
+    from colora.store.store import Store
 
     options = AdaptOptions(meta=meta, per_stage=per_stage, pairs=pairs, steps=steps, seconds=seconds, seed=seed,
                            replace=replace)
@@ -58,8 +58,8 @@ def distill(
 
     Example: colora recycle distill --steps 400
     """
-    from colora_cli.api.recycling import distill_meta
-    from store.store import Store
+    from colora.api.recycling import distill_meta
+    from colora.store.store import Store
 
     done = distill_meta(Store.open(home), steps=steps, clean=clean, seed=seed, reporter=output.REPORTER)
     output.note(f"Meta-adapter distilled in {done.seconds:.0f} s. Next: colora adapt NAME --meta")
@@ -71,8 +71,8 @@ def show(home: Home = None, as_json: Annotated[bool, typer.Option("--json", help
 
     Example: colora recycle show
     """
-    from colora_cli.api.recycling import meta_status
-    from store.store import Store
+    from colora.api.recycling import meta_status
+    from colora.store.store import Store
 
     record = meta_status(Store.open(home))
     if as_json:

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Home, Json
-from core.errors import IntegrityError
+from colora.cli import output
+from colora.cli.options import Home, Json
+from colora.core.errors import IntegrityError
 
 
 def doctor(
@@ -21,7 +21,7 @@ def doctor(
 
     Example: colora doctor --fix
     """
-    from colora_cli.api.doctor import run_doctor
+    from colora.api.doctor import run_doctor
 
     report = run_doctor(home, fix=fix_, reindex=reindex)
     if report.reindexed is not None:

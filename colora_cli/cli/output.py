@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from colora_cli import plain
-from core.text import human_bytes, human_count  # noqa: F401  (the commands print through output.*)
+from colora.cli import plain
+from colora.core.text import human_bytes, human_count  # noqa: F401  (the commands print through output.*)
 
 _PIPE_WIDTH = plain.pipe_width()
 
@@ -104,7 +104,7 @@ def _plain_progress(description: str, total: int):
 
 
 class ConsoleReporter:
-    """The use-case layer's Reporter (colora_cli.api.progress) on the terminal: notes and progress on stderr."""
+    """The use-case layer's Reporter (colora.api.progress) on the terminal: notes and progress on stderr."""
 
     def note(self, message: str) -> None:
         note(message)

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Device, Home, Json, Tile, task_names
+from colora.cli import output
+from colora.cli.options import Device, Home, Json, Tile, task_names
 
 
 def eval_task(
@@ -28,8 +28,8 @@ def eval_task(
 
     Example: colora eval rain --report reports/rain --against noise,haze
     """
-    from colora_cli.api.evaluation import evaluate_task
-    from store.store import Store
+    from colora.api.evaluation import evaluate_task
+    from colora.store.store import Store
 
     if overwrite and report is None:
         raise typer.BadParameter("--overwrite only applies to a --report folder", param_hint="--overwrite")

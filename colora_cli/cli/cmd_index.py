@@ -5,8 +5,8 @@ from typing import Annotated
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Home, command_group
+from colora.cli import output
+from colora.cli.options import Home, command_group
 
 app = command_group("The store's index: copy it between SQLite and PostgreSQL.")
 
@@ -27,7 +27,7 @@ def migrate(
     The weight files stay in the store folder; the old index is left as it was. Example:
     colora store migrate --to postgresql+psycopg://me@db-host/colora   (back: --db URL store migrate --to sqlite)
     """
-    from colora_cli.api.stores import migrate_index
+    from colora.api.stores import migrate_index
 
     done = migrate_index(home, to)
     output.table(f"Copied the index from {done.source} to {done.dest}", ["table", "rows"],

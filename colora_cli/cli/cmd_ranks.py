@@ -5,9 +5,9 @@ from typing import Annotated
 
 import typer
 
-from colora_cli import output
-from colora_cli.api.ranking import DEFAULT_BUDGET, DEFAULT_PATH_STEPS, DEFAULT_PROBE_STEPS
-from colora_cli.options import Device, Home, Json
+from colora.cli import output
+from colora.api.ranking import DEFAULT_BUDGET, DEFAULT_PATH_STEPS, DEFAULT_PROBE_STEPS
+from colora.cli.options import Device, Home, Json
 
 
 def ranks(
@@ -25,8 +25,8 @@ def ranks(
 
     Example: colora ranks rain --budget 0.05 --probe-steps 30 --path-steps 8
     """
-    from colora_cli.api.ranking import PlanOptions, rank_task
-    from store.store import Store
+    from colora.api.ranking import PlanOptions, rank_task
+    from colora.store.store import Store
 
     options = PlanOptions(method=method, budget=budget, probe_steps=probe_steps, path_steps=path_steps, seed=seed)
     done = rank_task(Store.open(home), name, options, device=device, reporter=output.REPORTER)

@@ -5,8 +5,8 @@ from typing import Annotated
 
 import typer
 
-from colora_cli import output
-from colora_cli.options import Home, Json
+from colora.cli import output
+from colora.cli.options import Home, Json
 
 
 def init(
@@ -19,7 +19,7 @@ def init(
 
     Example: colora init --home ~/colora-store
     """
-    from colora_cli.api.backbones import init_store
+    from colora.api.backbones import init_store
 
     result = init_store(home, random_init=random_init, config=config, seed=seed)
     b = result.backbone
@@ -36,8 +36,8 @@ def list_tasks(home: Home = None, as_json: Json = False) -> None:
 
     Example: colora list --json
     """
-    from colora_cli import listing
-    from store.summary import store_rows
+    from colora.cli import listing
+    from colora.store.summary import store_rows
 
     rows = store_rows(home)
     if as_json:

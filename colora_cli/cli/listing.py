@@ -1,7 +1,7 @@
 """`colora list`'s table: columns and cells from the store's rows (store/summary.py). No Rich, no Typer."""
 from __future__ import annotations
 
-from core.text import human_bytes, human_count
+from colora.core.text import human_bytes, human_count
 
 COLUMNS = ["task", "pairs (train/val)", "adapter", "plan", "trainable", "% backbone (budget)", "size", "PSNR", "SSIM"]
 EMPTY_NOTE = "No tasks yet. Add one with `colora task add NAME FOLDER`."

@@ -19,7 +19,7 @@ MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="R
 
 def task_names(value: str, option: str) -> list[str]:
     """'a,b, c' -> ['a', 'b', 'c']; empty items and repeats are refused."""
-    from core.errors import InvalidInputError
+    from colora.core.errors import InvalidInputError
 
     names = [n.strip() for n in value.split(",")]
     if not names or any(not n for n in names):

@@ -1,0 +1,1 @@
+"""The command line (Typer + Rich): parsing, printing, progress. Commands call colora.api."""
