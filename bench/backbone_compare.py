@@ -8,6 +8,7 @@ adapter of bench/quality.py trains or selects on), and three inputs that need li
 backbone leaves the image almost as it is. PSNR / SSIM on RGB in [0, 1], whole image. No set
 here was seen in pre-training (bsds500_pool and sun80 exclude them: ../shared/data/SOURCES.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,10 @@ def main() -> None:
         r = evaluate({"input": None, **models}, pairs)
         rows.append([data.name, len(pairs)] + [f"{r[n][0]:.2f} / {r[n][1]:.4f}" for n in ["input", *names]])
         print(rows[-1], file=sys.stderr)
-    print(f"\nZero-shot PSNR / SSIM on held-out pairs; {machine()}, commit {git_rev()}, "
-          f"{time.strftime('%Y-%m-%d')}, {time.perf_counter() - t0:.0f} s\n")
+    print(
+        f"\nZero-shot PSNR / SSIM on held-out pairs; {machine()}, commit {git_rev()}, "
+        f"{time.strftime('%Y-%m-%d')}, {time.perf_counter() - t0:.0f} s\n"
+    )
     print(markdown_table(["set", "pairs", "input", *names], rows))
 
 

@@ -11,6 +11,7 @@ wins, and at what inference cost.
 
 Pre-trained candidates are kept under bench/out/backbone_size/ and reused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,11 @@ CANDIDATES = {
     "wide": BackboneConfig(width=24),
     "w32": BackboneConfig(width=32, enc_blocks=(1, 1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1, 1)),
 }
-TASKS = {"rain100l": lambda: SETS["rain100l"](), "cbsd68-σ25": lambda: SETS["cbsd68"](25.0), "lol": lambda: SETS["lol"]()}
+TASKS = {
+    "rain100l": lambda: SETS["rain100l"](),
+    "cbsd68-σ25": lambda: SETS["cbsd68"](25.0),
+    "lol": lambda: SETS["lol"](),
+}
 TRAIN_PAIRS = {"rain100l": 64, "cbsd68-σ25": 16, "lol": 10}
 
 
@@ -44,11 +49,27 @@ def pretrained(name: str, config: BackboneConfig, steps: int) -> tuple[torch.nn.
     path = OUT / "backbone_size" / f"{name}-{steps}.safetensors"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        train = TrainConfig(steps=steps, batch_size=8, patch_size=96, lr=1e-3, seed=0, warmup_steps=min(200, steps // 10),
-                            log_every=50, checkpoint_every=250)
-        model, result, recipe = pretrain(DATA / "bsds500_pool" / "clean", config, train, ProdSampler(),
-                                         checkpoint_path=path.with_suffix(".ckpt.safetensors"), resume=True)
-        save_pretrained(path, model, result, recipe | {"seconds_per_step": result.wall_time_s / steps}, f"size study {name}")
+        train = TrainConfig(
+            steps=steps,
+            batch_size=8,
+            patch_size=96,
+            lr=1e-3,
+            seed=0,
+            warmup_steps=min(200, steps // 10),
+            log_every=50,
+            checkpoint_every=250,
+        )
+        model, result, recipe = pretrain(
+            DATA / "bsds500_pool" / "clean",
+            config,
+            train,
+            ProdSampler(),
+            checkpoint_path=path.with_suffix(".ckpt.safetensors"),
+            resume=True,
+        )
+        save_pretrained(
+            path, model, result, recipe | {"seconds_per_step": result.wall_time_s / steps}, f"size study {name}"
+        )
         path.with_suffix(".ckpt.safetensors").unlink(missing_ok=True)
     model, meta = load_backbone(path)
     import json
@@ -59,7 +80,9 @@ def pretrained(name: str, config: BackboneConfig, steps: int) -> tuple[torch.nn.
 def adapter_step_seconds(model, plan, pairs) -> float:
     t = []
     config = TrainConfig(steps=12, batch_size=4, patch_size=96, lr=2e-3, warmup_steps=2)
-    train_adapter(model, "x", "probe", pairs, config, plan, on_step=lambda d, n, l: t.append(time.perf_counter()))
+    train_adapter(
+        model, "x", "probe", pairs, config, plan, on_step=lambda done, total, loss: t.append(time.perf_counter())
+    )
     return statistics.median(b - a for a, b in zip(t[3:], t[4:]))
 
 
@@ -88,7 +111,7 @@ def main() -> None:
             infer = time.perf_counter() - t0
         row = [name, f"{count_parameters(model) / 1e6:.2f}M", f"{pre_step:.3f}", f"{infer:.2f}"]
         for task, data in tasks.items():
-            pairs = data.train[:TRAIN_PAIRS[task]]
+            pairs = data.train[: TRAIN_PAIRS[task]]
             plan = uniform_plan(model, 0.07).ranks
             step = adapter_step_seconds(model, plan, pairs)
             steps = max(20, int(args.minutes * 60 / step))
@@ -101,13 +124,18 @@ def main() -> None:
             merge_all(adapted)
             val = [(f"{i}", a, b) for i, (a, b) in enumerate(data.val)]
             res = evaluate({"input": None, "backbone": model, "adapter": adapted}, val)
-            row.append(f"{res['adapter'][0]:.2f} ({res['backbone'][0]:.2f} / {res['input'][0]:.2f}); "
-                       f"{steps} steps, {seconds / 60:.1f} min")
+            row.append(
+                f"{res['adapter'][0]:.2f} ({res['backbone'][0]:.2f} / {res['input'][0]:.2f}); "
+                f"{steps} steps, {seconds / 60:.1f} min"
+            )
             print(name, task, row[-1], flush=True)
         rows.append(row)
-    print(f"\nbench/backbone_size.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}; "
-          f"PROD pre-training {args.pretrain_steps} steps (batch 8 x 96²) per size; adapters: uniform LoRA at 7 %, "
-          f"{args.minutes:g} min each, batch 4 x 96², lr 2e-3; PSNR on held-out validation pairs\n")
+    print(
+        f"\nbench/backbone_size.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} "
+        f"thread(s), git {git_rev()}; "
+        f"PROD pre-training {args.pretrain_steps} steps (batch 8 x 96²) per size; adapters: uniform LoRA at 7 %, "
+        f"{args.minutes:g} min each, batch 4 x 96², lr 2e-3; PSNR on held-out validation pairs\n"
+    )
     tcols = [f"{t}: adapter (backbone / input) dB" for t in tasks]
     print(markdown_table(["size", "params", "pretrain s/step", "512² restore s", *tcols], rows))
 

@@ -4,6 +4,7 @@ grows with the image is its pixels (decoded, restored, encoded).
 
     python -m bench.big_image --megapixels 50
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {"COLORA_HOME": str(work / "home")}
-        run = lambda *a: subprocess.run([*COLORA, *map(str, a)], env={**__import__("os").environ, **env},  # noqa: E731
-                                        check=True, capture_output=True)
+
+        def run(*a):
+            return subprocess.run(
+                [*COLORA, *map(str, a)], env={**__import__("os").environ, **env}, check=True, capture_output=True
+            )
+
         run("init")
         run("task", "add", "t", crop_pairs(work / "pairs", n=4, size=64))
         run("train", "t", "--rank", 2, "--steps", 5, "--patch-size", 32)
@@ -51,9 +56,24 @@ def main() -> None:
         max_pixels = max(w * h, 64_000_000)
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
-        p = subprocess.run([*COLORA, "restore", "--task", "t", work / "in", "-o", work / "out", "--tile", str(args.tile),
-                            "--max-pixels", str(max_pixels)], env={**__import__("os").environ, **env}, capture_output=True,
-                           text=True)
+        p = subprocess.run(
+            [
+                *COLORA,
+                "restore",
+                "--task",
+                "t",
+                work / "in",
+                "-o",
+                work / "out",
+                "--tile",
+                str(args.tile),
+                "--max-pixels",
+                str(max_pixels),
+            ],
+            env={**__import__("os").environ, **env},
+            capture_output=True,
+            text=True,
+        )
         seconds = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         if p.returncode != 0:
@@ -61,8 +81,16 @@ def main() -> None:
         if peak <= before:
             sys.exit("the restore's peak was not above the earlier children's; run it on its own")
     image_mb = w * h * 3 * 4 / 2**20
-    rows = [[f"{w}x{h} ({w * h / 1e6:.1f} MP)", f"{args.tile}", f"{peak / 1024:.0f} MB",
-             f"{image_mb:.0f} MB", f"{peak / 1024 / image_mb:.1f}x", f"{seconds:.0f} s"]]
+    rows = [
+        [
+            f"{w}x{h} ({w * h / 1e6:.1f} MP)",
+            f"{args.tile}",
+            f"{peak / 1024:.0f} MB",
+            f"{image_mb:.0f} MB",
+            f"{peak / 1024 / image_mb:.1f}x",
+            f"{seconds:.0f} s",
+        ]
+    ]
     print(f"bench/big_image.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}, bundled backbone\n")
     print(markdown_table(["image", "tile", "peak RSS", "image as float32 RGB", "peak / image", "restore"], rows))
 

@@ -8,6 +8,7 @@ right before training) is its own.
     python -m bench.colora_vs_lora                                  # ~30 min on a 2-core CPU
     python -m bench.colora_vs_lora --sets rain100l --pairs 16 --steps 50 --probe-steps 10   # smoke
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,31 +56,52 @@ def run_arm(arm: str, backbone_path: str, set_name: str, n_pairs: int, args: dic
         for p in model.parameters():
             p.requires_grad_(True)
         pairs = PairSet.from_files(train)
-        fit(model, dict(model.named_parameters()), lambda s, g: pairs.sample_batch(4, 96, g),
-            TrainConfig(**{**config.__dict__, "lr": args["full_lr"]}))
+        fit(
+            model,
+            dict(model.named_parameters()),
+            lambda s, g: pairs.sample_batch(4, 96, g),
+            TrainConfig(**{**config.__dict__, "lr": args["full_lr"]}),
+        )
         trainable = count_parameters(model)
     else:
         if arm == "colora":
-            scores = faig_scores(backbone, train, probe_steps=args["probe_steps"], path_steps=args["path_steps"],
-                                 seed=args["seed"])
+            scores = faig_scores(
+                backbone, train, probe_steps=args["probe_steps"], path_steps=args["path_steps"], seed=args["seed"]
+            )
             plan = plan_from_scores(backbone, scores, args["budget"])
             extra["ranks_s"] = time.perf_counter() - t0
         else:
             plan = uniform_plan(backbone, args["budget"])
-        model, _, _ = train_adapter(backbone, meta["sha256"], set_name, train, config, plan.ranks, plan_method=plan.method)
+        model, _, _ = train_adapter(
+            backbone, meta["sha256"], set_name, train, config, plan.ranks, plan_method=plan.method
+        )
         merge_all(model)
         trainable = plan.params
     seconds = time.perf_counter() - t0
     peak = _rss_mb() - before
     psnr, ssim, _ = evaluate({"m": model}, val)["m"]
-    queue.put({"arm": arm, "set": set_name, "pairs": len(train), "psnr": psnr, "ssim": ssim, "trainable": trainable,
-               "percent": 100 * trainable / count_parameters(backbone), "seconds": seconds, "peak_mb": peak,
-               "val": len(val), **extra})
+    queue.put(
+        {
+            "arm": arm,
+            "set": set_name,
+            "pairs": len(train),
+            "psnr": psnr,
+            "ssim": ssim,
+            "trainable": trainable,
+            "percent": 100 * trainable / count_parameters(backbone),
+            "seconds": seconds,
+            "peak_mb": peak,
+            "val": len(val),
+            **extra,
+        }
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbone", default=str(BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors"), help="default: the bundled one")
+    ap.add_argument(
+        "--backbone", default=str(BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors"), help="default: the bundled one"
+    )
     ap.add_argument("--sets", default="rain100l,cbsd68")
     ap.add_argument("--pairs", default="16,64")
     ap.add_argument("--steps", type=int, default=300)
@@ -106,19 +128,49 @@ def main() -> None:
                 records.append(r)
                 print(json.dumps(r), file=sys.stderr, flush=True)
     print(f"\nbench/colora_vs_lora.py — {machine()} — git {git_rev()}")
-    print(f"backbone {Path(args.backbone).name}; {args.steps} steps x batch 4 x 96², LoRA lr {args.lr}, full lr "
-          f"{args.full_lr}, cosine; budget {100 * args.budget:g}% of the backbone; FAIG probe {args.probe_steps} "
-          f"steps, {args.path_steps} path points; seed {args.seed}\n")
-    rows = [[r["set"], r["pairs"] if r["arm"] != "backbone" else "-", r["val"], r["arm"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}",
-             f"{r['trainable']:,} ({r['percent']:.2f}%)", f"{r['seconds']:.0f}", f"{r['peak_mb']:.0f}"] for r in records]
-    print(markdown_table(["set", "train pairs", "val pairs", "arm", "PSNR", "SSIM", "trainable (% backbone)", "train s",
-                          "peak RSS +MB"], rows))
+    print(
+        f"backbone {Path(args.backbone).name}; {args.steps} steps x batch 4 x 96², LoRA lr {args.lr}, full lr "
+        f"{args.full_lr}, cosine; budget {100 * args.budget:g}% of the backbone; FAIG probe {args.probe_steps} "
+        f"steps, {args.path_steps} path points; seed {args.seed}\n"
+    )
+    rows = [
+        [
+            r["set"],
+            r["pairs"] if r["arm"] != "backbone" else "-",
+            r["val"],
+            r["arm"],
+            f"{r['psnr']:.2f}",
+            f"{r['ssim']:.4f}",
+            f"{r['trainable']:,} ({r['percent']:.2f}%)",
+            f"{r['seconds']:.0f}",
+            f"{r['peak_mb']:.0f}",
+        ]
+        for r in records
+    ]
+    print(
+        markdown_table(
+            [
+                "set",
+                "train pairs",
+                "val pairs",
+                "arm",
+                "PSNR",
+                "SSIM",
+                "trainable (% backbone)",
+                "train s",
+                "peak RSS +MB",
+            ],
+            rows,
+        )
+    )
     summary = []
     for set_name in args.sets.split(","):
         for n in sorted({r["pairs"] for r in records if r["set"] == set_name and r["arm"] != "backbone"}):
             by = {r["arm"]: r["psnr"] for r in records if r["set"] == set_name and r["pairs"] == n}
             if {"uniform", "colora", "full"} <= set(by):
-                summary.append([set_name, n, f"{by['colora'] - by['uniform']:+.2f}", f"{by['colora'] - by['full']:+.2f}"])
+                summary.append(
+                    [set_name, n, f"{by['colora'] - by['uniform']:+.2f}", f"{by['colora'] - by['full']:+.2f}"]
+                )
     print("\nCoLoRA minus uniform LoRA, and minus full fine-tuning (dB):\n")
     print(markdown_table(["set", "train pairs", "CoLoRA − uniform", "CoLoRA − full"], summary))
     (OUT / "colora_vs_lora.json").parent.mkdir(parents=True, exist_ok=True)

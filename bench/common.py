@@ -3,6 +3,7 @@
 Benchmarks read the real data in ../shared/data (never copied into the repo) and write
 what they make under bench/out/ (ignored by git).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,7 +102,7 @@ SETS = {"rain100l": rain100l, "cbsd68": cbsd68_noise, "lol": lol, "jpeg": cbsd68
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
         cpu = model
     except (OSError, StopIteration):
         pass
@@ -114,7 +115,9 @@ def machine() -> str:
 
 def git_rev() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         return "?"
 
@@ -176,4 +179,4 @@ def task_store(name: str, data: PairedSet, n_train: int, backbone: Path | None =
 
 def held_out_pairs(data: PairedSet) -> list:
     """The validation split's second half: what `task_store` keeps out of training and selection."""
-    return data.val[len(data.val) // 2:]
+    return data.val[len(data.val) // 2 :]

@@ -24,6 +24,7 @@ Only reads ../shared/data; prints markdown to stdout.
     taskset -c 1 env OMP_NUM_THREADS=1 python -m bench.degradations
     python -m bench.degradations --draws 200 --only rain,low_light
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,7 @@ def pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 
 # --- rain statistics ------------------------------------------------------------------------------
+
 
 def _sobel(r: Tensor) -> tuple[Tensor, Tensor]:
     k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
@@ -125,6 +127,7 @@ def rain_stats(rainy: Tensor, clean: Tensor) -> dict:
 
 # --- low-light and noise statistics -------------------------------------------------------------------
 
+
 def luma(x: Tensor) -> Tensor:
     return 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
 
@@ -164,13 +167,21 @@ def light_stats(dark: Tensor, target: Tensor) -> dict:
     m_dark, m_tgt = float(dark.mean()), float(target.mean())
     lin_ratio = float(srgb_to_linear(dark).mean() / srgb_to_linear(target).mean())
     gamma, grey = exposure_curve(dark, target)
-    return {"mean_in": m_dark, "mean_target": m_tgt, "ratio": m_tgt / max(m_dark, 1e-6), "lin_ratio": lin_ratio,
-            "grey_factor": grey, "gamma": gamma, "sigma255": 255 * sigma,
-            "rel_sigma": sigma / max(float(luma(dark).mean()), 1e-6)}
+    return {
+        "mean_in": m_dark,
+        "mean_target": m_tgt,
+        "ratio": m_tgt / max(m_dark, 1e-6),
+        "lin_ratio": lin_ratio,
+        "grey_factor": grey,
+        "gamma": gamma,
+        "sigma255": 255 * sigma,
+        "rel_sigma": sigma / max(float(luma(dark).mean()), 1e-6),
+    }
 
 
 def haze_stats(hazy: Tensor, clean: Tensor) -> dict:
     """Share of the clean local contrast (|luma - 9x9 mean|) kept in the top and bottom thirds."""
+
     def contrast(x: Tensor) -> Tensor:
         y = luma(x)[None, None]
         return (y - F.avg_pool2d(y, 9, 1, 4, count_include_pad=False)).abs()[0, 0]
@@ -178,15 +189,20 @@ def haze_stats(hazy: Tensor, clean: Tensor) -> dict:
     h = clean.shape[-2]
     c_h, c_c = contrast(hazy), contrast(clean)
     top, bot = slice(0, h // 3), slice(h - h // 3, h)
-    return {"kept_top": float(c_h[top].sum() / c_c[top].sum()),
-            "kept_bottom": float(c_h[bot].sum() / c_c[bot].sum()),
-            "brightening": float((hazy - clean).mean())}
+    return {
+        "kept_top": float(c_h[top].sum() / c_c[top].sum()),
+        "kept_bottom": float(c_h[bot].sum() / c_c[bot].sum()),
+        "brightening": float((hazy - clean).mean()),
+    }
 
 
 def noise_stats(noisy: Tensor, clean: Tensor) -> dict:
     """The noise actually added (std of noisy - clean) and what Immerkaer's estimator reads."""
-    return {"std255": 255 * float((noisy - clean).std()), "immerkaer255": 255 * immerkaer_sigma(luma(noisy)),
-            "psnr": psnr(noisy, clean)}
+    return {
+        "std255": 255 * float((noisy - clean).std()),
+        "immerkaer255": 255 * immerkaer_sigma(luma(noisy)),
+        "psnr": psnr(noisy, clean),
+    }
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -194,6 +210,7 @@ def psnr(a: Tensor, b: Tensor) -> float:
 
 
 # --- tables -------------------------------------------------------------------------------------------
+
 
 def _q(values: list[float]) -> str:
     v = np.asarray(values, dtype=np.float64)
@@ -209,8 +226,11 @@ def _f(v: float) -> str:
 
 
 def compare(title: str, real: list[dict] | None, synth: list[dict], keys: list[str]) -> str:
-    cols = ["statistic"] + (["real p10 / median / p90 (min .. max)"] if real else []) + \
-        ["synthetic p10 / median / p90 (min .. max)"]
+    cols = (
+        ["statistic"]
+        + (["real p10 / median / p90 (min .. max)"] if real else [])
+        + ["synthetic p10 / median / p90 (min .. max)"]
+    )
     rows = [[k] + ([_q([r[k] for r in real])] if real else []) + [_q([r[k] for r in synth])] for k in keys]
     return f"\n### {title}\n\n" + markdown_table(cols, rows)
 
@@ -242,8 +262,9 @@ def rain_section(draws: int, seed: int) -> str:
     for r in real + synth:
         r["abs_angle"] = fold_angle(r["angle"])
     keys = ["brightened", "mean_gain", "streak_gain", "abs_angle", "coherence", "length", "width", "psnr"]
-    return compare(f"rain: Rain100L ({len(real)} pairs) vs synthetic rain on its targets ({draws} draws)",
-                   real, synth, keys)
+    return compare(
+        f"rain: Rain100L ({len(real)} pairs) vs synthetic rain on its targets ({draws} draws)", real, synth, keys
+    )
 
 
 def light_section(draws: int, seed: int) -> str:
@@ -254,8 +275,12 @@ def light_section(draws: int, seed: int) -> str:
         targets.append(y)
     synth = synthetic("low_light", targets, draws, seed, light_stats)
     keys = ["mean_in", "mean_target", "ratio", "lin_ratio", "grey_factor", "gamma", "sigma255", "rel_sigma"]
-    return compare(f"low light: LOL eval15 ({len(real)} pairs) vs synthetic low light on its targets "
-                   f"({draws} draws)", real, synth, keys)
+    return compare(
+        f"low light: LOL eval15 ({len(real)} pairs) vs synthetic low light on its targets ({draws} draws)",
+        real,
+        synth,
+        keys,
+    )
 
 
 def cbsd68(limit: int) -> list[Tensor]:
@@ -274,19 +299,29 @@ def noise_section(draws: int, seed: int, images: list[Tensor]) -> str:
                 clean = images[i % len(images)]
                 params = deg.sample_params(gen) | {"shot": 1e-12}  # read follows shot: ~0 too
                 row["psnr_no_noise"] = psnr(deg.apply(clean, params, gen), clean)
-        parts.append(compare(f"{name} on CBSD68 ({draws} draws; no real pairs here, for the record)",
-                             None, synth, [k for k in ("std255", "immerkaer255", "psnr", "psnr_no_noise")
-                                                   if k in synth[0]]))
+        parts.append(
+            compare(
+                f"{name} on CBSD68 ({draws} draws; no real pairs here, for the record)",
+                None,
+                synth,
+                [k for k in ("std255", "immerkaer255", "psnr", "psnr_no_noise") if k in synth[0]],
+            )
+        )
     return "\n".join(parts)
 
 
 def haze_section(draws: int, seed: int, images: list[Tensor]) -> str:
     synth = synthetic("haze", images, draws, seed, lambda x, y: haze_stats(x, y) | {"psnr": psnr(x, y)})
-    return compare(f"haze on CBSD68 ({draws} draws; no real pairs here)", None, synth,
-                   ["kept_top", "kept_bottom", "brightening", "psnr"])
+    return compare(
+        f"haze on CBSD68 ({draws} draws; no real pairs here)",
+        None,
+        synth,
+        ["kept_top", "kept_bottom", "brightening", "psnr"],
+    )
 
 
 # --- speed ------------------------------------------------------------------------------------------
+
 
 def crops(n: int, size: int, seed: int) -> Tensor:
     """n random size x size crops of BSDS pool images (what pre-training degrades)."""
@@ -297,7 +332,7 @@ def crops(n: int, size: int, seed: int) -> Tensor:
         img = load(files[int(torch.randint(len(files), (), generator=g))])
         top = int(torch.randint(img.shape[1] - size + 1, (), generator=g))
         left = int(torch.randint(img.shape[2] - size + 1, (), generator=g))
-        out.append(img[:, top:top + size, left:left + size])
+        out.append(img[:, top : top + size, left : left + size])
     return torch.stack(out)
 
 
@@ -322,11 +357,14 @@ def speed_section(repeats: int, seed: int) -> str:
     for name, deg in DEGRADATIONS.items():
         t8 = _time_per_crop(deg, batch, repeats, gen)
         t1 = _time_per_crop(deg, batch[0], repeats, gen)
-        rows.append([name, f"{statistics.median(t8):.2f}", f"{max(t8):.2f}",
-                     f"{statistics.median(t1):.2f}", f"{max(t1):.2f}"])
+        rows.append(
+            [name, f"{statistics.median(t8):.2f}", f"{max(t8):.2f}", f"{statistics.median(t1):.2f}", f"{max(t1):.2f}"]
+        )
     cols = ["degradation", "batch of 8: median", "slowest", "single crop: median", "slowest"]
-    return (f"\n### speed: ms per 96x96 crop, {repeats} random strengths each, {torch.get_num_threads()} thread(s)\n\n"
-            + markdown_table(cols, rows))
+    return (
+        f"\n### speed: ms per 96x96 crop, {repeats} random strengths each, {torch.get_num_threads()} thread(s)\n\n"
+        + markdown_table(cols, rows)
+    )
 
 
 SECTIONS = ("rain", "low_light", "noise", "haze", "speed")

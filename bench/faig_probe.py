@@ -8,6 +8,7 @@ first): rank correlation of the layer scores and the share of LoRA parameters th
     python -m bench.faig_probe --steps 1500
     python -m bench.faig_probe --settings 100:16:96,30:8:96,30:8:64 --tasks rain100l
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,9 @@ def spearman(a: dict, b: dict) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--settings", default="100:16:96,30:8:96,30:8:64,10:4:64", help="K:M:patch, the first is the reference")
+    ap.add_argument(
+        "--settings", default="100:16:96,30:8:96,30:8:64,10:4:64", help="K:M:patch, the first is the reference"
+    )
     ap.add_argument("--steps", type=int, default=1500, help="adapter training steps with each plan")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--backbone", type=Path)
@@ -58,11 +61,21 @@ def main() -> None:
             if reference is None:
                 reference = (plan.plan.scores, ranks)
             moved = sum(abs(ranks[p] - reference[1][p]) for p in ranks) / max(1, sum(reference[1].values()))
-            rows.append([task, f"K={k}, M={m}, {patch}²", f"{seconds:.0f}", f"{psnr:.2f}",
-                         f"{spearman(reference[0], plan.plan.scores):.2f}", f"{100 * moved:.0f}%"])
+            rows.append(
+                [
+                    task,
+                    f"K={k}, M={m}, {patch}²",
+                    f"{seconds:.0f}",
+                    f"{psnr:.2f}",
+                    f"{spearman(reference[0], plan.plan.scores):.2f}",
+                    f"{100 * moved:.0f}%",
+                ]
+            )
             print(rows[-1], flush=True)
-    print(f"\nbench/faig_probe.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}, "
-          f"backbone {args.backbone or 'bundled'}; adapters {args.steps} steps each, PSNR on held-out pairs\n")
+    print(
+        f"\nbench/faig_probe.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}, "
+        f"backbone {args.backbone or 'bundled'}; adapters {args.steps} steps each, PSNR on held-out pairs\n"
+    )
     print(markdown_table(["task", "probe", "plan s", "adapter PSNR", "score rank corr. vs first", "ranks moved"], rows))
 
 

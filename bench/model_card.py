@@ -1,7 +1,8 @@
 """Write core/weights/MODEL_CARD.md for the bundled backbone: recipe, loss curve, zero-shot metrics.
 
-    python -m bench.model_card
+python -m bench.model_card
 """
+
 from __future__ import annotations
 
 import datetime
@@ -29,14 +30,24 @@ def main() -> None:
         data = make()
         val = [(Path(a).stem, a, b) for a, b in data.val]
         r = evaluate({"input": None, "backbone": model}, val)
-        rows.append([data.name, len(val), f"{r['input'][0]:.2f} / {r['input'][1]:.4f}",
-                     f"{r['backbone'][0]:.2f} / {r['backbone'][1]:.4f}", data.note])
+        rows.append(
+            [
+                data.name,
+                len(val),
+                f"{r['input'][0]:.2f} / {r['input'][1]:.4f}",
+                f"{r['backbone'][0]:.2f} / {r['backbone'][1]:.4f}",
+                data.note,
+            ]
+        )
         print(rows[-1], file=sys.stderr)
     every = max(1, len(curve) // 12)
-    curve_rows = [[s, f"{v:.4f}"] for s, v in curve[::every]] + ([[curve[-1][0], f"{curve[-1][1]:.4f}"]] if (len(curve) - 1) % every else [])
+    curve_rows = [[s, f"{v:.4f}"] for s, v in curve[::every]] + (
+        [[curve[-1][0], f"{curve[-1][1]:.4f}"]] if (len(curve) - 1) % every else []
+    )
     train = recipe["train"]
-    chunks = recipe.get("chunks") or [{"steps": train["steps"], "wall_time_s": recipe["wall_time_s"],
-                                       "seed": train["seed"], "lr": train["lr"]}]
+    chunks = recipe.get("chunks") or [
+        {"steps": train["steps"], "wall_time_s": recipe["wall_time_s"], "seed": train["seed"], "lr": train["lr"]}
+    ]
     total_s = sum(c.get("wall_time_s") or 0 for c in chunks)
     text = f"""# Model card: `{name}` (the bundled backbone)
 
@@ -46,14 +57,14 @@ Produced by colora's own pre-training command, on the CPU, and shipped as
 
 | | |
 |---|---|
-| architecture | NAFNet-style, config `{json.dumps(json.loads(meta['config']))}` |
-| parameters | {recipe['params']:,} |
-| fingerprint (sha256 of tensors) | `{meta['sha256']}` |
+| architecture | NAFNet-style, config `{json.dumps(json.loads(meta["config"]))}` |
+| parameters | {recipe["params"]:,} |
+| fingerprint (sha256 of tensors) | `{meta["sha256"]}` |
 | file sha256 | `{sha256_file(path)}` |
-| data | `bsds500_pool`: {recipe['data']['images']} clean BSDS500 photographs, none of which is behind Rain100L, Rain12, CBSD68 (see ../shared/data/SOURCES.md) |
-| degradations | PROD, {recipe['sampler']['mode']} order, 1..{recipe['sampler']['max_degradations']} of: {', '.join(recipe['sampler']['names'])}; at most one per family in {recipe['sampler']['one_per_family']} |
-| training | {sum(c['steps'] for c in chunks)} steps in {len(chunks)} chunk(s) ({', '.join(f"{c['steps']} at lr {c['lr']}" for c in chunks)}), batch {train['batch_size']} x {train['patch_size']}², L1 loss, AdamW, each chunk warm-up {train['warmup_steps']} then cosine to {train['min_lr_ratio']}x |
-| wall time | {total_s / 60:.0f} min on a 2-core CPU, one core each ({', '.join(f"{(c.get('wall_time_s') or 0) / 60:.0f}" for c in chunks)} min per chunk, one chunk per session; the other core busy with other work) |
+| data | `bsds500_pool`: {recipe["data"]["images"]} clean BSDS500 photographs, none of which is behind Rain100L, Rain12, CBSD68 (see ../shared/data/SOURCES.md) |
+| degradations | PROD, {recipe["sampler"]["mode"]} order, 1..{recipe["sampler"]["max_degradations"]} of: {", ".join(recipe["sampler"]["names"])}; at most one per family in {recipe["sampler"]["one_per_family"]} |
+| training | {sum(c["steps"] for c in chunks)} steps in {len(chunks)} chunk(s) ({", ".join(f"{c['steps']} at lr {c['lr']}" for c in chunks)}), batch {train["batch_size"]} x {train["patch_size"]}², L1 loss, AdamW, each chunk warm-up {train["warmup_steps"]} then cosine to {train["min_lr_ratio"]}x |
+| wall time | {total_s / 60:.0f} min on a 2-core CPU, one core each ({", ".join(f"{(c.get('wall_time_s') or 0) / 60:.0f}" for c in chunks)} min per chunk, one chunk per session; the other core busy with other work) |
 | intended use | a frozen starting point for per-task LoRA adapters; not a finished restorer on its own |
 
 ## Loss curve (L1 on PROD-degraded training crops, mean over each logging window; {"the last chunk" if len(chunks) > 1 else "the run"})
@@ -90,8 +101,10 @@ def _commands(name: str, recipe: dict, chunks: list[dict]) -> str:
     for i, c in enumerate(chunks, 1):
         chunk = f"{name}-c{i}" if len(chunks) > 1 else name
         start = f"--config {recipe.get('config_name', 'small')}" if i == 1 else f"--init-from {name}-c{i - 1}"
-        lines.append(f"    colora backbone pretrain ../shared/data/bsds500_pool/clean --name {chunk} {start} \\\n"
-                     f"        --steps {c['steps']} {common} --lr {c['lr']} --seed {c['seed']}")
+        lines.append(
+            f"    colora backbone pretrain ../shared/data/bsds500_pool/clean --name {chunk} {start} \\\n"
+            f"        --steps {c['steps']} {common} --lr {c['lr']} --seed {c['seed']}"
+        )
     return "\n" + "\n".join(lines) + "\n"
 
 

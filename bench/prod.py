@@ -9,6 +9,7 @@ here; the shipped PROD backbone (longer pre-training) is reported as an extra ar
     python -m bench.prod                       # defaults below, ~1 h on a 2-core CPU
     python -m bench.prod --pretrain-steps 300 --adapter-steps 50 --sets rain100l   # smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,20 @@ def pretrained_arm(mode: str, steps: int, config: str, seed: int) -> Path:
     if path.exists():
         return path
     ckpt = path.with_suffix(".checkpoint.safetensors")
-    tc = TrainConfig(steps=steps, batch_size=8, patch_size=96, lr=1e-3, seed=seed, checkpoint_every=250,
-                     warmup_steps=min(200, steps // 10), log_every=50)
+    tc = TrainConfig(
+        steps=steps,
+        batch_size=8,
+        patch_size=96,
+        lr=1e-3,
+        seed=seed,
+        checkpoint_every=250,
+        warmup_steps=min(200, steps // 10),
+        log_every=50,
+    )
     print(f"pre-training {mode} for {steps} steps ...", file=sys.stderr, flush=True)
-    model, result, recipe = pretrain(DATA / "bsds500_pool" / "clean", PRESETS[config], tc, ProdSampler(mode=mode),
-                                     checkpoint_path=ckpt, resume=True)
+    model, result, recipe = pretrain(
+        DATA / "bsds500_pool" / "clean", PRESETS[config], tc, ProdSampler(mode=mode), checkpoint_path=ckpt, resume=True
+    )
     save_pretrained(path, model, result, recipe, f"bench {mode} {steps}")
     ckpt.unlink(missing_ok=True)
     return path
@@ -61,7 +71,9 @@ def main() -> None:
 
     arms: dict[str, torch.nn.Module] = {"random init": build_backbone(PRESETS[args.config], args.seed)}
     for mode, label in (("random", "PROD (random order)"), ("fixed", "fixed order"), ("single", "single degradation")):
-        arms[f"{label}, {args.pretrain_steps} st"] = load_backbone(pretrained_arm(mode, args.pretrain_steps, args.config, args.seed))[0]
+        arms[f"{label}, {args.pretrain_steps} st"] = load_backbone(
+            pretrained_arm(mode, args.pretrain_steps, args.config, args.seed)
+        )[0]
     shipped = bundled_backbone()
     if shipped and not args.no_shipped:
         model, meta = load_backbone(shipped[0])
@@ -83,19 +95,37 @@ def main() -> None:
             for arm, backbone in arms.items():
                 torch.manual_seed(args.seed)
                 with Timer() as t:
-                    adapted, _, result = train_adapter(backbone, state_fingerprint(backbone.state_dict()), data.name, train,
-                                                       config, uniform_rank_plan(backbone, args.rank))
+                    adapted, _, result = train_adapter(
+                        backbone,
+                        state_fingerprint(backbone.state_dict()),
+                        data.name,
+                        train,
+                        config,
+                        uniform_rank_plan(backbone, args.rank),
+                    )
                 merge_all(adapted)
                 score = evaluate({"a": adapted}, val)["a"]
-                rows.append([data.name, n_used, arm, f"LoRA r{args.rank}, {args.adapter_steps} st",
-                             f"{score[0]:.2f}", f"{score[1]:.4f}", f"{t.seconds:.0f}"])
+                rows.append(
+                    [
+                        data.name,
+                        n_used,
+                        arm,
+                        f"LoRA r{args.rank}, {args.adapter_steps} st",
+                        f"{score[0]:.2f}",
+                        f"{score[1]:.4f}",
+                        f"{t.seconds:.0f}",
+                    ]
+                )
                 records.append({"set": data.name, "pairs": n_used, "arm": arm, "psnr": score[0], "ssim": score[1]})
                 print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
         print(f"{data.name}: {len(data.train)} train pool, {len(data.val)} scored ({data.note})", file=sys.stderr)
 
     print(f"\nbench/prod.py — {machine()} — git {git_rev()}")
-    print(f"pre-training: {args.pretrain_steps} steps x batch 8 x 96² on bsds500_pool (300 clean images); "
-          f"adapters: uniform LoRA rank {args.rank}, {args.adapter_steps} steps x batch 4 x 96², lr 2e-3, seed {args.seed}\n")
+    print(
+        f"pre-training: {args.pretrain_steps} steps x batch 8 x 96² on bsds500_pool (300 clean images); "
+        f"adapters: uniform LoRA rank {args.rank}, {args.adapter_steps} steps x batch 4 x 96², lr "
+        f"2e-3, seed {args.seed}\n"
+    )
     print(markdown_table(["set", "train pairs", "backbone", "how", "PSNR", "SSIM", "train s"], rows))
     gaps = []
     for set_name in {r["set"] for r in records}:

@@ -21,6 +21,7 @@ worse than its input; the table says where they are met.
     python -m bench.quality --kinds noise25,rain --pairs 16
     python -m bench.quality --kinds lowlight --4x-pairs 16     # the 4x arm only where it is asked
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,15 +75,24 @@ def scratch(store, seconds: float, selection, held_out) -> float:
 
     probe = build_backbone(config, 1)
     stamps = []
-    fit(probe, dict(probe.named_parameters()), batches, TrainConfig(steps=8, lr=1e-3, warmup_steps=1),
-        on_step=lambda *a: stamps.append(time.perf_counter()))
+    fit(
+        probe,
+        dict(probe.named_parameters()),
+        batches,
+        TrainConfig(steps=8, lr=1e-3, warmup_steps=1),
+        on_step=lambda *a: stamps.append(time.perf_counter()),
+    )
     step_s = sorted(b - a for a, b in zip(stamps[2:], stamps[3:]))[2]
     steps = max(20, int(seconds / step_s))
     model = build_backbone(config, 0)
     validate = psnr_validator([load_pair(p.input_path, p.target_path) for p in selection], "cpu")
-    fit(model, dict(model.named_parameters()), batches,
+    fit(
+        model,
+        dict(model.named_parameters()),
+        batches,
         TrainConfig(steps=steps, lr=1e-3, warmup_steps=min(200, steps // 10), validate_every=max(10, steps // 10)),
-        validate=validate)
+        validate=validate,
+    )
     res = evaluate({"scratch": model}, [(str(i), a, b) for i, (a, b) in enumerate(held_out)])
     return res["scratch"][0]
 
@@ -99,8 +109,10 @@ def colora(store, options, held_out) -> tuple[float, float, float]:
     task = store.task("t")
     adapter = store.adapter(task)
     backbone = backbone_model(store, adapter.backbone)
-    res = evaluate({"backbone": backbone, "adapter": task_model(store, adapter, backbone)[0]},
-                   [(str(i), a, b) for i, (a, b) in enumerate(held_out)])
+    res = evaluate(
+        {"backbone": backbone, "adapter": task_model(store, adapter, backbone)[0]},
+        [(str(i), a, b) for i, (a, b) in enumerate(held_out)],
+    )
     return res["adapter"][0], res["backbone"][0], seconds
 
 
@@ -115,8 +127,12 @@ def main() -> None:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--pairs", default="16,64")
     ap.add_argument("--no-4x", action="store_true", help="skip the 4x-time arm")
-    ap.add_argument("--4x-pairs", dest="four_x_pairs", default="",
-                    help="only these training-pair counts get the 4x-time arm (default: every row)")
+    ap.add_argument(
+        "--4x-pairs",
+        dest="four_x_pairs",
+        default="",
+        help="only these training-pair counts get the 4x-time arm (default: every row)",
+    )
     ap.add_argument("--backbone", type=Path, help="a backbone file instead of the bundled one")
     args = ap.parse_args()
     from colora.api.training import TrainOptions
@@ -137,15 +153,41 @@ def main() -> None:
                 bm = cbm3d(held_out, SIGMA[kind])
             sc = scratch(store, seconds, selection, held_out)
             met = [default > sc, bm is None or default > bm, four is None or four > default, default > base]
-            rows.append([kind, n, len(held_out), f"{base:.2f}", f"{bm:.2f}" if bm else "-", f"{sc:.2f}",
-                         f"{backbone_psnr:.2f}", f"{default:.2f}", f"{seconds / 60:.1f}",
-                         f"{four:.2f}" if four else "-", "yes" if all(met) else
-                         "**no**: " + ", ".join(t for t, ok in zip(("scratch", "CBM3D", "4x", "input"), met) if not ok)])
+            rows.append(
+                [
+                    kind,
+                    n,
+                    len(held_out),
+                    f"{base:.2f}",
+                    f"{bm:.2f}" if bm else "-",
+                    f"{sc:.2f}",
+                    f"{backbone_psnr:.2f}",
+                    f"{default:.2f}",
+                    f"{seconds / 60:.1f}",
+                    f"{four:.2f}" if four else "-",
+                    "yes"
+                    if all(met)
+                    else "**no**: " + ", ".join(t for t, ok in zip(("scratch", "CBM3D", "4x", "input"), met) if not ok),
+                ]
+            )
             print(" | ".join(map(str, rows[-1])), flush=True)
-    print(f"\nbench/quality.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}; PSNR dB on held-out "
-          "pairs (RGB, whole image); colora = `colora train` defaults, time includes its rank plan\n")
-    columns = ["kind", "train pairs", "scored", "input", "CBM3D", "scratch (same time)", "backbone alone",
-               "colora default", "min", "colora 4x time", "targets met"]
+    print(
+        f"\nbench/quality.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}; PSNR dB on held-out "
+        "pairs (RGB, whole image); colora = `colora train` defaults, time includes its rank plan\n"
+    )
+    columns = [
+        "kind",
+        "train pairs",
+        "scored",
+        "input",
+        "CBM3D",
+        "scratch (same time)",
+        "backbone alone",
+        "colora default",
+        "min",
+        "colora 4x time",
+        "targets met",
+    ]
     for kind in dict.fromkeys(row[0] for row in rows):
         print(f"\n### {kind}\n")
         print(markdown_table(columns, [row for row in rows if row[0] == kind]))

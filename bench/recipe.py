@@ -10,6 +10,7 @@ adapter at its last step and at the kept (best) step, against the input and the 
     python -m bench.recipe                         # the default grid (about 2 h on a 2-core CPU)
     python -m bench.recipe --tasks rain100l --steps 500,2000 --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,11 @@ import torch
 
 from bench.common import SETS, git_rev, machine, markdown_table, task_store
 
-TASKS = {"rain100l": (lambda: SETS["rain100l"](), 64), "cbsd68-σ25": (lambda: SETS["cbsd68"](25.0), 16),
-         "lol": (lambda: SETS["lol"](), 10)}
+TASKS = {
+    "rain100l": (lambda: SETS["rain100l"](), 64),
+    "cbsd68-σ25": (lambda: SETS["cbsd68"](25.0), 16),
+    "lol": (lambda: SETS["lol"](), 10),
+}
 
 
 def score(store, held_out) -> dict:
@@ -33,8 +37,9 @@ def score(store, held_out) -> dict:
     adapter = store.adapter(task)
     backbone = backbone_model(store, adapter.backbone)
     model, _ = task_model(store, adapter, backbone)
-    res = evaluate({"input": None, "backbone": backbone, "adapter": model},
-                   [(str(i), a, b) for i, (a, b) in enumerate(held_out)])
+    res = evaluate(
+        {"input": None, "backbone": backbone, "adapter": model}, [(str(i), a, b) for i, (a, b) in enumerate(held_out)]
+    )
     return {k: v[0] for k, v in res.items()}
 
 
@@ -53,8 +58,10 @@ def main() -> None:
     middle = steps[len(steps) // 2]
     arms = [(f"{n} steps", TrainOptions(steps=n)) for n in steps]
     arms += [(f"{middle} steps, lr {lr}", TrainOptions(steps=middle, lr=float(lr))) for lr in args.lrs.split(",") if lr]
-    arms += [(f"{middle} steps, batch 8 x 64²", TrainOptions(steps=middle, batch_size=8, patch_size=64)),
-             (f"{middle} steps, PSNR loss", TrainOptions(steps=middle, loss="psnr"))]
+    arms += [
+        (f"{middle} steps, batch 8 x 64²", TrainOptions(steps=middle, batch_size=8, patch_size=64)),
+        (f"{middle} steps, PSNR loss", TrainOptions(steps=middle, loss="psnr")),
+    ]
     tables = []
     for task in args.tasks.split(","):
         make, n_train = TASKS[task]
@@ -70,17 +77,31 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             s = score(store, held_out)
             curve = json.loads(store.last_run(store.task("t")).loss_curve)
-            rows.append([label, done.steps_done, f"{seconds / 60:.1f}", f"{s['adapter']:.2f}",
-                         f"{done.best_step} of {done.steps_done}", f"{s['backbone']:.2f}", f"{s['input']:.2f}",
-                         f"{curve[-1][1]:.4f}"])
+            rows.append(
+                [
+                    label,
+                    done.steps_done,
+                    f"{seconds / 60:.1f}",
+                    f"{s['adapter']:.2f}",
+                    f"{done.best_step} of {done.steps_done}",
+                    f"{s['backbone']:.2f}",
+                    f"{s['input']:.2f}",
+                    f"{curve[-1][1]:.4f}",
+                ]
+            )
             print(task, rows[-1], flush=True)
         tables.append((task, n_train, len(held_out), rows))
-    print(f"\nbench/recipe.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}, "
-          f"backbone {args.backbone or 'bundled'}, CoLoRA plan (FAIG, 7 %) computed once per task (its own row)\n")
+    print(
+        f"\nbench/recipe.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}, "
+        f"backbone {args.backbone or 'bundled'}, CoLoRA plan (FAIG, 7 %) computed once per task (its own row)\n"
+    )
     for task, n_train, n_held, rows in tables:
         print(f"### {task}: {n_train} training pairs, {n_held} held-out pairs scored (PSNR dB, RGB, whole image)\n")
-        print(markdown_table(["arm", "steps", "min", "adapter (kept state)", "kept step", "backbone", "input",
-                              "final loss"], rows))
+        print(
+            markdown_table(
+                ["arm", "steps", "min", "adapter (kept state)", "kept step", "backbone", "input", "final loss"], rows
+            )
+        )
         print()
 
 

@@ -20,6 +20,7 @@ gap closed = (arm - backbone) / (own adapter - backbone), in PSNR.
     python -m bench.recycle                       # ~30 min on a 2-core CPU after bench/zoo.py
     python -m bench.recycle --ks 4 --draws 1 --meta-steps 20 --tasks blur,noise   # smoke
 """
+
 from __future__ import annotations
 
 import argparse
@@ -118,9 +119,13 @@ def main() -> None:
             print(f"[{task}] meta-adapter distilled in {time.perf_counter() - t0:.0f} s", flush=True)
             from colora.core.recycle.meta import meta_metadata
 
-            save_tensors_atomic(meta_file, {k: v.contiguous() for k, v in net.state_dict().items()},
-                                meta_metadata(backbone_row.sha256, [{"task": n, "file_sha256": ""} for n in names],
-                                              args.meta_steps, curve))
+            save_tensors_atomic(
+                meta_file,
+                {k: v.contiguous() for k, v in net.state_dict().items()},
+                meta_metadata(
+                    backbone_row.sha256, [{"task": n, "file_sha256": ""} for n in names], args.meta_steps, curve
+                ),
+            )
 
         for name, value in fixed.items():
             label = f"best single ({best})" if name == "best single" else name
@@ -139,8 +144,21 @@ def main() -> None:
                 m = predict(net, backbone, names, pairs)
                 meta_s = time.perf_counter() - t0
                 results["meta"].append((score(mixed(zoo, m), val), meta_s))
-                results["lora K-shot"].append(_lora_shot(backbone, picked, fit_s, draw, PairSet, inject_lora,
-                                                         lora_layers, merge_all, uniform_rank_plan, score, val))
+                results["lora K-shot"].append(
+                    _lora_shot(
+                        backbone,
+                        picked,
+                        fit_s,
+                        draw,
+                        PairSet,
+                        inject_lora,
+                        lora_layers,
+                        merge_all,
+                        uniform_rank_plan,
+                        score,
+                        val,
+                    )
+                )
             for arm, rs in results.items():
                 ps = [r[0] for r in rs]
                 mean = statistics.mean(ps)
@@ -148,9 +166,23 @@ def main() -> None:
                 secs = statistics.median(r[1] for r in rs)
                 closed = 100 * (mean - fixed["backbone"]) / gap
                 table.append([task, k_eff, arm, f"{mean:.2f}", f"±{sd:.2f}", f"{closed:.0f}%", f"{secs:.1f}"])
-                summary.append({"task": task, "k": k, "k_eff": k_eff, "arm": arm, "psnr": mean, "sd": sd,
-                                "gap_closed": closed, "seconds": secs, **{f"fixed_{n}": v for n, v in fixed.items()}})
-            print(markdown_table(["task", "K", "arm", "PSNR", "sd", "gap closed", "s / adaptation"], table[-3:]), flush=True)
+                summary.append(
+                    {
+                        "task": task,
+                        "k": k,
+                        "k_eff": k_eff,
+                        "arm": arm,
+                        "psnr": mean,
+                        "sd": sd,
+                        "gap_closed": closed,
+                        "seconds": secs,
+                        **{f"fixed_{n}": v for n, v in fixed.items()},
+                    }
+                )
+            print(
+                markdown_table(["task", "K", "arm", "PSNR", "sd", "gap closed", "s / adaptation"], table[-3:]),
+                flush=True,
+            )
     header = f"bench/recycle.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}, draws {args.draws}"
     print("\n" + header + "\n")
     print(markdown_table(["task", "K", "arm", "PSNR", "sd", "gap closed", "s / adaptation"], table))
@@ -161,13 +193,22 @@ def main() -> None:
             rs = [s for s in summary if s["k"] == k and s["arm"] == arm]
             if rs:
                 beats = sum(s["psnr"] > s["fixed_best single"] for s in rs)
-                agg.append([k, arm, f"{statistics.mean(s['gap_closed'] for s in rs):.0f}%",
-                            f"{beats}/{len(rs)}", f"{statistics.median(s['seconds'] for s in rs):.1f}"])
+                agg.append(
+                    [
+                        k,
+                        arm,
+                        f"{statistics.mean(s['gap_closed'] for s in rs):.0f}%",
+                        f"{beats}/{len(rs)}",
+                        f"{statistics.median(s['seconds'] for s in rs):.1f}",
+                    ]
+                )
     print(markdown_table(["K", "arm", "mean gap closed", "beats best single", "median s"], agg))
     (out_dir / "results.json").write_text(json.dumps({"header": header, "rows": summary}, indent=1))
 
 
-def _lora_shot(backbone, picked, seconds, seed, PairSet, inject_lora, lora_layers, merge_all, uniform_rank_plan, score, val):
+def _lora_shot(
+    backbone, picked, seconds, seed, PairSet, inject_lora, lora_layers, merge_all, uniform_rank_plan, score, val
+):
     """A fresh uniform rank-4 LoRA on the K pairs, trained for `seconds` of wall-clock."""
     model = copy.deepcopy(backbone)
     torch.manual_seed(seed)

@@ -10,6 +10,7 @@ would show up missing.
 The browser is `--chromium PATH`, else $CHROMIUM, else the first of chromium, chromium-browser,
 google-chrome on PATH (Debian: `apt-get install chromium`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,23 +26,41 @@ CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-st
 
 def find_chromium(explicit: str | None = None) -> str:
     """The browser to run: `explicit` (a path or a name on PATH), else $CHROMIUM, else the first of CANDIDATES."""
-    tried = [explicit] if explicit else ([os.environ["CHROMIUM"]] if os.environ.get("CHROMIUM") else []) + list(CANDIDATES)
+    tried = (
+        [explicit] if explicit else ([os.environ["CHROMIUM"]] if os.environ.get("CHROMIUM") else []) + list(CANDIDATES)
+    )
     for name in tried:
         found = shutil.which(name)
         if found:
             return found
-    raise SystemExit("error: no Chromium found (tried " + ", ".join(tried) + "); install it "
-                     "(Debian/Ubuntu: `apt-get install chromium`) or pass --chromium PATH")
+    raise SystemExit(
+        "error: no Chromium found (tried " + ", ".join(tried) + "); install it "
+        "(Debian/Ubuntu: `apt-get install chromium`) or pass --chromium PATH"
+    )
 
 
 def command(chromium: str, page: Path, png: Path, profile: Path, width: int, height: int) -> list[str]:
-    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", f"--screenshot={png}", f"--window-size={width},{height}",
-            "--hide-scrollbars", page.resolve().as_uri()]
+    return [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--screenshot={png}",
+        f"--window-size={width},{height}",
+        "--hide-scrollbars",
+        page.resolve().as_uri(),
+    ]
 
 
-def screenshot(page: Path, png: Path, *, chromium: str, width: int = 1280, height: int = 2000, timeout: float = 120) -> Path:
+def screenshot(
+    page: Path, png: Path, *, chromium: str, width: int = 1280, height: int = 2000, timeout: float = 120
+) -> Path:
     if page.is_dir():
         page = page / "index.html"
     if not page.is_file():
@@ -51,8 +70,12 @@ def screenshot(page: Path, png: Path, *, chromium: str, width: int = 1280, heigh
     png.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="colora-chromium-") as profile:
         try:
-            r = subprocess.run(command(chromium, page, png, Path(profile), width, height),
-                               capture_output=True, text=True, timeout=timeout)
+            r = subprocess.run(
+                command(chromium, page, png, Path(profile), width, height),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             raise SystemExit(f"error: Chromium did not finish within {timeout:.0f} s") from None
     if r.returncode != 0 or not png.is_file():

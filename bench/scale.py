@@ -10,6 +10,7 @@ the restoring alone (Ray's start-up and model loading excluded: the time between
 the last output file). Training: seconds per step at the same global batch (8 x 96²: one process
 of 8, or two of 4), from the run's wall time recorded in the store.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,11 @@ from bench.common import DATA, OUT, git_rev, machine, markdown_table
 def colora(home: Path, *args, torchrun: int = 0) -> float:
     """Run a colora command in a fresh process; its wall time in seconds."""
     env = {**os.environ, "COLORA_HOME": str(home)}
-    prefix = [shutil.which("torchrun"), "--nproc-per-node", str(torchrun), "-m", "colora"] if torchrun else \
-        [sys.executable, "-m", "colora"]
+    prefix = (
+        [shutil.which("torchrun"), "--nproc-per-node", str(torchrun), "-m", "colora"]
+        if torchrun
+        else [sys.executable, "-m", "colora"]
+    )
     start = time.perf_counter()
     subprocess.run([*prefix, *map(str, args)], env=env, check=True, capture_output=True, text=True)
     return time.perf_counter() - start
@@ -59,11 +63,15 @@ def main() -> None:
     rows = []
     plain = work / "out-plain"
     wall = colora(home, "restore", "--task", "rain", photos, "-o", plain, "--engine", "torch")
-    rows.append(["plain `colora restore` (torch)", f"{args.images / wall:.2f}", f"{(args.images - 1) / span(plain):.2f}"])
+    rows.append(
+        ["plain `colora restore` (torch)", f"{args.images / wall:.2f}", f"{(args.images - 1) / span(plain):.2f}"]
+    )
     for workers in (1, 2, 4):
         out = work / f"out-ray{workers}"
         wall = colora(home, "restore", "--task", "rain", photos, "-o", out, "--ray", "local", "--workers", workers)
-        rows.append([f"--ray local --workers {workers}", f"{args.images / wall:.2f}", f"{(args.images - 1) / span(out):.2f}"])
+        rows.append(
+            [f"--ray local --workers {workers}", f"{args.images / wall:.2f}", f"{(args.images - 1) / span(out):.2f}"]
+        )
     print(f"\nRestore, {args.images} CBSD68 photos (481x321), {machine()}, git {git_rev()}\n")
     print(markdown_table(["arm", "images/s (whole command)", "images/s (restoring only)"], rows))
 

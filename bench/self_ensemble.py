@@ -7,13 +7,14 @@ holds the last adapter quality.py trained there (the 4x-time arm where it ran, e
     python -m bench.self_ensemble                      # every store quality.py left
     python -m bench.self_ensemble --stores noise25-16,noise50-16
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import time
 
-from bench.common import OUT, git_rev, machine, held_out_pairs, markdown_table
+from bench.common import OUT, git_rev, held_out_pairs, machine, markdown_table
 from bench.quality import KINDS
 
 
@@ -48,13 +49,40 @@ def main() -> None:
             t0 = time.perf_counter()
             scores[label] = evaluate({"adapter": model}, pairs, self_ensemble=ensembled)["adapter"][0]
             timings[label] = (time.perf_counter() - t0) / len(pairs)
-        rows.append([kind, n, steps, len(pairs), f"{scores['one pass']:.2f}", f"{scores['x8']:.2f}",
-                     f"{scores['x8'] - scores['one pass']:+.2f}", f"{timings['one pass']:.2f}", f"{timings['x8']:.2f}"])
+        rows.append(
+            [
+                kind,
+                n,
+                steps,
+                len(pairs),
+                f"{scores['one pass']:.2f}",
+                f"{scores['x8']:.2f}",
+                f"{scores['x8'] - scores['one pass']:+.2f}",
+                f"{timings['one pass']:.2f}",
+                f"{timings['x8']:.2f}",
+            ]
+        )
         print(" | ".join(map(str, rows[-1])), flush=True)
-    print(f"\nbench/self_ensemble.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}; PSNR dB on the "
-          "held-out pairs of bench/quality.py; s/image includes scoring\n")
-    print(markdown_table(["kind", "train pairs", "adapter steps", "scored", "one pass", "self-ensemble x8", "gain",
-                          "s/image", "s/image x8"], rows))
+    print(
+        f"\nbench/self_ensemble.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}; PSNR dB on the "
+        "held-out pairs of bench/quality.py; s/image includes scoring\n"
+    )
+    print(
+        markdown_table(
+            [
+                "kind",
+                "train pairs",
+                "adapter steps",
+                "scored",
+                "one pass",
+                "self-ensemble x8",
+                "gain",
+                "s/image",
+                "s/image x8",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

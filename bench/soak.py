@@ -6,6 +6,7 @@ per command (target: zero failures) and ends with `colora doctor` on the final s
 
     python -m bench.soak --workers 4 --seconds 120
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,7 +66,9 @@ def worker(i: int, home: Path, work: Path, deadline: float, log: list) -> None:
 def _trained(home: Path, task: str) -> bool:
     env = {**os.environ, "COLORA_HOME": str(home)}
     r = subprocess.run([*COLORA, "list", "--json"], env=env, capture_output=True, text=True)
-    return r.returncode == 0 and any(row["task"] == task and row["adapter"] == "trained" for row in json.loads(r.stdout))
+    return r.returncode == 0 and any(
+        row["task"] == task and row["adapter"] == "trained" for row in json.loads(r.stdout)
+    )
 
 
 def main() -> None:
@@ -86,12 +89,21 @@ def main() -> None:
     for name in sorted({e["command"] for e in log}):
         runs = [e for e in log if e["command"] == name]
         fails = [e for e in runs if not e["ok"]]
-        rows.append([name, len(runs), len(fails), f"{statistics.median(e['seconds'] for e in runs):.2f}",
-                     fails[0]["message"][:80] if fails else ""])
+        rows.append(
+            [
+                name,
+                len(runs),
+                len(fails),
+                f"{statistics.median(e['seconds'] for e in runs):.2f}",
+                fails[0]["message"][:80] if fails else "",
+            ]
+        )
     print(f"bench/soak.py — {args.workers} workers x {args.seconds:g} s — {machine()} — git {git_rev()}\n")
     print(markdown_table(["command", "runs", "failures", "median s", "first failure"], rows))
     total = sum(r[2] for r in rows)
-    print(f"\n{sum(r[1] for r in rows)} commands, {total} failures; final doctor: {'consistent' if code == 0 else last}")
+    print(
+        f"\n{sum(r[1] for r in rows)} commands, {total} failures; final doctor: {'consistent' if code == 0 else last}"
+    )
     sys.exit(1 if total or code else 0)
 
 

@@ -15,6 +15,7 @@ lost (the target: 0 lost, 0 unclean).
 
     python -m bench.soak_faults --seconds 600 --workers 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,18 @@ from bench.common import crop_pairs, git_rev, machine, markdown_table
 
 COLORA = [sys.executable, "-m", "colora"]
 TRAIN = ("--rank", "2", "--steps", "60", "--patch-size", "16", "--batch-size", "2", "--checkpoint-every", "5")
-LONG = ("--rank", "2", "--steps", "100000", "--patch-size", "16", "--batch-size", "2", "--checkpoint-every", "5")  # killed
+LONG = (
+    "--rank",
+    "2",
+    "--steps",
+    "100000",
+    "--patch-size",
+    "16",
+    "--batch-size",
+    "2",
+    "--checkpoint-every",
+    "5",
+)  # killed
 OLD = (1_000_000_000, 1_000_000_000)
 
 
@@ -51,8 +63,9 @@ class Soak:
     def run(self, *args, kill_after: float | None = None) -> tuple[int | None, str]:
         """Run a command; with `kill_after`, SIGKILL it after that many seconds if still running.
         Returns (exit code or None if killed, stderr)."""
-        p = subprocess.Popen([*COLORA, *map(str, args)], env=self.env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [*COLORA, *map(str, args)], env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
             out, err = p.communicate(timeout=kill_after)
         except subprocess.TimeoutExpired:
@@ -64,15 +77,20 @@ class Soak:
         with self.lock:
             self.counts["commands"] += 1
             errors = [line for line in err.splitlines() if line.startswith("Error: ")]
-            if p.returncode not in (0, 1) or "Traceback" in err or (p.returncode == 1 and len(errors) != 1) \
-                    or any(line.startswith("Error: unexpected ") for line in errors):
+            if (
+                p.returncode not in (0, 1)
+                or "Traceback" in err
+                or (p.returncode == 1 and len(errors) != 1)
+                or any(line.startswith("Error: unexpected ") for line in errors)
+            ):
                 self.unclean.append(f"{' '.join(map(str, args))[:80]} -> {p.returncode}: {err.strip()[-200:]}")
         return p.returncode, err
 
     def run_until(self, path: Path, *args, timeout: float = 120) -> None:
         """Start a command and SIGKILL it as soon as `path` exists (or after `timeout`)."""
-        p = subprocess.Popen([*COLORA, *map(str, args)], env=self.env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [*COLORA, *map(str, args)], env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.time() + timeout
         while p.poll() is None and not path.exists() and time.time() < deadline:
             time.sleep(0.05)
@@ -110,8 +128,10 @@ def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: floa
                 data[-rng.randrange(1, 64)] ^= 1 << rng.randrange(8)
                 files[-1].write_bytes(bytes(data))
                 soak.count("flipped adapters")
-                for args in (("restore", "--task", task, images, "-o", soak.work / f"flip-{task}", "--overwrite"),
-                             ("eval", task)):
+                for args in (
+                    ("restore", "--task", task, images, "-o", soak.work / f"flip-{task}", "--overwrite"),
+                    ("eval", task),
+                ):
                     code, err = soak.run(*args)
                     if code == 0:  # a flipped adapter must never be used
                         soak.unclean.append(f"{args[0]} used a flipped adapter of {task}")
@@ -122,7 +142,7 @@ def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: floa
                 soak.run_until(ckpt, "train", task, *LONG)
             if ckpt.exists():
                 data = ckpt.read_bytes()
-                ckpt.write_bytes(data[:rng.randrange(len(data))])
+                ckpt.write_bytes(data[: rng.randrange(len(data))])
                 soak.count("truncated checkpoints")
                 code, _ = soak.run("train", task, *LONG, "--resume", kill_after=6.0)  # refused, or killed
                 if code is not None and code != 0:
@@ -136,13 +156,28 @@ def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: floa
         elif action == "eval":
             soak.run("eval", task, kill_after=rng.choice([None, rng.uniform(0.3, 2.0)]))
         elif action == "restore":
-            soak.run("restore", "--task", task, images, "-o", soak.work / f"out-{task}", "--overwrite",
-                     kill_after=rng.choice([None, rng.uniform(0.3, 2.0)]))
+            soak.run(
+                "restore",
+                "--task",
+                task,
+                images,
+                "-o",
+                soak.work / f"out-{task}",
+                "--overwrite",
+                kill_after=rng.choice([None, rng.uniform(0.3, 2.0)]),
+            )
         else:
             exported = soak.work / f"{task}-export.safetensors"
             if soak.run("adapter", "export", task, exported, "--overwrite")[0] == 0:
-                soak.run("adapter", "import", exported, "--task", f"{task}-copy", "--replace",
-                         kill_after=rng.choice([None, rng.uniform(0.2, 1.5)]))
+                soak.run(
+                    "adapter",
+                    "import",
+                    exported,
+                    "--task",
+                    f"{task}-copy",
+                    "--replace",
+                    kill_after=rng.choice([None, rng.uniform(0.2, 1.5)]),
+                )
 
 
 def reader_worker(soak: Soak, tasks: list[str], images: Path, deadline: float) -> None:
@@ -185,7 +220,9 @@ def main() -> None:
             reference[task] = restored_digest(soak, task, images, work / f"ref-{task}")
         start = time.time()
         deadline = start + args.seconds
-        threads = [threading.Thread(target=busy_worker, args=(soak, t, work / f"pairs-{t}", images, deadline)) for t in busy]
+        threads = [
+            threading.Thread(target=busy_worker, args=(soak, t, work / f"pairs-{t}", images, deadline)) for t in busy
+        ]
         threads.append(threading.Thread(target=reader_worker, args=(soak, protected, images, deadline)))
         for t in threads:
             t.start()
@@ -198,14 +235,22 @@ def main() -> None:
         soak.run("doctor", "--fix")
         code, err = soak.run("doctor")
         lost = [t for t in protected if restored_digest(soak, t, images, work / f"after-{t}") != reference[t]]
-    rows = [["held", f"{held / 60:.1f} min, {soak.counts['commands']} commands "
-                     f"({soak.counts['commands'] / held * 60:.0f}/min), {len(busy)} busy + 1 reader thread"],
-            ["faults injected", f"{soak.counts['killed']} SIGKILLs, {soak.counts['flipped adapters']} flipped adapters, "
-                                f"{soak.counts['truncated checkpoints']} truncated checkpoints, "
-                                f"{soak.counts['temp files dropped']} stray temp files"],
-            ["unclean command endings", str(len(soak.unclean))],
-            ["final doctor", "consistent" if code == 0 else err.strip()[-200:]],
-            ["protected adapters lost or changed", f"{len(lost)} of {len(protected)}"]]
+    rows = [
+        [
+            "held",
+            f"{held / 60:.1f} min, {soak.counts['commands']} commands "
+            f"({soak.counts['commands'] / held * 60:.0f}/min), {len(busy)} busy + 1 reader thread",
+        ],
+        [
+            "faults injected",
+            f"{soak.counts['killed']} SIGKILLs, {soak.counts['flipped adapters']} flipped adapters, "
+            f"{soak.counts['truncated checkpoints']} truncated checkpoints, "
+            f"{soak.counts['temp files dropped']} stray temp files",
+        ],
+        ["unclean command endings", str(len(soak.unclean))],
+        ["final doctor", "consistent" if code == 0 else err.strip()[-200:]],
+        ["protected adapters lost or changed", f"{len(lost)} of {len(protected)}"],
+    ]
     print(f"bench/soak_faults.py — {args.seconds:g} s — {machine()} — git {git_rev()}\n")
     print(markdown_table(["what", "result"], rows))
     for line in soak.unclean[:10]:

@@ -20,6 +20,7 @@ Arms of one comparison are interleaved (A B A B ...), each timing is the median 
     python -m bench.speed                 # ~10 min on a 2-core CPU (needs bench/zoo.py's store)
     python -m bench.speed --repeats 2 --quick
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,9 @@ def interleaved(arms: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def row(section: str, arm: str, seconds: float | None, unit: str, ratio: str = "", target: str = "", met: str = "") -> None:
+def row(
+    section: str, arm: str, seconds: float | None, unit: str, ratio: str = "", target: str = "", met: str = ""
+) -> None:
     ROWS.append([section, arm, f"{seconds:.4f} {unit}" if seconds is not None else "-", ratio, target, met])
 
 
@@ -96,25 +99,47 @@ def forward_section(repeats: int) -> None:
     with torch.inference_mode():
         ref = merged(x[None])[0]
         diff = float((restore_tensor(fast_merged, x) - ref.clamp(0, 1)).abs().max())
-        t = interleaved({
-            "eager": lambda: backbone(x[None]),
-            "fast backbone": lambda: restore_tensor(fast_backbone, x),
-            "fast merged": lambda: restore_tensor(fast_merged, x),
-            "unmerged": lambda: unmerged(x[None]),
-        }, repeats)
+        t = interleaved(
+            {
+                "eager": lambda: backbone(x[None]),
+                "fast backbone": lambda: restore_tensor(fast_backbone, x),
+                "fast merged": lambda: restore_tensor(fast_merged, x),
+                "unmerged": lambda: unmerged(x[None]),
+            },
+            repeats,
+        )
     s = "forward 512²"
     row(s, "eager PyTorch, backbone alone", t["eager"], "s")
-    row(s, "eager, unmerged activation-space LoRA (PEFT-style)", t["unmerged"], "s", f"{t['eager'] / t['unmerged']:.2f}x eager")
+    row(
+        s,
+        "eager, unmerged activation-space LoRA (PEFT-style)",
+        t["unmerged"],
+        "s",
+        f"{t['eager'] / t['unmerged']:.2f}x eager",
+    )
     row(s, "restore path, backbone alone", t["fast backbone"], "s", f"{t['eager'] / t['fast backbone']:.2f}x eager")
     r1, r2 = t["fast backbone"] / t["fast merged"], t["eager"] / t["fast merged"]
-    row(s, "restore path, merged adapter", t["fast merged"], "s", f"{r1:.2f}x backbone alone", ">= 1.0x", yes(r1 >= 0.97))
+    row(
+        s,
+        "restore path, merged adapter",
+        t["fast merged"],
+        "s",
+        f"{r1:.2f}x backbone alone",
+        ">= 1.0x",
+        yes(r1 >= 0.97),
+    )
     row(s, "restore path, merged adapter", t["fast merged"], "s", f"{r2:.2f}x eager", ">= 2x", yes(r2 >= 2))
     row(s, "max |restore path - eager merged|", None, "", f"{diff:.1e}", "fp32 tolerance", yes(diff < 1e-4))
 
     big = torch.rand(3, 1500, 2000)
     with torch.inference_mode():
-        t = interleaved({"eager": lambda: restore_tensor(backbone, big, 512),
-                         "fast": lambda: restore_tensor(fast_merged, big, 512)}, max(2, repeats // 2))
+        t = interleaved(
+            {
+                "eager": lambda: restore_tensor(backbone, big, 512),
+                "fast": lambda: restore_tensor(fast_merged, big, 512),
+            },
+            max(2, repeats // 2),
+        )
     r = t["eager"] / t["fast"]
     row("tiled 2000x1500", "eager backbone, tiles of 512", t["eager"], "s")
     row("tiled 2000x1500", "restore path, merged adapter", t["fast"], "s", f"{r:.2f}x eager", ">= 2x", yes(r >= 2))
@@ -155,8 +180,15 @@ def engines_section(repeats: int) -> None:
     for (e, kind), runner in runners.items():
         r = t["restore path"] / t[e, kind]
         used = " (what --engine runs)" if GRAPHS[e] == kind else ""
-        row(s, f"{e}, {kind} graph{used}", t[e, kind], "s", f"{r:.2f}x restore path; max err {errors[e, kind]:.1e}",
-            "> 1x, err < 1e-4", yes(r > 1 and errors[e, kind] < 1e-4))
+        row(
+            s,
+            f"{e}, {kind} graph{used}",
+            t[e, kind],
+            "s",
+            f"{r:.2f}x restore path; max err {errors[e, kind]:.1e}",
+            "> 1x, err < 1e-4",
+            yes(r > 1 and errors[e, kind] < 1e-4),
+        )
     s = "engines, tiled 2000x1500"
     row(s, "restore path (colora's FastNAFNet graph, PyTorch)", tt["restore path"], "s")
     for e in engines:
@@ -204,13 +236,36 @@ def folder_section(repeats: int, n_images: int) -> None:
     r = t["bare"] / t["e2e"]
     s = f"folder of {len(tensors)} ({pixels / len(tensors) / 1e6:.2f} MP each)"
     row(s, "bare forward loop over decoded tensors", t["bare"], "s", f"{len(tensors) / t['bare']:.2f} img/s")
-    row(s, "`colora restore` in-process (check, decode, infer, encode)", t["e2e"], "s",
-        f"{len(tensors) / t['e2e']:.2f} img/s = {r:.2f}x bare", ">= 0.9x", yes(r >= 0.9))
+    row(
+        s,
+        "`colora restore` in-process (check, decode, infer, encode)",
+        t["e2e"],
+        "s",
+        f"{len(tensors) / t['e2e']:.2f} img/s = {r:.2f}x bare",
+        ">= 0.9x",
+        yes(r >= 0.9),
+    )
     env = dict(os.environ)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "colora", "restore", "--task", task,
-                    str(folder), "-o", str(work / "out-cli"), "--home", str(HOME), *TORCH], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "colora",
+            "restore",
+            "--task",
+            task,
+            str(folder),
+            "-o",
+            str(work / "out-cli"),
+            "--home",
+            str(HOME),
+            *TORCH,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     row(s, "`colora restore` as a command (incl. Python and torch start-up)", time.perf_counter() - t0, "s")
     shutil.rmtree(work, ignore_errors=True)
 
@@ -237,8 +292,15 @@ def _train_setup(arm: str):
     elif arm == "peft":
         from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=max(plan.values()), lora_alpha=max(plan.values()), target_modules=list(plan),
-                            rank_pattern=dict(plan), alpha_pattern=dict(plan), lora_dropout=0.0, bias="none")
+        config = LoraConfig(
+            r=max(plan.values()),
+            lora_alpha=max(plan.values()),
+            target_modules=list(plan),
+            rank_pattern=dict(plan),
+            alpha_pattern=dict(plan),
+            lora_dropout=0.0,
+            bias="none",
+        )
         model = get_peft_model(model, config)
         params = [p for p in model.parameters() if p.requires_grad]
     else:
@@ -303,14 +365,50 @@ def train_section(repeats: int) -> None:
     s = "train step (4 x 96², AdamW)"
     row(s, "full fine-tuning", t["full"], "s", f"peak +{peaks['full']:.0f} MB")
     if "peft" in t:
-        row(s, "PEFT LoRA (same CoLoRA ranks)", t["peft"], "s", f"{t['peft'] / t['full']:.2f}x full; peak +{peaks['peft']:.0f} MB")
-    row(s, "colora LoRA, activation space", t["activation"], "s", f"{t['activation'] / t['full']:.2f}x full; peak +{peaks['activation']:.0f} MB")
+        row(
+            s,
+            "PEFT LoRA (same CoLoRA ranks)",
+            t["peft"],
+            "s",
+            f"{t['peft'] / t['full']:.2f}x full; peak +{peaks['peft']:.0f} MB",
+        )
+    row(
+        s,
+        "colora LoRA, activation space",
+        t["activation"],
+        "s",
+        f"{t['activation'] / t['full']:.2f}x full; peak +{peaks['activation']:.0f} MB",
+    )
     w = t["weight"]
-    row(s, "colora LoRA, weight space (the default)", w, "s", f"{w / t['full']:.2f}x full", "<= 0.9x full", yes(w / t["full"] <= 0.9))
+    row(
+        s,
+        "colora LoRA, weight space (the default)",
+        w,
+        "s",
+        f"{w / t['full']:.2f}x full",
+        "<= 0.9x full",
+        yes(w / t["full"] <= 0.9),
+    )
     if "peft" in t:
-        row(s, "colora LoRA, weight space (the default)", w, "s", f"{w / t['peft']:.2f}x PEFT", "<= 0.7x PEFT", yes(w / t["peft"] <= 0.7))
+        row(
+            s,
+            "colora LoRA, weight space (the default)",
+            w,
+            "s",
+            f"{w / t['peft']:.2f}x PEFT",
+            "<= 0.7x PEFT",
+            yes(w / t["peft"] <= 0.7),
+        )
     m = peaks["weight"] / max(peaks["full"], 1e-9)
-    row(s, "colora LoRA, weight space: peak memory", None, "", f"+{peaks['weight']:.0f} MB = {m:.2f}x full", "<= 0.6x full", yes(m <= 0.6))
+    row(
+        s,
+        "colora LoRA, weight space: peak memory",
+        None,
+        "",
+        f"+{peaks['weight']:.0f} MB = {m:.2f}x full",
+        "<= 0.6x full",
+        yes(m <= 0.6),
+    )
 
 
 # ---------------------------------------------------------------- store
@@ -327,14 +425,31 @@ def store_section(repeats: int, n_tasks: int) -> None:
         store = Store.create(home)
         zoo_store = Store.open(HOME)
         b = zoo_store.backbone()
-        backbone = store.add_backbone(b.name, zoo_store.path(b.path), sha256=b.sha256, config=b.config, params=b.params,
-                                      pretrained=True, description=b.description)
+        backbone = store.add_backbone(
+            b.name,
+            zoo_store.path(b.path),
+            sha256=b.sha256,
+            config=b.config,
+            params=b.params,
+            pretrained=True,
+            description=b.description,
+        )
         adapter_file = zoo_store.path(zoo_store.zoo(b)[0].path)
         for i in range(n_tasks):
             name = f"task-{i:04d}"
-            pairs = [NewPair(stem=f"{j:03d}", split="train" if j else "val", input_path=f"/data/{name}/in/{j}.png",
-                             target_path=f"/data/{name}/gt/{j}.png", width=480, height=320,
-                             input_sha256="0" * 64, target_sha256="0" * 64) for j in range(20)]
+            pairs = [
+                NewPair(
+                    stem=f"{j:03d}",
+                    split="train" if j else "val",
+                    input_path=f"/data/{name}/in/{j}.png",
+                    target_path=f"/data/{name}/gt/{j}.png",
+                    width=480,
+                    height=320,
+                    input_sha256="0" * 64,
+                    target_sha256="0" * 64,
+                )
+                for j in range(20)
+            ]
             task = store.add_task(name, f"/data/{name}", pairs, val_folder=None, val_fraction=0.2, seed=0)
             rel = f"tasks/{name}/adapter-1.safetensors"
             store.path(rel).parent.mkdir(parents=True, exist_ok=True)
@@ -360,8 +475,10 @@ def store_section(repeats: int, n_tasks: int) -> None:
     zoo_store = Store.open(HOME)
     adapters = zoo_store.zoo(zoo_store.backbone())
     backbone = backbone_model(zoo_store, zoo_store.backbone())
-    for label, cached in (("with the backbone loaded (a running process, `--task auto`)", backbone),
-                          ("reading the backbone too", None)):
+    for label, cached in (
+        ("with the backbone loaded (a running process, `--task auto`)", backbone),
+        ("reading the backbone too", None),
+    ):
         task_model(zoo_store, adapters[0], cached)
         switch = []
         for i in range(max(6, repeats * 2)):
@@ -399,8 +516,10 @@ def main() -> None:
 
 
 def report(args) -> None:
-    print(f"\nbench/speed.py — {time.strftime('%Y-%m-%d')}, {machine()}, {torch.get_num_threads()} threads, "
-          f"git {git_rev()}, medians of {args.repeats}\n")
+    print(
+        f"\nbench/speed.py — {time.strftime('%Y-%m-%d')}, {machine()}, {torch.get_num_threads()} threads, "
+        f"git {git_rev()}, medians of {args.repeats}\n"
+    )
     print(markdown_table(["section", "arm", "median", "ratio / note", "target", "met"], ROWS))
 
 

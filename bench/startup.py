@@ -9,6 +9,7 @@ installed); both versions run the way their console script does, as fresh proces
 stdout piped (what scripts and `| less` see). Each version gets its own stores, made by its
 own code. Prints a table; the ratio is new / old.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,13 +54,17 @@ def checkout(rev: str) -> Path:
     dest = OUT / "startup" / f"old-{rev}"
     if not dest.is_dir():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(dest), rev], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(dest), rev], check=True, capture_output=True
+        )
     return dest
 
 
 def launcher(root: Path, version: str) -> list[str]:
-    code = f"import sys; sys.path.insert(0, {str(root)!r}); sys.argv[0] = 'colora'; from {ENTRY[version]} import run; run()"
+    code = (
+        f"import sys; sys.path.insert(0, {str(root)!r}); sys.argv[0] = 'colora'; from "
+        f"{ENTRY[version]} import run; run()"
+    )
     return [sys.executable, "-c", code]
 
 
@@ -69,11 +74,23 @@ def make_stores(roots: dict[str, Path], n_tasks: int) -> dict[tuple[str, str], P
         for kind, n in (("empty", 0), (f"{n_tasks} tasks", n_tasks)):
             home = OUT / "startup" / f"store-{version}-{n}"
             if not (home / ".ready").exists():
-                subprocess.run([*launcher(root, version), "init", "--random-init", "--config", "tiny", "--home", str(home)],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [*launcher(root, version), "init", "--random-init", "--config", "tiny", "--home", str(home)],
+                    check=True,
+                    capture_output=True,
+                )
                 if n:
-                    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(root)!r})\n" + FILL,
-                                    str(home), str(n), str(next((home / "backbones").iterdir()))], check=True)
+                    subprocess.run(
+                        [
+                            sys.executable,
+                            "-c",
+                            f"import sys; sys.path.insert(0, {str(root)!r})\n" + FILL,
+                            str(home),
+                            str(n),
+                            str(next((home / "backbones").iterdir())),
+                        ],
+                        check=True,
+                    )
                 (home / ".ready").touch()
             homes[(version, kind)] = home
     return homes
@@ -87,9 +104,12 @@ def main() -> None:
     args = ap.parse_args()
     roots = {"old": checkout(args.old), "new": ROOT}
     homes = make_stores(roots, args.tasks)
-    cases = [("colora --help", ["--help"], None), ("colora list, empty store", ["list"], "empty"),
-             (f"colora list, {args.tasks} tasks", ["list"], f"{args.tasks} tasks"),
-             (f"colora list --json, {args.tasks} tasks", ["list", "--json"], f"{args.tasks} tasks")]
+    cases = [
+        ("colora --help", ["--help"], None),
+        ("colora list, empty store", ["list"], "empty"),
+        (f"colora list, {args.tasks} tasks", ["list"], f"{args.tasks} tasks"),
+        (f"colora list --json, {args.tasks} tasks", ["list", "--json"], f"{args.tasks} tasks"),
+    ]
     times = {(c[0], v): [] for c in cases for v in roots}
     outputs = {}
     for i in range(args.repeats + 1):  # the first round warms the file cache and is not counted
@@ -113,11 +133,21 @@ def main() -> None:
     for label, _, _ in cases:
         old, new = (statistics.median(times[(label, v)]) for v in ("old", "new"))
         same = "yes" if outputs[(label, "old")] == outputs[(label, "new")] else "NO"
-        rows.append([label, f"{1000 * old:.0f} ms", f"{1000 * new:.0f} ms", f"{new / old:.2f}",
-                     "yes" if new <= old / 2 else "NO", same])
+        rows.append(
+            [
+                label,
+                f"{1000 * old:.0f} ms",
+                f"{1000 * new:.0f} ms",
+                f"{new / old:.2f}",
+                "yes" if new <= old / 2 else "NO",
+                same,
+            ]
+        )
     rows.append(["(bare `python -c pass`, for scale)", "", f"{1000 * statistics.median(bare):.0f} ms", "", "", ""])
-    print(f"\nbench/startup.py — {time.strftime('%Y-%m-%d')}, {machine()}, old = {args.old}, new = git {git_rev()}, "
-          f"medians of {args.repeats}, stdout piped\n")
+    print(
+        f"\nbench/startup.py — {time.strftime('%Y-%m-%d')}, {machine()}, old = {args.old}, new = git {git_rev()}, "
+        f"medians of {args.repeats}, stdout piped\n"
+    )
     print(markdown_table(["command", "old", "new", "new / old", "<= 0.5 (target)", "same output"], rows))
 
 

@@ -7,6 +7,7 @@ command's own overhead; the profile says where a step goes.
 
     python -m bench.train_step --steps 150
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,10 @@ def main() -> None:
     inject_lora(model, plan, mode="weight")
     bare = bare_step_seconds(model, [p for layer in lora_layers(model).values() for p in (layer.lora_A, layer.lora_B)])
     pstats.Stats(profile).sort_stats("cumulative").print_stats(15)
-    print(f"bench/train_step.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}, "
-          f"backbone {store.backbone().name}\n")
+    print(
+        f"bench/train_step.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}, "
+        f"backbone {store.backbone().name}\n"
+    )
     print(f"FAIG plan (default probe): {plan_s:.1f} s")
     print(f"`colora train` ({args.steps} steps, batch 4 x 96²): {command:.3f} s/step")
     print(f"bench/speed.py's bare step, same plan: {bare:.3f} s/step ({command / bare:.2f}x)")

@@ -19,6 +19,7 @@ synthetic low light, milder JPEG (quality 30-40).
 
 The store lives in bench/out/zoo/home; pass `--home` to colora to look at it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,7 +106,7 @@ def build_siblings(seed: int = 0) -> dict[str, Path]:
     random.Random(seed).shuffle(pool)
     gen = torch.Generator().manual_seed(seed)
     for i, kind in enumerate(SIBLINGS):
-        for j, path in enumerate(pool[40 * i: 40 * (i + 1)]):
+        for j, path in enumerate(pool[40 * i : 40 * (i + 1)]):
             clean = _rgb(path)
             _write(root / kind / ("val" if j < 8 else "train"), path.name, _sibling(kind, clean, gen), clean)
     (root / ".done").touch()
@@ -136,13 +137,17 @@ def build_data(seed: int = 0) -> dict[str, Path]:
         groups.setdefault(key, []).append(p.name)
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)
-    rain_keys, blur_keys = keys[: len(keys) // 2], keys[len(keys) // 2:]
+    rain_keys, blur_keys = keys[: len(keys) // 2], keys[len(keys) // 2 :]
     rain_train, rain_val = _split(rain_keys, 10, seed)
     for part, ks in (("train", rain_train), ("val", rain_val)):
         for k in ks:
             for name in groups[k]:
-                _write(root / "rain" / part, name, _rgb(DATA / "rain100l" / "input" / name),
-                       _rgb(DATA / "rain100l" / "target" / name))
+                _write(
+                    root / "rain" / part,
+                    name,
+                    _rgb(DATA / "rain100l" / "input" / name),
+                    _rgb(DATA / "rain100l" / "target" / name),
+                )
     blur_train, blur_val = _split(blur_keys, 10, seed)
     for part, ks in (("train", blur_train), ("val", blur_val)):
         for k in ks:
@@ -164,8 +169,12 @@ def build_data(seed: int = 0) -> dict[str, Path]:
     lol_train, lol_val = _split([p.name for p in (DATA / "lol_eval15" / "input").iterdir()], 5, seed)
     for part, names in (("train", lol_train), ("val", lol_val)):
         for name in names:
-            _write(root / "lowlight" / part, name, _rgb(DATA / "lol_eval15" / "input" / name),
-                   _rgb(DATA / "lol_eval15" / "target" / name))
+            _write(
+                root / "lowlight" / part,
+                name,
+                _rgb(DATA / "lol_eval15" / "input" / name),
+                _rgb(DATA / "lol_eval15" / "target" / name),
+            )
     done.touch()
     return folders
 

@@ -18,6 +18,7 @@ The packages under this name: colora.api (the use cases, with progress reporters
 (the command line), colora.core (PyTorch: model, LoRA, training, inference, recycling) and
 colora.store (the index and the files).
 """
+
 from __future__ import annotations
 
 from os import PathLike
@@ -26,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from colora.api.backbones import InitResult
     from colora.api.evaluation import EvalOutcome
     from colora.api.recycling import AdaptOutcome
     from colora.api.restoring import RestoreOutcome

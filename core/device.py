@@ -1,11 +1,11 @@
 """Choosing where tensors live."""
+
 from __future__ import annotations
 
 import torch
 
+from colora.core.choices import DEVICES
 from colora.core.errors import InvalidInputError
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -3,6 +3,7 @@
 `core` and `store` raise these; only the CLI prints them. Pure Python, so that `store`
 and the fast CLI paths can import it without pulling in torch.
 """
+
 from __future__ import annotations
 
 

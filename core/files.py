@@ -2,6 +2,7 @@
 
 Pure Python (no torch), so the store uses the same functions as core.
 """
+
 from __future__ import annotations
 
 import errno
@@ -83,8 +84,9 @@ def refuse_special(dest: Path) -> None:
         return
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a link" if stat.S_ISLNK(mode) else "not a regular file"
-        raise InvalidInputError(f"{dest} is {kind}; colora replaces only regular files",
-                                hint="choose another destination")
+        raise InvalidInputError(
+            f"{dest} is {kind}; colora replaces only regular files", hint="choose another destination"
+        )
 
 
 def _link_no_clobber(tmp: Path, dest: Path) -> None:
@@ -134,7 +136,7 @@ def safetensors_header(data: bytes) -> tuple[dict[str, tuple[str, tuple[int, ...
     n = int.from_bytes(data[:8], "little")
     if n > min(MAX_HEADER_BYTES, len(data) - 8):
         raise ValueError("header length out of range")
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     if not isinstance(header, dict):
         raise ValueError("header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}

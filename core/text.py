@@ -1,4 +1,5 @@
 """Numbers as people read them (pure Python: the CLI and the report both print them)."""
+
 from __future__ import annotations
 
 

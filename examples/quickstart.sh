@@ -4,7 +4,7 @@
 # evaluate it on the held-out pairs and restore the held-out rainy images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q -e ".[dev]"
+python3 -m pip install -q -e .   # what the main job uses; the test extras are ".[dev]"
 export COLORA_HOME="${COLORA_HOME:-$PWD/.colora-example}"
 
 colora init

@@ -10,6 +10,7 @@ $COLORA_DB_URL), with the weight files in the store folder every machine mounts.
 * A damaged index (a truncated or overwritten colora.db) is reported as such, with the way
   back: `colora doctor --reindex` rebuilds the index from the weight files.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,14 +56,20 @@ def server_engine(url: str):
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise InvalidInputError("the database URL is not a URL",
-                                hint="give one like postgresql+psycopg://user@host/colora") from None
+        raise InvalidInputError(
+            "the database URL is not a URL", hint="give one like postgresql+psycopg://user@host/colora"
+        ) from None
     if parsed.get_backend_name() not in SERVER_SCHEMES:
-        raise InvalidInputError(f"colora keeps its index in SQLite (the default) or PostgreSQL, not "
-                                f"{parsed.get_backend_name()!r}", hint="give a postgresql+psycopg://... URL")
+        raise InvalidInputError(
+            f"colora keeps its index in SQLite (the default) or PostgreSQL, not {parsed.get_backend_name()!r}",
+            hint="give a postgresql+psycopg://... URL",
+        )
     try:
-        return create_engine(parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed,
-                             pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+        return create_engine(
+            parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        )
     except (ModuleNotFoundError, NoSuchModuleError):
         raise InvalidInputError("a PostgreSQL index needs psycopg", hint='pip install "colora[postgres]"') from None
 
@@ -91,7 +98,7 @@ def scrub(text: str, url: str | None) -> str:
         return text
     secrets = [parsed.password] + [v for k, v in parsed.query.items() if k.lower() in SECRET_QUERY_KEYS]
     for secret in secrets:
-        for value in ([secret] if isinstance(secret, str) else list(secret or [])):
+        for value in [secret] if isinstance(secret, str) else list(secret or []):
             if value and len(value) >= 2:
                 text = text.replace(value, "***")
     return text
@@ -102,26 +109,45 @@ def explain(error: BaseException, root: Path) -> ColoraError | None:
     None for errors this module does not know (they stay as they are)."""
     text = str(getattr(error, "orig", None) or error).lower()
     if "malformed" in text or "not a database" in text or "file is encrypted" in text:
-        return IntegrityError(f"the store's index {root / DB_NAME} is damaged ({text})",
-                              hint="rebuild it from the weight files with `colora doctor --reindex` "
-                                   "(the damaged file is kept aside, not deleted)")
+        return IntegrityError(
+            f"the store's index {root / DB_NAME} is damaged ({text})",
+            hint="rebuild it from the weight files with `colora doctor --reindex` "
+            "(the damaged file is kept aside, not deleted)",
+        )
     if "permission denied" in text or "insufficientprivilege" in text:
-        return ConflictError(f"the store's database does not let this role change it ({text.strip().splitlines()[0][:160]})",
-                             hint="reading commands work with a read-only role; ask for write rights to change the store")
+        return ConflictError(
+            f"the store's database does not let this role change it ({text.strip().splitlines()[0][:160]})",
+            hint="reading commands work with a read-only role; ask for write rights to change the store",
+        )
     if "readonly" in text or "read-only" in text:
-        return ConflictError(f"the store at {root} is read-only; this command would change it",
-                             hint="copy the store somewhere writable (or mount it read-write) to change it")
+        return ConflictError(
+            f"the store at {root} is read-only; this command would change it",
+            hint="copy the store somewhere writable (or mount it read-write) to change it",
+        )
     if "locked" in text or "busy" in text:
-        return ConflictError(f"the store at {root} is busy: another colora has held it for more than "
-                             f"{BUSY_TIMEOUT_S} s", hint="try again when the other command has finished")
+        return ConflictError(
+            f"the store at {root} is busy: another colora has held it for more than {BUSY_TIMEOUT_S} s",
+            hint="try again when the other command has finished",
+        )
     if "does not exist" in text and "database" in text:
-        return NotFoundError(f"the store's database does not exist ({text.strip().splitlines()[0][:200]})",
-                             hint="create it on the server (createdb), then run `colora init`")
-    if ("connection refused" in text or "could not connect" in text or "connection failed" in text
-            or "authentication failed" in text or "could not translate host name" in text):
-        return ConflictError(f"cannot reach the store's database ({text.strip().splitlines()[0][:200]})",
-                             hint="check the --db / $COLORA_DB_URL address, that the server runs, and the credentials")
+        return NotFoundError(
+            f"the store's database does not exist ({text.strip().splitlines()[0][:200]})",
+            hint="create it on the server (createdb), then run `colora init`",
+        )
+    if (
+        "connection refused" in text
+        or "could not connect" in text
+        or "connection failed" in text
+        or "authentication failed" in text
+        or "could not translate host name" in text
+    ):
+        return ConflictError(
+            f"cannot reach the store's database ({text.strip().splitlines()[0][:200]})",
+            hint="check the --db / $COLORA_DB_URL address, that the server runs, and the credentials",
+        )
     if "unable to open database" in text or "disk i/o error" in text:
-        return IntegrityError(f"cannot open the store's index {root / DB_NAME} ({text})",
-                              hint="check that the folder is readable and the disk is healthy")
+        return IntegrityError(
+            f"cannot open the store's index {root / DB_NAME} ({text})",
+            hint="check that the folder is readable and the disk is healthy",
+        )
     return None

@@ -14,6 +14,7 @@ Nothing the store holds is deleted to tidy it: the only files `--fix` removes ar
 temporary files, which it can recognise by name. Files younger than GRACE_S are left alone: a
 concurrent command may be about to commit them.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,7 +63,9 @@ def check(store: Store) -> list[Finding]:
     meta = store.meta_adapter()
     referenced = {store.path(b.path) for b in backbones} | {store.path(a.path) for a in adapters}
     file_sha = {b.id: b.file_sha256 for b in backbones}
-    cached = {f"{tasks.get(a.task_id, '?')}-{onnx_key(a.file_sha256, file_sha.get(a.backbone_id, ''))}-" for a in adapters}
+    cached = {
+        f"{tasks.get(a.task_id, '?')}-{onnx_key(a.file_sha256, file_sha.get(a.backbone_id, ''))}-" for a in adapters
+    }
     for b in backbones:
         findings += _weights_file(store, b.path, b.file_sha256, f"backbone '{b.name}'", "backbone")
     for a in adapters:
@@ -79,18 +82,33 @@ def check(store: Store) -> list[Finding]:
     live_tasks = set()
     for r in runs:
         name = tasks.get(r.task_id, "?")
-        if r.status == RunStatus.RUNNING and run_alive(r.pid, r.host, r.heartbeat_at, now=store.database_time(),
-                                                       shared=bool(store.url)):
+        if r.status == RunStatus.RUNNING and run_alive(
+            r.pid, r.host, r.heartbeat_at, now=store.database_time(), shared=bool(store.url)
+        ):
             live_tasks.add(name)
             continue
         ckpt = store.path(r.checkpoint_path) if r.checkpoint_path else None
         if ckpt is not None and ckpt.is_file() and r.status != RunStatus.DONE:
             referenced.add(ckpt)
-            findings.append(Finding("info", "resumable_run", f"training run {r.id} of '{name}' stopped at its last checkpoint; "
-                                            f"continue with `colora train {name} --resume`", r.checkpoint_path))
+            findings.append(
+                Finding(
+                    "info",
+                    "resumable_run",
+                    f"training run {r.id} of '{name}' stopped at its last checkpoint; "
+                    f"continue with `colora train {name} --resume`",
+                    r.checkpoint_path,
+                )
+            )
         if r.status == RunStatus.RUNNING:
-            findings.append(Finding("cleanup", "dead_run", f"training run {r.id} of '{name}' is marked running but its process is gone",
-                                    fixable=True, ref=r.id))
+            findings.append(
+                Finding(
+                    "cleanup",
+                    "dead_run",
+                    f"training run {r.id} of '{name}' is marked running but its process is gone",
+                    fixable=True,
+                    ref=r.id,
+                )
+            )
     findings += _files(store, referenced, live_tasks, set(tasks.values()), cached)
     return findings
 
@@ -102,10 +120,18 @@ def _database(store: Store) -> list[Finding]:
     with store.engine.connect() as conn:
         result = conn.execute(text("PRAGMA integrity_check")).scalar_one()
         if result != "ok":
-            findings.append(Finding("error", "db", f"SQLite integrity check failed: {result}; rebuild the index with "
-                                    "`colora doctor --reindex`", "colora.db"))
+            findings.append(
+                Finding(
+                    "error",
+                    "db",
+                    f"SQLite integrity check failed: {result}; rebuild the index with `colora doctor --reindex`",
+                    "colora.db",
+                )
+            )
         for row in conn.execute(text("PRAGMA foreign_key_check")):
-            findings.append(Finding("error", "db", f"row {row[1]} of table {row[0]} points to a missing {row[2]} row", "colora.db"))
+            findings.append(
+                Finding("error", "db", f"row {row[1]} of table {row[0]} points to a missing {row[2]} row", "colora.db")
+            )
     return findings
 
 
@@ -118,8 +144,9 @@ def _weights_file(store: Store, rel: str, recorded_sha: str | None, label: str, 
     return []
 
 
-def _files(store: Store, referenced: set[Path], live_tasks: set[str], task_names: set[str],
-           cached: set[str]) -> list[Finding]:
+def _files(
+    store: Store, referenced: set[Path], live_tasks: set[str], task_names: set[str], cached: set[str]
+) -> list[Finding]:
     """Every file under the store's folders, walked without following links. `cached`: the name
     prefixes of the ONNX exports of the adapters the store has (Store.onnx_relpath)."""
     findings = []
@@ -137,38 +164,81 @@ def _files(store: Store, referenced: set[Path], live_tasks: set[str], task_names
                     continue
                 mode = f.lstat().st_mode
                 if stat.S_ISLNK(mode):
-                    findings.append(Finding("warning", "link", f"a link inside the store (colora makes none); it is never "
-                                            f"followed or removed: remove it yourself if it is not wanted "
-                                            f"(points to {os.readlink(f)})", rel))
+                    findings.append(
+                        Finding(
+                            "warning",
+                            "link",
+                            f"a link inside the store (colora makes none); it is never "
+                            f"followed or removed: remove it yourself if it is not wanted "
+                            f"(points to {os.readlink(f)})",
+                            rel,
+                        )
+                    )
                 elif not stat.S_ISREG(mode):
                     continue
                 elif is_temp_name(name):
                     if _old(f):
-                        findings.append(Finding("cleanup", "temp_file", "temporary file left by an interrupted write",
-                                                rel, fixable=True))
+                        findings.append(
+                            Finding(
+                                "cleanup", "temp_file", "temporary file left by an interrupted write", rel, fixable=True
+                            )
+                        )
                 elif room == "cache":
                     if not any(name.startswith(prefix) for prefix in cached) and _old(f):
-                        findings.append(Finding("warning", "stale_cache", "a cached ONNX export of an adapter the store "
-                                                "no longer has (rebuilt on demand); safe to remove", rel))
+                        findings.append(
+                            Finding(
+                                "warning",
+                                "stale_cache",
+                                "a cached ONNX export of an adapter the store "
+                                "no longer has (rebuilt on demand); safe to remove",
+                                rel,
+                            )
+                        )
                 elif room == "pretrain":
-                    findings.append(Finding("info", "pretrain_checkpoint", "unfinished pre-training checkpoint; continue "
-                                            "with `colora backbone pretrain ... --resume`", rel))
+                    findings.append(
+                        Finding(
+                            "info",
+                            "pretrain_checkpoint",
+                            "unfinished pre-training checkpoint; continue with `colora backbone pretrain ... --resume`",
+                            rel,
+                        )
+                    )
                 elif store.path(rel) in referenced or not _old(f):
                     continue
                 elif name == "checkpoint.safetensors":
-                    findings.append(Finding("warning", "stale_checkpoint", "a training checkpoint no run can resume; "
-                                            "remove it yourself if it is not wanted", rel))
+                    findings.append(
+                        Finding(
+                            "warning",
+                            "stale_checkpoint",
+                            "a training checkpoint no run can resume; remove it yourself if it is not wanted",
+                            rel,
+                        )
+                    )
                 elif name.endswith(".safetensors"):
-                    findings.append(Finding("warning", "not_indexed", "weights file the index does not know; "
-                                            "`--fix` re-indexes it from its own metadata", rel, fixable=True))
+                    findings.append(
+                        Finding(
+                            "warning",
+                            "not_indexed",
+                            "weights file the index does not know; `--fix` re-indexes it from its own metadata",
+                            rel,
+                            fixable=True,
+                        )
+                    )
                 else:
                     findings.append(Finding("info", "foreign", "not a colora file; left alone", rel))
     tasks_dir = store.root / "tasks"
     if tasks_dir.is_dir() and not tasks_dir.is_symlink():
         for d in sorted(tasks_dir.iterdir()):
             if d.is_dir() and not d.is_symlink() and d.name not in task_names and not any(d.iterdir()):
-                findings.append(Finding("cleanup", "orphan_dir", "empty folder of a removed task",
-                                        d.relative_to(store.root).as_posix(), fixable=True))
+                findings.append(
+                    Finding(
+                        "cleanup",
+                        "orphan_dir",
+                        "empty folder of a removed task",
+                        d.relative_to(store.root).as_posix(),
+                        fixable=True,
+                    )
+                )
     return findings
 
 
@@ -184,8 +254,13 @@ def fix(store: Store, findings: list[Finding]) -> list[Finding]:
         if f.kind == "dead_run":
             with store.session() as s:
                 run = s.get(TrainRun, f.ref)
-                if run is not None and run.status == RunStatus.RUNNING and not run_alive(
-                        run.pid, run.host, run.heartbeat_at, now=store.database_time(), shared=bool(store.url)):
+                if (
+                    run is not None
+                    and run.status == RunStatus.RUNNING
+                    and not run_alive(
+                        run.pid, run.host, run.heartbeat_at, now=store.database_time(), shared=bool(store.url)
+                    )
+                ):
                     run.status = RunStatus.INTERRUPTED
         elif f.kind == "adapter_missing":
             with store.session() as s:
@@ -207,4 +282,3 @@ def fix(store: Store, findings: list[Finding]) -> list[Finding]:
             continue
         f.fixed = True
     return findings
-

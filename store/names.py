@@ -1,4 +1,5 @@
 """Task and backbone names are slugs: they become folder names inside the store."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """Where the store lives, and keeping every path inside it."""
+
 from __future__ import annotations
 
 import os
@@ -32,6 +33,8 @@ def inside(root: Path, relative: str) -> Path:
     """`root / relative`, refusing anything that would land outside root."""
     path = (root / relative).resolve()
     if path != root and root not in path.parents:
-        raise InvalidInputError(f"path {relative!r} escapes the store (a link inside the store points out of it?)",
-                                hint="colora makes no links: remove the link, then run `colora doctor`")
+        raise InvalidInputError(
+            f"path {relative!r} escapes the store (a link inside the store points out of it?)",
+            hint="colora makes no links: remove the link, then run `colora doctor`",
+        )
     return path

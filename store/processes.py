@@ -5,6 +5,7 @@ cannot be probed: it counts as alive while its heartbeat (written at start and a
 minute while it trains, on the database's clock) is younger than STALE_AFTER_S. A SQLite store
 is one machine's: its runs are always probed (a laptop whose host name changes keeps its runs).
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
-def run_alive(pid: int | None, host: str | None, heartbeat_at: str | None, *, now: str | None = None,
-              shared: bool = True) -> bool:
+def run_alive(
+    pid: int | None, host: str | None, heartbeat_at: str | None, *, now: str | None = None, shared: bool = True
+) -> bool:
     """The process of a run marked running: probed here, judged by its heartbeat (against `now`,
     the database's clock, when given) on another machine of a shared store."""
     if not shared or host is None or host == this_host():

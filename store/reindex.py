@@ -10,6 +10,7 @@ index knew is gone: the pairs behind each task (tasks come back without pairs; `
 Read with the standard library (safetensors headers are JSON): the store never imports torch.
 The files are not trusted more than on import: every later load checks them again.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,13 @@ def _weight_files(store: Store) -> list[Path]:
         top = store.root / room
         if top.is_dir() and not top.is_symlink():
             for folder, _, names in os.walk(top, followlinks=False):
-                files += [Path(folder) / n for n in sorted(names) if n.endswith(".safetensors")
-                          and n != "checkpoint.safetensors" and stat.S_ISREG((Path(folder) / n).lstat().st_mode)]
+                files += [
+                    Path(folder) / n
+                    for n in sorted(names)
+                    if n.endswith(".safetensors")
+                    and n != "checkpoint.safetensors"
+                    and stat.S_ISREG((Path(folder) / n).lstat().st_mode)
+                ]
     return files
 
 
@@ -132,11 +138,21 @@ def _backbone(store: Store, f: Path) -> str | None:
     with store.session() as s:
         if s.scalar(select(Backbone).where(Backbone.name == name)) is not None:
             return f"a backbone named '{name}' is already indexed"
-        s.add(Backbone(
-            name=name, sha256=meta["sha256"], file_sha256=sha256_file(f), path=f.relative_to(store.root).as_posix(),
-            config=meta["config"], params=sum(math.prod(shape) for _, shape in tensors.values()),
-            pretrained=meta.get("pretrained") == "true", description=meta.get("description", "re-indexed backbone"),
-            recipe=meta.get("recipe"), loss_curve=meta.get("loss_curve"), size_bytes=f.stat().st_size))
+        s.add(
+            Backbone(
+                name=name,
+                sha256=meta["sha256"],
+                file_sha256=sha256_file(f),
+                path=f.relative_to(store.root).as_posix(),
+                config=meta["config"],
+                params=sum(math.prod(shape) for _, shape in tensors.values()),
+                pretrained=meta.get("pretrained") == "true",
+                description=meta.get("description", "re-indexed backbone"),
+                recipe=meta.get("recipe"),
+                loss_curve=meta.get("loss_curve"),
+                size_bytes=f.stat().st_size,
+            )
+        )
         if s.get(Setting, DEFAULT_BACKBONE_KEY) is None:
             s.add(Setting(key=DEFAULT_BACKBONE_KEY, value=name))
     return None
@@ -167,11 +183,20 @@ def _adapter(store: Store, f: Path) -> str | None:
             s.flush()
         elif s.scalar(select(Adapter).where(Adapter.task_id == task.id)) is not None:
             return f"task '{task_name}' already has an adapter"
-        s.add(Adapter(task_id=task.id, backbone_id=backbone.id, path=f.relative_to(store.root).as_posix(),
-                      file_sha256=sha256_file(f), size_bytes=f.stat().st_size, trainable_params=trainable,
-                      backbone_params=backbone.params, plan_method=meta.get("plan_method", "uniform"),
-                      recycled=meta.get("recycled") == "true",
-                      budget=float(budget) if isinstance(budget, (int, float)) and 0 < budget <= 1 else None))
+        s.add(
+            Adapter(
+                task_id=task.id,
+                backbone_id=backbone.id,
+                path=f.relative_to(store.root).as_posix(),
+                file_sha256=sha256_file(f),
+                size_bytes=f.stat().st_size,
+                trainable_params=trainable,
+                backbone_params=backbone.params,
+                plan_method=meta.get("plan_method", "uniform"),
+                recycled=meta.get("recycled") == "true",
+                budget=float(budget) if isinstance(budget, (int, float)) and 0 < budget <= 1 else None,
+            )
+        )
     return None
 
 
@@ -182,7 +207,14 @@ def _meta_adapter(store: Store, f: Path) -> str | None:
     if store.meta_adapter() is not None:
         return "a meta-adapter is already indexed"
     with store.session() as s:
-        s.add(MetaAdapter(path=f.relative_to(store.root).as_posix(), file_sha256=sha256_file(f),
-                          backbone_sha256=meta["backbone_sha256"], zoo=json.dumps(json.loads(meta["zoo"])),
-                          steps=int(meta["steps"]), final_loss=float(json.loads(meta["final_loss"]))))
+        s.add(
+            MetaAdapter(
+                path=f.relative_to(store.root).as_posix(),
+                file_sha256=sha256_file(f),
+                backbone_sha256=meta["backbone_sha256"],
+                zoo=json.dumps(json.loads(meta["zoo"])),
+                steps=int(meta["steps"]),
+                final_loss=float(json.loads(meta["final_loss"])),
+            )
+        )
     return None

@@ -1,4 +1,5 @@
 """The index: SQLAlchemy 2.0 typed ORM over the tables that store/migrations.py creates."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,9 @@ class Task(Base):
     rank_plan_info: Mapped[str | None] = mapped_column(Text)  # JSON: budget, scores, settings
     created_at: Mapped[str] = mapped_column(Text, default=utcnow)
 
-    pairs: Mapped[list["Pair"]] = relationship(back_populates="task", cascade="all, delete-orphan", passive_deletes=True)
+    pairs: Mapped[list["Pair"]] = relationship(
+        back_populates="task", cascade="all, delete-orphan", passive_deletes=True
+    )
     adapter: Mapped["Adapter | None"] = relationship(back_populates="task", passive_deletes=True)
 
     def plan(self) -> dict[str, int] | None:
@@ -106,8 +109,14 @@ class TrainRun(Base):
     backbone_id: Mapped[int] = mapped_column(ForeignKey("backbones.id"))
     adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id", ondelete="SET NULL"))
     status: Mapped[RunStatus] = mapped_column(
-        Enum(RunStatus, native_enum=False, create_constraint=False, length=None,
-             values_callable=lambda e: [m.value for m in e]))
+        Enum(
+            RunStatus,
+            native_enum=False,
+            create_constraint=False,
+            length=None,
+            values_callable=lambda e: [m.value for m in e],
+        )
+    )
     config: Mapped[str] = mapped_column(Text)
     loss_curve: Mapped[str | None] = mapped_column(Text)
     steps_done: Mapped[int] = mapped_column(default=0)

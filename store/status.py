@@ -1,4 +1,5 @@
 """Training-run statuses: one enum for the ORM, the listing (plain sqlite3) and the doctor."""
+
 from __future__ import annotations
 
 import enum

@@ -15,6 +15,7 @@ index or built from a name goes through `path()`, which refuses anything outside
 Files are written to a temp name and renamed into place *before* the row that points to
 them is committed, so a crash leaves at worst an orphan file, never a row without a file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,6 +41,7 @@ from colora.store import database
 from colora.store.migrations import check_version, migrate
 from colora.store.names import validate_slug
 from colora.store.paths import DB_NAME, db_url, inside, resolve_home
+from colora.store.processes import as_utc, run_alive, this_host
 from colora.store.schema import (
     Adapter,
     Backbone,
@@ -51,7 +53,6 @@ from colora.store.schema import (
     TrainRun,
     utcnow,
 )
-from colora.store.processes import as_utc, run_alive, this_host
 from colora.store.status import RunStatus
 
 DEFAULT_BACKBONE_KEY = "default_backbone"
@@ -119,8 +120,10 @@ class Store:
 
                 initialised = inspect(conn).has_table("settings")
             if not initialised or not root.is_dir():
-                raise NotFoundError(f"no colora store in {database.shown(url)} with its files at {root}",
-                                    hint="run `colora init` with the same --home and database URL first")
+                raise NotFoundError(
+                    f"no colora store in {database.shown(url)} with its files at {root}",
+                    hint="run `colora init` with the same --home and database URL first",
+                )
         else:
             if not (root / DB_NAME).is_file():
                 raise NotFoundError(f"no colora store at {root}", hint="run `colora init` first (or pass --home)")
@@ -139,9 +142,10 @@ class Store:
         with self.session() as s:
             settings = {r.key: r.value for r in s.scalars(select(Setting))}
         if settings.get(MIGRATED_KEY):
-            raise ConflictError(f"this store's index moved to {settings[MIGRATED_KEY]} (colora store migrate)",
-                                hint="use it there (--db / $COLORA_DB_URL, or without them for colora.db); this "
-                                     "copy is kept, unused")
+            raise ConflictError(
+                f"this store's index moved to {settings[MIGRATED_KEY]} (colora store migrate)",
+                hint="use it there (--db / $COLORA_DB_URL, or without them for colora.db); this copy is kept, unused",
+            )
         if not self.url:
             return
         marker = self.root / STORE_ID_FILE
@@ -155,9 +159,10 @@ class Store:
             copy_atomic_text(marker, recorded)
             found = recorded
         if recorded is None or found != recorded:
-            raise ConflictError(f"the index in {self.index_name} belongs to another store folder than {self.root}",
-                                hint="give the folder that holds its weights with --home (every machine must see "
-                                     "the same folder)")
+            raise ConflictError(
+                f"the index in {self.index_name} belongs to another store folder than {self.root}",
+                hint="give the folder that holds its weights with --home (every machine must see the same folder)",
+            )
 
     def _migrate(self) -> None:
         with self._translated():
@@ -183,8 +188,10 @@ class Store:
             explained = database.explain(e, self.root)
             if explained is None and self.url:  # a server's own message, first line, without the password
                 first = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:200]
-                explained = ConflictError(f"the store's database refused the command ({first})",
-                                          hint="check the database URL, the server and the role's rights")
+                explained = ConflictError(
+                    f"the store's database refused the command ({first})",
+                    hint="check the database URL, the server and the role's rights",
+                )
             if explained is None:
                 raise
             if self.url:
@@ -199,14 +206,26 @@ class Store:
         it could replace weights, and `colora doctor` would not know it."""
         p = Path(path).absolute().resolve()  # links followed: a link into the store counts as inside
         if p == self.root or self.root in p.parents:
-            raise InvalidInputError(f"{what} {path} is inside the store ({self.root})",
-                                    hint="write it somewhere outside the store folder")
+            raise InvalidInputError(
+                f"{what} {path} is inside the store ({self.root})", hint="write it somewhere outside the store folder"
+            )
 
     # ------------------------------------------------------------ backbones
 
-    def add_backbone(self, name: str, source: Path, *, sha256: str, config: str, params: int,
-                     pretrained: bool, description: str, recipe: dict | None = None,
-                     loss_curve: list | None = None, make_default: bool = False) -> Backbone:
+    def add_backbone(
+        self,
+        name: str,
+        source: Path,
+        *,
+        sha256: str,
+        config: str,
+        params: int,
+        pretrained: bool,
+        description: str,
+        recipe: dict | None = None,
+        loss_curve: list | None = None,
+        make_default: bool = False,
+    ) -> Backbone:
         """Copy a validated backbone file into the store and index it."""
         validate_slug(name, "backbone")
         rel = self.backbone_relpath(name)
@@ -215,12 +234,20 @@ class Store:
                 raise ConflictError(f"backbone '{name}' already exists", hint="choose another --name")
         dest = self.path(rel)
         if dest.exists() or dest.is_symlink():  # a file the index lost (or another's): never overwritten
-            raise ConflictError(f"{rel} already exists in the store, but the index does not know it",
-                                hint="if the index lost it, `colora doctor --fix` re-indexes it; else choose another --name")
+            raise ConflictError(
+                f"{rel} already exists in the store, but the index does not know it",
+                hint="if the index lost it, `colora doctor --fix` re-indexes it; else choose another --name",
+            )
         copy_atomic(Path(source), dest, overwrite=False)
         row = Backbone(
-            name=name, sha256=sha256, file_sha256=sha256_file(dest), path=rel, config=config,
-            params=params, pretrained=pretrained, description=description,
+            name=name,
+            sha256=sha256,
+            file_sha256=sha256_file(dest),
+            path=rel,
+            config=config,
+            params=params,
+            pretrained=pretrained,
+            description=description,
             recipe=json.dumps(recipe) if recipe is not None else None,
             loss_curve=json.dumps(loss_curve) if loss_curve is not None else None,
             size_bytes=dest.stat().st_size,
@@ -266,8 +293,16 @@ class Store:
 
     # ------------------------------------------------------------ tasks
 
-    def add_task(self, name: str, folder: str, pairs: Sequence[NewPair], *, val_folder: str | None,
-                 val_fraction: float | None, seed: int) -> Task:
+    def add_task(
+        self,
+        name: str,
+        folder: str,
+        pairs: Sequence[NewPair],
+        *,
+        val_folder: str | None,
+        val_fraction: float | None,
+        seed: int,
+    ) -> Task:
         validate_slug(name)
         task = Task(name=name, folder=folder, val_folder=val_folder, val_fraction=val_fraction, split_seed=seed)
         task.pairs = [Pair(**p.__dict__) for p in pairs]
@@ -293,7 +328,9 @@ class Store:
         with self.session() as s:
             row = s.scalar(select(Task).where(Task.name == name))
         if row is None:
-            raise NotFoundError(f"no task named '{name}'", hint=f"add it with `colora task add {name} FOLDER`, or see `colora list`")
+            raise NotFoundError(
+                f"no task named '{name}'", hint=f"add it with `colora task add {name} FOLDER`, or see `colora list`"
+            )
         return row
 
     def pairs(self, task: Task, split: str | None = None) -> list[Pair]:
@@ -329,15 +366,21 @@ class Store:
     def zoo(self, backbone: Backbone, *, exclude: str | None = None) -> list[Adapter]:
         """Trained (not recycled) adapters on `backbone`, by task name: what LoRA Recycle mixes."""
         with self.session() as s:
-            rows = s.scalars(select(Adapter).options(joinedload(Adapter.task), joinedload(Adapter.backbone))
-                             .where(Adapter.backbone_id == backbone.id, Adapter.recycled.is_(False)))
+            rows = s.scalars(
+                select(Adapter)
+                .options(joinedload(Adapter.task), joinedload(Adapter.backbone))
+                .where(Adapter.backbone_id == backbone.id, Adapter.recycled.is_(False))
+            )
             return sorted((a for a in rows if a.task.name != exclude), key=lambda a: a.task.name)
 
     def adapters(self, backbone: Backbone) -> list[Adapter]:
         """Every adapter on `backbone` (trained, imported or recycled), by task name."""
         with self.session() as s:
-            rows = s.scalars(select(Adapter).options(joinedload(Adapter.task), joinedload(Adapter.backbone))
-                             .where(Adapter.backbone_id == backbone.id))
+            rows = s.scalars(
+                select(Adapter)
+                .options(joinedload(Adapter.task), joinedload(Adapter.backbone))
+                .where(Adapter.backbone_id == backbone.id)
+            )
             return sorted(rows, key=lambda a: a.task.name)
 
     def set_signature(self, adapter: Adapter, signature: str) -> None:
@@ -379,7 +422,7 @@ class Store:
         folder, prefix = self.path(ONNX_CACHE), f"{validate_slug(task_name)}-"
         key = onnx_key(adapter.file_sha256, adapter.backbone.file_sha256)
         for f in sorted(folder.glob(f"{prefix}*.onnx")) if folder.is_dir() else ():
-            m = ONNX_NAME.match(f.name[len(prefix):])  # not a file of a task named `<task>-...`
+            m = ONNX_NAME.match(f.name[len(prefix) :])  # not a file of a task named `<task>-...`
             if m and m.group(1) != key and f.is_file() and not f.is_symlink():
                 f.unlink(missing_ok=True)
 
@@ -401,11 +444,20 @@ class Store:
                 run.host, run.heartbeat_at = this_host(), self._now(s)
                 return run
             # a fresh run reuses the task's checkpoint file: earlier unfinished runs can no longer resume
-            for old in s.scalars(select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status != RunStatus.DONE)):
+            for old in s.scalars(
+                select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status != RunStatus.DONE)
+            ):
                 old.status, old.checkpoint_path = RunStatus.ABANDONED, None
-            run = TrainRun(task_id=task.id, backbone_id=backbone.id, status=RunStatus.RUNNING, config=config,
-                           checkpoint_path=self.checkpoint_relpath(task), pid=os.getpid(), host=this_host(),
-                           heartbeat_at=self._now(s))
+            run = TrainRun(
+                task_id=task.id,
+                backbone_id=backbone.id,
+                status=RunStatus.RUNNING,
+                config=config,
+                checkpoint_path=self.checkpoint_relpath(task),
+                pid=os.getpid(),
+                host=this_host(),
+                heartbeat_at=self._now(s),
+            )
             s.add(run)
             s.flush()
             return run
@@ -420,11 +472,17 @@ class Store:
         process (store/processes.py). Refused when the run is no longer running: another process
         took the task over after judging this one dead, and this one must stop."""
         with self.session() as s:
-            done = s.execute(update(TrainRun).where(TrainRun.id == run.id, TrainRun.status == RunStatus.RUNNING)
-                             .values(heartbeat_at=self._now(s)))
+            done = s.execute(
+                update(TrainRun)
+                .where(TrainRun.id == run.id, TrainRun.status == RunStatus.RUNNING)
+                .values(heartbeat_at=self._now(s))
+            )
             if done.rowcount == 0:
-                raise ConflictError(f"training run {run.id} was taken over by another process (its machine looked "
-                                    "dead to the others); this one stops", hint="see `colora list` for the task")
+                raise ConflictError(
+                    f"training run {run.id} was taken over by another process (its machine looked "
+                    "dead to the others); this one stops",
+                    hint="see `colora list` for the task",
+                )
 
     def database_time(self) -> str:
         with self.session() as s:
@@ -438,13 +496,17 @@ class Store:
 
     def _refuse_live_run(self, s: Session, task: Task) -> None:
         now = self._now(s)
-        for other in s.scalars(select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status == RunStatus.RUNNING)):
+        for other in s.scalars(
+            select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status == RunStatus.RUNNING)
+        ):
             mine = other.pid == os.getpid() and other.host in (None, this_host())
             alive = run_alive(other.pid, other.host, other.heartbeat_at, now=now, shared=bool(self.url))
             if other.pid and not mine and alive:
                 where = "" if other.host in (None, this_host()) else f" on {other.host}"
-                raise ConflictError(f"task '{task.name}' is already being trained (process {other.pid}{where})",
-                                    hint="wait for it to finish, or stop it and use --resume")
+                raise ConflictError(
+                    f"task '{task.name}' is already being trained (process {other.pid}{where})",
+                    hint="wait for it to finish, or stop it and use --resume",
+                )
 
     def resumable_run(self, task: Task) -> TrainRun | None:
         """The latest unfinished run of this task whose checkpoint file exists."""
@@ -460,19 +522,39 @@ class Store:
             row.status = status
             row.error = error
 
-    def finish_run(self, run: TrainRun, task: Task, *, adapter_rel: str, trainable_params: int,
-                   backbone_params: int, plan_method: str, budget: float | None, loss_curve: list,
-                   steps_done: int, wall_time_s: float) -> Adapter:
+    def finish_run(
+        self,
+        run: TrainRun,
+        task: Task,
+        *,
+        adapter_rel: str,
+        trainable_params: int,
+        backbone_params: int,
+        plan_method: str,
+        budget: float | None,
+        loss_curve: list,
+        steps_done: int,
+        wall_time_s: float,
+    ) -> Adapter:
         """Index the adapter file (already in place) and close the run, in one transaction."""
         with self.session() as s:
             row = s.get_one(TrainRun, run.id)
             if row.status != RunStatus.RUNNING:  # taken over meanwhile: its adapter must not replace the new one
                 self.path(adapter_rel).unlink(missing_ok=True)
-                raise ConflictError(f"training run {run.id} was taken over by another process; its result is dropped",
-                                    hint="see `colora list` for the task")
+                raise ConflictError(
+                    f"training run {run.id} was taken over by another process; its result is dropped",
+                    hint="see `colora list` for the task",
+                )
             adapter, old_file = self._replace_adapter(
-                s, task, run.backbone_id, adapter_rel, trainable_params=trainable_params,
-                backbone_params=backbone_params, plan_method=plan_method, budget=budget)
+                s,
+                task,
+                run.backbone_id,
+                adapter_rel,
+                trainable_params=trainable_params,
+                backbone_params=backbone_params,
+                plan_method=plan_method,
+                budget=budget,
+            )
             row.status, row.adapter_id, row.finished_at = RunStatus.DONE, adapter.id, utcnow()
             row.loss_curve, row.steps_done, row.wall_time_s = json.dumps(loss_curve), steps_done, wall_time_s
             row.checkpoint_path = None
@@ -482,20 +564,31 @@ class Store:
             self.path(run.checkpoint_path).unlink(missing_ok=True)
         return adapter
 
-    def add_adapter(self, task: Task | str, backbone: Backbone, adapter_rel: str, *, trainable_params: int,
-                    plan_method: str, budget: float | None, recycled: bool = False,
-                    replace_trained: bool = True) -> Adapter:
+    def add_adapter(
+        self,
+        task: Task | str,
+        backbone: Backbone,
+        adapter_rel: str,
+        *,
+        trainable_params: int,
+        plan_method: str,
+        budget: float | None,
+        recycled: bool = False,
+        replace_trained: bool = True,
+    ) -> Adapter:
         """Index an adapter file (already in place) that did not come from a training run (imported,
         recycled), all or nothing: in one transaction the task is created if `task` is a name the
         store does not have, and a trained adapter is replaced only with `replace_trained`. If
         anything refuses or fails, no row is written and the file is removed."""
         try:
             try:
-                adapter, old_file = self._index_adapter(task, backbone, adapter_rel, trainable_params, plan_method,
-                                                        budget, recycled, replace_trained)
+                adapter, old_file = self._index_adapter(
+                    task, backbone, adapter_rel, trainable_params, plan_method, budget, recycled, replace_trained
+                )
             except SQLIntegrityError:  # another command created the same task a moment ago: once more
-                adapter, old_file = self._index_adapter(task, backbone, adapter_rel, trainable_params, plan_method,
-                                                        budget, recycled, replace_trained)
+                adapter, old_file = self._index_adapter(
+                    task, backbone, adapter_rel, trainable_params, plan_method, budget, recycled, replace_trained
+                )
         except BaseException:
             self.path(adapter_rel).unlink(missing_ok=True)
             raise
@@ -503,9 +596,17 @@ class Store:
             self.path(old_file).unlink(missing_ok=True)
         return adapter
 
-    def _index_adapter(self, task: Task | str, backbone: Backbone, adapter_rel: str, trainable_params: int,
-                       plan_method: str, budget: float | None, recycled: bool,
-                       replace_trained: bool) -> tuple[Adapter, str | None]:
+    def _index_adapter(
+        self,
+        task: Task | str,
+        backbone: Backbone,
+        adapter_rel: str,
+        trainable_params: int,
+        plan_method: str,
+        budget: float | None,
+        recycled: bool,
+        replace_trained: bool,
+    ) -> tuple[Adapter, str | None]:
         with self.session() as s:
             if isinstance(task, str):
                 row = s.scalar(select(Task).where(Task.name == validate_slug(task)))
@@ -516,13 +617,25 @@ class Store:
                 task = row
             old = s.scalar(select(Adapter).where(Adapter.task_id == task.id))
             if old is not None and not old.recycled and not replace_trained:
-                raise ConflictError(f"task '{task.name}' already has a trained adapter",
-                                    hint="pass --replace to replace it (its file is removed), or choose another task")
+                raise ConflictError(
+                    f"task '{task.name}' already has a trained adapter",
+                    hint="pass --replace to replace it (its file is removed), or choose another task",
+                )
             return self._replace_adapter(
-                s, task, backbone.id, adapter_rel, trainable_params=trainable_params, backbone_params=backbone.params,
-                plan_method=plan_method, budget=budget, recycled=recycled)
+                s,
+                task,
+                backbone.id,
+                adapter_rel,
+                trainable_params=trainable_params,
+                backbone_params=backbone.params,
+                plan_method=plan_method,
+                budget=budget,
+                recycled=recycled,
+            )
 
-    def _replace_adapter(self, s: Session, task: Task, backbone_id: int, adapter_rel: str, **fields) -> tuple[Adapter, str | None]:
+    def _replace_adapter(
+        self, s: Session, task: Task, backbone_id: int, adapter_rel: str, **fields
+    ) -> tuple[Adapter, str | None]:
         """A task has one current adapter: the new row replaces the old one (whose file the caller removes)."""
         path = self.path(adapter_rel)
         old = s.scalar(select(Adapter).where(Adapter.task_id == task.id))
@@ -530,8 +643,14 @@ class Store:
         if old is not None:
             s.delete(old)
             s.flush()
-        adapter = Adapter(task_id=task.id, backbone_id=backbone_id, path=adapter_rel, file_sha256=sha256_file(path),
-                          size_bytes=path.stat().st_size, **fields)
+        adapter = Adapter(
+            task_id=task.id,
+            backbone_id=backbone_id,
+            path=adapter_rel,
+            file_sha256=sha256_file(path),
+            size_bytes=path.stat().st_size,
+            **fields,
+        )
         s.add(adapter)
         s.flush()
         return adapter, old_file
@@ -553,22 +672,34 @@ class Store:
 
     # ------------------------------------------------------------ evaluation
 
-    def record_eval(self, task: Task, backbone: Backbone, adapter: Adapter | None,
-                    results: dict[str, tuple[float, float, list]]) -> dict[str, EvalResult]:
+    def record_eval(
+        self, task: Task, backbone: Backbone, adapter: Adapter | None, results: dict[str, tuple[float, float, list]]
+    ) -> dict[str, EvalResult]:
         """results: subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...]); returns the rows written."""
-        rows = {subject: EvalResult(
-            task_id=task.id, adapter_id=adapter.id if adapter and subject == "adapter" else None,
-            backbone_id=backbone.id, subject=subject, psnr=psnr, ssim=ssim,
-            n_pairs=len(per_pair), per_pair=json.dumps(per_pair),
-        ) for subject, (psnr, ssim, per_pair) in results.items()}
+        rows = {
+            subject: EvalResult(
+                task_id=task.id,
+                adapter_id=adapter.id if adapter and subject == "adapter" else None,
+                backbone_id=backbone.id,
+                subject=subject,
+                psnr=psnr,
+                ssim=ssim,
+                n_pairs=len(per_pair),
+                per_pair=json.dumps(per_pair),
+            )
+            for subject, (psnr, ssim, per_pair) in results.items()
+        }
         with self.session() as s:
             s.add_all(rows.values())
         return rows
 
     def last_eval(self, task: Task, subject: str) -> EvalResult | None:
         with self.session() as s:
-            return s.scalar(select(EvalResult).where(EvalResult.task_id == task.id, EvalResult.subject == subject)
-                            .order_by(EvalResult.id.desc()))
+            return s.scalar(
+                select(EvalResult)
+                .where(EvalResult.task_id == task.id, EvalResult.subject == subject)
+                .order_by(EvalResult.id.desc())
+            )
 
     # ------------------------------------------------------------ LoRA Recycle's meta-adapter
 
@@ -576,15 +707,22 @@ class Store:
         with self.session() as s:
             return s.scalar(select(MetaAdapter).order_by(MetaAdapter.id.desc()))
 
-    def set_meta_adapter(self, rel: str, *, backbone_sha256: str, zoo: list[dict], steps: int,
-                         final_loss: float) -> MetaAdapter:
+    def set_meta_adapter(
+        self, rel: str, *, backbone_sha256: str, zoo: list[dict], steps: int, final_loss: float
+    ) -> MetaAdapter:
         """Index a meta-adapter file (already in place); it replaces the previous one, whose file is removed."""
         with self.session() as s:
             old = list(s.scalars(select(MetaAdapter)))
             for row in old:
                 s.delete(row)
-            meta = MetaAdapter(path=rel, file_sha256=sha256_file(self.path(rel)), backbone_sha256=backbone_sha256,
-                               zoo=json.dumps(zoo), steps=steps, final_loss=final_loss)
+            meta = MetaAdapter(
+                path=rel,
+                file_sha256=sha256_file(self.path(rel)),
+                backbone_sha256=backbone_sha256,
+                zoo=json.dumps(zoo),
+                steps=steps,
+                final_loss=final_loss,
+            )
             s.add(meta)
         for row in old:
             if row.path != rel:
@@ -613,8 +751,9 @@ def _stamp() -> str:
 
 
 def _task_exists(name: str) -> ConflictError:
-    return ConflictError(f"task '{name}' already exists",
-                         hint=f"choose another name, or remove it first with `colora task rm {name}`")
+    return ConflictError(
+        f"task '{name}' already exists", hint=f"choose another name, or remove it first with `colora task rm {name}`"
+    )
 
 
 def _sqlite_read_pragmas(dbapi_conn, _record) -> None:

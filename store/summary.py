@@ -3,6 +3,7 @@
 Listing is the command people run most; importing SQLAlchemy's ORM alone costs longer than
 the whole listing should (bench/speed.py). Five queries, whatever the number of tasks.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -52,26 +53,41 @@ def summarize(query: Callable[[str], list[Mapping]], shared: bool = False) -> li
     `shared`: a database server's index (runs on other machines are judged by their heartbeat)."""
     now = query("SELECT CURRENT_TIMESTAMP AS now")[0]["now"] if shared else None
     tasks = query("SELECT id, name FROM tasks ORDER BY name")
-    counts = {(r["task_id"], r["split"]): r["n"] for r in query(
-        "SELECT task_id, split, count(*) AS n FROM pairs GROUP BY task_id, split")}
+    counts = {
+        (r["task_id"], r["split"]): r["n"]
+        for r in query("SELECT task_id, split, count(*) AS n FROM pairs GROUP BY task_id, split")
+    }
     adapters = {r["task_id"]: r for r in query("SELECT * FROM adapters")}
     backbones = {r["id"]: r["name"] for r in query("SELECT id, name FROM backbones")}
-    evals = {r["task_id"]: r for r in query(
-        "SELECT * FROM eval_results WHERE id IN "
-        "(SELECT max(id) FROM eval_results WHERE subject = 'adapter' GROUP BY task_id)")}
-    inputs = {r["task_id"]: r["psnr"] for r in query(
-        "SELECT task_id, psnr FROM eval_results WHERE id IN "
-        "(SELECT max(id) FROM eval_results WHERE subject = 'input' GROUP BY task_id)")}
-    runs = {r["task_id"]: r for r in query(
-        "SELECT * FROM train_runs WHERE id IN (SELECT max(id) FROM train_runs GROUP BY task_id)")}
+    evals = {
+        r["task_id"]: r
+        for r in query(
+            "SELECT * FROM eval_results WHERE id IN "
+            "(SELECT max(id) FROM eval_results WHERE subject = 'adapter' GROUP BY task_id)"
+        )
+    }
+    inputs = {
+        r["task_id"]: r["psnr"]
+        for r in query(
+            "SELECT task_id, psnr FROM eval_results WHERE id IN "
+            "(SELECT max(id) FROM eval_results WHERE subject = 'input' GROUP BY task_id)"
+        )
+    }
+    runs = {
+        r["task_id"]: r
+        for r in query("SELECT * FROM train_runs WHERE id IN (SELECT max(id) FROM train_runs GROUP BY task_id)")
+    }
     rows = []
     for t in tasks:
         a = adapters.get(t["id"])
         e = evals.get(t["id"])
         e = e if a is not None and e is not None and e["adapter_id"] == a["id"] else None
         run = runs.get(t["id"])
-        if run is not None and run["status"] == RunStatus.RUNNING and run_alive(run["pid"], run["host"], run["heartbeat_at"],
-                                                                                 now=now, shared=shared):
+        if (
+            run is not None
+            and run["status"] == RunStatus.RUNNING
+            and run_alive(run["pid"], run["host"], run["heartbeat_at"], now=now, shared=shared)
+        ):
             status = "training"
         elif run is not None and run["status"] != RunStatus.DONE:
             status = "interrupted" if a is None else "trained (a retraining was interrupted)"
@@ -82,19 +98,23 @@ def summarize(query: Callable[[str], list[Mapping]], shared: bool = False) -> li
         harmful = e is not None and t["id"] in inputs and e["psnr"] < inputs[t["id"]]
         if harmful:  # do no harm: say it where people look
             status += " (worse than the input!)"
-        rows.append({
-            "task": t["name"],
-            "train_pairs": counts.get((t["id"], "train"), 0),
-            "val_pairs": counts.get((t["id"], "val"), 0),
-            "adapter": status,
-            "backbone": backbones[a["backbone_id"]] if a is not None else None,
-            "trainable_params": a["trainable_params"] if a is not None else None,
-            "percent_of_backbone": round(100 * a["trainable_params"] / a["backbone_params"], 2) if a is not None else None,
-            "plan_method": a["plan_method"] if a is not None else None,
-            "budget_percent": round(100 * a["budget"], 2) if a is not None and a["budget"] is not None else None,
-            "size_bytes": a["size_bytes"] if a is not None else None,
-            "psnr": round(e["psnr"], 3) if e is not None else None,
-            "ssim": round(e["ssim"], 4) if e is not None else None,
-            "worse_than_input": harmful,
-        })
+        rows.append(
+            {
+                "task": t["name"],
+                "train_pairs": counts.get((t["id"], "train"), 0),
+                "val_pairs": counts.get((t["id"], "val"), 0),
+                "adapter": status,
+                "backbone": backbones[a["backbone_id"]] if a is not None else None,
+                "trainable_params": a["trainable_params"] if a is not None else None,
+                "percent_of_backbone": round(100 * a["trainable_params"] / a["backbone_params"], 2)
+                if a is not None
+                else None,
+                "plan_method": a["plan_method"] if a is not None else None,
+                "budget_percent": round(100 * a["budget"], 2) if a is not None and a["budget"] is not None else None,
+                "size_bytes": a["size_bytes"] if a is not None else None,
+                "psnr": round(e["psnr"], 3) if e is not None else None,
+                "ssim": round(e["ssim"], 4) if e is not None else None,
+                "worse_than_input": harmful,
+            }
+        )
     return rows

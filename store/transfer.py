@@ -5,6 +5,7 @@ gets the same schema through the same migrations, must be empty, and receives ev
 id; the copy then counts and hashes every table on both sides, and checks every weight file
 against the sha256 the index records. Nothing is copied into a database that already holds a store.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,20 +34,31 @@ def copy_index(source, dest) -> Copied:
     The weight files are checked first; the source is read in one snapshot; the copy is compared
     row by row before it is committed, so a failed copy leaves the destination empty. Then the
     source is marked as moved (colora refuses to use it: one store, one live index)."""
-    from colora.store.store import MIGRATED_KEY
     from colora.store.schema import Setting
+    from colora.store.store import MIGRATED_KEY
 
     tables = [Base.metadata.tables[name] for name in TABLES]
     with dest._translated(), dest.engine.connect() as conn:
         busy = [t.name for t in tables if conn.execute(select(func.count()).select_from(t)).scalar_one()]
     if busy:
-        hint = ("the store folder's colora.db still holds an index: move it aside (with its -wal and -shm files) "
-                "and migrate again") if not dest.url else "migrate into an empty database, or drop that one first"
+        hint = (
+            (
+                "the store folder's colora.db still holds an index: move it aside (with its -wal and -shm files) "
+                "and migrate again"
+            )
+            if not dest.url
+            else "migrate into an empty database, or drop that one first"
+        )
         raise ConflictError(f"{dest.index_name} already holds a store (table {busy[0]} has rows)", hint=hint)
     result = Copied(files_checked=check_files(source))
     snapshot = {"isolation_level": "REPEATABLE READ"} if source.url else {}
-    with source._translated(), source.engine.connect().execution_options(**snapshot) as src, src.begin(), \
-            dest._translated(), dest.engine.begin() as dst:
+    with (
+        source._translated(),
+        source.engine.connect().execution_options(**snapshot) as src,
+        src.begin(),
+        dest._translated(),
+        dest.engine.begin() as dst,
+    ):
         for table in tables:
             rows = [dict(r._mapping) for r in src.execute(select(table))]
             if rows:
@@ -54,14 +66,20 @@ def copy_index(source, dest) -> Copied:
         if dst.dialect.name == "postgresql":  # ids were given explicitly: move each identity past them
             for table in tables:
                 if "id" in table.c:
-                    dst.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                                     f"coalesce((SELECT max(id) FROM {table.name}), 0) + 1, false)"))
+                    dst.execute(
+                        text(
+                            f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                            f"coalesce((SELECT max(id) FROM {table.name}), 0) + 1, false)"
+                        )
+                    )
         for table in tables:  # before the commit: a copy that differs is rolled back
             theirs, ours = table_digest(src, table), table_digest(dst, table)
             if theirs != ours:
-                raise IntegrityError(f"the copy of table {table.name} differs from the original "
-                                     f"({ours[0]} rows copied of {theirs[0]}); nothing was copied",
-                                     hint="report this as a bug")
+                raise IntegrityError(
+                    f"the copy of table {table.name} differs from the original "
+                    f"({ours[0]} rows copied of {theirs[0]}); nothing was copied",
+                    hint="report this as a bug",
+                )
             result.counts[table.name] = theirs[0]
     with source.session() as s:
         s.merge(Setting(key=MIGRATED_KEY, value=dest.index_name))
@@ -91,7 +109,9 @@ def check_files(store) -> int:
     for rel, sha in rows:
         path = store.path(rel)
         if not path.is_file() or sha256_file(path) != sha:
-            raise IntegrityError(f"{rel} is missing or changed since it was indexed; nothing was copied",
-                                 hint="run `colora doctor` and fix the store first")
+            raise IntegrityError(
+                f"{rel} is missing or changed since it was indexed; nothing was copied",
+                hint="run `colora doctor` and fix the store first",
+            )
         checked += 1
     return checked

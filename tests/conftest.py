@@ -4,6 +4,7 @@ One trained store (`trained_store`) is built once per session and shared: tests 
 it use it in place; tests that change it work on a copy (`helpers.copy_store`). Its pairs
 folder is never modified.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -96,10 +97,14 @@ def pg_server() -> str:
 
     url = make_url(PG_URL)
     try:
-        psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False), connect_timeout=3).close()
+        psycopg.connect(
+            url.set(drivername="postgresql").render_as_string(hide_password=False), connect_timeout=3
+        ).close()
     except psycopg.Error as e:
-        pytest.skip(f"no PostgreSQL server at {url.render_as_string(hide_password=True)} ({str(e).strip()[:120]}); "
-                    "set COLORA_TEST_PG_URL, or install and start postgresql as .ci/run does")
+        pytest.skip(
+            f"no PostgreSQL server at {url.render_as_string(hide_password=True)} ({str(e).strip()[:120]}); "
+            "set COLORA_TEST_PG_URL, or install and start postgresql as .ci/run does"
+        )
     return PG_URL
 
 

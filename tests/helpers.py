@@ -3,6 +3,7 @@
 `invoke` fails a test on any traceback or exception that escaped the CLI's handler, whatever
 the exit code. Images are made here, never read from ../shared.
 """
+
 from __future__ import annotations
 
 import re
@@ -81,14 +82,27 @@ def copy_store(home: Path, dest: Path) -> Path:
 def textured(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A smooth, structured clean image (gradients + blobs), uint8 HxWx3."""
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    base = np.stack([np.sin(6 * xx + rng.uniform(0, 3)), np.cos(5 * yy + rng.uniform(0, 3)),
-                     np.sin(4 * (xx + yy) + rng.uniform(0, 3))], -1)
+    base = np.stack(
+        [
+            np.sin(6 * xx + rng.uniform(0, 3)),
+            np.cos(5 * yy + rng.uniform(0, 3)),
+            np.sin(4 * (xx + yy) + rng.uniform(0, 3)),
+        ],
+        -1,
+    )
     img = 0.5 + 0.35 * base + 0.1 * rng.standard_normal((h, w, 3)).cumsum(0).cumsum(1) / (h * w) ** 0.5
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def make_pairs(folder: Path, n: int = 6, size: tuple[int, int] = (40, 32), seed: int = 0,
-               input_dir: str = "input", target_dir: str = "target", noise: float = 20.0) -> Path:
+def make_pairs(
+    folder: Path,
+    n: int = 6,
+    size: tuple[int, int] = (40, 32),
+    seed: int = 0,
+    input_dir: str = "input",
+    target_dir: str = "target",
+    noise: float = 20.0,
+) -> Path:
     """n (noisy, clean) PNG pairs: a simple, learnable degradation."""
     rng = np.random.default_rng(seed)
     (folder / input_dir).mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,14 @@
 """Adapters travel as safetensors files; imports are checked before anything is stored."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
 import helpers
 from helpers import copy_store
 
@@ -75,10 +77,16 @@ def newer_format(t, m):
     m["format_version"] = "99"
 
 
-@pytest.mark.parametrize("change, message", [
-    (nan_values, "NaN"), (wrong_shape, "shape"), (int_dtype, "dtype"), (unknown_layer, "not LoRA targets"),
-    (newer_format, "newer than this colora"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (nan_values, "NaN"),
+        (wrong_shape, "shape"),
+        (int_dtype, "dtype"),
+        (unknown_layer, "not LoRA targets"),
+        (newer_format, "newer than this colora"),
+    ],
+)
 def test_tampered_adapters_are_refused_and_nothing_is_stored(exported, tmp_path, change, message):
     home = exported / "home"
     before = json.loads(invoke(home, "list", "--json").stdout)

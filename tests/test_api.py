@@ -1,4 +1,5 @@
 """`import colora`: the README's Python API example runs as written, and importing is cheap."""
+
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def readme_example() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Python API"):]
+    section = text[text.index("## Python API") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -33,8 +34,10 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, isolated_home, capsys):
 
 
 def test_import_colora_loads_neither_torch_nor_sqlalchemy():
-    code = ("import sys, colora; print(colora.__version__, "
-            "sorted(m for m in ('torch', 'sqlalchemy', 'typer', 'rich') if m in sys.modules))")
+    code = (
+        "import sys, colora; print(colora.__version__, "
+        "sorted(m for m in ('torch', 'sqlalchemy', 'typer', 'rich') if m in sys.modules))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.split(" ", 1)[1].strip() == "[]", p.stdout + p.stderr
 

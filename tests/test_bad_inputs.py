@@ -10,6 +10,7 @@ docs/IMAGES.md is the table of these behaviours.
 A copy of the session's trained store (tiny random backbone, uniform rank 2) is shared by the module;
 tests that add tasks to it use their own task names.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,14 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread", "wide_console")
 ORIENTATION = 0x0112
 
 
-
 # ---------------------------------------------------------------- CLI helpers
-
-
-
-
-
-
 
 
 def fails(result, *fragments: str, hint: str = ""):
@@ -101,8 +95,11 @@ class Unchanged:
 
 
 def rgb8(w: int, h: int, seed: int = 0) -> np.ndarray:
-    return textured(np.random.default_rng(seed), h, w) if min(w, h) > 1 else \
-        np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return (
+        textured(np.random.default_rng(seed), h, w)
+        if min(w, h) > 1
+        else np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    )
 
 
 def _chunk(tag: bytes, payload: bytes) -> bytes:
@@ -115,8 +112,12 @@ def write_png16(path: Path, planes: np.ndarray) -> Path:
     rows = np.zeros((h, 1 + w * c * 2), np.uint8)
     rows[:, 1:] = planes.astype(">u2").reshape(h, w * c).view(np.uint8)
     ihdr = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
-                     + _chunk(b"IDAT", zlib.compress(rows.tobytes())) + _chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(rows.tobytes()))
+        + _chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -192,7 +193,7 @@ def write_bad(folder: Path, kind: str, name: str | None = None) -> Path:
     elif kind == "corrupt-png":  # a valid header, then zeros in the middle of the pixel data
         Image.fromarray(rgb8(48, 40)).save(path, format="PNG")
         data = bytearray(path.read_bytes())
-        data[len(data) // 2: len(data) // 2 + 16] = bytes(16)
+        data[len(data) // 2 : len(data) // 2 + 16] = bytes(16)
         path.write_bytes(bytes(data))
     elif kind == "float-tiff":
         Image.fromarray(np.random.default_rng(0).random((8, 8)).astype(np.float32)).save(path, format="TIFF")
@@ -202,10 +203,6 @@ def write_bad(folder: Path, kind: str, name: str | None = None) -> Path:
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-
-
 
 
 @dataclass
@@ -237,8 +234,9 @@ def stored_pairs(home: Path, task: str) -> dict[str, tuple[int, int]]:
         store.engine.dispose()
 
 
-needs_permissions = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                                       reason="root reads files whatever their permissions")
+needs_permissions = pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files whatever their permissions"
+)
 
 
 # ---------------------------------------------------------------- task add: refused
@@ -329,8 +327,22 @@ def test_task_add_accepts_exotic_formats_and_trains_on_them(trained, tmp_path):
     ok(add(trained, "exotic", pairs))
     assert set(stored_pairs(trained.home, "exotic").values()) == {(16, 12)}
     assert len(stored_pairs(trained.home, "exotic")) == len(GOOD_KINDS)
-    ok(invoke("train", "exotic", "--rank", "2", "--steps", "2", "--patch-size", "16", "--batch-size", "2",
-              "--home", trained.home))
+    ok(
+        invoke(
+            "train",
+            "exotic",
+            "--rank",
+            "2",
+            "--steps",
+            "2",
+            "--patch-size",
+            "16",
+            "--batch-size",
+            "2",
+            "--home",
+            trained.home,
+        )
+    )
     assert tree_digest(pairs) == before
 
 
@@ -342,8 +354,22 @@ def test_task_add_accepts_1x1_pairs_and_training_runs(trained, tmp_path):
         write_good(pairs / "target", "rgb", 1, 1, seed=i + 9, stem=f"{i:03d}")
     ok(add(trained, "one-pixel", pairs))
     assert stored_pairs(trained.home, "one-pixel") == {"000": (1, 1), "001": (1, 1)}
-    ok(invoke("train", "one-pixel", "--rank", "2", "--steps", "2", "--patch-size", "16", "--batch-size", "2",
-              "--home", trained.home))
+    ok(
+        invoke(
+            "train",
+            "one-pixel",
+            "--rank",
+            "2",
+            "--steps",
+            "2",
+            "--patch-size",
+            "16",
+            "--batch-size",
+            "2",
+            "--home",
+            trained.home,
+        )
+    )
 
 
 def test_task_add_unicode_spaces_and_symlinks(trained, tmp_path):
@@ -442,8 +468,16 @@ def test_restore_unreadable_permissions(trained, tmp_path):
 
 
 def mode_family(img: Image.Image) -> str:
-    return {"L": "gray", "I;16": "gray16", "I;16B": "gray16", "I": "gray16", "LA": "gray+alpha",
-            "RGB": "rgb", "RGBA": "rgba", "P": "palette"}.get(img.mode, img.mode)
+    return {
+        "L": "gray",
+        "I;16": "gray16",
+        "I;16B": "gray16",
+        "I": "gray16",
+        "LA": "gray+alpha",
+        "RGB": "rgb",
+        "RGBA": "rgba",
+        "P": "palette",
+    }.get(img.mode, img.mode)
 
 
 # kind -> (format, mode family, PNG (bit depth, colour type) or None)
@@ -452,12 +486,12 @@ EXPECTED = {
     "jpeg": ("JPEG", "rgb", None),
     "gray": ("PNG", "gray", (8, 0)),
     "gray16": ("PNG", "gray16", (16, 0)),
-    "rgb16": ("PNG", "rgb", (16, 2)),         # Pillow reads 16-bit colour at 8 bits; the file is 16-bit
+    "rgb16": ("PNG", "rgb", (16, 2)),  # Pillow reads 16-bit colour at 8 bits; the file is 16-bit
     "rgba16": ("PNG", "rgba", (16, 6)),
-    "palette": ("PNG", "rgb", (8, 2)),        # palettes come back as full RGB (documented)
+    "palette": ("PNG", "rgb", (8, 2)),  # palettes come back as full RGB (documented)
     "palette-alpha": ("PNG", "rgba", (8, 6)),
     "rgba": ("PNG", "rgba", (8, 6)),
-    "cmyk": ("JPEG", "rgb", None),            # converted to RGB, without colour management
+    "cmyk": ("JPEG", "rgb", None),  # converted to RGB, without colour management
     "exif": ("JPEG", "rgb", None),
 }
 
@@ -530,8 +564,12 @@ def test_restore_unicode_spaces_duplicate_stems_and_symlinks(trained, tmp_path):
         ok(restore(trained, photos / "linked.png", "-o", tmp_path / "single"))
     assert sorted(p.name for p in dest.iterdir()) == ["001.jpg", "001.png", "linked.png", "ünï cödé 01.png"]
     assert not (dest / "linked.png").is_symlink()
-    for name, fmt, size in (("001.jpg", "JPEG", (20, 16)), ("001.png", "PNG", (20, 16)),
-                            ("linked.png", "PNG", (12, 10)), ("ünï cödé 01.png", "PNG", (20, 16))):
+    for name, fmt, size in (
+        ("001.jpg", "JPEG", (20, 16)),
+        ("001.png", "PNG", (20, 16)),
+        ("linked.png", "PNG", (12, 10)),
+        ("ünï cödé 01.png", "PNG", (20, 16)),
+    ):
         with Image.open(dest / name) as res:
             assert (res.format, res.size) == (fmt, size), name
     with Image.open(tmp_path / "single" / "linked.png") as res:
@@ -578,6 +616,10 @@ def test_restore_two_inputs_with_one_output_name(trained, tmp_path):
 def test_missing_paths(trained, tmp_path):
     with Unchanged(trained.home, tmp_path):
         fails(add(trained, "ghost", tmp_path / "nope"), "folder not found", "nope")
-        fails(restore(trained, tmp_path / "nope.png", "-o", tmp_path / "out"), "input not found", "nope.png",
-              hint="check the path")
+        fails(
+            restore(trained, tmp_path / "nope.png", "-o", tmp_path / "out"),
+            "input not found",
+            "nope.png",
+            hint="check the path",
+        )
     assert not (tmp_path / "out").exists()

@@ -1,4 +1,5 @@
 """Degradation library and PROD sampler: determinism, shapes, ranges, orders, replay."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,17 @@ import math
 import pytest
 import torch
 
-from colora.core.data.degradations import (BAYER_PATTERNS, DEGRADATIONS, bayer_masks, demosaic, disk_kernel,
-                                    haze_depth_cue, linear_to_srgb, path_kernel, srgb_to_linear)
+from colora.core.data.degradations import (
+    BAYER_PATTERNS,
+    DEGRADATIONS,
+    bayer_masks,
+    demosaic,
+    disk_kernel,
+    haze_depth_cue,
+    linear_to_srgb,
+    path_kernel,
+    srgb_to_linear,
+)
 from colora.core.data.prod import CANONICAL_ORDER, ONE_PER_FAMILY, ProdSampler, apply_recipe
 
 NAMES = sorted(DEGRADATIONS)
@@ -23,11 +33,13 @@ def textured(h: int = 40, w: int = 40, dtype: torch.dtype = torch.float32) -> to
     y = torch.linspace(0, 1, h).view(h, 1).expand(h, w)
     x = torch.linspace(0, 1, w).view(1, w).expand(h, w)
     checker = ((torch.arange(h).view(h, 1) // 4 + torch.arange(w).view(1, w) // 4) % 2).float()
-    img = torch.stack([
-        0.2 + 0.6 * x,
-        0.5 + 0.3 * torch.sin(12 * math.pi * x * y),
-        0.15 + 0.7 * checker,
-    ])
+    img = torch.stack(
+        [
+            0.2 + 0.6 * x,
+            0.5 + 0.3 * torch.sin(12 * math.pi * x * y),
+            0.15 + 0.7 * checker,
+        ]
+    )
     return img.clamp(0, 1).to(dtype)
 
 
@@ -100,7 +112,7 @@ def test_random_mode_draws_both_orders():
     orders = set()
     for seed in range(50):
         names = [s["name"] for s in sampler.sample_recipe(gen(seed))]
-        orders.update((a, b) for i, a in enumerate(names) for b in names[i + 1:])
+        orders.update((a, b) for i, a in enumerate(names) for b in names[i + 1 :])
     assert any((b, a) in orders for a, b in orders)
 
 
@@ -226,8 +238,16 @@ def test_bayer_mosaic_and_demosaic(pattern):
     assert torch.allclose(demosaic(flat_raw, masks), flat_img, atol=1e-12)  # borders too
 
 
-CAMERA = {"shot": 3e-3, "read_dev": 0.0, "pattern": "RGGB", "red_gain": 2.1, "blue_gain": 1.7,
-          "rgb_gain": 1.25, "saturation": 0.5, "quality": 95}
+CAMERA = {
+    "shot": 3e-3,
+    "read_dev": 0.0,
+    "pattern": "RGGB",
+    "red_gain": 2.1,
+    "blue_gain": 1.7,
+    "rgb_gain": 1.25,
+    "saturation": 0.5,
+    "quality": 95,
+}
 
 
 def test_camera_noise_variance_grows_with_the_signal_in_linear_light():
@@ -256,8 +276,17 @@ def test_camera_noise_is_spatially_correlated_by_demosaicing():
     assert corr > 0.1  # white noise would give ~0
 
 
-RAIN = {"density": 0.003, "length": 25.0, "width": 1.5, "angle": 0.0, "intensity": 0.7, "blur": 0.4,
-        "layers": 2, "far_density": 2.0, "far_scale": 0.5}
+RAIN = {
+    "density": 0.003,
+    "length": 25.0,
+    "width": 1.5,
+    "angle": 0.0,
+    "intensity": 0.7,
+    "blur": 0.4,
+    "layers": 2,
+    "far_density": 2.0,
+    "far_scale": 0.5,
+}
 
 
 def test_rain_only_brightens_and_follows_its_angle():
@@ -276,8 +305,10 @@ def test_rain_only_brightens_and_follows_its_angle():
 def test_rain_layers_and_density_add_streaks():
     deg = DEGRADATIONS["rain"]
     img = flat(0.3, 2, 96)
-    cover = [float((deg.apply(img, RAIN | p, gen(3)) > 0.35).float().mean())
-             for p in ({"layers": 1, "density": 0.001}, {"layers": 1}, {"layers": 2})]
+    cover = [
+        float((deg.apply(img, RAIN | p, gen(3)) > 0.35).float().mean())
+        for p in ({"layers": 1, "density": 0.001}, {"layers": 1}, {"layers": 2})
+    ]
     assert cover[0] < cover[1] < cover[2]
 
 
@@ -326,6 +357,7 @@ def test_low_light_darkens_quantises_and_raises_relative_noise():
 
 
 def test_low_light_colour_cast():
-    out = DEGRADATIONS["low_light"].apply(flat(0.6), LOW | {"red": 1.3, "blue": 0.7, "shot": 1e-9, "read": 1e-9},
-                                          gen(0))
+    out = DEGRADATIONS["low_light"].apply(
+        flat(0.6), LOW | {"red": 1.3, "blue": 0.7, "shot": 1e-9, "read": 1e-9}, gen(0)
+    )
     assert out[:, 0].mean() > out[:, 1].mean() > out[:, 2].mean()

@@ -1,24 +1,24 @@
 """`torchrun --nproc-per-node 2` on the CPU (gloo): data-parallel training equals one process with
 the whole batch, and a killed run resumes. Real processes, real torch.distributed."""
+
 from __future__ import annotations
 
 import json
 import os
 import signal
-import sys
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_INIT, invoke, make_pairs, ok, textured
 from PIL import Image
 from safetensors.torch import load_file
 
 from colora.store.store import Store
-
+from helpers import TINY_INIT, invoke, make_pairs, ok, textured
 
 TRAIN = ("--rank", "2", "--patch-size", "16", "--lr", "5e-3")
 
@@ -26,8 +26,18 @@ TRAIN = ("--rank", "2", "--patch-size", "16", "--lr", "5e-3")
 def torchrun(home: Path, *args, wait: bool = True):
     """`torchrun --nproc-per-node 2 -m colora ARGS` on the CPU, one thread per process."""
     env = {**os.environ, "COLORA_HOME": str(home), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(29500 + os.getpid() % 1000),
-               "-m", "colora", *map(str, args)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "colora",
+        *map(str, args),
+    ]
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -81,8 +91,19 @@ def test_pretraining_under_torchrun_equals_one_process(tmp_path, isolated_home):
     for i in range(3):
         Image.fromarray(textured(rng, 40, 56)).save(clean / f"{i}.png")
     ok(invoke(*TINY_INIT))
-    common = ("backbone", "pretrain", clean, "--config", "tiny", "--steps", "4", "--patch-size", "16",
-              "--checkpoint-every", "2")
+    common = (
+        "backbone",
+        "pretrain",
+        clean,
+        "--config",
+        "tiny",
+        "--steps",
+        "4",
+        "--patch-size",
+        "16",
+        "--checkpoint-every",
+        "2",
+    )
     torchrun(isolated_home, *common, "--name", "ddp", "--batch-size", "2")
     ok(invoke(*common, "--name", "single", "--batch-size", "4"))
     store = Store.open(isolated_home)
@@ -113,8 +134,9 @@ def _rank_pids(home: Path) -> dict[int, int]:
 def test_resume_after_a_rank_is_killed_finishes_the_same_training(two_tasks, victim):
     home = two_tasks
     steps = 120
-    job = torchrun(home, "train", "ddp", *TRAIN, "--steps", steps, "--batch-size", "2", "--checkpoint-every", "5",
-                   wait=False)
+    job = torchrun(
+        home, "train", "ddp", *TRAIN, "--steps", steps, "--batch-size", "2", "--checkpoint-every", "5", wait=False
+    )
     checkpoint = home / "tasks" / "ddp" / "checkpoint.safetensors"
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and time.monotonic() < deadline and job.poll() is None:
@@ -123,8 +145,7 @@ def test_resume_after_a_rank_is_killed_finishes_the_same_training(two_tasks, vic
     os.kill(_rank_pids(home)[victim], signal.SIGKILL)
     job.wait(timeout=120)
     assert job.returncode != 0  # torchrun stops the other rank and fails
-    torchrun(home, "train", "ddp", *TRAIN, "--steps", steps, "--batch-size", "2", "--checkpoint-every", "5",
-             "--resume")
+    torchrun(home, "train", "ddp", *TRAIN, "--steps", steps, "--batch-size", "2", "--checkpoint-every", "5", "--resume")
     run = Store.open(home).last_run(Store.open(home).task("ddp"))
     assert run.status == "done" and run.steps_done == steps
     ok(invoke("train", "single", *TRAIN, "--steps", steps, "--batch-size", "4", "--checkpoint-every", "5"))

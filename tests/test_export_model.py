@@ -1,4 +1,5 @@
 """`colora export-model`: a task's model as a NAFNet checkpoint that spandrel (chaiNNer's loader) runs."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,23 @@ def colora_restores(home, image: np.ndarray, tmp_path) -> np.ndarray:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir(exist_ok=True)
     Image.fromarray(image).save(src / "held-out.png")
-    ok(invoke("restore", "--task", "noise", str(src), "-o", str(out), "--tile", "0", "--engine", "torch",
-              "--overwrite", "--home", str(home)))
+    ok(
+        invoke(
+            "restore",
+            "--task",
+            "noise",
+            str(src),
+            "-o",
+            str(out),
+            "--tile",
+            "0",
+            "--engine",
+            "torch",
+            "--overwrite",
+            "--home",
+            str(home),
+        )
+    )
     return np.asarray(Image.open(out / "held-out.png").convert("RGB")).astype(np.int16)
 
 

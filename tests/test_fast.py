@@ -1,4 +1,5 @@
 """The inference graph (core/model/fast.py), channels_last training, and the threaded restore pipeline."""
+
 from __future__ import annotations
 
 import copy
@@ -9,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import textured
+from colora.core.inference.pipeline import restore_many
+from colora.core.inference.tiles import restore_tensor
 from colora.core.model.backbone import PRESETS, BackboneConfig, LayerNorm2d, build_backbone
 from colora.core.model.fast import FastNAFNet, for_inference
 from colora.core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
-from colora.core.inference.pipeline import restore_many
-from colora.core.inference.tiles import restore_tensor
+from helpers import textured
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -73,9 +74,11 @@ def test_adapter_deltas_refuse_bad_tensors():
     plan = {"intro": 2}
     good = {"intro.lora_A": torch.zeros(2, 3, 3, 3), "intro.lora_B": torch.zeros(8, 2, 1, 1)}
     assert set(adapter_deltas(base, plan, None, good)) == {"intro"}
-    for bad, message in (({**good, "intro.lora_B": torch.zeros(8, 3, 1, 1)}, "has shape"),
-                         ({**good, "intro.lora_A": torch.full((2, 3, 3, 3), float("nan"))}, "NaN"),
-                         ({"intro.lora_A": good["intro.lora_A"]}, "do not match its rank plan")):
+    for bad, message in (
+        ({**good, "intro.lora_B": torch.zeros(8, 3, 1, 1)}, "has shape"),
+        ({**good, "intro.lora_A": torch.full((2, 3, 3, 3), float("nan"))}, "NaN"),
+        ({"intro.lora_A": good["intro.lora_A"]}, "do not match its rank plan"),
+    ):
         with pytest.raises(InvalidInputError, match=message):
             adapter_deltas(base, plan, None, bad)
     with pytest.raises(InvalidInputError, match="not LoRA targets"):
@@ -86,7 +89,9 @@ def test_fast_net_float32_restore_path_matches_within_fp32_tolerance():
     net = adapted(torch.float32, BackboneConfig(width=8, enc_blocks=(1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1)))
     image = torch.rand(3, 70, 90)
     with torch.no_grad():
-        assert (restore_tensor(FastNAFNet(net), image, tile=32) - restore_tensor(net, image, tile=32)).abs().max() < 1e-5
+        assert (
+            restore_tensor(FastNAFNet(net), image, tile=32) - restore_tensor(net, image, tile=32)
+        ).abs().max() < 1e-5
 
 
 def test_fast_net_refuses_unmerged_lora_and_for_inference_falls_back():

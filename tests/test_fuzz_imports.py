@@ -5,6 +5,7 @@ Files are valid colora weight files mutated by hypothesis: random bytes, truncat
 header bytes, metadata fields replaced by arbitrary JSON, tensor entries with other shapes and
 dtypes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,15 +23,17 @@ from helpers import copy_store, err, invoke
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats() | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=10)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
 MEMORY_BOUND_MB = 600  # the growth of this process's peak memory over every example together
 
 
 def split(data: bytes) -> tuple[dict, bytes]:
     n = struct.unpack("<Q", data[:8])[0]
-    return json.loads(data[8:8 + n]), data[8 + n:]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def join(header: dict, body: bytes) -> bytes:
@@ -44,7 +47,7 @@ def mutated(draw, original: bytes) -> bytes:
     if kind == "bytes":
         return draw(st.binary(max_size=4096))
     if kind == "truncate":
-        return original[:draw(st.integers(0, len(original) - 1))]
+        return original[: draw(st.integers(0, len(original) - 1))]
     if kind == "flip":
         data = bytearray(original)
         for _ in range(draw(st.integers(1, 8))):
@@ -68,8 +71,11 @@ def mutated(draw, original: bytes) -> bytes:
 
 
 def files(home: Path) -> dict[str, str]:
-    return {p.relative_to(home).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(home.rglob("*")) if p.is_file() and not p.name.startswith("colora.db")}
+    return {
+        p.relative_to(home).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(home.rglob("*"))
+        if p.is_file() and not p.name.startswith("colora.db")
+    }
 
 
 def peak_mb() -> float:
@@ -100,8 +106,12 @@ def test_adapter_import_survives_any_file(fuzz_home, tmp_path_factory):
     start = peak_mb()
     counter = iter(range(10**6))
 
-    @settings(max_examples=int(os.environ.get("COLORA_FUZZ_EXAMPLES", 80)), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=int(os.environ.get("COLORA_FUZZ_EXAMPLES", 80)),
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(mutated(original))
     def run(data):
         check_import(fuzz_home, tmp, data, "adapter", "import", "--task", f"fuzz-{next(counter)}")
@@ -116,8 +126,12 @@ def test_backbone_import_survives_any_file(fuzz_home, tmp_path_factory):
     start = peak_mb()
     counter = iter(range(10**6))
 
-    @settings(max_examples=int(os.environ.get("COLORA_FUZZ_EXAMPLES", 80)), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=int(os.environ.get("COLORA_FUZZ_EXAMPLES", 80)),
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(mutated(original))
     def run(data):
         check_import(fuzz_home, tmp, data, "backbone", "import", "--name", f"fuzz-{next(counter)}")

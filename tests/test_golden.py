@@ -7,6 +7,7 @@ what a user sees. Regenerate deliberately, after a user-visible change, with
 
 and review the diff of tests/golden/ like any other change.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,11 @@ def narrow(monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
 
 
-@pytest.mark.parametrize("command", [()] + _command_paths() if (GOLDEN / "commands.json").is_file() else [()],
-                         ids=lambda c: " ".join(c) or "colora")
+@pytest.mark.parametrize(
+    "command",
+    [()] + _command_paths() if (GOLDEN / "commands.json").is_file() else [()],
+    ids=lambda c: " ".join(c) or "colora",
+)
 def test_help_is_unchanged(command, narrow):
     result = runner.invoke(_app(), [*command, "--help"])
     assert result.exit_code == 0, result.output

@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
 from colora.core.data.images import (
-    load_image, read_image_size, save_image, verify_image,
+    load_image,
+    read_image_size,
+    save_image,
+    verify_image,
 )
-from colora.core.files import sha256_file
 from colora.core.data.pairs import PairsError, find_pairs, split_pairs, strip_prefix
+from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
+from colora.core.files import sha256_file
 
 RNG = np.random.default_rng(0)
 
@@ -33,8 +36,8 @@ def write(path: Path, arr: np.ndarray, fmt: str | None = None, **kw) -> Path:
 def png_chunks(data: bytes) -> dict[bytes, bytes]:
     chunks, pos = {}, 8
     while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos:pos + 4])
-        chunks[data[pos + 4:pos + 8]] = data[pos + 8:pos + 8 + n]
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        chunks[data[pos + 4 : pos + 8]] = data[pos + 8 : pos + 8 + n]
         pos += 12 + n
     return chunks
 
@@ -193,16 +196,22 @@ def test_sha256_file(tmp_path):
 
 def test_no_torch_import():
     code = "import sys, colora.core.data.images, colora.core.data.pairs; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+    )
     assert out.stdout.strip() == "False"
 
 
 # ---------------------------------------------------------------- pairs
 
 
-def make_pairs(root: Path, in_name="input", tg_name="target", stems=("001", "002", "003"),
-               in_prefix="", tg_prefix="", size=(6, 8)) -> Path:
+def make_pairs(
+    root: Path, in_name="input", tg_name="target", stems=("001", "002", "003"), in_prefix="", tg_prefix="", size=(6, 8)
+) -> Path:
     for s in stems:
         write(root / in_name / f"{in_prefix}{s}.png", rgb8(*size))
         write(root / tg_name / f"{tg_prefix}{s}.png", rgb8(*size))
@@ -249,12 +258,12 @@ def test_find_pairs_symlink_followed(tmp_path):
 
 def test_find_pairs_reports_every_problem(tmp_path):
     root = make_pairs(tmp_path / "p", stems=("001", "002", "003"))
-    write(root / "input" / "004.png", rgb8())                   # unpaired
-    write(root / "input" / "006.png", rgb8())                   # unpaired
-    write(root / "target" / "005.png", rgb8())                  # unpaired
-    (root / "target" / "002.png").write_bytes(b"")              # unreadable
-    write(root / "target" / "003.png", rgb8(7, 8))              # size mismatch
-    write(root / "input" / "001.jpg", rgb8(), "JPEG")           # duplicate stem
+    write(root / "input" / "004.png", rgb8())  # unpaired
+    write(root / "input" / "006.png", rgb8())  # unpaired
+    write(root / "target" / "005.png", rgb8())  # unpaired
+    (root / "target" / "002.png").write_bytes(b"")  # unreadable
+    write(root / "target" / "003.png", rgb8(7, 8))  # size mismatch
+    write(root / "input" / "001.jpg", rgb8(), "JPEG")  # duplicate stem
     with pytest.raises(PairsError) as err:
         find_pairs(root)
     msg = err.value.message

@@ -3,6 +3,7 @@
 Checked against an independent implementation: spandrel's NAFNet (the loader behind chaiNNer),
 built with random weights in the official layouts and saved the way BasicSR saves them.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_INIT, err, invoke, make_pairs, ok, out
 
 from colora.core.model.backbone import BackboneConfig, build_backbone
+from helpers import TINY_INIT, err, invoke, make_pairs, ok, out
 
 spandrel_nafnet = pytest.importorskip("spandrel.architectures.NAFNet", reason="spandrel (dev extra) checks the import")
 
@@ -55,8 +56,14 @@ def test_basicsr_checkpoint_computes_what_spandrel_computes(layout, tmp_path, is
     model = backbone_of(isolated_home, "nafnet")
     config = model.config
     assert (config.width, list(config.enc_blocks), config.middle_blocks, list(config.dec_blocks)) == (
-        32, layout["enc_blk_nums"], layout["middle_blk_num"], layout["dec_blk_nums"])
-    x = torch.rand(2, 3, 37, 53, dtype=torch.float64, generator=torch.Generator().manual_seed(1))  # sides not multiples of 16
+        32,
+        layout["enc_blk_nums"],
+        layout["middle_blk_num"],
+        layout["dec_blk_nums"],
+    )
+    x = torch.rand(
+        2, 3, 37, 53, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )  # sides not multiples of 16
     with torch.no_grad():
         ours, theirs = model.double()(x), net.double()(x)
     assert (ours - theirs).abs().max().item() <= 1e-10
@@ -95,11 +102,17 @@ def test_checkpoint_variants_are_read_with_their_shapes_inferred(wrap, tmp_path)
         torch.save(state, path)
     else:  # BasicSR keeps both with EMA: the EMA weights are the ones to use
         other = {k: torch.zeros_like(v) for k, v in state.items()}
-        torch.save({wrap: state, ("params" if wrap == "params_ema" else "params_ema"): other} if wrap == "params_ema"
-                   else {wrap: state}, path)
+        torch.save(
+            {wrap: state, ("params" if wrap == "params_ema" else "params_ema"): other}
+            if wrap == "params_ema"
+            else {wrap: state},
+            path,
+        )
     model, source = nafnet_from_checkpoint(path)
     assert source == (wrap if wrap.startswith("params") else "bare")
-    assert model.config == BackboneConfig(width=8, enc_blocks=(1, 2), middle_blocks=2, dec_blocks=(2, 1), pad_mode="zeros")
+    assert model.config == BackboneConfig(
+        width=8, enc_blocks=(1, 2), middle_blocks=2, dec_blocks=(2, 1), pad_mode="zeros"
+    )
     for k, v in state.items():
         assert torch.equal(model.state_dict()[k], v), k
 
@@ -127,13 +140,16 @@ def test_a_pth_that_needs_full_pickle_is_refused_without_running_it(tmp_path, is
     assert backbone_files(isolated_home) == before
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("drop", "1 missing, 0 unexpected, 0 mis-shaped"),
-    ("reshape", "0 missing, 0 unexpected, 1 mis-shaped"),
-    ("extra", "0 missing, 1 unexpected, 0 mis-shaped"),
-    ("other", "is not a NAFNet checkpoint"),
-    ("ints", "is torch.int64, not floating point"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("drop", "1 missing, 0 unexpected, 0 mis-shaped"),
+        ("reshape", "0 missing, 0 unexpected, 1 mis-shaped"),
+        ("extra", "0 missing, 1 unexpected, 0 mis-shaped"),
+        ("other", "is not a NAFNet checkpoint"),
+        ("ints", "is torch.int64, not floating point"),
+    ],
+)
 def test_a_mismatched_or_partial_checkpoint_gives_one_clear_error(damage, message, tmp_path, isolated_home):
     state = dict(random_spandrel(SMALL).state_dict())
     if damage == "drop":
@@ -158,7 +174,9 @@ def test_a_mismatched_or_partial_checkpoint_gives_one_clear_error(damage, messag
 def test_a_nafnet_of_a_size_no_preset_has_works_end_to_end(tmp_path, isolated_home, wide_console):
     """ranks, train, eval, restore and recycle on an imported NAFNet of a layout colora never made."""
     config = BackboneConfig(width=8, enc_blocks=(1, 2), middle_blocks=3, dec_blocks=(2, 1))
-    net = build_backbone(config, seed=5)  # blocks start near the identity, as a trained NAFNet's output is near its input
+    net = build_backbone(
+        config, seed=5
+    )  # blocks start near the identity, as a trained NAFNet's output is near its input
     with torch.no_grad():
         for name, p in net.named_parameters():
             if name.endswith(("beta", "gamma")):
@@ -232,8 +250,23 @@ def test_pretraining_continues_from_an_imported_nafnet(tmp_path, isolated_home):
         Image.fromarray(textured(rng, 40, 40)).save(clean / f"{i}.png")
     ok(invoke(*TINY_INIT))
     ok(invoke("backbone", "import", ckpt, "--name", "lab"))
-    ok(invoke("backbone", "pretrain", clean, "--name", "lab-prod", "--init-from", "lab", "--steps", "3",
-              "--patch-size", "16", "--batch-size", "2"))
+    ok(
+        invoke(
+            "backbone",
+            "pretrain",
+            clean,
+            "--name",
+            "lab-prod",
+            "--init-from",
+            "lab",
+            "--steps",
+            "3",
+            "--patch-size",
+            "16",
+            "--batch-size",
+            "2",
+        )
+    )
     details = json.loads(out(ok(invoke("backbone", "show", "lab-prod", "--json"))))
     assert details["recipe"]["started_from"]["imported_from"] == "lab.pth"
     assert details["recipe"]["config_name"] == "custom" and details["recipe"]["total_steps"] == 3

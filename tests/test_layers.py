@@ -6,6 +6,7 @@
                  call colora.api and print
 Every import is absolute and under the one name `colora` (no bare `core` or `store`).
 """
+
 from __future__ import annotations
 
 import ast
@@ -16,7 +17,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_FREE_CORE = {"colora.core.errors", "colora.core.files", "colora.core.text"}  # what store/ may use from core/
+TORCH_FREE_CORE = {
+    "colora.core.errors",
+    "colora.core.files",
+    "colora.core.text",
+    "colora.core.choices",
+}  # what store/ may use from core/
 CLI_SIDE = ("colora.api", "colora.cli")
 
 
@@ -58,18 +64,28 @@ def test_commands_hold_no_tensor_code(path):
 
 
 def test_torch_free_core_modules_are_torch_free():
-    code = ("import sys, " + ", ".join(sorted(TORCH_FREE_CORE)) + ", colora, colora.store.store, colora.store.doctor, colora.store.summary; "
-            "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))")
+    code = (
+        "import sys, "
+        + ", ".join(sorted(TORCH_FREE_CORE))
+        + ", colora, colora.store.store, colora.store.doctor, colora.store.summary; "
+        "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
 
 
 def test_listing_imports_no_torch_and_the_fast_path_no_typer(tmp_path):
     home = tmp_path / "home"
-    subprocess.run([sys.executable, "-m", "colora", "init", "--random-init", "--config", "tiny", "--home", str(home)],
-                   check=True, capture_output=True, timeout=300)
-    code = ("import sys; from colora.cli.fastpath import answer; code = answer(['list', '--home', sys.argv[1]]); "
-            "print(code, sorted(m for m in ('torch', 'typer', 'sqlalchemy', 'rich', 'pydantic') if m in sys.modules))")
+    subprocess.run(
+        [sys.executable, "-m", "colora", "init", "--random-init", "--config", "tiny", "--home", str(home)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    code = (
+        "import sys; from colora.cli.fastpath import answer; code = answer(['list', '--home', sys.argv[1]]); "
+        "print(code, sorted(m for m in ('torch', 'typer', 'sqlalchemy', 'rich', 'pydantic') if m in sys.modules))"
+    )
     p = subprocess.run([sys.executable, "-c", code, str(home)], capture_output=True, text=True, timeout=120)
     assert p.stdout.strip() == "0 []", p.stdout + p.stderr
 
@@ -77,6 +93,10 @@ def test_listing_imports_no_torch_and_the_fast_path_no_typer(tmp_path):
 @pytest.mark.parametrize("room", ["colora_cli", "core", "store", "tests", "bench", "examples"])
 def test_every_import_is_under_the_one_name(room):
     """No bare `core`, `store` or `colora_cli` imports: they would find another distribution's package."""
-    bad = [f"{p.relative_to(ROOT)}: {m}" for p in files(room) for m in imports(p)
-           if m.split(".")[0] in ("core", "store", "colora_cli")]
+    bad = [
+        f"{p.relative_to(ROOT)}: {m}"
+        for p in files(room)
+        for m in imports(p)
+        if m.split(".")[0] in ("core", "store", "colora_cli")
+    ]
     assert not bad, bad

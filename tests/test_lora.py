@@ -1,4 +1,5 @@
 """LoRA invariants, in float64 on a tiny backbone."""
+
 from __future__ import annotations
 
 import copy
@@ -6,11 +7,27 @@ import copy
 import pytest
 import torch
 
-from colora.core.model.backbone import PRESETS, build_backbone
 from colora.core.errors import IntegrityError, InvalidInputError
-from colora.core.model.lora import (adapter_state, inject_lora, lora_layers, lora_parameter_count, lora_targets,
-                       merge_all, unmerge_all, uniform_rank_plan)
-from colora.core.model.weights import AdapterMeta, apply_adapter, read_adapter, save_adapter, save_backbone, load_backbone, state_fingerprint
+from colora.core.model.backbone import PRESETS, build_backbone
+from colora.core.model.lora import (
+    adapter_state,
+    inject_lora,
+    lora_layers,
+    lora_parameter_count,
+    lora_targets,
+    merge_all,
+    uniform_rank_plan,
+    unmerge_all,
+)
+from colora.core.model.weights import (
+    AdapterMeta,
+    apply_adapter,
+    load_backbone,
+    read_adapter,
+    save_adapter,
+    save_backbone,
+    state_fingerprint,
+)
 
 
 def tiny64():
@@ -142,8 +159,13 @@ def test_adapter_refuses_another_backbone(tmp_path):
     other = build_backbone(PRESETS["tiny"], seed=2)
     model = copy.deepcopy(base)
     inject_lora(model, uniform_rank_plan(model, 2))
-    save_adapter(tmp_path / "a.safetensors", model,
-                 AdapterMeta(task="rain", backbone_sha256=state_fingerprint(base.state_dict()), rank_plan=uniform_rank_plan(base, 2)))
+    save_adapter(
+        tmp_path / "a.safetensors",
+        model,
+        AdapterMeta(
+            task="rain", backbone_sha256=state_fingerprint(base.state_dict()), rank_plan=uniform_rank_plan(base, 2)
+        ),
+    )
     with pytest.raises(IntegrityError, match="was trained on backbone"):
         apply_adapter(other, state_fingerprint(other.state_dict()), tmp_path / "a.safetensors")
     assert not lora_layers(other)  # nothing was injected

@@ -1,4 +1,5 @@
 """PROD pre-training: a few real steps on a tiny model, resume after an interruption, the bundled backbone."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from colora.core.data.prod import ProdSampler
+from colora.core.files import sha256_file
 from colora.core.model.backbone import PRESETS
 from colora.core.model.bundled import BUNDLED_DIR, bundled_backbone
-from colora.core.training.pretrain import pretrain
-from colora.core.data.prod import ProdSampler
-from colora.core.training.loop import TrainConfig
 from colora.core.model.weights import load_backbone
-from colora.core.files import sha256_file
+from colora.core.training.loop import TrainConfig
+from colora.core.training.pretrain import pretrain
 from helpers import textured
 
 
@@ -130,8 +131,9 @@ def test_pretrain_for_minutes_on_a_pool_of_folders(clean_dir, tmp_path, isolated
     Image.fromarray(textured(np.random.default_rng(1), 32, 32)).save(more / "a.png")
     ok(invoke("init", "--random-init", "--config", "tiny"))
     args = ("--batch-size", 1, "--patch-size", 16, "--config", "tiny", "--clean-fraction", 0.1)
-    result = ok(invoke("backbone", "pretrain", clean_dir, more, "--name", "timed", "--minutes", 0.02, "--workers", 1,
-                       *args))
+    result = ok(
+        invoke("backbone", "pretrain", clean_dir, more, "--name", "timed", "--minutes", 0.02, "--workers", 1, *args)
+    )
     assert "min at the speed measured here" in result.stderr
     recipe = json.loads(ok(invoke("backbone", "show", "timed", "--json")).stdout)["recipe"]
     assert recipe["data"]["images"] == 4 and recipe["data"]["folder"].endswith("/clean + " + more.parent.name + "/more")

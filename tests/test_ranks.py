@@ -1,4 +1,5 @@
 """CoLoRA rank plans: FAIG scores, the budget mapping, and adapters trained with a plan."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,11 @@ import pytest
 from safetensors import safe_open
 from torch import nn
 
-from colora.core.model.backbone import PRESETS, build_backbone, count_parameters
+import helpers
 from colora.core.errors import InvalidInputError
+from colora.core.model.backbone import PRESETS, build_backbone, count_parameters
 from colora.core.model.lora import lora_parameter_count, lora_targets
 from colora.core.training.ranks import faig_scores, full_rank, plan_from_scores, uniform_plan
-import helpers
 from helpers import make_pairs
 
 

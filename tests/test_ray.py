@@ -1,4 +1,5 @@
 """`colora restore --ray local`: Ray Data on a local Ray instance, killed halfway and run again."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from helpers import err, invoke, ok, textured
 from PIL import Image
+
+from helpers import err, invoke, ok, textured
 
 pytest.importorskip("ray.data", reason="Ray Data (the ray extra, in dev) runs restore --ray")
 
@@ -30,9 +32,27 @@ def photos(tmp_path):
 def ray_restore(trained_store, photos, out, *extra):
     """The restore in its own process group (the driver and the Ray instance it starts)."""
     env = {**os.environ, "COLORA_HOME": str(trained_store.home)}
-    return subprocess.Popen([sys.executable, "-m", "colora", "restore", "--task", "noise", str(photos), "-o",
-                             str(out), "--ray", "local", *extra], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "colora",
+            "restore",
+            "--task",
+            "noise",
+            str(photos),
+            "-o",
+            str(out),
+            "--ray",
+            "local",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def test_ray_restore_killed_halfway_then_rerun_equals_the_plain_restore(trained_store, photos, tmp_path):
@@ -62,8 +82,20 @@ def test_ray_restore_killed_halfway_then_rerun_equals_the_plain_restore(trained_
 
 
 def test_ray_restore_refuses_what_it_cannot_do(trained_store, photos, tmp_path):
-    r = invoke("restore", "--task", "auto", photos, "-o", tmp_path / "o", "--ray", "local", "--home", trained_store.home)
+    r = invoke(
+        "restore", "--task", "auto", photos, "-o", tmp_path / "o", "--ray", "local", "--home", trained_store.home
+    )
     assert r.exit_code == 1 and "--task auto runs without --ray" in err(r)
-    r = invoke("restore", "--task", "noise", photos, "-o", trained_store.home / "x", "--ray", "local",
-               "--home", trained_store.home)
+    r = invoke(
+        "restore",
+        "--task",
+        "noise",
+        photos,
+        "-o",
+        trained_store.home / "x",
+        "--ray",
+        "local",
+        "--home",
+        trained_store.home,
+    )
     assert r.exit_code == 1 and "inside the store" in err(r)

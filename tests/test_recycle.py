@@ -1,4 +1,5 @@
 """LoRA Recycle: exact mixtures of zoo adapters, baking, fitting, the meta-adapter, and the CLI."""
+
 from __future__ import annotations
 
 import copy
@@ -13,12 +14,20 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from safetensors import safe_open
 
-from helpers import FAST_TRAIN, err, invoke, ok, out, textured
 from colora.core.model.backbone import PRESETS, build_backbone
 from colora.core.model.lora import inject_lora, lora_layers, merge_all, uniform_rank_plan
-from colora.core.recycle.meta import MetaNet, _Episodes, distill, predict
-from colora.core.recycle.mixture import Mixture, apply_mixture, bake, fit_mixture, mixture_forward, stage_groups, zoo_adapter
 from colora.core.model.weights import AdapterMeta
+from colora.core.recycle.meta import MetaNet, _Episodes, distill, predict
+from colora.core.recycle.mixture import (
+    Mixture,
+    apply_mixture,
+    bake,
+    fit_mixture,
+    mixture_forward,
+    stage_groups,
+    zoo_adapter,
+)
+from helpers import FAST_TRAIN, err, invoke, ok, out, textured
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -41,7 +50,11 @@ def random_adapter(net, name: str, rank: int, seed: int, dtype=torch.float64):
     with torch.no_grad():
         for layer in lora_layers(model).values():
             layer.lora_B.normal_(0, 0.1)
-    tensors = {f"{p}.lora_{ab}": getattr(l, f"lora_{ab}").detach().clone() for p, l in lora_layers(model).items() for ab in "AB"}
+    tensors = {
+        f"{p}.lora_{ab}": getattr(layer, f"lora_{ab}").detach().clone()
+        for p, layer in lora_layers(model).items()
+        for ab in "AB"
+    }
     meta = AdapterMeta(task=name, backbone_sha256="x", rank_plan=plan)
     return model, zoo_adapter(name, tensors, meta, net, dtype)
 
@@ -123,7 +136,9 @@ def test_nonnegative_least_squares_meets_its_optimality_conditions():
 def test_meta_adapter_zero_for_masked_adapters_and_learns():
     net = tiny(torch.float32)
     zoo = [random_adapter(net, n, 2, seed=s, dtype=torch.float32)[1] for n, s in (("a", 1), ("b", 2))]
-    clean = [torch.from_numpy(textured(np.random.default_rng(i), 64, 64)).permute(2, 0, 1).float() / 255 for i in range(3)]
+    clean = [
+        torch.from_numpy(textured(np.random.default_rng(i), 64, 64)).permute(2, 0, 1).float() / 255 for i in range(3)
+    ]
     meta, curve = distill(net, zoo, clean, steps=30, crop=32, query=2, max_k=2, lr=1e-2)
     assert len(curve) == 30
     # learns: on episodes of its own distillation stream, its mixtures beat the backbone alone (all zero)
@@ -144,7 +159,6 @@ def test_meta_adapter_zero_for_masked_adapters_and_learns():
 
 
 # ---------------------------------------------------------------- the CLI, end to end
-
 
 
 def degrade(kind: str, clean: np.ndarray, rng) -> np.ndarray:

@@ -5,6 +5,7 @@ folder, so best, median and worst are three different pairs), task 'heavy' (trai
 noise, scored with --against) and task 'fresh' (no adapter). Tests that evaluate write into their
 own tmp folders; the rows they add to the store are read back by id.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,19 +26,37 @@ from helpers import ANSI, FAST_TRAIN, TINY_INIT, err, invoke, make_pairs, ok
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-STRUCTURAL = {"html", "head", "body", "header", "main", "footer", "section", "div", "table", "thead", "tbody", "tr",
-              "th", "td", "figure", "figcaption", "h1", "h2", "h3", "p", "code", "span", "b", "style", "title"}
+STRUCTURAL = {
+    "html",
+    "head",
+    "body",
+    "header",
+    "main",
+    "footer",
+    "section",
+    "div",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "figure",
+    "figcaption",
+    "h1",
+    "h2",
+    "h3",
+    "p",
+    "code",
+    "span",
+    "b",
+    "style",
+    "title",
+}
 VOID = {"meta", "img", "br", "link", "hr", "input"}
 
 
-
 # ---------------------------------------------------------------- helpers
-
-
-
-
-
-
 
 
 def fails(result, *fragments: str, code: int = 1):
@@ -145,8 +164,6 @@ class World:
     train_noise: object  # CliRunner result of `colora train noise`
 
 
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("report")
@@ -156,10 +173,26 @@ def world(tmp_path_factory) -> World:
         mp.delenv("COLORA_DEBUG", raising=False)
         mp.setenv("COLUMNS", "250")
         ok(invoke(*TINY_INIT))
-        ok(invoke("task", "add", "noise", make_pairs(root / "noise", n=4, seed=0),
-                  "--val", make_pairs(root / "noise-val", n=3, seed=1)))
-        ok(invoke("task", "add", "heavy", make_pairs(root / "heavy", n=4, seed=2, noise=40),
-                  "--val", make_pairs(root / "heavy-val", n=1, seed=3, noise=40)))
+        ok(
+            invoke(
+                "task",
+                "add",
+                "noise",
+                make_pairs(root / "noise", n=4, seed=0),
+                "--val",
+                make_pairs(root / "noise-val", n=3, seed=1),
+            )
+        )
+        ok(
+            invoke(
+                "task",
+                "add",
+                "heavy",
+                make_pairs(root / "heavy", n=4, seed=2, noise=40),
+                "--val",
+                make_pairs(root / "heavy-val", n=1, seed=3, noise=40),
+            )
+        )
         ok(invoke("task", "add", "fresh", make_pairs(root / "fresh", n=4, seed=4)))
         train_noise = ok(invoke("train", "noise", *FAST_TRAIN))
         ok(invoke("train", "heavy", *FAST_TRAIN))
@@ -261,7 +294,10 @@ def test_examples_are_best_median_worst_by_adapter_psnr(report):
     page = parse(report.index)
     per_pair = sorted(json.loads(report.rows["adapter"].per_pair), key=lambda r: r[1])
     assert [(e["kinds"], e["stem"]) for e in page.examples] == [
-        (["best"], per_pair[-1][0]), (["median"], per_pair[1][0]), (["worst"], per_pair[0][0])]
+        (["best"], per_pair[-1][0]),
+        (["median"], per_pair[1][0]),
+        (["worst"], per_pair[0][0]),
+    ]
     text = report.index.read_text(encoding="utf-8")
     for example in page.examples:
         assert [Path(s).stem.split("-", 1)[1] for s in example["imgs"]] == ["input", "backbone", "adapter", "target"]
@@ -276,9 +312,8 @@ def test_examples_are_best_median_worst_by_adapter_psnr(report):
 
 
 def test_report_shows_the_training_run_and_rank_plan(report, home):
-    from colora.store.store import Store
-
     from colora.core.model.weights import read_adapter
+    from colora.store.store import Store
 
     store = Store.open(home)
     try:
@@ -301,7 +336,9 @@ def test_existing_non_empty_folder_is_refused_and_nothing_is_written(home, tmp_p
     dest.mkdir()
     (dest / "notes.txt").write_text("mine")
     before = len(eval_rows(home, "noise"))
-    r = fails(invoke("eval", "noise", "--report", dest), "report folder", "already exists and is not empty", "--overwrite")
+    r = fails(
+        invoke("eval", "noise", "--report", dest), "report folder", "already exists and is not empty", "--overwrite"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
     assert [p.name for p in dest.iterdir()] == ["notes.txt"] and (dest / "notes.txt").read_text() == "mine"
     assert len(eval_rows(home, "noise")) == before, "the eval ran although the report was refused"
@@ -348,13 +385,16 @@ def test_a_failure_while_writing_leaves_no_half_report(home, tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("against, message", [
-    ("ghost", "no task named 'ghost'"),
-    ("fresh", "task 'fresh' has no adapter yet"),
-    ("noise", "--against lists 'noise' itself"),
-    ("heavy,heavy", "--against lists heavy more than once"),
-    ("heavy,", "--against takes task names separated by commas"),
-])
+@pytest.mark.parametrize(
+    "against, message",
+    [
+        ("ghost", "no task named 'ghost'"),
+        ("fresh", "task 'fresh' has no adapter yet"),
+        ("noise", "--against lists 'noise' itself"),
+        ("heavy,heavy", "--against lists heavy more than once"),
+        ("heavy,", "--against takes task names separated by commas"),
+    ],
+)
 def test_against_errors(home, tmp_path, against, message):
     before = len(eval_rows(home, "noise"))
     fails(invoke("eval", "noise", "--against", against, "--report", tmp_path / "rep"), message)
@@ -401,7 +441,10 @@ def test_compare_writes_one_labelled_tile_per_task(home, world, tmp_path):
     layout = grid_layout(40, 32, 3)
     assert f"Wrote {out} ({layout['size'][0]}x{layout['size'][1]} px): input, noise, heavy." in err(r)
     with Image.open(out) as img:
-        assert img.format == "PNG" and img.size == layout["size"] == (3 * 200 + 4 * 8, 24 + 160 + 2 * 8)  # 40x32 scaled 5x
+        assert img.format == "PNG" and img.size == layout["size"] == (
+            3 * 200 + 4 * 8,
+            24 + 160 + 2 * 8,
+        )  # 40x32 scaled 5x
         grid = np.asarray(img.convert("RGB"))
     tw, th = layout["tile"]
     source = np.asarray(Image.open(image).convert("RGB").resize((tw, th), Image.Resampling.NEAREST))
@@ -424,10 +467,13 @@ def test_compare_grid_wraps_after_four_tiles(tmp_path):
     assert size == layout["size"] == (4 * 200 + 5 * 8, 2 * (24 + 300) + 3 * 8)
 
 
-@pytest.mark.parametrize("tasks, message", [
-    ("noise,ghost", "no task named 'ghost'"),
-    ("noise,fresh", "task 'fresh' has no adapter yet"),
-])
+@pytest.mark.parametrize(
+    "tasks, message",
+    [
+        ("noise,ghost", "no task named 'ghost'"),
+        ("noise,fresh", "task 'fresh' has no adapter yet"),
+    ],
+)
 def test_compare_task_errors(home, world, tmp_path, tasks, message):
     out = tmp_path / "grid.png"
     fails(invoke("compare", world.root / "noise-val" / "input" / "000.png", "--tasks", tasks, "-o", out), message)
@@ -474,8 +520,11 @@ def test_train_summary_without_validation_pairs_says_nothing(home, tmp_path):
 
 
 def test_help_and_list_do_not_import_matplotlib_or_torch(home):
-    code = ("import sys; from typer.testing import CliRunner; from colora.cli.main import app; "
-            "r = CliRunner().invoke(app, sys.argv[1:]); print(r.exit_code, 'matplotlib' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys; from typer.testing import CliRunner; from colora.cli.main import app; "
+        "r = CliRunner().invoke(app, sys.argv[1:]); print(r.exit_code, 'matplotlib' in "
+        "sys.modules, 'torch' in sys.modules)"
+    )
     for args in (["--help"], ["list"], ["compare", "--help"], ["eval", "--help"]):
         env = {**os.environ, "COLORA_HOME": str(home)}
         p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)

@@ -1,4 +1,5 @@
 """Killed and concurrent commands leave a consistent store: real subprocesses, real SIGKILL."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ def colora(home, *args, check=True, **kwargs):
 
 def start(home, *args):
     env = {**os.environ, "COLORA_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([*COLORA, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*COLORA, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 @pytest.fixture
@@ -45,7 +48,20 @@ def wait_for(path, proc, timeout=120):
 
 def test_sigkill_during_training_then_doctor_and_resume(home_with_task):
     home = home_with_task
-    train = ("train", "noise", "--rank", 2, "--steps", 400, "--patch-size", 16, "--batch-size", 2, "--checkpoint-every", 10)
+    train = (
+        "train",
+        "noise",
+        "--rank",
+        2,
+        "--steps",
+        400,
+        "--patch-size",
+        16,
+        "--batch-size",
+        2,
+        "--checkpoint-every",
+        10,
+    )
     proc = start(home, *train)
     wait_for(home / "tasks" / "noise" / "checkpoint.safetensors", proc)
     time.sleep(0.3)
@@ -98,7 +114,20 @@ def test_second_training_of_the_same_task_is_refused_while_one_runs(home_with_ta
     home = home_with_task
     # far more steps than the test lasts (the first run is killed at the end): a run that finished
     # before the second one starts would make the refusal untestable
-    train = ("train", "noise", "--rank", 2, "--steps", 100_000, "--patch-size", 16, "--batch-size", 2, "--checkpoint-every", 10)
+    train = (
+        "train",
+        "noise",
+        "--rank",
+        2,
+        "--steps",
+        100_000,
+        "--patch-size",
+        16,
+        "--batch-size",
+        2,
+        "--checkpoint-every",
+        10,
+    )
     proc = start(home, *train)
     try:
         wait_for(home / "tasks" / "noise" / "checkpoint.safetensors", proc)
@@ -144,8 +173,23 @@ def test_sigkill_during_task_add_restore_and_pretrain(home_with_task, tmp_path):
     assert all(p.stat().st_size > 0 for p in (big / "input").iterdir())
     # pretrain: killed after its first checkpoint, then resumed to the end
     clean = big / "target"
-    args = ("backbone", "pretrain", clean, "--config", "tiny", "--steps", 200, "--batch-size", 2, "--patch-size", 16,
-            "--checkpoint-every", 5, "--name", "p")
+    args = (
+        "backbone",
+        "pretrain",
+        clean,
+        "--config",
+        "tiny",
+        "--steps",
+        200,
+        "--batch-size",
+        2,
+        "--patch-size",
+        16,
+        "--checkpoint-every",
+        5,
+        "--name",
+        "p",
+    )
     proc = start(home, *args)
     kill_when(proc, lambda: (home / "pretrain" / "p" / "checkpoint.safetensors").exists())
     assert_consistent(home)

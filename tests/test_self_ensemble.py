@@ -1,4 +1,5 @@
 """The x8 self-ensemble (core/inference/ensemble.py) and its options on `restore` and `eval`."""
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,19 @@ def test_restore_self_ensemble_is_the_average_of_the_eight_restored_views(traine
             Image.fromarray(np.ascontiguousarray(np.fliplr(t) if flip else t)).save(views / f"{turns}{int(flip)}.png")
     ok(invoke("restore", "--task", "noise", views, "-o", tmp_path / "views_out", "--home", trained_store.home))
     ok(invoke("restore", "--task", "noise", one_photo, "-o", tmp_path / "plain", "--home", trained_store.home))
-    r = ok(invoke("restore", "--task", "noise", one_photo, "-o", tmp_path / "x8", "--self-ensemble",
-                  "--home", trained_store.home))
+    r = ok(
+        invoke(
+            "restore",
+            "--task",
+            "noise",
+            one_photo,
+            "-o",
+            tmp_path / "x8",
+            "--self-ensemble",
+            "--home",
+            trained_store.home,
+        )
+    )
     assert "Restored 1 image(s)" in err(r)
     views_back = []
     for turns in range(4):
@@ -116,8 +128,19 @@ def test_eval_self_ensemble_scores_the_adapter_both_ways(trained_store, tmp_path
 
 
 def test_restore_on_ray_refuses_self_ensemble(trained_store, one_photo, tmp_path):
-    r = invoke("restore", "--task", "noise", one_photo, "-o", tmp_path / "o", "--ray", "local", "--self-ensemble",
-               "--home", trained_store.home)
+    r = invoke(
+        "restore",
+        "--task",
+        "noise",
+        one_photo,
+        "-o",
+        tmp_path / "o",
+        "--ray",
+        "local",
+        "--self-ensemble",
+        "--home",
+        trained_store.home,
+    )
     assert r.exit_code == 1 and "Traceback" not in err(r)
     assert "--self-ensemble" in err(r) and "without --ray" in err(r)
     assert not (tmp_path / "o").exists()

@@ -3,6 +3,7 @@
 `colora --help` is drawn from the command table (colora_cli/commands.py) and `colora list` is
 rendered without Rich off a terminal; both must be byte for byte what Typer and Rich print.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,13 +26,17 @@ def run(entry: str, *args, columns: str | None = None) -> subprocess.CompletedPr
     console script) or the full Typer app (`colora.cli.main`)."""
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | ({"COLUMNS": columns} if columns else {})
     code = f"import sys; sys.argv[0] = 'colora'; from {entry} import run; run()"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 @pytest.mark.parametrize("columns", [None, "30", "60", "79", "100", "250"])
 def test_fast_root_help_is_typers(columns):
-    fast, full = run("colora.cli.fastpath", "--help", columns=columns), run("colora.cli.main", "--help", columns=columns)
+    fast, full = (
+        run("colora.cli.fastpath", "--help", columns=columns),
+        run("colora.cli.main", "--help", columns=columns),
+    )
     assert fast.returncode == full.returncode == 0
     assert fast.stdout == full.stdout
 

@@ -1,4 +1,5 @@
 """The store's index: migrations, integrity rules, path safety, and `list` staying free of torch."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -76,9 +77,11 @@ def test_paths_cannot_escape_the_store(tmp_path):
 
 def test_list_and_help_do_not_import_torch(isolated_home):
     Store.create(isolated_home)
-    code = ("import sys; from typer.testing import CliRunner; from colora.cli.main import app; "
-            "r1 = CliRunner().invoke(app, ['list']); r2 = CliRunner().invoke(app, ['--help']); "
-            "assert r1.exit_code == 0 and r2.exit_code == 0, (r1.output, r2.output); print('torch' in sys.modules)")
+    code = (
+        "import sys; from typer.testing import CliRunner; from colora.cli.main import app; "
+        "r1 = CliRunner().invoke(app, ['list']); r2 = CliRunner().invoke(app, ['--help']); "
+        "assert r1.exit_code == 0 and r2.exit_code == 0, (r1.output, r2.output); print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -87,7 +90,9 @@ def test_list_reads_an_older_store_after_migrating_it(isolated_home):
     """`colora list` reads with sqlite3 alone, but a store an older colora wrote is migrated first."""
     from colora.store.summary import store_rows
 
-    write_v1_store(isolated_home, "INSERT INTO tasks (name, folder, split_seed, created_at) VALUES ('old', '/x', 0, '2026-01-01')")
+    write_v1_store(
+        isolated_home, "INSERT INTO tasks (name, folder, split_seed, created_at) VALUES ('old', '/x', 0, '2026-01-01')"
+    )
     rows = store_rows(isolated_home)
     assert [r["task"] for r in rows] == ["old"] and rows[0]["adapter"] == "untrained"
     with sqlite3.connect(isolated_home / "colora.db") as conn:
@@ -110,9 +115,14 @@ def test_version_3_meta_adapter_setting_moves_to_its_table_and_the_plan_copy_goe
 
     from colora.store.migrations import MIGRATIONS
 
-    record = {"path": "recycle/meta-1.safetensors", "backbone_sha256": "ab" * 32,
-              "zoo": [{"task": "rain", "file_sha256": "cd" * 32}], "steps": 40, "final_loss": 0.01,
-              "created": "2026-11-20 10:00:00"}
+    record = {
+        "path": "recycle/meta-1.safetensors",
+        "backbone_sha256": "ab" * 32,
+        "zoo": [{"task": "rain", "file_sha256": "cd" * 32}],
+        "steps": 40,
+        "final_loss": 0.01,
+        "created": "2026-11-20 10:00:00",
+    }
     write_v1_store(isolated_home)
     with sqlite3.connect(isolated_home / "colora.db") as conn:  # bring it to version 3 by hand, as colora 0.1 did
         for version in (1, 2):
@@ -123,7 +133,11 @@ def test_version_3_meta_adapter_setting_moves_to_its_table_and_the_plan_copy_goe
     store = Store.open(isolated_home)
     meta = store.meta_adapter()
     assert (meta.path, meta.backbone_sha256, meta.zoo_list(), meta.steps) == (
-        record["path"], record["backbone_sha256"], record["zoo"], record["steps"])
+        record["path"],
+        record["backbone_sha256"],
+        record["zoo"],
+        record["steps"],
+    )
     with sqlite3.connect(isolated_home / "colora.db") as conn:
         assert conn.execute("SELECT count(*) FROM settings WHERE key = 'meta_adapter'").fetchone()[0] == 0
         assert "rank_plan" not in {row[1] for row in conn.execute("PRAGMA table_info(adapters)")}

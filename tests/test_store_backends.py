@@ -3,6 +3,7 @@
 Each test runs twice (the `backend` fixture); the PostgreSQL run skips, saying why, where no
 server is reachable (.ci/run installs and starts one).
 """
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import multiprocessing
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from helpers import FAST_TRAIN, TINY_INIT, err, invoke, make_pairs, ok, out
 from sqlalchemy import inspect, select
 
 from colora.core.errors import ConflictError, NotFoundError
@@ -18,6 +18,7 @@ from colora.store.migrations import SCHEMA_VERSION, migrate, schema_version
 from colora.store.schema import Base, Pair, TrainRun
 from colora.store.status import RunStatus
 from colora.store.store import NewPair, Store
+from helpers import FAST_TRAIN, TINY_INIT, err, invoke, make_pairs, ok, out
 
 
 def pair(stem: str, split: str = "train") -> NewPair:
@@ -30,8 +31,19 @@ def store_with_backbone(home) -> Store:
 
     store = Store.create(home)
     with store.session() as s:
-        s.add(Backbone(name="b", sha256="0", file_sha256="0", path="backbones/b.safetensors", config="{}", params=1,
-                       pretrained=False, description="-", size_bytes=1))
+        s.add(
+            Backbone(
+                name="b",
+                sha256="0",
+                file_sha256="0",
+                path="backbones/b.safetensors",
+                config="{}",
+                params=1,
+                pretrained=False,
+                description="-",
+                size_bytes=1,
+            )
+        )
         s.add(Setting(key="default_backbone", value="b"))
     return store
 
@@ -115,15 +127,25 @@ def test_two_processes_starting_a_run_at_once_cannot_both_claim_the_task(backend
 
 @pytest.mark.parametrize("age_minutes, refused", [(1, True), (60, False)])
 def test_a_run_on_another_machine_blocks_a_second_training_while_its_heartbeat_is_fresh(
-        backend, isolated_home, age_minutes, refused):
+    backend, isolated_home, age_minutes, refused
+):
     if backend != "postgresql":
         pytest.skip("a SQLite store is one machine's: its runs are judged by their process")
     store = store_with_backbone(isolated_home)
     task = store.add_task("rain", "/x", [], val_folder=None, val_fraction=None, seed=0)
     beat = (datetime.now(timezone.utc) - timedelta(minutes=age_minutes)).isoformat(timespec="seconds")
     with store.session() as s:
-        s.add(TrainRun(task_id=task.id, backbone_id=store.backbone().id, status=RunStatus.RUNNING, config="{}",
-                       pid=1, host="gpu-node-7", heartbeat_at=beat))
+        s.add(
+            TrainRun(
+                task_id=task.id,
+                backbone_id=store.backbone().id,
+                status=RunStatus.RUNNING,
+                config="{}",
+                pid=1,
+                host="gpu-node-7",
+                heartbeat_at=beat,
+            )
+        )
     if refused:
         with pytest.raises(ConflictError, match=r"already being trained \(process 1 on gpu-node-7\)"):
             store.start_run(task, store.backbone(), "{}")
@@ -144,8 +166,9 @@ def test_the_commands_work_end_to_end_on_either_index(backend, isolated_home, tm
     assert (isolated_home / "colora.db").exists() == (backend == "sqlite")
 
 
-def test_migrate_sqlite_to_postgresql_and_back_loses_nothing(pg_database, isolated_home, tmp_path, monkeypatch,
-                                                              wide_console):
+def test_migrate_sqlite_to_postgresql_and_back_loses_nothing(
+    pg_database, isolated_home, tmp_path, monkeypatch, wide_console
+):
     ok(invoke(*TINY_INIT))
     ok(invoke("task", "add", "noise", make_pairs(tmp_path / "pairs")))
     ok(invoke("train", "noise", *FAST_TRAIN))
@@ -204,7 +227,9 @@ def test_a_read_only_database_role_can_list(backend, isolated_home, pg_database)
         reader = url.set(username="colora_reader", password="reader").render_as_string(hide_password=False)
         assert out(ok(invoke("--db", reader, "list", "--json"))) == "[]\n"
         r = invoke("--db", reader, "task", "add", "x", make_pairs(isolated_home.parent / "p"))
-        assert r.exit_code == 1 and "does not let this role change it" in err(r) and "reader" not in err(r).split("(")[0]
+        assert (
+            r.exit_code == 1 and "does not let this role change it" in err(r) and "reader" not in err(r).split("(")[0]
+        )
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("DROP OWNED BY colora_reader")

@@ -1,4 +1,5 @@
 """Training really trains, touches only the adapter, resumes, and never forgets other tasks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,13 +8,14 @@ import json
 import pytest
 import torch
 from torch import nn
-from colora.core.training.adapter import train_adapter
+
+import helpers
+from colora.core.inference.tiles import restore_tensor
 from colora.core.model.backbone import PRESETS, build_backbone
 from colora.core.model.lora import lora_layers, uniform_rank_plan
-from colora.core.inference.tiles import restore_tensor
-from colora.core.training.loop import TrainConfig, learning_rate
 from colora.core.model.weights import state_fingerprint
-import helpers
+from colora.core.training.adapter import train_adapter
+from colora.core.training.loop import TrainConfig, learning_rate
 from helpers import make_pairs, ok
 
 
@@ -30,8 +32,9 @@ def test_fifty_steps_lower_the_loss_and_change_only_the_adapter(tmp_path):
     backbone = build_backbone(PRESETS["tiny"], seed=0)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     config = TrainConfig(steps=50, batch_size=4, patch_size=32, lr=5e-3, log_every=5, warmup_steps=5)
-    model, meta, result = train_adapter(backbone, state_fingerprint(before), "noise", pair_paths(folder), config,
-                                        uniform_rank_plan(backbone, 2))
+    model, meta, result = train_adapter(
+        backbone, state_fingerprint(before), "noise", pair_paths(folder), config, uniform_rank_plan(backbone, 2)
+    )
     first, last = result.loss_curve[0][1], result.loss_curve[-1][1]
     assert last < 0.8 * first, result.loss_curve
     for k, v in backbone.state_dict().items():  # the backbone we were given is untouched
@@ -67,8 +70,9 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
         train_adapter(backbone, sha, "t", pair_paths(folder), config, plan, checkpoint_path=ckpt, on_step=stop_at_12)
     assert ckpt.exists()
     torch.manual_seed(123)  # resuming must not depend on the global RNG
-    resumed, _, result = train_adapter(backbone, sha, "t", pair_paths(folder), config, plan,
-                                       checkpoint_path=ckpt, resume=True)
+    resumed, _, result = train_adapter(
+        backbone, sha, "t", pair_paths(folder), config, plan, checkpoint_path=ckpt, resume=True
+    )
     assert result.resumed_from == 10
     for path, layer in lora_layers(full).items():
         other = lora_layers(resumed)[path]
@@ -124,8 +128,9 @@ def test_validation_keeps_the_best_state_and_it_survives_a_resume(tmp_path):
     params = {"w": model.weight}
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 8, 8, generator=gen)
-    config = TrainConfig(steps=12, batch_size=2, patch_size=8, lr=1e-2, warmup_steps=1, validate_every=3,
-                         checkpoint_every=3, log_every=3)
+    config = TrainConfig(
+        steps=12, batch_size=2, patch_size=8, lr=1e-2, warmup_steps=1, validate_every=3, checkpoint_every=3, log_every=3
+    )
     scores = iter([1.0, 5.0, 2.0, 3.0])  # the second validation (step 6) is the best
 
     def validate(m):

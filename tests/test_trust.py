@@ -4,6 +4,7 @@ terminal (issue 13). Each test is one of the failures seen by a hostile probe of
 Refusals must be clean: exit 1, one `Error:` line (never "unexpected"), no traceback, and the
 store exactly as it was.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -103,8 +104,18 @@ def test_doctor_fix_on_an_emptied_index_reindexes_the_weights_and_deletes_none(h
     assert files(home) == before  # every weight file is still there, unchanged
     rows = listing(home)
     assert [(r["task"], r["adapter"]) for r in rows] == [("noise", "trained")]
-    ok(invoke("restore", "--task", "noise", make_pairs(home.parent / "p", n=1) / "input", "-o", home.parent / "out",
-              "--home", home))
+    ok(
+        invoke(
+            "restore",
+            "--task",
+            "noise",
+            make_pairs(home.parent / "p", n=1) / "input",
+            "-o",
+            home.parent / "out",
+            "--home",
+            home,
+        )
+    )
 
 
 def test_a_lost_index_and_a_new_init_keep_the_adapters_reindexable(home):
@@ -170,8 +181,9 @@ HOSTILE = "[/][bold red]x\x1b]0;pwned\x07\x1b[2J\u202e"
 
 
 def test_hostile_metadata_cannot_restyle_or_break_the_listing(home, tmp_path):
-    evil = rewrite(adapter_file(home), tmp_path / "evil.safetensors",
-                   meta=lambda m: m.update(plan_method=HOSTILE, task=HOSTILE))
+    evil = rewrite(
+        adapter_file(home), tmp_path / "evil.safetensors", meta=lambda m: m.update(plan_method=HOSTILE, task=HOSTILE)
+    )
     ok(invoke("adapter", "import", evil, "--task", "evil", "--home", home))
     for args in (("list",), ("list", "--json"), ("task", "show", "evil"), ("task", "show", "evil", "--json")):
         result = ok(invoke(*args, "--home", home))
@@ -201,8 +213,10 @@ def test_bracketed_and_escape_file_names_are_printed_literally(home, tmp_path):
 
 def torch_baseline_mb() -> float:
     """Peak resident MB of a process that imports torch and colora's model code, and does nothing."""
-    code = ("import resource, torch, colora.core.model.weights, colora.core.inference.tiles; "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    code = (
+        "import resource, torch, colora.core.model.weights, colora.core.inference.tiles; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
@@ -211,26 +225,36 @@ BOUNDED_MB = 300  # what a refusal may cost above the baseline: no model, no ten
 
 def peak_mb_of(*args) -> tuple[int, float, str]:
     """Exit code, peak resident MB above `torch_baseline_mb` and stderr of `colora ARGS` in a fresh process."""
-    code = ("import resource, sys; from colora.cli.main import run\n"
-            "try:\n    run()\nexcept SystemExit as e:\n    code = e.code\n"
-            "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)")
+    code = (
+        "import resource, sys; from colora.cli.main import run\n"
+        "try:\n    run()\nexcept SystemExit as e:\n    code = e.code\n"
+        "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)"
+    )
     p = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
     last = p.stderr.strip().splitlines()[-1].split()
     return int(last[0]), float(last[1]) - torch_baseline_mb(), p.stderr
 
 
 def test_an_adapter_claiming_huge_ranks_is_refused_before_any_allocation(home, tmp_path):
-    evil = rewrite(adapter_file(home), tmp_path / "huge.safetensors",
-                   meta=lambda m: m.update(rank_plan=json.dumps({k: 4000 for k in json.loads(m["rank_plan"])})))
+    evil = rewrite(
+        adapter_file(home),
+        tmp_path / "huge.safetensors",
+        meta=lambda m: m.update(rank_plan=json.dumps({k: 4000 for k in json.loads(m["rank_plan"])})),
+    )
     code, mb, stderr = peak_mb_of("adapter", "import", evil, "--task", "evil", "--home", home)
     assert code == 1 and "shape" in stderr and "unexpected" not in stderr
     assert mb < BOUNDED_MB, f"{mb:.0f} MB"
-    million = rewrite(adapter_file(home), tmp_path / "million.safetensors",
-                      meta=lambda m: m.update(rank_plan=json.dumps({k: 10**6 for k in json.loads(m["rank_plan"])})))
+    million = rewrite(
+        adapter_file(home),
+        tmp_path / "million.safetensors",
+        meta=lambda m: m.update(rank_plan=json.dumps({k: 10**6 for k in json.loads(m["rank_plan"])})),
+    )
     refused(invoke("adapter", "import", million, "--task", "evil", "--home", home), "rank_plan")
 
 
-@pytest.mark.parametrize("change", [{"middle_blocks": 20000}, {"width": 200}, {"enc_blocks": [1] * 40, "dec_blocks": [1] * 40}])
+@pytest.mark.parametrize(
+    "change", [{"middle_blocks": 20000}, {"width": 200}, {"enc_blocks": [1] * 40, "dec_blocks": [1] * 40}]
+)
 def test_a_backbone_config_claiming_a_huge_model_is_refused_before_any_allocation(home, tmp_path, change):
     def grow(m):
         config = json.loads(m["config"]) | change
@@ -242,9 +266,18 @@ def test_a_backbone_config_claiming_a_huge_model_is_refused_before_any_allocatio
     assert mb < BOUNDED_MB, f"{mb:.0f} MB"
 
 
-@pytest.mark.parametrize("field, value", [("extra", "[1, 2]"), ("extra", '{"plan_info": {"budget": "lots"}}'),
-                                          ("recycled", '"yes"'), ("alpha", '"two"'), ("rank_plan", '["a"]'),
-                                          ("format_version", "one"), ("lora_mode", "sideways")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("extra", "[1, 2]"),
+        ("extra", '{"plan_info": {"budget": "lots"}}'),
+        ("recycled", '"yes"'),
+        ("alpha", '"two"'),
+        ("rank_plan", '["a"]'),
+        ("format_version", "one"),
+        ("lora_mode", "sideways"),
+    ],
+)
 def test_wrongly_typed_metadata_is_refused_all_or_nothing(home, tmp_path, field, value):
     evil = rewrite(adapter_file(home), tmp_path / "typed.safetensors", meta=lambda m: m.update({field: value}))
     before, rows = files(home), listing(home)
@@ -302,7 +335,10 @@ def test_a_bit_flipped_adapter_is_never_used(home, tmp_path):
     data[-3] ^= 0x01  # one bit of one tensor value: the file still parses
     path.write_bytes(bytes(data))
     images = make_pairs(tmp_path / "p", n=1) / "input"
-    refused(invoke("restore", "--task", "noise", images, "-o", tmp_path / "out", "--home", home), "changed since it was stored")
+    refused(
+        invoke("restore", "--task", "noise", images, "-o", tmp_path / "out", "--home", home),
+        "changed since it was stored",
+    )
     refused(invoke("eval", "noise", "--home", home), "changed since it was stored")
     assert not (tmp_path / "out").exists()
 
@@ -339,10 +375,16 @@ def test_a_read_only_store_can_be_read_but_not_changed(read_only, tmp_path):
 def test_outputs_inside_the_store_are_refused(home, tmp_path):
     before = files(home)
     images = make_pairs(tmp_path / "p", n=1) / "input"
-    refused(invoke("restore", "--task", "noise", images, "-o", home / "tasks" / "noise", "--home", home), "inside the store")
-    refused(invoke("adapter", "export", "noise", backbone_file(home), "--overwrite", "--home", home), "inside the store")
-    refused(invoke("backbone", "export", "random-tiny", adapter_file(home), "--overwrite", "--home", home),
-            "inside the store")
+    refused(
+        invoke("restore", "--task", "noise", images, "-o", home / "tasks" / "noise", "--home", home), "inside the store"
+    )
+    refused(
+        invoke("adapter", "export", "noise", backbone_file(home), "--overwrite", "--home", home), "inside the store"
+    )
+    refused(
+        invoke("backbone", "export", "random-tiny", adapter_file(home), "--overwrite", "--home", home),
+        "inside the store",
+    )
     refused(invoke("eval", "noise", "--report", home / "report", "--home", home), "inside the store")
     assert files(home) == before
 
@@ -409,7 +451,9 @@ def test_list_json_is_strict_json_even_for_an_infinite_psnr(home):
 
     store = Store.open(home)
     task = store.task("noise")
-    store.record_eval(task, store.backbone(), store.adapter(task), {"adapter": (float("inf"), 1.0, [["a", float("inf"), 1.0]])})
+    store.record_eval(
+        task, store.backbone(), store.adapter(task), {"adapter": (float("inf"), 1.0, [["a", float("inf"), 1.0]])}
+    )
     store.engine.dispose()
     text = out(ok(invoke("list", "--json", "--home", home)))
     assert "Infinity" not in text and json.loads(text)[0]["psnr"] is None
@@ -467,9 +511,15 @@ def test_an_adapter_worse_than_the_input_is_flagged_everywhere(tmp_path, isolate
 # ---------------------------------------------------------------- the red team's findings (a second hostile pass)
 
 
-@pytest.mark.parametrize("field, value", [("format_version", "\u00b2"), ("format_version", "9" * 5000),
-                                          ("extra", "[" * 100_000 + "]" * 100_000),
-                                          ("rank_plan", '{"a":' * 50_000 + "1" + "}" * 50_000)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("format_version", "\u00b2"),
+        ("format_version", "9" * 5000),
+        ("extra", "[" * 100_000 + "]" * 100_000),
+        ("rank_plan", '{"a":' * 50_000 + "1" + "}" * 50_000),
+    ],
+)
 def test_odd_and_deeply_nested_metadata_is_refused_cleanly(home, tmp_path, field, value):
     evil = rewrite(adapter_file(home), tmp_path / "odd.safetensors", meta=lambda m: m.update({field: value}))
     refused(invoke("adapter", "import", evil, "--task", "fresh", "--home", home), "broken adapter metadata")
@@ -478,8 +528,14 @@ def test_odd_and_deeply_nested_metadata_is_refused_cleanly(home, tmp_path, field
 def test_two_imports_into_the_same_new_task_at_once_end_cleanly(home, tmp_path):
     exported = tmp_path / "a.safetensors"
     ok(invoke("adapter", "export", "noise", exported, "--home", home))
-    procs = [subprocess.Popen([sys.executable, "-m", "colora", "adapter", "import", str(exported), "--task", "dup",
-                               "--home", str(home)], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "colora", "adapter", "import", str(exported), "--task", "dup", "--home", str(home)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert sorted(code for code, _ in results) in ([0, 0], [0, 1]), results
     for code, stderr in results:
@@ -489,8 +545,12 @@ def test_two_imports_into_the_same_new_task_at_once_end_cleanly(home, tmp_path):
 
 def test_reindex_does_not_hang_on_a_fifo_in_the_store(home):
     os.mkfifo(home / "backbones" / "fifo.safetensors")
-    p = subprocess.run([sys.executable, "-m", "colora", "doctor", "--reindex", "--home", str(home)],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "colora", "doctor", "--reindex", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
 
 

@@ -1,4 +1,5 @@
 """Backbones: creating a store with one, installing, pre-training (PROD), importing and exporting."""
+
 from __future__ import annotations
 
 import json
@@ -48,9 +49,14 @@ def install_random(store: Store, config_name: str, seed: int, name: str | None =
         path = Path(tmp) / "backbone.safetensors"
         sha = save_backbone(path, model, {"pretrained": "false", "seed": str(seed)})
         return store.add_backbone(
-            name or f"random-{config_name}", path, sha256=sha, config=model.config.to_json(),
-            params=count_parameters(model), pretrained=False,
-            description="random init, not pre-trained", recipe={"seed": seed, "config": config_name},
+            name or f"random-{config_name}",
+            path,
+            sha256=sha,
+            config=model.config.to_json(),
+            params=count_parameters(model),
+            pretrained=False,
+            description="random init, not pre-trained",
+            recipe={"seed": seed, "config": config_name},
         )
 
 
@@ -63,8 +69,13 @@ def install_file(store: Store, path: Path, name: str, *, make_default: bool = Fa
     validate_slug(name, "backbone")
     model, meta = load_backbone(path)
     return store.add_backbone(
-        name, path, sha256=meta["sha256"], config=model.config.to_json(), params=count_parameters(model),
-        pretrained=meta.get("pretrained", "false") == "true", description=meta.get("description", "imported backbone"),
+        name,
+        path,
+        sha256=meta["sha256"],
+        config=model.config.to_json(),
+        params=count_parameters(model),
+        pretrained=meta.get("pretrained", "false") == "true",
+        description=meta.get("description", "imported backbone"),
         recipe=json.loads(meta["recipe"]) if "recipe" in meta else None,
         loss_curve=json.loads(meta["loss_curve"]) if "loss_curve" in meta else None,
         make_default=make_default,
@@ -88,8 +99,10 @@ def import_backbone(store: Store, file: Path, name: str, *, make_default: bool =
     validate_slug(name, "backbone")
     file = Path(file)
     if file.suffix.lower() not in (".safetensors", ".pth", ".pt"):
-        raise InvalidInputError(f"{file.name} is not a .safetensors or .pth file",
-                                hint="give a colora backbone (.safetensors) or a NAFNet checkpoint (.pth, .safetensors)")
+        raise InvalidInputError(
+            f"{file.name} is not a .safetensors or .pth file",
+            hint="give a colora backbone (.safetensors) or a NAFNet checkpoint (.pth, .safetensors)",
+        )
     if _is_colora_backbone(file):
         return install_file(store, file, name, make_default=make_default)
     return install_checkpoint(store, file, name, make_default=make_default)
@@ -107,8 +120,10 @@ def _is_colora_backbone(file: Path) -> bool:
     if kind == "colora-adapter":
         from colora.core.errors import InvalidInputError
 
-        raise InvalidInputError(f"{file.name} is a colora adapter, not a backbone",
-                                hint="import it with `colora adapter import FILE --task NAME`")
+        raise InvalidInputError(
+            f"{file.name} is a colora adapter, not a backbone",
+            hint="import it with `colora adapter import FILE --task NAME`",
+        )
     return kind == "colora-backbone"
 
 
@@ -122,8 +137,15 @@ def install_checkpoint(store: Store, file: Path, name: str, *, make_default: boo
     description = f"NAFNet checkpoint {file.name}{where}: {describe_layout(model.config)}"
     with tempfile.TemporaryDirectory(dir=store.root) as tmp:
         path = Path(tmp) / "backbone.safetensors"
-        save_backbone(path, model, {"pretrained": "true", "description": description,
-                                    "recipe": json.dumps({"imported_from": file.name, "checkpoint_key": source})})
+        save_backbone(
+            path,
+            model,
+            {
+                "pretrained": "true",
+                "description": description,
+                "recipe": json.dumps({"imported_from": file.name, "checkpoint_key": source}),
+            },
+        )
         return install_file(store, path, name, make_default=make_default)
 
 
@@ -147,18 +169,37 @@ def _preset_name(config) -> str:
 
 def backbone_rows(store: Store) -> list[dict]:
     default = store.default_backbone_name()
-    return [{"name": b.name, "default": b.name == default, "pretrained": b.pretrained, "label": b.label,
-             "params": b.params, "sha256": b.sha256, "size_bytes": b.size_bytes, "created": b.created_at}
-            for b in store.backbones()]
+    return [
+        {
+            "name": b.name,
+            "default": b.name == default,
+            "pretrained": b.pretrained,
+            "label": b.label,
+            "params": b.params,
+            "sha256": b.sha256,
+            "size_bytes": b.size_bytes,
+            "created": b.created_at,
+        }
+        for b in store.backbones()
+    ]
 
 
 def backbone_details(store: Store, name: str | None = None) -> dict:
     b = store.backbone(name)
     curve = json.loads(b.loss_curve) if b.loss_curve else None
-    return {"name": b.name, "label": b.label, "pretrained": b.pretrained, "params": b.params, "sha256": b.sha256,
-            "file": b.path, "size_bytes": b.size_bytes, "config": json.loads(b.config),
-            "recipe": json.loads(b.recipe) if b.recipe else None,
-            "final_loss": curve[-1][1] if curve else None, "created": b.created_at}
+    return {
+        "name": b.name,
+        "label": b.label,
+        "pretrained": b.pretrained,
+        "params": b.params,
+        "sha256": b.sha256,
+        "file": b.path,
+        "size_bytes": b.size_bytes,
+        "config": json.loads(b.config),
+        "recipe": json.loads(b.recipe) if b.recipe else None,
+        "final_loss": curve[-1][1] if curve else None,
+        "created": b.created_at,
+    }
 
 
 # ---------------------------------------------------------------- PROD pre-training
@@ -166,8 +207,8 @@ def backbone_details(store: Store, name: str | None = None) -> dict:
 
 @dataclass
 class PretrainOptions:
-    name: str = "prod-small"
-    config: str = "small"
+    name: str = "prod"
+    config: str = "medium"  # the size of the bundled backbone
     steps: int = 10000
     batch_size: int = 8
     patch_size: int = 96
@@ -191,8 +232,9 @@ class Pretrained:
     result: TrainResult
 
 
-def pretrain_backbone(store: Store, clean_dir: Path | Sequence[Path], options: PretrainOptions,
-                      reporter: Reporter = SILENT) -> Pretrained | None:
+def pretrain_backbone(
+    store: Store, clean_dir: Path | Sequence[Path], options: PretrainOptions, reporter: Reporter = SILENT
+) -> Pretrained | None:
     """PROD pre-training on a folder of clean images; the result is added to the store.
 
     Resumable: a checkpoint is kept under the store's pretrain/ folder until the end. Under
@@ -217,7 +259,10 @@ def pretrain_backbone(store: Store, clean_dir: Path | Sequence[Path], options: P
 
         start = store.backbone(o.init_from)
         config = BackboneConfig.from_json(start.config)
-        init = (backbone_model(store, start), {**(json.loads(start.recipe) if start.recipe else {}), "sha256": start.sha256})
+        init = (
+            backbone_model(store, start),
+            {**(json.loads(start.recipe) if start.recipe else {}), "sha256": start.sha256},
+        )
     if o.mode not in MODES:
         raise InvalidInputError(f"unknown mode {o.mode!r}; use one of {', '.join(MODES)}")
     if any(b.name == o.name for b in store.backbones()):
@@ -226,23 +271,37 @@ def pretrain_backbone(store: Store, clean_dir: Path | Sequence[Path], options: P
     world = join(dev)
     follower = world is not None and not world.leader
     reporter = SILENT if follower else reporter
-    train_config = TrainConfig(steps=o.steps, batch_size=o.batch_size, patch_size=o.patch_size, lr=o.lr, seed=o.seed,
-                               checkpoint_every=o.checkpoint_every, warmup_steps=min(200, o.steps // 10), log_every=50)
+    train_config = TrainConfig(
+        steps=o.steps,
+        batch_size=o.batch_size,
+        patch_size=o.patch_size,
+        lr=o.lr,
+        seed=o.seed,
+        checkpoint_every=o.checkpoint_every,
+        warmup_steps=min(200, o.steps // 10),
+        log_every=50,
+    )
     if not 0 <= o.clean_fraction < 1:
         raise InvalidInputError(f"--clean-fraction must be at least 0 and below 1, not {o.clean_fraction}")
     sampler = ProdSampler(mode=o.mode, max_degradations=o.max_degradations, clean_fraction=o.clean_fraction)
     checkpoint = store.path(store.pretrain_checkpoint_relpath(o.name))
     if checkpoint.exists() and not o.resume:
-        raise ConflictError(f"an unfinished pre-training of '{o.name}' exists",
-                            hint="continue it with --resume, or choose another --name")
+        raise ConflictError(
+            f"an unfinished pre-training of '{o.name}' exists",
+            hint="continue it with --resume, or choose another --name",
+        )
     start_note = f"from '{o.init_from}'" if o.init_from else o.config
     if o.minutes is not None and o.resume:
-        raise InvalidInputError("--minutes cannot resume: its step count is measured anew",
-                                hint="resume with --steps N (the count the first run printed) and --resume")
+        raise InvalidInputError(
+            "--minutes cannot resume: its step count is measured anew",
+            hint="resume with --steps N (the count the first run printed) and --resume",
+        )
     folders = [clean_dir] if isinstance(clean_dir, (str, Path)) else list(clean_dir)
     length = f"{o.minutes:g} min" if o.minutes is not None else f"{o.steps} steps"
-    reporter.note(f"Pre-training '{o.name}' ({start_note}, PROD mode {o.mode}) on {', '.join(map(str, folders))} "
-                  f"for {length}, device {dev.type}.")
+    reporter.note(
+        f"Pre-training '{o.name}' ({start_note}, PROD mode {o.mode}) on {', '.join(map(str, folders))} "
+        f"for {length}, device {dev.type}."
+    )
     if world is not None:
         world.wait()  # every process has passed the checks above before any checkpoint is written
     with ExitStack() as stack:
@@ -250,22 +309,42 @@ def pretrain_backbone(store: Store, clean_dir: Path | Sequence[Path], options: P
 
         def start(final: TrainConfig) -> None:
             if o.minutes is not None:
-                reporter.note(f"{o.minutes:g} min at the speed measured here: {final.steps} steps "
-                              f"(to resume after a stop: --steps {final.steps} --resume).")
+                reporter.note(
+                    f"{o.minutes:g} min at the speed measured here: {final.steps} steps "
+                    f"(to resume after a stop: --steps {final.steps} --resume)."
+                )
             bar.append(stack.enter_context(reporter.progress(f"pretrain {o.name}", final.steps, loss=True)))
 
         model, result, recipe = pretrain(
-            folders, config, train_config, sampler, device=dev, checkpoint_path=checkpoint, resume=o.resume,
-            on_step=lambda done, total, value: bar[0](done, value), init=init, world=world, workers=o.workers,
-            minutes=o.minutes, on_start=start)
+            folders,
+            config,
+            train_config,
+            sampler,
+            device=dev,
+            checkpoint_path=checkpoint,
+            resume=o.resume,
+            on_step=lambda done, total, value: bar[0](done, value),
+            init=init,
+            world=world,
+            workers=o.workers,
+            minutes=o.minutes,
+            on_start=start,
+        )
     if follower:
         return None
     recipe["config_name"] = (init[1].get("config_name") or _preset_name(config)) if init else o.config
     chunks = len(recipe["chunks"])
-    description = (f"PROD pre-trained ({o.mode} order, {recipe['total_steps']} steps"
-                   + (f" in {chunks} chunks" if chunks > 1 else "") + f" on {recipe['data']['images']} clean images"
-                   + (f", starting from {recipe['started_from'].get('imported_from', o.init_from)}"
-                      if "started_from" in recipe else "") + ")")
+    description = (
+        f"PROD pre-trained ({o.mode} order, {recipe['total_steps']} steps"
+        + (f" in {chunks} chunks" if chunks > 1 else "")
+        + f" on {recipe['data']['images']} clean images"
+        + (
+            f", starting from {recipe['started_from'].get('imported_from', o.init_from)}"
+            if "started_from" in recipe
+            else ""
+        )
+        + ")"
+    )
     with tempfile.TemporaryDirectory(dir=store.root) as tmp:
         path = Path(tmp) / "backbone.safetensors"
         save_pretrained(path, model, result, recipe, description)

@@ -8,6 +8,7 @@ overwritten and a killed job leaves no half-written output. Outputs that already
 skipped, so running the same command again finishes a job that was stopped. Every machine must
 see the store folder, the inputs and the output folder at the same paths (a shared mount).
 """
+
 from __future__ import annotations
 
 import re
@@ -62,14 +63,31 @@ class Restorer:
         from colora.core.inference.tiles import restore_tensor
 
         jobs = [(Path(s), Path(d)) for s, d in zip(batch["src"], batch["dst"])]
-        failed = dict(restore_many(jobs, lambda src, image: restore_tensor(self.model, image.to(self.device), self.tile),
-                                   overwrite=False, threads=False, max_pixels=self.max_pixels))
+        failed = dict(
+            restore_many(
+                jobs,
+                lambda src, image: restore_tensor(self.model, image.to(self.device), self.tile),
+                overwrite=False,
+                threads=False,
+                max_pixels=self.max_pixels,
+            )
+        )
         return {"src": [str(s) for s, _ in jobs], "error": [failed.get(s, "") for s, _ in jobs]}
 
 
-def restore_on_ray(store: Store, task: str, inputs: list[Path], out_dir: Path, *, address: str = "local",
-                   workers: int = 2, tile: int = 512, max_pixels: int | None = None, device: str = "auto",
-                   reporter: Reporter = SILENT) -> ClusterOutcome:
+def restore_on_ray(
+    store: Store,
+    task: str,
+    inputs: list[Path],
+    out_dir: Path,
+    *,
+    address: str = "local",
+    workers: int = 2,
+    tile: int = 512,
+    max_pixels: int | None = None,
+    device: str = "auto",
+    reporter: Reporter = SILENT,
+) -> ClusterOutcome:
     """Restore image files and folders into `out_dir` on Ray (`address`: "local" starts a Ray
     instance on this machine, "auto" joins the running cluster, or ray://host:10001)."""
     from colora.api.restoring import list_jobs
@@ -95,13 +113,26 @@ def restore_on_ray(store: Store, task: str, inputs: list[Path], out_dir: Path, *
         return ClusterOutcome(0, skipped, failed, workers)
     ray = _ray(address)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and device != "cpu" else 0
-    reporter.note(f"Restoring {len(todo)} image(s) on Ray ({_where(address)}) with {workers} worker(s)"
-                  + (", one GPU each" if gpus else "") + (f"; {skipped} already restored, skipped." if skipped else "."))
+    reporter.note(
+        f"Restoring {len(todo)} image(s) on Ray ({_where(address)}) with {workers} worker(s)"
+        + (", one GPU each" if gpus else "")
+        + (f"; {skipped} already restored, skipped." if skipped else ".")
+    )
     dataset = ray.data.from_items([{"src": str(s), "dst": str(d)} for s, d in todo])
     results = dataset.map_batches(
-        Restorer, batch_size=BATCH, compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus,
-        fn_constructor_kwargs={"home": str(store.root), "url": store.url, "task": task, "tile": tile,
-                               "max_pixels": max_pixels, "device": "cuda" if gpus else "cpu"})
+        Restorer,
+        batch_size=BATCH,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_gpus=gpus,
+        fn_constructor_kwargs={
+            "home": str(store.root),
+            "url": store.url,
+            "task": task,
+            "tile": tile,
+            "max_pixels": max_pixels,
+            "device": "cuda" if gpus else "cpu",
+        },
+    )
     done = 0
     with reporter.progress(f"restore ({task}, ray)", len(todo)) as update:
         try:
@@ -124,8 +155,10 @@ def _colora_error(error: BaseException) -> ColoraError:
             return seen
         seen = getattr(seen, "cause", None) or seen.__cause__
     first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-    return ColoraError(f"the Ray job failed ({ANSI.sub('', first)[:200]})",
-                       hint="restore without --ray to see the error; images restored so far are kept")
+    return ColoraError(
+        f"the Ray job failed ({ANSI.sub('', first)[:200]})",
+        hint="restore without --ray to see the error; images restored so far are kept",
+    )
 
 
 def _ray(address: str):
@@ -151,9 +184,11 @@ def _ray(address: str):
                     ray.init(address=address, **options)
         except (ConnectionError, ValueError, RuntimeError) as e:
             first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            raise ColoraError(f"cannot start or reach Ray at {address!r} ({first[:160]})",
-                              hint="--ray local starts Ray here; `auto` needs a running cluster (`ray start --head`); "
-                                   'ray:// addresses need pip install "ray[client]"') from None
+            raise ColoraError(
+                f"cannot start or reach Ray at {address!r} ({first[:160]})",
+                hint="--ray local starts Ray here; `auto` needs a running cluster (`ray start --head`); "
+                'ray:// addresses need pip install "ray[client]"',
+            ) from None
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -187,7 +222,12 @@ def _remove_own_leftovers(out_dir: Path, names: set[str]) -> None:
     from colora.core.files import is_temp_name
 
     for entry in out_dir.iterdir():
-        if entry.is_file() and not entry.is_symlink() and is_temp_name(entry.name) and _temp_target(entry.name) in names:
+        if (
+            entry.is_file()
+            and not entry.is_symlink()
+            and is_temp_name(entry.name)
+            and _temp_target(entry.name) in names
+        ):
             entry.unlink(missing_ok=True)
 
 

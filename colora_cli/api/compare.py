@@ -1,4 +1,5 @@
 """One image restored by several tasks' adapters, side by side in one labelled grid PNG."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ class Grid:
 def check_grid_output(image: Path, out: Path, overwrite: bool) -> None:
     """Refuse an output the grid may not take, before any model is loaded."""
     if out.suffix.lower() != ".png":
-        raise InvalidInputError(f"the grid is written as PNG, but {out} does not end in .png", hint="name it e.g. grid.png")
+        raise InvalidInputError(
+            f"the grid is written as PNG, but {out} does not end in .png", hint="name it e.g. grid.png"
+        )
     if out.exists() and out.is_dir():
         raise ConflictError(f"{out} is a folder", hint="give a file name with -o, e.g. grid.png")
     if out.exists() and out.resolve() == image.resolve():
@@ -31,9 +34,18 @@ def check_grid_output(image: Path, out: Path, overwrite: bool) -> None:
         raise ConflictError(f"{out} already exists", hint="pass --overwrite to replace it, or choose another -o")
 
 
-def compare_grid(store: Store, image: Path, tasks: list[str], out: Path, *, overwrite: bool = False,
-                 tile: int = 512, device: str = "auto", max_pixels: int | None = None,
-                 reporter: Reporter = SILENT) -> Grid:
+def compare_grid(
+    store: Store,
+    image: Path,
+    tasks: list[str],
+    out: Path,
+    *,
+    overwrite: bool = False,
+    tile: int = 512,
+    device: str = "auto",
+    max_pixels: int | None = None,
+    reporter: Reporter = SILENT,
+) -> Grid:
     """Restore `image` with each task's adapter; write the input and one tile per task into `out`."""
     from colora.api.models import task_model
     from colora.api.tasks import require_adapters

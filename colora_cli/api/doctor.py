@@ -1,4 +1,5 @@
 """`colora doctor`: the store checked against its files, safe repairs, the index rebuilt from weights."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

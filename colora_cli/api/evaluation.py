@@ -1,4 +1,5 @@
 """Evaluating a task: PSNR/SSIM of input, backbone and adapter on its validation pairs; the HTML report."""
+
 from __future__ import annotations
 
 import json
@@ -48,13 +49,26 @@ class _Crops:
         degraded, target = to_numpy(x), to_numpy(y)
         top, left, ch, cw = error_crop(degraded, target)
         full = {"input": degraded, **{s: to_numpy(outputs[s]) for s in self.panels if s in outputs}, "target": target}
-        self.views[stem] = {"box": (top, left, ch, cw), "size": (degraded.shape[1], degraded.shape[0]),
-                            "images": {s: to_uint8(img[top:top + ch, left:left + cw]) for s, img in full.items()}}
+        self.views[stem] = {
+            "box": (top, left, ch, cw),
+            "size": (degraded.shape[1], degraded.shape[0]),
+            "images": {s: to_uint8(img[top : top + ch, left : left + cw]) for s, img in full.items()},
+        }
 
 
-def evaluate_task(store: Store, name: str, *, against: list[str] | None = None, report: Path | None = None,
-                  overwrite: bool = False, device: str = "auto", tile: int = 512, command: str | None = None,
-                  self_ensemble: bool = False, reporter: Reporter = SILENT) -> EvalOutcome:
+def evaluate_task(
+    store: Store,
+    name: str,
+    *,
+    against: list[str] | None = None,
+    report: Path | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+    tile: int = 512,
+    command: str | None = None,
+    self_ensemble: bool = False,
+    reporter: Reporter = SILENT,
+) -> EvalOutcome:
     """Score the task's validation pairs (and, `against`, other tasks' adapters on them); record the
     results in the store; with `report`, write the HTML report folder there. `self_ensemble`: the
     adapter is also scored restoring with the x8 self-ensemble (subject `adapter x8`)."""
@@ -66,11 +80,15 @@ def evaluate_task(store: Store, name: str, *, against: list[str] | None = None, 
     task = store.task(name)
     val_pairs = store.pairs(task, "val")
     if not val_pairs:
-        raise InvalidInputError(f"task '{name}' has no validation pairs",
-                                hint=f"re-add it with --val-fraction 0.2 or --val DIR (`colora task rm {name} --yes` first)")
+        raise InvalidInputError(
+            f"task '{name}' has no validation pairs",
+            hint=f"re-add it with --val-fraction 0.2 or --val DIR (`colora task rm {name} --yes` first)",
+        )
     others = list(against or [])
     if name in others:
-        raise InvalidInputError(f"--against lists '{name}' itself", hint="its own adapter is always scored; list other tasks")
+        raise InvalidInputError(
+            f"--against lists '{name}' itself", hint="its own adapter is always scored; list other tasks"
+        )
     other_adapters = require_adapters(store, others, "--against")
     if report is not None:
         from colora.core.report.page import check_report_dir
@@ -88,23 +106,49 @@ def evaluate_task(store: Store, name: str, *, against: list[str] | None = None, 
         if self_ensemble:
             models[ENSEMBLED] = models["adapter"]
     else:
-        reporter.note(f"Task '{name}' has no adapter yet (train it with `colora train {name}`); scoring input and backbone"
-                      + (" (--self-ensemble applies to an adapter: nothing to ensemble)." if self_ensemble else "."))
+        reporter.note(
+            f"Task '{name}' has no adapter yet (train it with `colora train {name}`); scoring input and backbone"
+            + (" (--self-ensemble applies to an adapter: nothing to ensemble)." if self_ensemble else ".")
+        )
     for other, other_adapter in zip(others, other_adapters):
         own = backbone if other_adapter.backbone_id == backbone_row.id else None
         models[f"adapter:{other}"] = task_model(store, other_adapter, own)[0]
     crops = _Crops(REPORT_PANELS) if report is not None else None
     with reporter.progress(f"eval {name}", len(val_pairs)) as update:
-        results = evaluate(models, [(p.stem, p.input_path, p.target_path) for p in val_pairs], device=dev, tile=tile,
-                           on_pair=lambda done, total: update(done), observe=crops, self_ensemble={ENSEMBLED})
+        results = evaluate(
+            models,
+            [(p.stem, p.input_path, p.target_path) for p in val_pairs],
+            device=dev,
+            tile=tile,
+            on_pair=lambda done, total: update(done),
+            observe=crops,
+            self_ensemble={ENSEMBLED},
+        )
     stored = store.record_eval(task, backbone_row, adapter, results)
     base = results["input"][0]
-    rows = [{"subject": s, "psnr": round(p, 3), "ssim": round(q, 4), "delta_psnr_vs_input": round(p - base, 3),
-             "pairs": len(per)} for s, (p, q, per) in results.items()]
+    rows = [
+        {
+            "subject": s,
+            "psnr": round(p, 3),
+            "ssim": round(q, 4),
+            "delta_psnr_vs_input": round(p - base, 3),
+            "pairs": len(per),
+        }
+        for s, (p, q, per) in results.items()
+    ]
     outcome = EvalOutcome(name, backbone_row, len(val_pairs), rows, adapter is not None)
     if report is not None:
-        data = _report_data(store, task, adapter, meta, backbone_row, results, stored, crops,
-                            command or f"colora eval {name} --report {report}")
+        data = _report_data(
+            store,
+            task,
+            adapter,
+            meta,
+            backbone_row,
+            results,
+            stored,
+            crops,
+            command or f"colora eval {name} --report {report}",
+        )
         data["harm"] = outcome.harm
         from colora.core.report.page import write_report
 
@@ -133,28 +177,51 @@ def _subject_label(subject: str, task: str, backbone_name: str) -> str:
     return f"the adapter of task '{subject.split(':', 1)[1]}' (on its own backbone)"
 
 
-def _report_data(store: Store, task, adapter, meta, backbone_row: Backbone, results: dict, stored: dict,
-                 crops: _Crops, command: str) -> dict:
+def _report_data(
+    store: Store, task, adapter, meta, backbone_row: Backbone, results: dict, stored: dict, crops: _Crops, command: str
+) -> dict:
     """What core.report.page renders: this evaluation's rows as stored, crops, the training record, the plan."""
     from colora.api.ranking import plan_scores
     from colora.core.report.images import pick_examples
 
-    metrics = [{"subject": s, "label": _subject_label(s, task.name, backbone_row.name), "psnr": row.psnr,
-                "ssim": row.ssim, "n_pairs": row.n_pairs, "eval_id": row.id} for s, row in stored.items()]
+    metrics = [
+        {
+            "subject": s,
+            "label": _subject_label(s, task.name, backbone_row.name),
+            "psnr": row.psnr,
+            "ssim": row.ssim,
+            "n_pairs": row.n_pairs,
+            "eval_id": row.id,
+        }
+        for s, row in stored.items()
+    ]
     per_pair = {s: {stem: (p, q) for stem, p, q in per} for s, (_, _, per) in results.items()}
     ranked_by = "adapter" if "adapter" in results else "backbone"
     examples = []
     for kinds, stem in pick_examples(results[ranked_by][2]):
         view = crops.views[stem]
         images = {s: img.astype("float32") / 255 for s, img in view["images"].items()}
-        examples.append({**view, "images": images, "kinds": kinds, "stem": stem,
-                         "scores": {s: per_pair[s][stem] for s in images if s in per_pair}})
+        examples.append(
+            {
+                **view,
+                "images": images,
+                "kinds": kinds,
+                "stem": stem,
+                "scores": {s: per_pair[s][stem] for s in images if s in per_pair},
+            }
+        )
     run = store.last_run(task)
     run_info, curve = None, None
     if run is not None:
         train = (json.loads(run.config) if run.config else {}).get("train", {})
-        run_info = {"id": run.id, "status": str(run.status), "steps_done": run.steps_done,
-                    "wall_time_s": run.wall_time_s, "loss": train.get("loss"), "pairs": len(store.pairs(task, "train"))}
+        run_info = {
+            "id": run.id,
+            "status": str(run.status),
+            "steps_done": run.steps_done,
+            "wall_time_s": run.wall_time_s,
+            "loss": train.get("loss"),
+            "pairs": len(store.pairs(task, "train")),
+        }
         curve = json.loads(run.loss_curve) if run.loss_curve else None
     return {
         "task": task.name,
@@ -162,9 +229,15 @@ def _report_data(store: Store, task, adapter, meta, backbone_row: Backbone, resu
         "command": command,
         "n_val_pairs": len(results["input"][2]),
         "backbone": {"name": backbone_row.name, "label": backbone_row.label},
-        "adapter": None if adapter is None else {
-            "plan_method": adapter.plan_method, "trainable_params": adapter.trainable_params,
-            "backbone_params": adapter.backbone_params, "size_bytes": adapter.size_bytes, "created_at": adapter.created_at},
+        "adapter": None
+        if adapter is None
+        else {
+            "plan_method": adapter.plan_method,
+            "trainable_params": adapter.trainable_params,
+            "backbone_params": adapter.backbone_params,
+            "size_bytes": adapter.size_bytes,
+            "created_at": adapter.created_at,
+        },
         "metrics": metrics,
         "ranked_by": ranked_by,
         "examples": examples,

@@ -1,5 +1,6 @@
 """A task's merged model as ONNX: a file for the user (`colora export-onnx`), and the cached
 exports that `colora restore --engine onnxruntime|openvino` runs."""
+
 from __future__ import annotations
 
 import tempfile
@@ -8,13 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
+from colora.core.choices import ENGINES
 from colora.core.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
     from colora.store.schema import Adapter
     from colora.store.store import Store
 
-ENGINE_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
+ENGINE_CHOICES = ENGINES
 # `auto` on the CPU: the first of these that is installed, else torch. bench/speed.py `--only engines`
 # (2-core CPU, one thread), against colora's own graph: OpenVINO 1.51x at 512² and 1.53x tiled
 # 2000x1500, ONNX Runtime 1.46x and 1.41x, both within 5e-7 of it; OpenVINO's graph also exports
@@ -34,8 +36,14 @@ def export_onnx_task(store: Store, task: str, file: Path, *, overwrite: bool = F
     width; input `image` (N, 3, H, W) in [0, 1], output `restored` (not clamped). Where onnxruntime
     is installed, the file is run on a test image of an odd size and compared with colora's output."""
     from colora.api.models import task_parts
-    from colora.core.inference.engines import (OnnxRuntimeEngine, export_onnx, installed, max_abs_error, merged_nafnet,
-                                        probe_image)
+    from colora.core.inference.engines import (
+        OnnxRuntimeEngine,
+        export_onnx,
+        installed,
+        max_abs_error,
+        merged_nafnet,
+        probe_image,
+    )
     from colora.core.model.fast import FastNAFNet
 
     adapter = _adapter(store, task)
@@ -66,9 +74,11 @@ class ModelExport:
 
 # What differs from the official NAFNet, in the card: the weights are the same layout, the padding may not be.
 PADDING_NOTE = {
-    "replicate": ("colora pads an image whose sides are not a multiple of {m} by repeating its last row and "
-                  "column; the official NAFNet (and spandrel) pads with zeros. Where a side needs padding, the "
-                  "last few rows or columns can differ; elsewhere the outputs agree within float rounding."),
+    "replicate": (
+        "colora pads an image whose sides are not a multiple of {m} by repeating its last row and "
+        "column; the official NAFNet (and spandrel) pads with zeros. Where a side needs padding, the "
+        "last few rows or columns can differ; elsewhere the outputs agree within float rounding."
+    ),
     "zeros": "colora pads with zeros, as the official NAFNet does: the outputs agree within float rounding.",
 }
 
@@ -89,8 +99,10 @@ def export_model_task(store: Store, task: str, file: Path, *, overwrite: bool = 
     file = Path(file)
     card = file.with_name(file.name + ".json")
     if file.suffix.lower() not in EXPORT_SUFFIXES:
-        raise InvalidInputError(f"{file.name}: write a .pth or .safetensors file",
-                                hint="name the file NAME.pth (BasicSR, chaiNNer) or NAME.safetensors")
+        raise InvalidInputError(
+            f"{file.name}: write a .pth or .safetensors file",
+            hint="name the file NAME.pth (BasicSR, chaiNNer) or NAME.safetensors",
+        )
     adapter = _adapter(store, task)
     for dest in (file, card):
         store.refuse_inside(dest, "the destination")
@@ -133,19 +145,25 @@ def resolve_engine(engine: str, device: str, task: str) -> str:
     from colora.core.inference.engines import installed, require
 
     if engine not in ENGINE_CHOICES:
-        raise InvalidInputError(f"unknown engine {engine!r}; use one of {', '.join(ENGINE_CHOICES)}",
-                                hint="leave out --engine: auto runs the fastest one installed")
+        raise InvalidInputError(
+            f"unknown engine {engine!r}; use one of {', '.join(ENGINE_CHOICES)}",
+            hint="leave out --engine: auto runs the fastest one installed",
+        )
     if engine == "auto":
         if task == "auto" or _gpu(device):
             return "torch"
         return next((e for e in AUTO_ORDER if installed(e)), "torch")
     if engine != "torch":
         if task == "auto":
-            raise InvalidInputError(f"--task auto restores with PyTorch only, not --engine {engine}",
-                                    hint="leave out --engine (or pass --engine torch), or name the task")
+            raise InvalidInputError(
+                f"--task auto restores with PyTorch only, not --engine {engine}",
+                hint="leave out --engine (or pass --engine torch), or name the task",
+            )
         if device == "cuda":
-            raise InvalidInputError(f"--engine {engine} runs on the CPU, but --device cuda was asked for",
-                                    hint="pass --device cpu, or --engine torch for the GPU")
+            raise InvalidInputError(
+                f"--engine {engine} runs on the CPU, but --device cuda was asked for",
+                hint="pass --device cpu, or --engine torch for the GPU",
+            )
         require(engine)
     return engine
 
@@ -199,9 +217,11 @@ def _exact(error: float) -> bool:
 def _inexact(engine: str, error: float) -> IntegrityError:
     from colora.core.inference.engines import EXACT
 
-    return IntegrityError(f"{engine} computes the exported model differently from colora (max abs error "
-                          f"{error:.2g} on a test image, at most {EXACT:g} allowed)",
-                          hint="restore with --engine torch, and report this with your engine's version")
+    return IntegrityError(
+        f"{engine} computes the exported model differently from colora (max abs error "
+        f"{error:.2g} on a test image, at most {EXACT:g} allowed)",
+        hint="restore with --engine torch, and report this with your engine's version",
+    )
 
 
 def _adapter(store: Store, task: str) -> Adapter:

@@ -1,4 +1,5 @@
 """Store rows -> models: the one way a backbone, an adapter or a task's model is loaded."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

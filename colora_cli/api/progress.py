@@ -1,4 +1,5 @@
 """How a use case reports to whoever runs it: notes and progress, silent unless asked."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator

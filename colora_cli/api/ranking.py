@@ -1,4 +1,5 @@
 """CoLoRA rank plans: computing a task's plan (FAIG or uniform), finding the stored one, describing it."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ class ComputedPlan:
     stages: list[dict] = field(default_factory=list)  # per stage: name, contribution, share of LoRA params
 
 
-def rank_task(store: Store, name: str, options: PlanOptions | None = None, *, device: str = "auto",
-              reporter: Reporter = SILENT) -> ComputedPlan:
+def rank_task(
+    store: Store, name: str, options: PlanOptions | None = None, *, device: str = "auto", reporter: Reporter = SILENT
+) -> ComputedPlan:
     """`colora ranks`: compute the task's plan on the default backbone, store it, describe it."""
     from colora.api.models import backbone_model
     from colora.core.device import resolve_device
@@ -47,14 +49,23 @@ def rank_task(store: Store, name: str, options: PlanOptions | None = None, *, de
     task = store.task(name)
     backbone_row = store.backbone()
     backbone = backbone_model(store, backbone_row)
-    plan, info = compute_plan(store, task, backbone_row, backbone, options or PlanOptions(), device=resolve_device(device),
-                              reporter=reporter)
+    plan, info = compute_plan(
+        store, task, backbone_row, backbone, options or PlanOptions(), device=resolve_device(device), reporter=reporter
+    )
     layers, stages = describe_plan(backbone, plan.ranks, info)
     return ComputedPlan(plan, info, layers, stages)
 
 
-def compute_plan(store: Store, task: Task, backbone_row: Backbone, backbone, options: PlanOptions | None = None, *,
-                 device="cpu", reporter: Reporter = SILENT) -> tuple[RankPlan, dict]:
+def compute_plan(
+    store: Store,
+    task: Task,
+    backbone_row: Backbone,
+    backbone,
+    options: PlanOptions | None = None,
+    *,
+    device="cpu",
+    reporter: Reporter = SILENT,
+) -> tuple[RankPlan, dict]:
     """Compute the plan, store it with the task and return it with its stored info."""
     from colora.api.tasks import checked_pairs
     from colora.core.errors import InvalidInputError
@@ -68,12 +79,29 @@ def compute_plan(store: Store, task: Task, backbone_row: Backbone, backbone, opt
     else:
         pairs = checked_pairs(store, task, "train")
         with reporter.progress(f"ranks {task.name} (FAIG)", o.probe_steps + o.path_steps) as update:
-            scores = faig_scores(backbone, [(p.input_path, p.target_path) for p in pairs], probe_steps=o.probe_steps,
-                                 path_steps=o.path_steps, batch_size=o.batch_size, patch_size=o.patch_size, seed=o.seed,
-                                 device=device, on_progress=lambda done, total: update(done))
-        plan = plan_from_scores(backbone, scores, o.budget, settings={
-            "probe_steps": o.probe_steps, "path_steps": o.path_steps, "batch_size": o.batch_size,
-            "patch_size": o.patch_size, "seed": o.seed})
+            scores = faig_scores(
+                backbone,
+                [(p.input_path, p.target_path) for p in pairs],
+                probe_steps=o.probe_steps,
+                path_steps=o.path_steps,
+                batch_size=o.batch_size,
+                patch_size=o.patch_size,
+                seed=o.seed,
+                device=device,
+                on_progress=lambda done, total: update(done),
+            )
+        plan = plan_from_scores(
+            backbone,
+            scores,
+            o.budget,
+            settings={
+                "probe_steps": o.probe_steps,
+                "path_steps": o.path_steps,
+                "batch_size": o.batch_size,
+                "patch_size": o.patch_size,
+                "seed": o.seed,
+            },
+        )
     info = plan.info() | {"backbone_sha256": backbone_row.sha256, "backbone": backbone_row.name}
     store.set_rank_plan(task, plan.ranks, plan.method, info)
     return plan, info
@@ -104,8 +132,10 @@ def describe_plan(backbone, ranks: dict[str, int], info: dict) -> tuple[list[dic
 
     targets = lora_targets(backbone)
     scores = info.get("scores") or {}
-    layers = [{"layer": path, "contribution": scores.get(path), "rank": r, "params": r * layer_cost(targets[path])}
-              for path, r in ranks.items()]
+    layers = [
+        {"layer": path, "contribution": scores.get(path), "rank": r, "params": r * layer_cost(targets[path])}
+        for path, r in ranks.items()
+    ]
     stages: dict[str, list] = {}
     for row in layers:
         s = stages.setdefault(stage_of(row["layer"]), [0.0, 0])

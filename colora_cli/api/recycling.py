@@ -1,5 +1,6 @@
 """LoRA Recycle: a task's adapter mixed from the zoo with no training (`adapt`), the distilled
 meta-adapter (`recycle distill | show`), and the degradation signatures behind `restore --task auto`."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ def load_zoo(store: Store, backbone_row: Backbone, backbone, *, exclude: str | N
 
     rows = store.zoo(backbone_row, exclude=exclude)
     if not rows:
-        raise NotFoundError("the adapter zoo is empty: no other task has a trained adapter on backbone "
-                            f"'{backbone_row.name}'", hint="train adapters for other tasks first (`colora train NAME`)")
+        raise NotFoundError(
+            f"the adapter zoo is empty: no other task has a trained adapter on backbone '{backbone_row.name}'",
+            hint="train adapters for other tasks first (`colora train NAME`)",
+        )
     zoo = []
     for row in rows:
         tensors, meta = adapter_file(store, row)
@@ -88,8 +91,9 @@ class AdaptOutcome:
     seconds: float
 
 
-def adapt_task(store: Store, name: str, options: AdaptOptions | None = None,
-               reporter: Reporter = SILENT) -> AdaptOutcome:
+def adapt_task(
+    store: Store, name: str, options: AdaptOptions | None = None, reporter: Reporter = SILENT
+) -> AdaptOutcome:
     """Build the task's adapter from the other tasks' adapters, fitted on its few pairs; no training."""
     import torch
 
@@ -98,21 +102,27 @@ def adapt_task(store: Store, name: str, options: AdaptOptions | None = None,
 
     o = options or AdaptOptions()
     if o.meta and o.per_stage:
-        raise InvalidInputError("--meta predicts per-adapter coefficients; --per-stage applies to the fitted mixture only",
-                                hint="drop one of the two options")
+        raise InvalidInputError(
+            "--meta predicts per-adapter coefficients; --per-stage applies to the fitted mixture only",
+            hint="drop one of the two options",
+        )
     steps = (20 if o.per_stage else 0) if o.steps is None else o.steps
     started = time.perf_counter()
     task = store.task(name)
     current = store.adapter(task)
     if current is not None and not current.recycled and not o.replace:
-        raise ConflictError(f"task '{name}' already has a trained adapter",
-                            hint=f"pass --replace to replace it with a recycled one, or `colora eval {name}` to use it")
+        raise ConflictError(
+            f"task '{name}' already has a trained adapter",
+            hint=f"pass --replace to replace it with a recycled one, or `colora eval {name}` to use it",
+        )
     backbone_row = store.backbone()
     backbone = backbone_model(store, backbone_row).eval()
     examples = pair_tensors(store, task, "train", o.pairs)
     if not examples:
-        raise InvalidInputError(f"task '{name}' has no training pairs to adapt from",
-                                hint=f"add at least one pair: `colora task add {name} FOLDER`")
+        raise InvalidInputError(
+            f"task '{name}' has no training pairs to adapt from",
+            hint=f"add at least one pair: `colora task add {name} FOLDER`",
+        )
     zoo_rows, zoo = load_zoo(store, backbone_row, backbone, exclude=name)
     torch.manual_seed(o.seed)
     if o.meta:
@@ -122,18 +132,24 @@ def adapt_task(store: Store, name: str, options: AdaptOptions | None = None,
         mixture = _fitted_mixture(backbone, zoo, examples, o, steps, reporter)
         method = "recycled-mixture"
     if not bool((mixture.coef != 0).any()):
-        raise ColoraError(f"no mixture of the {len(zoo)} zoo adapter(s) beats the backbone alone on the "
-                          f"{len(examples)} example pair(s) of '{name}'; no adapter was made",
-                          hint=f"train one with `colora train {name}`, or add pairs and adapt again")
+        raise ColoraError(
+            f"no mixture of the {len(zoo)} zoo adapter(s) beats the backbone alone on the "
+            f"{len(examples)} example pair(s) of '{name}'; no adapter was made",
+            hint=f"train one with `colora train {name}`, or add pairs and adapt again",
+        )
     fit = mixture.info
     if fit.get("support_mse") is not None and fit["support_mse"] >= fit["support_mse_input"]:
-        raise ColoraError(f"no mixture of the {len(zoo)} zoo adapter(s) beats the unrestored input on the "
-                          f"{len(examples)} example pair(s) of '{name}'; no adapter was made (it would harm such images)",
-                          hint=f"train one with `colora train {name}`, or add pairs and adapt again")
-    rel, trainable = _save_recycled(store, task, backbone_row, backbone, zoo_rows, zoo, mixture, method, len(examples),
-                                    started)
-    return AdaptOutcome(name, method, mixture, len(examples), trainable, store.path(rel).stat().st_size,
-                        time.perf_counter() - started)
+        raise ColoraError(
+            f"no mixture of the {len(zoo)} zoo adapter(s) beats the unrestored input on the "
+            f"{len(examples)} example pair(s) of '{name}'; no adapter was made (it would harm such images)",
+            hint=f"train one with `colora train {name}`, or add pairs and adapt again",
+        )
+    rel, trainable = _save_recycled(
+        store, task, backbone_row, backbone, zoo_rows, zoo, mixture, method, len(examples), started
+    )
+    return AdaptOutcome(
+        name, method, mixture, len(examples), trainable, store.path(rel).stat().st_size, time.perf_counter() - started
+    )
 
 
 def _fitted_mixture(backbone, zoo, examples, o: AdaptOptions, steps: int, reporter: Reporter):
@@ -143,8 +159,16 @@ def _fitted_mixture(backbone, zoo, examples, o: AdaptOptions, steps: int, report
 
     reporter.note(f"Fitting a mixture of {len(zoo)} adapters on {len(examples)} pair(s) ...")
     with reporter.progress("refine", steps) if steps else nullcontext(lambda done: None) as update:
-        return fit_mixture(backbone, zoo, examples, per_stage=o.per_stage, steps=steps, seconds=o.seconds,
-                           seed=o.seed, on_step=lambda done, total: update(done))
+        return fit_mixture(
+            backbone,
+            zoo,
+            examples,
+            per_stage=o.per_stage,
+            steps=steps,
+            seconds=o.seconds,
+            seed=o.seed,
+            on_step=lambda done, total: update(done),
+        )
 
 
 def _predicted_mixture(store: Store, backbone_row: Backbone, backbone, zoo_rows, zoo, target: str, examples):
@@ -154,8 +178,9 @@ def _predicted_mixture(store: Store, backbone_row: Backbone, backbone, zoo_rows,
     return predict_for_zoo(net, backbone, names, zoo, examples, mask)
 
 
-def _save_recycled(store: Store, task, backbone_row: Backbone, backbone, zoo_rows, zoo, mixture, method: str, k: int,
-                   started: float) -> tuple[str, int]:
+def _save_recycled(
+    store: Store, task, backbone_row: Backbone, backbone, zoo_rows, zoo, mixture, method: str, k: int, started: float
+) -> tuple[str, int]:
     """Bake the mixture into an ordinary adapter file, marked recycled, and index it."""
     from colora.core.model.lora import lora_parameter_count
     from colora.core.model.weights import AdapterMeta, save_tensors_atomic
@@ -164,15 +189,27 @@ def _save_recycled(store: Store, task, backbone_row: Backbone, backbone, zoo_row
     tensors, plan = bake(backbone, zoo, mixture)
     shas = {r.task.name: r.file_sha256 for r in zoo_rows}
     meta = AdapterMeta(
-        task=task.name, backbone_sha256=backbone_row.sha256, rank_plan=plan, alpha=None, lora_mode="weight",
-        plan_method=method, trained="nothing: a baked mixture of zoo adapters", recycled=True,
-        extra={"mixture": mixture.as_dict(), "k": k, "zoo": [{"task": n, "file_sha256": shas[n]} for n in mixture.names],
-               "seconds": round(time.perf_counter() - started, 2)},
+        task=task.name,
+        backbone_sha256=backbone_row.sha256,
+        rank_plan=plan,
+        alpha=None,
+        lora_mode="weight",
+        plan_method=method,
+        trained="nothing: a baked mixture of zoo adapters",
+        recycled=True,
+        extra={
+            "mixture": mixture.as_dict(),
+            "k": k,
+            "zoo": [{"task": n, "file_sha256": shas[n]} for n in mixture.names],
+            "seconds": round(time.perf_counter() - started, 2),
+        },
     )
     rel = store.new_adapter_relpath(task.name, "recycled")
     save_tensors_atomic(store.path(rel), tensors, meta.to_metadata())
     trainable = lora_parameter_count(backbone, plan)
-    store.add_adapter(task, backbone_row, rel, trainable_params=trainable, plan_method=method, budget=None, recycled=True)
+    store.add_adapter(
+        task, backbone_row, rel, trainable_params=trainable, plan_method=method, budget=None, recycled=True
+    )
     return rel, trainable
 
 
@@ -186,8 +223,9 @@ class Distilled:
     seconds: float
 
 
-def distill_meta(store: Store, *, steps: int = 400, clean: Path | None = None, seed: int = 0,
-                 reporter: Reporter = SILENT) -> Distilled:
+def distill_meta(
+    store: Store, *, steps: int = 400, clean: Path | None = None, seed: int = 0, reporter: Reporter = SILENT
+) -> Distilled:
     """Distil the meta-adapter of the current zoo (offline, once per zoo), for `adapt --meta`."""
     from colora.api.models import backbone_model
     from colora.core.model.weights import save_tensors_atomic
@@ -197,18 +235,26 @@ def distill_meta(store: Store, *, steps: int = 400, clean: Path | None = None, s
     backbone = backbone_model(store, backbone_row).eval()
     zoo_rows, zoo = load_zoo(store, backbone_row, backbone)
     images = _clean_images(store, clean)
-    reporter.note(f"Distilling a meta-adapter for {len(zoo)} adapters ({', '.join(z.name for z in zoo)}) "
-                  f"on {len(images)} clean image(s), {steps} episodes.")
+    reporter.note(
+        f"Distilling a meta-adapter for {len(zoo)} adapters ({', '.join(z.name for z in zoo)}) "
+        f"on {len(images)} clean image(s), {steps} episodes."
+    )
     started = time.perf_counter()
     with reporter.progress("distill", steps, loss=True) as update:
-        net, curve = distill(backbone, zoo, images, steps=steps, seed=seed,
-                             on_step=lambda done, total, loss: update(done, loss))
+        net, curve = distill(
+            backbone, zoo, images, steps=steps, seed=seed, on_step=lambda done, total, loss: update(done, loss)
+        )
     zoo_record = [{"task": r.task.name, "file_sha256": r.file_sha256} for r in zoo_rows]
     rel = store.new_meta_adapter_relpath()
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     save_tensors_atomic(store.path(rel), state, meta_metadata(backbone_row.sha256, zoo_record, steps, curve))
-    store.set_meta_adapter(rel, backbone_sha256=backbone_row.sha256, zoo=zoo_record, steps=steps,
-                           final_loss=sum(curve[-20:]) / max(1, len(curve[-20:])))
+    store.set_meta_adapter(
+        rel,
+        backbone_sha256=backbone_row.sha256,
+        zoo=zoo_record,
+        steps=steps,
+        final_loss=sum(curve[-20:]) / max(1, len(curve[-20:])),
+    )
     return Distilled([z.name for z in zoo], len(images), time.perf_counter() - started)
 
 
@@ -221,8 +267,15 @@ def meta_status(store: Store) -> dict:
     current = {r.task.name: r.file_sha256 for r in store.zoo(backbone_row)}
     zoo = record.zoo_list()
     stale = record.backbone_sha256 != backbone_row.sha256 or current != {z["task"]: z["file_sha256"] for z in zoo}
-    return {"path": record.path, "backbone_sha256": record.backbone_sha256, "zoo": zoo, "steps": record.steps,
-            "final_loss": record.final_loss, "created": record.created_at, "up_to_date": not stale}
+    return {
+        "path": record.path,
+        "backbone_sha256": record.backbone_sha256,
+        "zoo": zoo,
+        "steps": record.steps,
+        "final_loss": record.final_loss,
+        "created": record.created_at,
+        "up_to_date": not stale,
+    }
 
 
 def load_meta_for(store: Store, backbone_row: Backbone, zoo_rows: list[Adapter], target: str):
@@ -237,16 +290,19 @@ def load_meta_for(store: Store, backbone_row: Backbone, zoo_rows: list[Adapter],
     if record is None:
         raise NotFoundError("no meta-adapter yet", hint="distill one with `colora recycle distill`")
     if record.backbone_sha256 != backbone_row.sha256:
-        raise IntegrityError("the meta-adapter was distilled for another backbone",
-                             hint="distill it again with `colora recycle distill`")
+        raise IntegrityError(
+            "the meta-adapter was distilled for another backbone", hint="distill it again with `colora recycle distill`"
+        )
     current = {r.task.name: r.file_sha256 for r in zoo_rows}
     zoo = record.zoo_list()
     names = [z["task"] for z in zoo]
     changed = [z["task"] for z in zoo if z["task"] != target and current.get(z["task"]) != z["file_sha256"]]
     added = [t for t in current if t not in names]
     if changed or added:
-        raise IntegrityError(f"the adapter zoo changed since the meta-adapter was distilled ({', '.join(changed + added)})",
-                             hint="distill it again with `colora recycle distill`")
+        raise IntegrityError(
+            f"the adapter zoo changed since the meta-adapter was distilled ({', '.join(changed + added)})",
+            hint="distill it again with `colora recycle distill`",
+        )
     tensors, metadata = read_tensors(store.path(record.path), record.file_sha256)
     net, _ = load_meta(tensors, metadata)
     mask = torch.tensor([0.0 if n == target else 1.0 for n in names])
@@ -268,6 +324,7 @@ def _clean_images(store: Store, folder: Path | None):
         paths = [Path(p.target_path) for task in store.tasks() for p in store.pairs(task, "train")]
     paths = paths[:MAX_CLEAN]
     if not paths:
-        raise InvalidInputError("no clean images for the surrogate episodes",
-                                hint="pass --clean FOLDER, or add tasks with pairs first")
+        raise InvalidInputError(
+            "no clean images for the surrogate episodes", hint="pass --clean FOLDER, or add tasks with pairs first"
+        )
     return [to_tensor(load_image(p)[0]) for p in paths]

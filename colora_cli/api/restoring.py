@@ -1,5 +1,6 @@
 """Restoring images: checking every input and output first, then one adapter (or, `auto`, the nearest
 one per image) over files and folders, with notes on the choices."""
+
 from __future__ import annotations
 
 import os
@@ -40,9 +41,20 @@ class RestoreOutcome:
         return self.jobs - len(self.failed)
 
 
-def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *, overwrite: bool = False,
-                   tile: int = 512, device: str = "auto", max_pixels: int | None = None, engine: str = "auto",
-                   self_ensemble: bool = False, reporter: Reporter = SILENT) -> RestoreOutcome:
+def restore_images(
+    store: Store,
+    task: str,
+    inputs: list[Path],
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    tile: int = 512,
+    device: str = "auto",
+    max_pixels: int | None = None,
+    engine: str = "auto",
+    self_ensemble: bool = False,
+    reporter: Reporter = SILENT,
+) -> RestoreOutcome:
     """Restore image files and folders into `out_dir` with `task`'s adapter (`auto`: chosen per image).
 
     Every input is checked (and decoded) and every output path planned before anything is written;
@@ -68,8 +80,10 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
 
         harm = harm_of(store, task_row)
         if harm is not None:
-            reporter.note(f"Warning: at its last evaluation the adapter of '{task}' was {harm:.2f} dB worse than the "
-                          "unrestored input on its validation pairs; restoring anyway.")
+            reporter.note(
+                f"Warning: at its last evaluation the adapter of '{task}' was {harm:.2f} dB worse than the "
+                "unrestored input on its validation pairs; restoring anyway."
+            )
     store.refuse_inside(out_dir, "the output folder")
     decoded: dict = {}
     jobs = plan_outputs(inputs, out_dir, overwrite, decoded, max_pixels)
@@ -86,11 +100,18 @@ def restore_images(store: Store, task: str, inputs: list[Path], out_dir: Path, *
     try:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ColoraError(f"cannot create the output folder {out_dir}: {e.strerror or e}",
-                          hint="choose another folder with -o") from e
+        raise ColoraError(
+            f"cannot create the output folder {out_dir}: {e.strerror or e}", hint="choose another folder with -o"
+        ) from e
     with reporter.progress(f"restore ({task})", len(jobs)) as update:
-        failed = restore_many(jobs, restore_one, overwrite=overwrite, decoded=decoded, max_pixels=max_pixels,
-                              on_done=lambda done, src, err: update(done))
+        failed = restore_many(
+            jobs,
+            restore_one,
+            overwrite=overwrite,
+            decoded=decoded,
+            max_pixels=max_pixels,
+            on_done=lambda done, src, err: update(done),
+        )
     return RestoreOutcome(len(jobs), failed, chooser.choices if task == "auto" else [], engine)
 
 
@@ -114,8 +135,10 @@ class AutoChooser:
         if skipped:
             reporter.note(f"Not candidates for auto (no training pairs to characterise them): {', '.join(skipped)}")
         if not self.signatures:
-            raise NotFoundError(f"no adapter on backbone '{self.backbone_row.name}' to choose from",
-                                hint="train one with `colora train NAME` (or build one with `colora adapt NAME`)")
+            raise NotFoundError(
+                f"no adapter on backbone '{self.backbone_row.name}' to choose from",
+                hint="train one with `colora train NAME` (or build one with `colora adapt NAME`)",
+            )
         self.adapters = {a.task.name: a for a in self.store.adapters(self.backbone_row)}
 
     def restore(self, src: Path, image):
@@ -137,8 +160,9 @@ class AutoChooser:
 DECODED_BUDGET = 512 * 2**20  # bytes of decoded pixels `plan_outputs` keeps for the restore
 
 
-def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool, decoded: dict | None = None,
-                 max_pixels: int | None = None) -> list[tuple[Path, Path]]:
+def plan_outputs(
+    inputs: list[Path], out_dir: Path, overwrite: bool, decoded: dict | None = None, max_pixels: int | None = None
+) -> list[tuple[Path, Path]]:
     """(source, destination) for every image, checked before any work is done.
 
     Decoded images are put in `decoded` (source -> core.pipeline.Decoded) up to DECODED_BUDGET.
@@ -166,13 +190,18 @@ def plan_outputs(inputs: list[Path], out_dir: Path, overwrite: bool, decoded: di
             decoded[src] = image
             budget -= image.nbytes
     if unreadable:
-        raise InvalidInputError(f"{len(unreadable)} input(s) are not readable images: " + "; ".join(unreadable[:3])
-                                + (f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""),
-                                hint=next((h for h in hints if h), "remove them from the inputs, or fix them"))
+        raise InvalidInputError(
+            f"{len(unreadable)} input(s) are not readable images: "
+            + "; ".join(unreadable[:3])
+            + (f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""),
+            hint=next((h for h in hints if h), "remove them from the inputs, or fix them"),
+        )
     existing = [d for _, d in jobs if d.exists() or d.is_symlink()]
     if existing and not overwrite:
-        raise ConflictError(f"{len(existing)} output file(s) already exist, e.g. {existing[0]}",
-                            hint="pass --overwrite to replace them, or choose another folder with -o")
+        raise ConflictError(
+            f"{len(existing)} output file(s) already exist, e.g. {existing[0]}",
+            hint="pass --overwrite to replace them, or choose another folder with -o",
+        )
     return jobs
 
 
@@ -191,35 +220,46 @@ def list_jobs(inputs: list[Path], out_dir: Path) -> tuple[list[tuple[Path, Path]
     broken: list[Path] = []
     for item in inputs:
         if item.is_symlink() and not item.exists():
-            raise NotFoundError(f"broken link: {item} (points to {os.readlink(item)})",
-                                hint="fix the link or leave it out of the inputs")
+            raise NotFoundError(
+                f"broken link: {item} (points to {os.readlink(item)})",
+                hint="fix the link or leave it out of the inputs",
+            )
         if not item.exists():
             raise NotFoundError(f"input not found: {item}", hint="check the path")
         if item.is_dir():
             if item.resolve() == out_resolved:
-                raise InvalidInputError(f"the output folder {out_dir} is one of the inputs",
-                                        hint="choose another folder with -o")
+                raise InvalidInputError(
+                    f"the output folder {out_dir} is one of the inputs", hint="choose another folder with -o"
+                )
             entries = sorted(p for p in item.iterdir() if is_image_file(p))
             found = [p for p in entries if p.is_file()]  # follows symlinks; subfolders are not read
             broken += [p for p in entries if p.is_symlink() and not p.exists()]
             if not found and not broken:
-                raise InvalidInputError(f"no images in folder {item}",
-                                        hint="colora reads the top level of a folder, files ending in "
-                                        + ", ".join(sorted(IMAGE_EXTENSIONS)))
+                raise InvalidInputError(
+                    f"no images in folder {item}",
+                    hint="colora reads the top level of a folder, files ending in "
+                    + ", ".join(sorted(IMAGE_EXTENSIONS)),
+                )
             sources += found
         elif is_image_file(item):
             sources.append(item)
         else:
-            raise InvalidInputError(f"not an image file: {item}", hint="give .png, .jpg, .bmp, .tif or .webp files or folders")
+            raise InvalidInputError(
+                f"not an image file: {item}", hint="give .png, .jpg, .bmp, .tif or .webp files or folders"
+            )
     jobs, seen = [], {}
     for src in sources:
         dst = out_dir / src.name
         if dst.name in seen:
-            raise InvalidInputError(f"two inputs would both be written as {dst.name}: {seen[dst.name]} and {src}",
-                                    hint="restore them into different output folders")
+            raise InvalidInputError(
+                f"two inputs would both be written as {dst.name}: {seen[dst.name]} and {src}",
+                hint="restore them into different output folders",
+            )
         seen[dst.name] = src
         if dst.resolve() == src.resolve():
-            raise InvalidInputError(f"refusing to overwrite the input {src}", hint="choose another output folder with -o")
+            raise InvalidInputError(
+                f"refusing to overwrite the input {src}", hint="choose another output folder with -o"
+            )
         jobs.append((src, dst))
     return jobs, broken
 
@@ -231,5 +271,7 @@ def _check_out_dir(out_dir: Path) -> None:
             if p.is_dir():
                 return
             where = "" if p == out_dir else f" ({p} is not a folder)"
-            raise InvalidInputError(f"the output path {out_dir} is not a folder{where}",
-                                    hint="give a folder with -o; it is created if missing")
+            raise InvalidInputError(
+                f"the output path {out_dir} is not a folder{where}",
+                hint="give a folder with -o; it is created if missing",
+            )

@@ -1,4 +1,5 @@
 """The store's index between engines: SQLite (the default) and PostgreSQL (a team's shared index)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,13 +25,17 @@ def migrate_index(home, to: str) -> Migrated:
     source = Store.open(home)
     to_sqlite = to == "sqlite"
     if to_sqlite and not source.url or not to_sqlite and source.url and shown(source.url) == shown(to):
-        raise InvalidInputError(f"the index is already in {source.index_name}",
-                                hint="give --to another place: a postgresql+psycopg:// URL, or sqlite")
+        raise InvalidInputError(
+            f"the index is already in {source.index_name}",
+            hint="give --to another place: a postgresql+psycopg:// URL, or sqlite",
+        )
     from colora.store.paths import DB_NAME
 
     if to_sqlite and (source.root / DB_NAME).exists():
-        raise ConflictError(f"{source.root / DB_NAME} exists (the index this store had before it moved?)",
-                            hint="move it aside, with its -wal and -shm files, and migrate again")
+        raise ConflictError(
+            f"{source.root / DB_NAME} exists (the index this store had before it moved?)",
+            hint="move it aside, with its -wal and -shm files, and migrate again",
+        )
     dest = Store.create(source.root, url="" if to_sqlite else to, bind=False)
     done = copy_index(source, dest)
     dest._bind_folder("adopt")

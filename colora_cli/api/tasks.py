@@ -1,4 +1,5 @@
 """Tasks: registering folders of pairs, describing them, checking their files, removing them."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,15 @@ class AddedTask:
     val_pairs: int
 
 
-def add_task(store: Store, name: str, folder: str | Path, *, val_fraction: float | None = None,
-             val: str | Path | None = None, seed: int = 0) -> AddedTask:
+def add_task(
+    store: Store,
+    name: str,
+    folder: str | Path,
+    *,
+    val_fraction: float | None = None,
+    val: str | Path | None = None,
+    seed: int = 0,
+) -> AddedTask:
     """Register FOLDER's pairs as task NAME, split into training and validation pairs.
 
     Every file is checked before anything is written. With `val`, every pair in `folder` trains
@@ -46,11 +54,27 @@ def add_task(store: Store, name: str, folder: str | Path, *, val_fraction: float
         fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
         split = split_pairs([r.stem for r in records], fraction, seed)
         splits = [(r, split[r.stem]) for r in records]
-    pairs = [NewPair(stem=r.stem, split=s, input_path=r.input_path, target_path=r.target_path, width=r.width,
-                     height=r.height, input_sha256=r.input_sha256, target_sha256=r.target_sha256) for r, s in splits]
-    task = store.add_task(name, str(Path(folder).resolve()), pairs, val_folder=str(Path(val).resolve()) if val else None,
-                          val_fraction=None if val else (DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction),
-                          seed=seed)
+    pairs = [
+        NewPair(
+            stem=r.stem,
+            split=s,
+            input_path=r.input_path,
+            target_path=r.target_path,
+            width=r.width,
+            height=r.height,
+            input_sha256=r.input_sha256,
+            target_sha256=r.target_sha256,
+        )
+        for r, s in splits
+    ]
+    task = store.add_task(
+        name,
+        str(Path(folder).resolve()),
+        pairs,
+        val_folder=str(Path(val).resolve()) if val else None,
+        val_fraction=None if val else (DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction),
+        seed=seed,
+    )
     n_train = sum(1 for _, s in splits if s == "train")
     return AddedTask(task, n_train, len(splits) - n_train)
 
@@ -59,12 +83,19 @@ def _refuse_overlap(train: list, val: list) -> None:
     """Validation pairs must not be training pairs (the same files, or the same images under other names)."""
     seen = {Path(p).resolve() for r in train for p in (r.input_path, r.target_path)}
     seen_pairs = {(r.input_sha256, r.target_sha256) for r in train}
-    shared = [r.stem for r in val if Path(r.input_path).resolve() in seen or Path(r.target_path).resolve() in seen
-              or (r.input_sha256, r.target_sha256) in seen_pairs]
+    shared = [
+        r.stem
+        for r in val
+        if Path(r.input_path).resolve() in seen
+        or Path(r.target_path).resolve() in seen
+        or (r.input_sha256, r.target_sha256) in seen_pairs
+    ]
     if shared:
-        raise InvalidInputError(f"{len(shared)} validation pair(s) are also training pairs (e.g. {shared[0]}): "
-                                "scores on them would not tell how the adapter does on new images",
-                                hint="give --val a folder of other pairs, or use --val-fraction")
+        raise InvalidInputError(
+            f"{len(shared)} validation pair(s) are also training pairs (e.g. {shared[0]}): "
+            "scores on them would not tell how the adapter does on new images",
+            hint="give --val a folder of other pairs, or use --val-fraction",
+        )
 
 
 def task_details(store: Store, name: str) -> dict:
@@ -82,18 +113,33 @@ def task_details(store: Store, name: str) -> dict:
         "val_folder": task.val_folder,
         "train_pairs": sum(p.split == "train" for p in pairs),
         "val_pairs": sum(p.split == "val" for p in pairs),
-        "split": f"seed {task.split_seed}, val fraction {task.val_fraction}" if task.val_folder is None else "separate folder",
+        "split": f"seed {task.split_seed}, val fraction {task.val_fraction}"
+        if task.val_folder is None
+        else "separate folder",
         "files": "unchanged since task add" if not changes else f"{len(changes)} changed: " + "; ".join(changes[:5]),
         "rank_plan": f"{task.rank_plan_method}, {len(plan)} layers" if plan else None,
-        "adapter": None if adapter is None else {
-            "file": adapter.path, "size_bytes": adapter.size_bytes, "trainable_params": adapter.trainable_params,
+        "adapter": None
+        if adapter is None
+        else {
+            "file": adapter.path,
+            "size_bytes": adapter.size_bytes,
+            "trainable_params": adapter.trainable_params,
             "percent_of_backbone": round(100 * adapter.trainable_params / adapter.backbone_params, 2),
-            "plan_method": adapter.plan_method, "backbone": adapter.backbone.name, "created": adapter.created_at},
-        "last_run": None if run is None else {
-            "status": str(run.status), "steps": run.steps_done,
+            "plan_method": adapter.plan_method,
+            "backbone": adapter.backbone.name,
+            "created": adapter.created_at,
+        },
+        "last_run": None
+        if run is None
+        else {
+            "status": str(run.status),
+            "steps": run.steps_done,
             "wall_time_s": round(run.wall_time_s, 1) if run.wall_time_s is not None else None,
-            "final_loss": json.loads(run.loss_curve)[-1][1] if run.loss_curve else None},
-        "eval": {s: {"psnr": round(e.psnr, 3), "ssim": round(e.ssim, 4), "pairs": e.n_pairs} for s, e in evals.items() if e},
+            "final_loss": json.loads(run.loss_curve)[-1][1] if run.loss_curve else None,
+        },
+        "eval": {
+            s: {"psnr": round(e.psnr, 3), "ssim": round(e.ssim, 4), "pairs": e.n_pairs} for s, e in evals.items() if e
+        },
         "created": task.created_at,
         "pairs": {split: [p.stem for p in pairs if p.split == split] for split in ("train", "val")},
     }
@@ -112,8 +158,10 @@ def require_adapters(store: Store, names: list[str], option: str) -> list:
     for name in names:
         adapter = store.adapter(store.task(name))
         if adapter is None:
-            raise NotFoundError(f"task '{name}' has no adapter yet",
-                                hint=f"train it with `colora train {name}`, or leave it out of {option}")
+            raise NotFoundError(
+                f"task '{name}' has no adapter yet",
+                hint=f"train it with `colora train {name}`, or leave it out of {option}",
+            )
         adapters.append(adapter)
     return adapters
 
@@ -142,7 +190,8 @@ def require_unchanged(task_name: str, pairs: list[Pair]) -> None:
         shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
         raise IntegrityError(
             f"{len(changes)} file(s) of task '{task_name}' changed since it was added: {shown}",
-            hint=f"restore the files, or re-register them: `colora task rm {task_name} --yes` then `colora task add {task_name} FOLDER`",
+            hint=f"restore the files, or re-register them: `colora task rm {task_name} --yes` then "
+            f"`colora task add {task_name} FOLDER`",
         )
 
 

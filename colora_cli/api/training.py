@@ -1,4 +1,5 @@
 """Training a task's adapter: choose the plan, claim the task, train, index the adapter, validate."""
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,9 @@ class TrainOutcome:
     validation_skipped: str | None = None  # why there is no quick validation, when it was skipped
 
 
-def train_task(store: Store, name: str, options: TrainOptions | None = None,
-               reporter: Reporter = SILENT) -> TrainOutcome | None:
+def train_task(
+    store: Store, name: str, options: TrainOptions | None = None, reporter: Reporter = SILENT
+) -> TrainOutcome | None:
     """Train (or, with `resume`, continue) the task's LoRA adapter on the frozen backbone.
 
     Under `torchrun --nproc-per-node N`, each process trains on its slice of every batch
@@ -82,16 +84,25 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
     if world is not None and not world.leader:
         return _follow(store, task, dev, world)
     store.refuse_if_training(task)
-    config = TrainConfig(steps=o.steps or DEFAULT_STEPS, batch_size=o.batch_size, patch_size=o.patch_size, lr=o.lr,
-                         loss=o.loss, seed=o.seed, checkpoint_every=o.checkpoint_every)
+    config = TrainConfig(
+        steps=o.steps or DEFAULT_STEPS,
+        batch_size=o.batch_size,
+        patch_size=o.patch_size,
+        lr=o.lr,
+        loss=o.loss,
+        seed=o.seed,
+        checkpoint_every=o.checkpoint_every,
+    )
     config.validate()
     resumable = store.resumable_run(task)
     previous = resumable if o.resume else None
     if o.resume and previous is None:
         reporter.note(f"No interrupted run of '{name}' to resume; starting a new one.")
     elif resumable is not None and not o.resume:
-        reporter.note(f"Starting a new run: the interrupted run {resumable.id} of '{name}' (checkpoint at step "
-                      f"{_checkpoint_step(store, resumable)}) is abandoned; `--resume` would have continued it.")
+        reporter.note(
+            f"Starting a new run: the interrupted run {resumable.id} of '{name}' (checkpoint at step "
+            f"{_checkpoint_step(store, resumable)}) is abandoned; `--resume` would have continued it."
+        )
     backbone_row = store.backbone_by_id(previous.backbone_id) if previous else store.backbone()
     train_pairs = checked_pairs(store, task, "train")
     selection = _selection_pairs(store, task)
@@ -99,13 +110,29 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
     if previous:
         saved = json.loads(previous.config)
         config = TrainConfig(**saved["train"])
-        plan, method, budget, info = saved["rank_plan"], saved["plan_method"], saved.get("budget"), saved.get("plan_info", {})
+        plan, method, budget, info = (
+            saved["rank_plan"],
+            saved["plan_method"],
+            saved.get("budget"),
+            saved.get("plan_info", {}),
+        )
     else:
         plan, method, budget, info = choose_plan(store, task, backbone_row, backbone, o.rank, o.seed, dev, reporter)
         config = _schedule(backbone, train_pairs, config, plan, o.minutes, bool(selection), dev, reporter)
-    run = store.start_run(task, backbone_row, json.dumps({
-        "train": json.loads(config.to_json()), "rank_plan": plan, "plan_method": method, "budget": budget,
-        "plan_info": info}), resume=previous)
+    run = store.start_run(
+        task,
+        backbone_row,
+        json.dumps(
+            {
+                "train": json.loads(config.to_json()),
+                "rank_plan": plan,
+                "plan_method": method,
+                "budget": budget,
+                "plan_info": info,
+            }
+        ),
+        resume=previous,
+    )
     if world is not None:  # the other processes read the run's settings from the store
         world.share(json.dumps({"run": run.id, "resumed": previous is not None}))
     trainable = lora_parameter_count(backbone, plan)
@@ -115,12 +142,35 @@ def train_task(store: Store, name: str, options: TrainOptions | None = None,
         f"({100 * trainable / count_parameters(backbone):.2f}% of the backbone), device {dev.type}"
         + (f", {world.size} processes of batch {config.batch_size}." if world is not None else ".")
     )
-    result, adapter = _run_training(store, task, run, backbone_row, backbone, train_pairs, selection, config, plan,
-                                    method, budget, info, dev, resumed=previous is not None, reporter=reporter,
-                                    world=world)
-    outcome = TrainOutcome(name, adapter, result.steps_done, result.resumed_from, result.wall_time_s, result.final_loss,
-                           store.path(adapter.path).stat().st_size, result.best_step,
-                           dict(result.val_curve).get(result.best_step))
+    result, adapter = _run_training(
+        store,
+        task,
+        run,
+        backbone_row,
+        backbone,
+        train_pairs,
+        selection,
+        config,
+        plan,
+        method,
+        budget,
+        info,
+        dev,
+        resumed=previous is not None,
+        reporter=reporter,
+        world=world,
+    )
+    outcome = TrainOutcome(
+        name,
+        adapter,
+        result.steps_done,
+        result.resumed_from,
+        result.wall_time_s,
+        result.final_loss,
+        store.path(adapter.path).stat().st_size,
+        result.best_step,
+        dict(result.val_curve).get(result.best_step),
+    )
     _quick_validation(store, task, adapter, backbone, dev, outcome)
     return outcome
 
@@ -137,15 +187,41 @@ def _follow(store: Store, task: Task, device, world) -> None:
     run = store.run(started["run"])
     saved = json.loads(run.config)
     backbone_row = store.backbone_by_id(run.backbone_id)
-    train_adapter(backbone_model(store, backbone_row), backbone_row.sha256, task.name,
-                  [(p.input_path, p.target_path) for p in checked_pairs(store, task, "train")],
-                  TrainConfig(**saved["train"]), saved["rank_plan"], plan_method=saved["plan_method"], device=device,
-                  checkpoint_path=store.path(run.checkpoint_path), resume=started["resumed"], world=world)
+    train_adapter(
+        backbone_model(store, backbone_row),
+        backbone_row.sha256,
+        task.name,
+        [(p.input_path, p.target_path) for p in checked_pairs(store, task, "train")],
+        TrainConfig(**saved["train"]),
+        saved["rank_plan"],
+        plan_method=saved["plan_method"],
+        device=device,
+        checkpoint_path=store.path(run.checkpoint_path),
+        resume=started["resumed"],
+        world=world,
+    )
     return None
 
 
-def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbone, train_pairs, selection, config, plan,
-                  method, budget, info, device, *, resumed: bool, reporter: Reporter, world=None):
+def _run_training(
+    store: Store,
+    task: Task,
+    run,
+    backbone_row: Backbone,
+    backbone,
+    train_pairs,
+    selection,
+    config,
+    plan,
+    method,
+    budget,
+    info,
+    device,
+    *,
+    resumed: bool,
+    reporter: Reporter,
+    world=None,
+):
     """The training itself, with the run's status kept true whatever happens."""
     from colora.core.model.backbone import count_parameters
     from colora.core.model.lora import lora_parameter_count
@@ -157,22 +233,45 @@ def _run_training(store: Store, task: Task, run, backbone_row: Backbone, backbon
     try:
         with reporter.progress(f"train {task.name}", config.steps, loss=True) as update:
             model, meta, result = train_adapter(
-                backbone, backbone_row.sha256, task.name, [(p.input_path, p.target_path) for p in train_pairs], config,
-                plan, val_pairs=[(p.input_path, p.target_path) for p in selection], plan_method=method, plan_info=info,
-                device=device, checkpoint_path=store.path(run.checkpoint_path),
-                resume=resumed, on_step=lambda done, total, value: (update(done, value), beat()), world=world,
+                backbone,
+                backbone_row.sha256,
+                task.name,
+                [(p.input_path, p.target_path) for p in train_pairs],
+                config,
+                plan,
+                val_pairs=[(p.input_path, p.target_path) for p in selection],
+                plan_method=method,
+                plan_info=info,
+                device=device,
+                checkpoint_path=store.path(run.checkpoint_path),
+                resume=resumed,
+                on_step=lambda done, total, value: (update(done, value), beat()),
+                world=world,
             )
         adapter_rel = store.adapter_relpath(task, run)
         save_adapter(store.path(adapter_rel), model.cpu(), meta)
-        store.finish_run(run, task, adapter_rel=adapter_rel, trainable_params=lora_parameter_count(backbone, plan),
-                         backbone_params=count_parameters(backbone), plan_method=method, budget=budget,
-                         loss_curve=result.loss_curve, steps_done=result.steps_done, wall_time_s=result.wall_time_s)
+        store.finish_run(
+            run,
+            task,
+            adapter_rel=adapter_rel,
+            trainable_params=lora_parameter_count(backbone, plan),
+            backbone_params=count_parameters(backbone),
+            plan_method=method,
+            budget=budget,
+            loss_curve=result.loss_curve,
+            steps_done=result.steps_done,
+            wall_time_s=result.wall_time_s,
+        )
     except KeyboardInterrupt:
         store.mark_run(run, RunStatus.INTERRUPTED)
         if store.path(run.checkpoint_path).exists():
-            reporter.note(f"Training interrupted; the last checkpoint is kept. Continue with `colora train {task.name} --resume`.")
+            reporter.note(
+                f"Training interrupted; the last checkpoint is kept. Continue with `colora train {task.name} --resume`."
+            )
         else:
-            reporter.note(f"Training interrupted before its first checkpoint; start it again with `colora train {task.name}`.")
+            reporter.note(
+                f"Training interrupted before its first checkpoint; start it again with `colora train {task.name}`."
+            )
         raise
     except BaseException as e:
         store.mark_run(run, RunStatus.FAILED, error=str(e)[:500])
@@ -195,16 +294,25 @@ def _schedule(backbone, train_pairs, config, plan, minutes: float | None, valida
     from colora.core.training.adapter import seconds_per_step
 
     if minutes is not None:
-        step_s = seconds_per_step(backbone, [(p.input_path, p.target_path) for p in train_pairs], config, plan,
-                                  device=device)
+        step_s = seconds_per_step(
+            backbone, [(p.input_path, p.target_path) for p in train_pairs], config, plan, device=device
+        )
         steps = max(20, int(minutes * 60 / (step_s * (1.05 if validated else 1.0))))
         reporter.note(f"{minutes:g} min at {step_s:.3f} s a step here: {steps} steps.")
         config = replace(config, steps=steps)
     return replace(config, validate_every=max(10, config.steps // VALIDATIONS) if validated else 0)
 
 
-def choose_plan(store: Store, task: Task, backbone_row: Backbone, backbone, rank: int | None, seed: int, device,
-                reporter: Reporter = SILENT):
+def choose_plan(
+    store: Store,
+    task: Task,
+    backbone_row: Backbone,
+    backbone,
+    rank: int | None,
+    seed: int,
+    device,
+    reporter: Reporter = SILENT,
+):
     """(ranks, method, budget, info): uniform with `rank`, else the task's plan, computed if missing."""
     from colora.api.ranking import PlanOptions, compute_plan, stored_plan
     from colora.core.model.lora import uniform_rank_plan
@@ -214,8 +322,9 @@ def choose_plan(store: Store, task: Task, backbone_row: Backbone, backbone, rank
     stored = stored_plan(task, backbone_row)
     if stored is None:
         reporter.note(f"Task '{task.name}' has no rank plan for this backbone yet; computing it (CoLoRA, FAIG).")
-        plan, info = compute_plan(store, task, backbone_row, backbone, PlanOptions(seed=seed), device=device,
-                                  reporter=reporter)
+        plan, info = compute_plan(
+            store, task, backbone_row, backbone, PlanOptions(seed=seed), device=device, reporter=reporter
+        )
         stored = plan.ranks, plan.method, info
     ranks, method, info = stored
     return ranks, method, info.get("budget"), info
@@ -237,8 +346,9 @@ def _quick_validation(store: Store, task: Task, adapter: Adapter, backbone, devi
         return
     try:
         model, _ = task_model(store, adapter, backbone)
-        results = evaluate({"input": None, "adapter": model}, [(p.stem, p.input_path, p.target_path) for p in used],
-                           device=device)
+        results = evaluate(
+            {"input": None, "adapter": model}, [(p.stem, p.input_path, p.target_path) for p in used], device=device
+        )
     except ColoraError as e:  # the adapter is saved; a summary line must not fail the command
         outcome.validation_skipped = e.message
         return

@@ -1,4 +1,5 @@
 """`colora adapter export | import`: adapters are portable safetensors files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,8 @@ from typing import Annotated
 import typer
 
 from colora.cli import output
-from colora.cli.options import Home, command_group
+from colora.cli.options import Home, choice, command_group
+from colora.core.choices import ADAPTER_FORMATS
 
 app = command_group("Share adapters: export and import them (colora or PEFT format).")
 
@@ -16,8 +18,10 @@ app = command_group("Share adapters: export and import them (colora or PEFT form
 def export_adapter(
     task: Annotated[str, typer.Argument(help="Task name.")],
     file: Annotated[Path, typer.Argument(help="Destination: a .safetensors file, or a folder with --format peft.")],
-    format: Annotated[str, typer.Option("--format", help="colora (one safetensors file) or peft (a Hugging Face "
-                                                         "PEFT LoRA folder).")] = "colora",
+    format: Annotated[
+        choice(ADAPTER_FORMATS),
+        typer.Option("--format", help="colora (one safetensors file) or peft (a Hugging Face PEFT LoRA folder)."),
+    ] = "colora",
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
     home: Home = None,
 ) -> None:
@@ -35,10 +39,19 @@ def export_adapter(
 @app.command("import")
 def import_adapter(
     file: Annotated[Path, typer.Argument(help="An adapter .safetensors file, or a PEFT LoRA folder.")],
-    task: Annotated[str, typer.Option("--task", "-t", help="Task to attach it to (created, without pairs, if missing).")],
-    replace: Annotated[bool, typer.Option("--replace", help="Replace the task's trained adapter (its file is removed).")] = False,
-    backbone: Annotated[str | None, typer.Option("--backbone", help="For a PEFT adapter made outside colora: the "
-                                                                   "backbone it was trained on (default: the store's).")] = None,
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="Task to attach it to (created, without pairs, if missing).")
+    ],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace the task's trained adapter (its file is removed).")
+    ] = False,
+    backbone: Annotated[
+        str | None,
+        typer.Option(
+            "--backbone",
+            help="For a PEFT adapter made outside colora: the backbone it was trained on (default: the store's).",
+        ),
+    ] = None,
     home: Home = None,
 ) -> None:
     """Add an adapter file or PEFT folder to a task, after checking its metadata, backbone, shapes and values.
@@ -51,4 +64,6 @@ def import_adapter(
 
     validate_slug(task)
     done = run_import(Store.open(home), file, task, replace=replace, backbone=backbone)
-    output.note(f"Imported the adapter into task '{task}' (trained for '{done.meta.task}', backbone '{done.backbone.name}').")
+    output.note(
+        f"Imported the adapter into task '{task}' (trained for '{done.meta.task}', backbone '{done.backbone.name}')."
+    )

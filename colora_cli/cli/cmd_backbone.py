@@ -1,4 +1,5 @@
-"""`colora backbone list | show`."""
+"""`colora backbone list | show | pretrain | import | export | default`."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from colora.api.backbones import PretrainOptions
 from colora.cli import output
-from colora.cli.options import Device, Home, Json, command_group
+from colora.cli.options import Device, Home, Json, Size, choice, command_group
+from colora.core.choices import PROD_MODES
+
+PRETRAIN = PretrainOptions()  # the one place pre-training's defaults live: the options below show them
 
 app = command_group("The store's backbones: list, show, pre-train, import and export.")
 
@@ -26,9 +31,22 @@ def list_backbones(home: Home = None, as_json: Json = False) -> None:
     if as_json:
         output.print_json(rows)
         return
-    output.table(None, ["backbone", "default", "params", "size", "sha256", "description"],
-                 [[r["name"], "*" if r["default"] else "", output.human_count(r["params"]),
-                   output.human_bytes(r["size_bytes"]), r["sha256"][:12], r["label"]] for r in rows], justify_numbers=False)
+    output.table(
+        None,
+        ["backbone", "default", "params", "size", "sha256", "description"],
+        [
+            [
+                r["name"],
+                "*" if r["default"] else "",
+                output.human_count(r["params"]),
+                output.human_bytes(r["size_bytes"]),
+                r["sha256"][:12],
+                r["label"],
+            ]
+            for r in rows
+        ],
+        justify_numbers=False,
+    )
 
 
 @app.command("show")
@@ -48,54 +66,121 @@ def show(
     if as_json:
         output.print_json(info)
         return
-    output.table(f"backbone {info['name']}", ["field", "value"],
-                 [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in info.items()], justify_numbers=False)
+    output.table(
+        f"backbone {info['name']}",
+        ["field", "value"],
+        [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in info.items()],
+        justify_numbers=False,
+    )
 
 
 @app.command("pretrain")
 def pretrain(
-    clean_dirs: Annotated[list[Path], typer.Argument(help="Folders of clean images (at least --patch-size on each side), one pool.")],
-    name: Annotated[str, typer.Option("--name", help="Name of the new backbone in the store.")] = "prod-small",
-    config: Annotated[str, typer.Option("--config", help="Backbone size: tiny, small, medium or base.")] = "small",
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 10000,
-    minutes: Annotated[Optional[float], typer.Option("--minutes", min=0.01, help="Train for the steps this many minutes allow here (measured first), instead of --steps.")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=0, max=64, help="Processes that build the degraded crops ahead of each step (0: none). Pays on a GPU or with spare cores.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
-    patch_size: Annotated[int, typer.Option("--patch-size", min=8)] = 96,
-    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-3,
-    mode: Annotated[str, typer.Option("--mode", help="Degradation chains: random (PROD), fixed (canonical order) or single.")] = "random",
-    max_degradations: Annotated[int, typer.Option("--max-degradations", min=1, help="Longest chain (N).")] = 3,
-    clean_fraction: Annotated[float, typer.Option("--clean-fraction", min=0.0, max=0.99, help="Share of crops left clean (an empty chain), so the backbone learns to leave images that need nothing alone.")] = 0.0,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 250,
+    clean_dirs: Annotated[
+        list[Path], typer.Argument(help="Folders of clean images (at least --patch-size on each side), one pool.")
+    ],
+    name: Annotated[str, typer.Option("--name", help="Name of the new backbone in the store.")] = PRETRAIN.name,
+    config: Size = PRETRAIN.config,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = PRETRAIN.steps,
+    minutes: Annotated[
+        Optional[float],
+        typer.Option(
+            "--minutes",
+            min=0.01,
+            help="Train for the steps this many minutes allow here (measured first), instead of --steps.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            max=64,
+            help="Processes that build the degraded crops ahead of each step (0: none). Pays on a "
+            "GPU or with spare cores.",
+        ),
+    ] = PRETRAIN.workers,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = PRETRAIN.batch_size,
+    patch_size: Annotated[int, typer.Option("--patch-size", min=8)] = PRETRAIN.patch_size,
+    lr: Annotated[float, typer.Option("--lr", min=0.0)] = PRETRAIN.lr,
+    mode: Annotated[
+        choice(PROD_MODES),
+        typer.Option("--mode", help="Degradation chains: random (PROD), fixed (canonical order) or single."),
+    ] = PRETRAIN.mode,
+    max_degradations: Annotated[
+        int, typer.Option("--max-degradations", min=1, help="Longest chain (N).")
+    ] = PRETRAIN.max_degradations,
+    clean_fraction: Annotated[
+        float,
+        typer.Option(
+            "--clean-fraction",
+            min=0.0,
+            max=0.99,
+            help="Share of crops left clean (an empty chain), so the backbone learns to leave "
+            "images that need nothing alone.",
+        ),
+    ] = PRETRAIN.clean_fraction,
+    seed: Annotated[int, typer.Option("--seed")] = PRETRAIN.seed,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = PRETRAIN.checkpoint_every,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of this --name.")] = False,
-    default: Annotated[bool, typer.Option("--default/--no-default", help="Make it the store's default backbone.")] = False,
-    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Continue from this backbone's weights: one more chunk of a longer pre-training (its size; --config is ignored).")] = None,
-    device: Device = "auto",
+    default: Annotated[
+        bool, typer.Option("--default/--no-default", help="Make it the store's default backbone.")
+    ] = False,
+    init_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--init-from",
+            help="Continue from this backbone's weights: one more chunk of a longer pre-training "
+            "(its size; --config is ignored).",
+        ),
+    ] = None,
+    device: Device = PRETRAIN.device,
     home: Home = None,
 ) -> None:
     """Pre-train a backbone with PROD (random-order degradation chains) and add it to the store.
 
-    Example: colora backbone pretrain ./clean-photos ./more-photos --name prod-small --steps 10000
+    Example: colora backbone pretrain ./clean-photos ./more-photos --name prod-mine --config medium --minutes 120
     """
     from colora.api.backbones import PretrainOptions, pretrain_backbone
     from colora.store.store import Store
 
-    options = PretrainOptions(name=name, config=config, steps=steps, batch_size=batch_size, patch_size=patch_size, lr=lr,
-                              mode=mode, max_degradations=max_degradations, clean_fraction=clean_fraction, seed=seed, checkpoint_every=checkpoint_every,
-                              resume=resume, make_default=default, device=device, init_from=init_from,
-                              minutes=minutes, workers=workers)
+    options = PretrainOptions(
+        name=name,
+        config=config,
+        steps=steps,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        lr=lr,
+        mode=mode,
+        max_degradations=max_degradations,
+        clean_fraction=clean_fraction,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        make_default=default,
+        device=device,
+        init_from=init_from,
+        minutes=minutes,
+        workers=workers,
+    )
     done = pretrain_backbone(Store.open(home), clean_dirs, options, output.REPORTER)
     if done is None:  # one of several torchrun processes: the leader reports
         return
-    output.note(f"Pre-trained '{done.backbone.name}' in {done.result.wall_time_s / 60:.1f} min, final loss "
-                f"{done.result.final_loss:.4f}{' (now the default backbone)' if default else ''}.")
+    output.note(
+        f"Pre-trained '{done.backbone.name}' in {done.result.wall_time_s / 60:.1f} min, final loss "
+        f"{done.result.final_loss:.4f}{' (now the default backbone)' if default else ''}."
+    )
 
 
 @app.command("import")
 def import_backbone(
-    file: Annotated[Path, typer.Argument(help="A colora backbone .safetensors file, or a NAFNet checkpoint "
-                                               "(BasicSR .pth with params/params_ema, a state dict, .safetensors).")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A colora backbone .safetensors file, or a NAFNet checkpoint "
+            "(BasicSR .pth with params/params_ema, a state dict, .safetensors)."
+        ),
+    ],
     name: Annotated[str, typer.Option("--name", help="Name in the store.")],
     default: Annotated[bool, typer.Option("--default/--no-default", help="Make it the default backbone.")] = False,
     home: Home = None,

@@ -1,4 +1,5 @@
 """`colora compare`: one image restored by several tasks' adapters, side by side in one PNG."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,6 +33,15 @@ def compare(
 
     names = task_names(tasks, "--tasks")
     check_grid_output(image, out, overwrite)  # before the store is opened or any model loaded
-    grid = compare_grid(Store.open(home), image, names, out, overwrite=overwrite, tile=tile, device=device,
-                        max_pixels=max_pixels, reporter=output.REPORTER)
+    grid = compare_grid(
+        Store.open(home),
+        image,
+        names,
+        out,
+        overwrite=overwrite,
+        tile=tile,
+        device=device,
+        max_pixels=max_pixels,
+        reporter=output.REPORTER,
+    )
     output.note(f"Wrote {out} ({grid.width}x{grid.height} px): input, {', '.join(names)}.")

@@ -1,4 +1,5 @@
 """`colora doctor`."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -12,8 +13,16 @@ from colora.core.errors import IntegrityError
 
 
 def doctor(
-    fix_: Annotated[bool, typer.Option("--fix", help="Repair what is safe: temp files, dead runs; re-index weight files the index lost.")] = False,
-    reindex: Annotated[bool, typer.Option("--reindex", help="Rebuild a damaged or lost index from the weight files (a damaged one is kept aside).")] = False,
+    fix_: Annotated[
+        bool,
+        typer.Option("--fix", help="Repair what is safe: temp files, dead runs; re-index weight files the index lost."),
+    ] = False,
+    reindex: Annotated[
+        bool,
+        typer.Option(
+            "--reindex", help="Rebuild a damaged or lost index from the weight files (a damaged one is kept aside)."
+        ),
+    ] = False,
     home: Home = None,
     as_json: Json = False,
 ) -> None:
@@ -29,14 +38,24 @@ def doctor(
     if as_json:
         output.print_json([asdict(f) for f in report.findings])
     elif report.findings:
-        output.table(None, ["severity", "finding", "path", "state"],
-                     [[f.severity, f.what, f.path, "fixed" if f.fixed else ("fixable with --fix" if f.fixable else "")]
-                      for f in report.findings], justify_numbers=False)
+        output.table(
+            None,
+            ["severity", "finding", "path", "state"],
+            [
+                [f.severity, f.what, f.path, "fixed" if f.fixed else ("fixable with --fix" if f.fixable else "")]
+                for f in report.findings
+            ],
+            justify_numbers=False,
+        )
     if report.errors:
-        raise IntegrityError(f"{len(report.errors)} error(s) in the store at {report.root}",
-                             hint="`colora doctor --fix` repairs what is safe; retrain or re-import the rest")
+        raise IntegrityError(
+            f"{len(report.errors)} error(s) in the store at {report.root}",
+            hint="`colora doctor --fix` repairs what is safe; retrain or re-import the rest",
+        )
     left = len(report.leftovers)
-    output.note(f"Store at {report.root} is consistent" + (f" ({left} thing(s) to tidy with --fix)" if left else "") + ".")
+    output.note(
+        f"Store at {report.root} is consistent" + (f" ({left} thing(s) to tidy with --fix)" if left else "") + "."
+    )
 
 
 def _print_reindexed(report) -> None:
@@ -47,5 +66,7 @@ def _print_reindexed(report) -> None:
     for path, why in r.skipped:
         output.note(f"Not indexed: {path.relative_to(report.root)} ({why})")
     if r.indexed:
-        output.note("Tasks come back without their pairs (only the old index knew them): "
-                    "`colora task rm NAME --yes` and `colora task add NAME FOLDER` to register them again.")
+        output.note(
+            "Tasks come back without their pairs (only the old index knew them): "
+            "`colora task rm NAME --yes` and `colora task add NAME FOLDER` to register them again."
+        )

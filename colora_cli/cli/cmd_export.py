@@ -1,4 +1,5 @@
 """`colora export-onnx` and `colora export-model`: a task's merged model as an ONNX file or a NAFNet checkpoint."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,15 +30,22 @@ def export_onnx(
 
     done = export_onnx_task(Store.open(home), task, file, overwrite=overwrite)
     h, w = done.test_size
-    check = (f"max abs error {done.max_abs_error:.1e} against colora on a {w}x{h} test image (onnxruntime)"
-             if done.max_abs_error is not None else 'not checked: pip install "colora[onnx]" to run it in onnxruntime')
+    check = (
+        f"max abs error {done.max_abs_error:.1e} against colora on a {w}x{h} test image (onnxruntime)"
+        if done.max_abs_error is not None
+        else 'not checked: pip install "colora[onnx]" to run it in onnxruntime'
+    )
     output.note(f"Exported the model of '{task}' to {done.path} ({check}).")
 
 
 def export_model(
     task: Annotated[str, typer.Argument(help="Task whose model (backbone + adapter, merged) is exported.")],
-    file: Annotated[Path, typer.Argument(help="The file to write: NAME.pth (BasicSR {'params': ...}) or NAME.safetensors.")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the file (and its card) if they exist.")] = False,
+    file: Annotated[
+        Path, typer.Argument(help="The file to write: NAME.pth (BasicSR {'params': ...}) or NAME.safetensors.")
+    ],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the file (and its card) if they exist.")
+    ] = False,
     home: Home = None,
 ) -> None:
     """Write a task's model as a NAFNet checkpoint that spandrel, chaiNNer and BasicSR load, with a card.
@@ -54,5 +62,7 @@ def export_model(
 
     done = export_model_task(Store.open(home), task, file, overwrite=overwrite)
     a = done.arguments
-    output.note(f"Exported the model of '{task}' to {done.path} (NAFNet width {a['width']}, blocks "
-                f"{a['enc_blk_nums']} / {a['middle_blk_num']} / {a['dec_blk_nums']}); card: {done.card}.")
+    output.note(
+        f"Exported the model of '{task}' to {done.path} (NAFNet width {a['width']}, blocks "
+        f"{a['enc_blk_nums']} / {a['middle_blk_num']} / {a['dec_blk_nums']}); card: {done.card}."
+    )

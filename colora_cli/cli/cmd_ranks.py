@@ -1,21 +1,31 @@
 """`colora ranks`."""
+
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
 
-from colora.cli import output
 from colora.api.ranking import DEFAULT_BUDGET, DEFAULT_PATH_STEPS, DEFAULT_PROBE_STEPS
-from colora.cli.options import Device, Home, Json
+from colora.cli import output
+from colora.cli.options import Device, Home, Json, choice
+from colora.core.choices import RANK_METHODS
 
 
 def ranks(
     name: Annotated[str, typer.Argument(help="Task name.")],
-    budget: Annotated[float, typer.Option("--budget", help="LoRA parameters as a fraction of the backbone's.")] = DEFAULT_BUDGET,
-    method: Annotated[str, typer.Option("--method", help="faig (contribution-based, CoLoRA) or uniform.")] = "faig",
-    probe_steps: Annotated[int, typer.Option("--probe-steps", min=1, help="Steps of the brief full fine-tuning (K).")] = DEFAULT_PROBE_STEPS,
-    path_steps: Annotated[int, typer.Option("--path-steps", min=1, help="Points on the integration path (M).")] = DEFAULT_PATH_STEPS,
+    budget: Annotated[
+        float, typer.Option("--budget", help="LoRA parameters as a fraction of the backbone's.")
+    ] = DEFAULT_BUDGET,
+    method: Annotated[
+        choice(RANK_METHODS), typer.Option("--method", help="faig (contribution-based, CoLoRA) or uniform.")
+    ] = "faig",
+    probe_steps: Annotated[
+        int, typer.Option("--probe-steps", min=1, help="Steps of the brief full fine-tuning (K).")
+    ] = DEFAULT_PROBE_STEPS,
+    path_steps: Annotated[
+        int, typer.Option("--path-steps", min=1, help="Points on the integration path (M).")
+    ] = DEFAULT_PATH_STEPS,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: Json = False,
     device: Device = "auto",
@@ -34,16 +44,38 @@ def ranks(
     if as_json:
         output.print_json({"task": name, "ranks": plan.ranks, **done.info})
         return
-    title = (f"{name}: {plan.method} rank plan, {output.human_count(plan.params)} parameters "
-             f"({100 * plan.params / (plan.budget_params / plan.budget):.2f}% of the backbone, budget {100 * budget:g}%)")
+    title = (
+        f"{name}: {plan.method} rank plan, {output.human_count(plan.params)} parameters "
+        f"({100 * plan.params / (plan.budget_params / plan.budget):.2f}% of the backbone, budget {100 * budget:g}%)"
+    )
     print_plan(title, done.layers, done.stages)
     output.note(f"Stored the plan with task '{name}'. Next: colora train {name}")
 
 
 def print_plan(title: str, layers: list[dict], stages: list[dict]) -> None:
-    output.table(title, ["layer", "contribution", "rank", "params"],
-                 [[r["layer"], f"{100 * r['contribution']:.2f}%" if r["contribution"] is not None else "-", r["rank"],
-                   output.human_count(r["params"])] for r in layers])
-    output.table("by stage (encoder -> middle -> decoder)", ["stage", "contribution", "", "share of LoRA params"],
-                 [[s["stage"], f"{100 * s['contribution']:.1f}%", "█" * round(40 * s["contribution"]),
-                   f"{100 * s['share']:.1f}%"] for s in stages])
+    output.table(
+        title,
+        ["layer", "contribution", "rank", "params"],
+        [
+            [
+                r["layer"],
+                f"{100 * r['contribution']:.2f}%" if r["contribution"] is not None else "-",
+                r["rank"],
+                output.human_count(r["params"]),
+            ]
+            for r in layers
+        ],
+    )
+    output.table(
+        "by stage (encoder -> middle -> decoder)",
+        ["stage", "contribution", "", "share of LoRA params"],
+        [
+            [
+                s["stage"],
+                f"{100 * s['contribution']:.1f}%",
+                "█" * round(40 * s["contribution"]),
+                f"{100 * s['share']:.1f}%",
+            ]
+            for s in stages
+        ],
+    )

@@ -1,4 +1,5 @@
 """`colora adapt` and `colora recycle ...`: a task's adapter from the zoo, with no gradient training."""
+
 from __future__ import annotations
 
 import math
@@ -15,10 +16,26 @@ app = command_group("LoRA Recycle: reuse the zoo of stored adapters for new task
 
 def adapt(
     name: Annotated[str, typer.Argument(help="Task to build an adapter for (its training pairs are the K examples).")],
-    meta: Annotated[bool, typer.Option("--meta", help="Predict the mixture with the distilled meta-adapter in one forward pass (see `colora recycle distill`).")] = False,
-    per_stage: Annotated[bool, typer.Option("--per-stage", help="One coefficient per adapter and network stage instead of per adapter.")] = False,
+    meta: Annotated[
+        bool,
+        typer.Option(
+            "--meta",
+            help="Predict the mixture with the distilled meta-adapter in one forward pass (see "
+            "`colora recycle distill`).",
+        ),
+    ] = False,
+    per_stage: Annotated[
+        bool, typer.Option("--per-stage", help="One coefficient per adapter and network stage instead of per adapter.")
+    ] = False,
     pairs: Annotated[int, typer.Option("--pairs", min=1, help="Use at most this many training pairs.")] = 32,
-    steps: Annotated[Optional[int], typer.Option("--steps", min=0, help="Gradient steps refining the coefficients after the closed form [default: 0, or 20 with --per-stage].")] = None,
+    steps: Annotated[
+        Optional[int],
+        typer.Option(
+            "--steps",
+            min=0,
+            help="Gradient steps refining the coefficients after the closed form [default: 0, or 20 with --per-stage].",
+        ),
+    ] = None,
     seconds: Annotated[float, typer.Option("--seconds", min=0.0, help="Stop refining after this many seconds.")] = 10.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the crops the coefficients are fitted on.")] = 0,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the task's trained adapter.")] = False,
@@ -31,26 +48,40 @@ def adapt(
     from colora.api.recycling import AdaptOptions, adapt_task
     from colora.store.store import Store
 
-    options = AdaptOptions(meta=meta, per_stage=per_stage, pairs=pairs, steps=steps, seconds=seconds, seed=seed,
-                           replace=replace)
+    options = AdaptOptions(
+        meta=meta, per_stage=per_stage, pairs=pairs, steps=steps, seconds=seconds, seed=seed, replace=replace
+    )
     done = adapt_task(Store.open(home), name, options, output.REPORTER)
     mixture = done.mixture
-    output.table(f"Mixture for '{name}'", ["adapter", *mixture.groups],
-                 [[n, *[f"{float(c):+.3f}" for c in row]] for n, row in zip(mixture.names, mixture.coef)])
+    output.table(
+        f"Mixture for '{name}'",
+        ["adapter", *mixture.groups],
+        [[n, *[f"{float(c):+.3f}" for c in row]] for n, row in zip(mixture.names, mixture.coef)],
+    )
     fit = mixture.info
     if fit.get("support_mse") is not None:
         before, after = (10 * math.log10(1 / max(fit[k], 1e-12)) for k in ("support_mse_backbone", "support_mse"))
-        output.note(f"Fit on {done.k} pair(s): support PSNR {before:.2f} -> {after:.2f} dB (crops, backbone -> mixture).")
-    output.note(f"Recycled adapter for '{name}' from {len(mixture.names)} adapter(s) in {done.seconds:.1f} s "
-                f"({done.method.split('-')[1]}); {output.human_count(done.trainable_params)} parameters, "
-                f"{output.human_bytes(done.adapter_bytes)}.")
+        output.note(
+            f"Fit on {done.k} pair(s): support PSNR {before:.2f} -> {after:.2f} dB (crops, backbone -> mixture)."
+        )
+    output.note(
+        f"Recycled adapter for '{name}' from {len(mixture.names)} adapter(s) in {done.seconds:.1f} s "
+        f"({done.method.split('-')[1]}); {output.human_count(done.trainable_params)} parameters, "
+        f"{output.human_bytes(done.adapter_bytes)}."
+    )
     output.note(f"Next: colora eval {name}")
 
 
 @app.command("distill")
 def distill(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training episodes.")] = 400,
-    clean: Annotated[Optional[Path], typer.Option("--clean", help="Folder of clean images for the surrogate episodes (default: the clean targets of the store's tasks).")] = None,
+    clean: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--clean",
+            help="Folder of clean images for the surrogate episodes (default: the clean targets of the store's tasks).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the episodes and the network.")] = 0,
     home: Home = None,
 ) -> None:
@@ -78,6 +109,16 @@ def show(home: Home = None, as_json: Annotated[bool, typer.Option("--json", help
     if as_json:
         output.print_json(record)
         return
-    output.table("Meta-adapter", ["zoo", "episodes", "final loss", "created", "up to date"],
-                 [[", ".join(z["task"] for z in record["zoo"]), record["steps"], f"{record['final_loss']:.5f}",
-                   record["created"], "yes" if record["up_to_date"] else "no: run `colora recycle distill`"]])
+    output.table(
+        "Meta-adapter",
+        ["zoo", "episodes", "final loss", "created", "up to date"],
+        [
+            [
+                ", ".join(z["task"] for z in record["zoo"]),
+                record["steps"],
+                f"{record['final_loss']:.5f}",
+                record["created"],
+                "yes" if record["up_to_date"] else "no: run `colora recycle distill`",
+            ]
+        ],
+    )

@@ -1,4 +1,5 @@
 """`colora init` and `colora list` (the latter must stay free of torch)."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -6,13 +7,21 @@ from typing import Annotated
 import typer
 
 from colora.cli import output
-from colora.cli.options import Home, Json
+from colora.cli.options import Home, Json, choice
+from colora.core.choices import BACKBONE_SIZES
 
 
 def init(
     home: Home = None,
-    random_init: Annotated[bool, typer.Option("--random-init", help="Install a randomly initialised backbone instead of the bundled pre-trained one.")] = False,
-    config: Annotated[str, typer.Option("--config", help="Backbone size for --random-init: tiny, small, medium or base.")] = "small",
+    random_init: Annotated[
+        bool,
+        typer.Option(
+            "--random-init", help="Install a randomly initialised backbone instead of the bundled pre-trained one."
+        ),
+    ] = False,
+    config: Annotated[
+        choice(BACKBONE_SIZES), typer.Option("--config", help="Backbone size for --random-init.")
+    ] = "small",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = 0,
 ) -> None:
     """Create the store (database and folders) and install the default backbone.

@@ -1,4 +1,5 @@
 """`colora task add | show | rm`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,9 +17,19 @@ app = command_group("Register, inspect and remove tasks (folders of degraded/cle
 @app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="Task name: lowercase letters, digits, '-' and '_'.")],
-    folder: Annotated[Path, typer.Argument(help="Folder with a degraded subfolder (input, lq, rain, ...) and a clean one (target, gt, ...).")],
-    val_fraction: Annotated[Optional[float], typer.Option("--val-fraction", help="Share of pairs held out for validation [default: 0.2].")] = None,
-    val: Annotated[Optional[Path], typer.Option("--val", help="A separate folder of validation pairs (then every pair in FOLDER trains).")] = None,
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder with a degraded subfolder (input, lq, rain, ...) and a clean one (target, gt, ...)."
+        ),
+    ],
+    val_fraction: Annotated[
+        Optional[float], typer.Option("--val-fraction", help="Share of pairs held out for validation [default: 0.2].")
+    ] = None,
+    val: Annotated[
+        Optional[Path],
+        typer.Option("--val", help="A separate folder of validation pairs (then every pair in FOLDER trains)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the train/validation split.")] = 0,
     home: Home = None,
 ) -> None:
@@ -56,8 +67,10 @@ def show(
         output.print_json(info)
         return
     info.pop("pairs")
-    rows = [[key, (", ".join(f"{k}: {v}" for k, v in value.items()) or None) if isinstance(value, dict) else value]
-            for key, value in info.items()]
+    rows = [
+        [key, (", ".join(f"{k}: {v}" for k, v in value.items()) or None) if isinstance(value, dict) else value]
+        for key, value in info.items()
+    ]
     output.table(f"task {info['task']}", ["field", "value"], rows, justify_numbers=False)
 
 

@@ -6,6 +6,7 @@ start-up is most of what they cost. Anything else, any unusual argument, any err
 output that needs Rich goes to the full Typer app (colora_cli/main.py), which prints exactly
 the same (tests/test_startup.py compares the two).
 """
+
 from __future__ import annotations
 
 import os
@@ -46,7 +47,7 @@ def _list(args: list[str]) -> int | None:
         elif a == "--home" and rest and rest[0] and not rest[0].startswith("-"):
             home = rest.pop(0)
         elif a.startswith("--home=") and len(a) > len("--home="):
-            home = a[len("--home="):]
+            home = a[len("--home=") :]
         else:
             return None
     try:
@@ -63,7 +64,8 @@ def _list(args: list[str]) -> int | None:
 
 
 def _plain_listing(rows: list[dict], as_json: bool) -> str | None:
-    """The listing as Rich would print it off a terminal; None where only Rich can (a terminal, wide or non-ASCII cells)."""
+    """The listing as Rich would print it off a terminal; None where only Rich can (a terminal,
+    wide or non-ASCII cells)."""
     from colora.cli import listing, plain
 
     stream = sys.stdout if rows or as_json else sys.stderr
@@ -93,8 +95,18 @@ def root_help() -> str:
     lines = ["Usage: colora [OPTIONS] COMMAND [ARGS]...", ""]
     for paragraph in ROOT_HELP.split("\n\n"):
         lines += [_fill(paragraph, width, "  "), ""]
-    lines += ["Options:", *_definitions([("--version", "Show the version and exit."), ("--db URL", DB_HELP),
-                                        ("--help", "Show this message and exit.")], width), ""]
+    lines += [
+        "Options:",
+        *_definitions(
+            [
+                ("--version", "Show the version and exit."),
+                ("--db URL", DB_HELP),
+                ("--help", "Show this message and exit."),
+            ],
+            width,
+        ),
+        "",
+    ]
     limit = width - 6 - max(len(name) for name in COMMANDS)
     lines += ["Commands:", *_definitions([(n, short_help(e.summary, limit)) for n, e in COMMANDS.items()], width)]
     return "\n".join(lines)
@@ -107,8 +119,9 @@ def _help_width() -> int:
 
 
 def _fill(text: str, width: int, indent: str) -> str:
-    return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
-                         replace_whitespace=False)
+    return textwrap.fill(
+        " ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent, replace_whitespace=False
+    )
 
 
 def _definitions(rows: list[tuple[str, str]], width: int) -> list[str]:

@@ -1,4 +1,5 @@
 """The `colora` command: one Typer app per command group, built when invoked; errors handled in one place."""
+
 from __future__ import annotations
 
 import functools
@@ -10,16 +11,16 @@ import typer
 from typer.core import TyperGroup
 
 from colora import __version__
-
 from colora.cli import output
 from colora.cli.commands import COMMANDS, DB_HELP, ROOT_HELP, Entry, short_help
 from colora.core.errors import ColoraError
 from colora.store.paths import ENV_DB_URL
 
-
 # Typer's own control flow (help, exit codes, usage errors) must pass through untouched. Newer
 # Typer vendors its own click, so take the classes from Typer rather than from `click`.
-_CLICK_FLOW = tuple({typer.Exit, typer.Abort, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")})
+_CLICK_FLOW = tuple(
+    {typer.Exit, typer.Abort, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")}
+)
 
 
 class ColoraGroup(TyperGroup):
@@ -100,8 +101,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Show the version and exit.")] = None,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = None,
     db: Annotated[Optional[str], typer.Option("--db", metavar="URL", help=DB_HELP)] = None,
 ) -> None:
     """One frozen image-restoration backbone, many small LoRA adapters (one per task)."""

@@ -5,6 +5,7 @@ files, anything read from disk) is printed literally: never parsed as Rich marku
 control characters shown as escapes (`plain.visible`), so a name cannot restyle, clear or
 retitle the terminal.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,15 @@ def progress(description: str, total: int, *, loss: bool = False) -> Iterator:
         yield _plain_progress(description, total)
         return
     # imported here: rich.progress is the slowest part of Rich to import, and `list` never needs it
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class RateColumn(ProgressColumn):

@@ -4,6 +4,7 @@ Rich costs tens of milliseconds to import and about 0.7 ms a table row to measur
 terminal (pipes, logs, scripts) its output has no colour anyway, so these plain renderers
 give the same bytes for a fraction of the time (tests/test_startup.py compares them).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,16 +23,29 @@ def pipe_width() -> int | None:
 
 # C0 and C1 controls (ESC starts terminal escape sequences), DEL, and the Unicode controls that
 # reorder or hide text (bidi overrides and isolates, zero-width joiners, the BOM)
-_UNSAFE = {*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A),
-           0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF}  # newlines too: no fake lines
+_UNSAFE = {
+    *range(0x00, 0x20),
+    *range(0x7F, 0xA0),
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+    0x200B,
+    0x200C,
+    0x200D,
+    0x200E,
+    0x200F,
+    0x2028,
+    0x2029,
+    0xFEFF,
+}  # newlines too: no fake lines
 
 
 def visible(text: str) -> str:
     """`text` with control characters shown as escapes (\x1b, \u202e): safe on any terminal."""
     if text.isprintable() or all(ord(c) not in _UNSAFE for c in text):
         return text
-    return "".join(c if ord(c) not in _UNSAFE else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-                   for c in text)
+    return "".join(
+        c if ord(c) not in _UNSAFE else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in text
+    )
 
 
 def cells(rows: list[list]) -> list[list[str]]:
@@ -59,7 +73,9 @@ def table(title: str | None, columns: list[str], rows: list[list[str]], justify_
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
 
     def line(cells, bar):
-        parts = [c.ljust(w) if i == 0 or not justify_numbers else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        parts = [
+            c.ljust(w) if i == 0 or not justify_numbers else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ]
         return bar + bar.join(f" {p} " for p in parts) + bar
 
     def rule(left, mid, right, fill):

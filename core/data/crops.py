@@ -3,6 +3,7 @@
 Training sets are small on purpose (16 to 128 pairs), so they live in memory as float16
 (exact enough for 8-bit images and half the size of float32).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from colora.core.errors import InvalidInputError
 from colora.core.data.images import load_image
+from colora.core.errors import InvalidInputError
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -28,7 +29,7 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """The centre of (..., H, W), at most size x size."""
     h, w = x.shape[-2:]
     top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return x[..., top:top + size, left:left + size]
+    return x[..., top : top + size, left : left + size]
 
 
 def load_pair(input_path: str, target_path: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,8 +56,9 @@ class PairSet:
     def smallest_side(self) -> int:
         return min(min(x.shape[-2:]) for x, _ in self.pairs)
 
-    def sample_batch(self, batch_size: int, patch: int, gen: torch.Generator,
-                     keep: range | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_batch(
+        self, batch_size: int, patch: int, gen: torch.Generator, keep: range | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Random pairs, random aligned crops, random flips and 90-degree turns.
 
         Crops come from the pairs that can hold a patch x patch crop, so one tiny pair does not

@@ -22,6 +22,7 @@ motion kernel is a straight line only and its Gaussian helpers cost more than th
 on small patches), realistic and camera-pipeline noise (kornia has no raw/Bayer model), rain
 (kornia's RandomRain draws from the global RNG), haze and low light (kornia has neither).
 """
+
 from __future__ import annotations
 
 import io
@@ -40,6 +41,7 @@ Params = dict[str, Any]
 
 
 # --- parameter specs: one place that both samples a strength and documents its range ------------
+
 
 def _rand(gen: torch.Generator) -> float:
     return float(torch.rand((), generator=gen, device=gen.device).item())
@@ -119,8 +121,11 @@ class Degradation:
         return {key: spec.sample(gen) for key, spec in self.params.items()}
 
     def describe(self) -> dict:
-        return {"family": self.family, "backend": self.backend,
-                "params": {key: spec.describe() for key, spec in self.params.items()}}
+        return {
+            "family": self.family,
+            "backend": self.backend,
+            "params": {key: spec.describe() for key, spec in self.params.items()},
+        }
 
     def apply(self, img: Tensor, params: Params, gen: torch.Generator | None = None) -> Tensor:
         """Degrade `img` ((3, H, W) or (N, 3, H, W), float in [0, 1]) with `params`."""
@@ -141,6 +146,7 @@ class Degradation:
 
 
 # --- small tensor helpers ----------------------------------------------------------------------
+
 
 def _randn(shape: tuple[int, ...], gen: torch.Generator, like: Tensor) -> Tensor:
     return torch.randn(shape, generator=gen, device=gen.device, dtype=like.dtype).to(like.device)
@@ -178,8 +184,7 @@ def _conv2d(x: Tensor, kernel: Tensor, border: str | None = None) -> Tensor:
     return filter2d(x, kernel[None].to(x.device, x.dtype), border_type=border)
 
 
-def path_kernel(length: float, angle_deg: float, shake: float = 0.0,
-                gen: torch.Generator | None = None) -> Tensor:
+def path_kernel(length: float, angle_deg: float, shake: float = 0.0, gen: torch.Generator | None = None) -> Tensor:
     """A motion kernel: a path of arc length `length` px, heading `angle_deg` (counter-clockwise
     from +x), whose heading random-walks with total standard deviation `shake` radians.
 
@@ -235,6 +240,7 @@ def linear_to_srgb(x: Tensor) -> Tensor:
 
 # --- noise ------------------------------------------------------------------------------------
 
+
 def gaussian_noise(x: Tensor, p: Params, gen: torch.Generator) -> Tensor:
     """Additive white Gaussian noise. Plain torch.
 
@@ -276,6 +282,7 @@ def realistic_noise(x: Tensor, p: Params, gen: torch.Generator) -> Tensor:
 
 # --- blur ------------------------------------------------------------------------------------
 
+
 def gaussian_blur(x: Tensor, p: Params, gen: torch.Generator | None = None) -> Tensor:
     """Isotropic Gaussian blur, kernel radius ceil(3 sigma). Hand-written separable torch conv
     (kornia's gaussian_blur2d does the same but costs twice as much on 96x96 patches).
@@ -303,6 +310,7 @@ def motion_blur(x: Tensor, p: Params, gen: torch.Generator) -> Tensor:
 
 
 # --- the rest ------------------------------------------------------------------------------------
+
 
 def jpeg(x: Tensor, p: Params, gen: torch.Generator | None = None) -> Tensor:
     """A real JPEG round trip through Pillow's codec (in memory, 4:2:0 chroma), per image.
@@ -332,7 +340,7 @@ def bayer_masks(pattern: str, h: int, w: int, like: Tensor) -> Tensor:
     """(1, 3, H, W) 0/1 masks: which colour each photosite of a 2x2 `pattern` records."""
     m = torch.zeros(1, 3, h, w, device=like.device, dtype=like.dtype)
     for i, colour in enumerate(pattern):
-        m[0, _CHANNEL[colour], i // 2::2, i % 2::2] = 1.0
+        m[0, _CHANNEL[colour], i // 2 :: 2, i % 2 :: 2] = 1.0
     return m
 
 
@@ -341,12 +349,18 @@ def bayer_masks(pattern: str, h: int, w: int, like: Tensor) -> Tensor:
 # colour, 5x5 kernels (/8). About 5.7 dB better than plain bilinear on CBSD68, closer to what a
 # camera's demosaicing leaves. Rows: G at R/B; R (B) at G with R (B) left and right; the same
 # with R (B) above and below; R at B and B at R.
-_MHC = torch.tensor([
-    [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]],
-    [[0, 0, .5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, .5, 0, 0]],
-    [[0, 0, -1, 0, 0], [0, -1, 4, -1, 0], [.5, 0, 5, 0, .5], [0, -1, 4, -1, 0], [0, 0, -1, 0, 0]],
-    [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]],
-], dtype=torch.float64).view(4, 1, 5, 5) / 8
+_MHC = (
+    torch.tensor(
+        [
+            [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]],
+            [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]],
+            [[0, 0, -1, 0, 0], [0, -1, 4, -1, 0], [0.5, 0, 5, 0, 0.5], [0, -1, 4, -1, 0], [0, 0, -1, 0, 0]],
+            [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]],
+        ],
+        dtype=torch.float64,
+    ).view(4, 1, 5, 5)
+    / 8
+)
 
 
 def demosaic(raw: Tensor, masks: Tensor) -> Tensor:
@@ -412,6 +426,7 @@ def camera_noise(x: Tensor, p: Params, gen: torch.Generator) -> Tensor:
 
 # --- weather and light ---------------------------------------------------------------------------
 
+
 def _round_up(n: int, step: int) -> int:
     """n rounded up to a multiple of `step`. Used to keep tensor shapes to a few sizes: the CPU
     convolution pays several ms to set up every new shape, far more than the work itself."""
@@ -432,8 +447,18 @@ def _box_1d(length: float, sigma: float) -> Tensor:
     return box.float()
 
 
-def _streaks(n: int, h: int, w: int, density: float, length: float, width: float, angle: float,
-             blur: float, gen: torch.Generator, like: Tensor) -> Tensor:
+def _streaks(
+    n: int,
+    h: int,
+    w: int,
+    density: float,
+    length: float,
+    width: float,
+    angle: float,
+    blur: float,
+    gen: torch.Generator,
+    like: Tensor,
+) -> Tensor:
     """(N, 1, H, W) streak brightness in [0, 1]: seeds smeared into vertical bars on a canvas
     that covers the frame at any rotation (so long streaks cross the frame's edges), then
     sampled into the frame rotated by `angle` degrees (positive: the top leans right)."""
@@ -479,8 +504,7 @@ def rain(x: Tensor, p: Params, gen: torch.Generator) -> Tensor:
     out = x
     near = (p["density"], p["length"], p["width"], p["intensity"])
     far_s = p["far_scale"]
-    far = (p["density"] * p["far_density"], p["length"] * far_s, max(1.0, p["width"] * far_s),
-           p["intensity"] * far_s)
+    far = (p["density"] * p["far_density"], p["length"] * far_s, max(1.0, p["width"] * far_s), p["intensity"] * far_s)
     for density, length, width, intensity in (near, far)[: p["layers"]]:
         r = intensity * _streaks(n, h, w, density, length, width, p["angle"], p["blur"], gen, x)
         out = out + r * (1 - out)
@@ -581,40 +605,103 @@ def _align(mode: str) -> dict:
 
 _MODES = ("area", "bilinear", "bicubic")
 
-DEGRADATIONS: dict[str, Degradation] = {d.name: d for d in (
-    Degradation("gaussian_noise", "noise", {"sigma": Uniform(1 / 255, 50 / 255), "gray": Choice((False, True))},
-                gaussian_noise),
-    Degradation("poisson_noise", "noise", {"peak": Uniform(25.0, 1000.0, log=True)}, poisson_noise),
-    Degradation("realistic_noise", "noise",
-                {"shot": Uniform(3e-4, 1e-2, log=True), "read": Uniform(0.002, 0.03),
-                 "blur": Uniform(0.3, 1.2), "channel_corr": Uniform(0.0, 0.8)},
-                realistic_noise, backend="torch+kornia"),
-    Degradation("gaussian_blur", "blur", {"sigma": Uniform(0.5, 3.0)}, gaussian_blur, stochastic=False),
-    Degradation("defocus_blur", "blur", {"radius": Uniform(1.0, 4.0)}, defocus_blur,
-                stochastic=False, backend="kornia"),
-    Degradation("motion_blur", "blur",
-                {"length": Uniform(3.0, 15.0), "angle": Uniform(0.0, 180.0), "shake": Uniform(0.0, 1.0)},
-                motion_blur, backend="kornia"),
-    Degradation("jpeg", "compression", {"quality": IntRange(15, 90)}, jpeg, stochastic=False, backend="pillow"),
-    Degradation("camera_noise", "noise",
-                {"shot": Uniform(1e-4, 1.2e-2, log=True), "read_dev": Uniform(-0.52, 0.52),
-                 "pattern": Choice(BAYER_PATTERNS), "red_gain": Uniform(1.9, 2.4), "blue_gain": Uniform(1.5, 1.9),
-                 "rgb_gain": Uniform(1.0, 1.6), "saturation": Uniform(0.0, 1.0), "quality": IntRange(60, 95)},
-                camera_noise, backend="torch+pillow"),
-    Degradation("rain", "weather",
-                {"density": Uniform(0.0005, 0.004, log=True), "length": Uniform(12.0, 70.0),
-                 "width": Uniform(1.0, 3.0, log=True), "angle": Uniform(-30.0, 30.0), "intensity": Uniform(0.2, 0.8),
-                 "blur": Uniform(0.2, 0.8), "layers": IntRange(1, 2), "far_density": Uniform(1.0, 3.0),
-                 "far_scale": Uniform(0.35, 0.7)},
-                rain),
-    Degradation("haze", "weather",
-                {"beta": Uniform(0.2, 1.8), "airlight": Uniform(0.7, 1.0), "tint": Uniform(-0.06, 0.06),
-                 "vertical": Uniform(0.2, 1.0), "image": Uniform(0.0, 1.0)}, haze),
-    Degradation("low_light", "light",
-                {"exposure": Uniform(0.005, 0.25, log=True), "gamma": Uniform(0.9, 1.5),
-                 "shot": Uniform(1e-5, 5e-4, log=True), "read": Uniform(1e-4, 1.5e-3, log=True),
-                 "red": Uniform(0.7, 1.3), "blue": Uniform(0.7, 1.3)},
-                low_light),
-    Degradation("resize", "resize", {"scale": Uniform(0.25, 0.75), "down": Choice(_MODES), "up": Choice(_MODES)},
-                resize, stochastic=False),
-)}
+DEGRADATIONS: dict[str, Degradation] = {
+    d.name: d
+    for d in (
+        Degradation(
+            "gaussian_noise",
+            "noise",
+            {"sigma": Uniform(1 / 255, 50 / 255), "gray": Choice((False, True))},
+            gaussian_noise,
+        ),
+        Degradation("poisson_noise", "noise", {"peak": Uniform(25.0, 1000.0, log=True)}, poisson_noise),
+        Degradation(
+            "realistic_noise",
+            "noise",
+            {
+                "shot": Uniform(3e-4, 1e-2, log=True),
+                "read": Uniform(0.002, 0.03),
+                "blur": Uniform(0.3, 1.2),
+                "channel_corr": Uniform(0.0, 0.8),
+            },
+            realistic_noise,
+            backend="torch+kornia",
+        ),
+        Degradation("gaussian_blur", "blur", {"sigma": Uniform(0.5, 3.0)}, gaussian_blur, stochastic=False),
+        Degradation(
+            "defocus_blur", "blur", {"radius": Uniform(1.0, 4.0)}, defocus_blur, stochastic=False, backend="kornia"
+        ),
+        Degradation(
+            "motion_blur",
+            "blur",
+            {"length": Uniform(3.0, 15.0), "angle": Uniform(0.0, 180.0), "shake": Uniform(0.0, 1.0)},
+            motion_blur,
+            backend="kornia",
+        ),
+        Degradation("jpeg", "compression", {"quality": IntRange(15, 90)}, jpeg, stochastic=False, backend="pillow"),
+        Degradation(
+            "camera_noise",
+            "noise",
+            {
+                "shot": Uniform(1e-4, 1.2e-2, log=True),
+                "read_dev": Uniform(-0.52, 0.52),
+                "pattern": Choice(BAYER_PATTERNS),
+                "red_gain": Uniform(1.9, 2.4),
+                "blue_gain": Uniform(1.5, 1.9),
+                "rgb_gain": Uniform(1.0, 1.6),
+                "saturation": Uniform(0.0, 1.0),
+                "quality": IntRange(60, 95),
+            },
+            camera_noise,
+            backend="torch+pillow",
+        ),
+        Degradation(
+            "rain",
+            "weather",
+            {
+                "density": Uniform(0.0005, 0.004, log=True),
+                "length": Uniform(12.0, 70.0),
+                "width": Uniform(1.0, 3.0, log=True),
+                "angle": Uniform(-30.0, 30.0),
+                "intensity": Uniform(0.2, 0.8),
+                "blur": Uniform(0.2, 0.8),
+                "layers": IntRange(1, 2),
+                "far_density": Uniform(1.0, 3.0),
+                "far_scale": Uniform(0.35, 0.7),
+            },
+            rain,
+        ),
+        Degradation(
+            "haze",
+            "weather",
+            {
+                "beta": Uniform(0.2, 1.8),
+                "airlight": Uniform(0.7, 1.0),
+                "tint": Uniform(-0.06, 0.06),
+                "vertical": Uniform(0.2, 1.0),
+                "image": Uniform(0.0, 1.0),
+            },
+            haze,
+        ),
+        Degradation(
+            "low_light",
+            "light",
+            {
+                "exposure": Uniform(0.005, 0.25, log=True),
+                "gamma": Uniform(0.9, 1.5),
+                "shot": Uniform(1e-5, 5e-4, log=True),
+                "read": Uniform(1e-4, 1.5e-3, log=True),
+                "red": Uniform(0.7, 1.3),
+                "blue": Uniform(0.7, 1.3),
+            },
+            low_light,
+        ),
+        Degradation(
+            "resize",
+            "resize",
+            {"scale": Uniform(0.25, 0.75), "down": Choice(_MODES), "up": Choice(_MODES)},
+            resize,
+            stochastic=False,
+        ),
+    )
+}

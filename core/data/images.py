@@ -30,6 +30,7 @@ Decisions, in one place:
   (`core.files.atomic_write`): a hidden `.<name>.<random>.part` file in the destination folder,
   renamed into place; without `overwrite` an existing output is never replaced, even by a race.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,16 +73,21 @@ def max_pixels(limit: int | None = None) -> int:
     if raw is None:
         return DEFAULT_MAX_PIXELS
     if not raw.isdigit() or int(raw) < 1:
-        raise InvalidInputError(f"${ENV_MAX_PIXELS} must be a whole number of pixels, not {raw!r}",
-                                hint=f"e.g. {ENV_MAX_PIXELS}=100000000 for 100 megapixels")
+        raise InvalidInputError(
+            f"${ENV_MAX_PIXELS} must be a whole number of pixels, not {raw!r}",
+            hint=f"e.g. {ENV_MAX_PIXELS}=100000000 for 100 megapixels",
+        )
     return int(raw)
 
 
 def _check_pixels(path: Path, width: int, height: int, limit: int | None) -> None:
     limit = max_pixels(limit)
     if width * height > limit:
-        raise ImageReadError(path, f"too many pixels ({width}x{height} = {width * height:,}; the limit is {limit:,})",
-                             hint=f"downscale or crop it, or raise the limit with --max-pixels or ${ENV_MAX_PIXELS}")
+        raise ImageReadError(
+            path,
+            f"too many pixels ({width}x{height} = {width * height:,}; the limit is {limit:,})",
+            hint=f"downscale or crop it, or raise the limit with --max-pixels or ${ENV_MAX_PIXELS}",
+        )
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -101,13 +107,13 @@ class ImageReadError(InvalidInputError):
 
 @dataclass(frozen=True)
 class ImageMeta:
-    format: str            # Pillow format name of the file: "PNG", "JPEG", ...
-    mode: str              # Pillow mode of the file before any conversion: "L", "RGBA", "I;16", ...
-    width: int             # upright (after EXIF orientation)
+    format: str  # Pillow format name of the file: "PNG", "JPEG", ...
+    mode: str  # Pillow mode of the file before any conversion: "L", "RGBA", "I;16", ...
+    width: int  # upright (after EXIF orientation)
     height: int
-    bit_depth: int         # 8 or 16 bits per sample in the file
+    bit_depth: int  # 8 or 16 bits per sample in the file
     has_alpha: bool
-    grayscale: bool        # written back as L / LA / I;16
+    grayscale: bool  # written back as L / LA / I;16
     icc_profile: bytes | None = field(default=None, repr=False)
     exif: bytes | None = field(default=None, repr=False)  # orientation already removed
 
@@ -163,10 +169,8 @@ def _decode(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[Ima
             img.load()  # full decode: this is where truncation shows up
             fmt, mode = img.format or "PNG", img.mode
             if mode not in _SUPPORTED_MODES:
-                raise ImageReadError(p, f"unsupported pixel mode {mode}",
-                                     hint="convert it to an 8- or 16-bit PNG")
-            has_alpha = mode in _ALPHA_MODES or (
-                mode in ("P", "L", "RGB") and "transparency" in img.info)
+                raise ImageReadError(p, f"unsupported pixel mode {mode}", hint="convert it to an 8- or 16-bit PNG")
+            has_alpha = mode in _ALPHA_MODES or (mode in ("P", "L", "RGB") and "transparency" in img.info)
             depth, gray = _depth_and_gray(p, img)
             upright = ImageOps.exif_transpose(img)  # a detached copy, orientation tag removed
     except ColoraError:
@@ -175,15 +179,22 @@ def _decode(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[Ima
         raise ImageReadError(p, _reason(exc)) from exc
     icc = upright.info.get("icc_profile") or None
     meta = ImageMeta(
-        format=fmt, mode=mode, width=upright.width, height=upright.height, bit_depth=depth,
-        has_alpha=has_alpha, grayscale=gray,
+        format=fmt,
+        mode=mode,
+        width=upright.width,
+        height=upright.height,
+        bit_depth=depth,
+        has_alpha=has_alpha,
+        grayscale=gray,
         icc_profile=None if mode in ("CMYK", "YCbCr") else icc,
         exif=upright.info.get("exif") or None,
     )
     return upright, meta
 
 
-def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[np.ndarray, ImageMeta, np.ndarray | None]:
+def load_image(
+    path: str | os.PathLike, max_pixels: int | None = None
+) -> tuple[np.ndarray, ImageMeta, np.ndarray | None]:
     """Read an image: (RGB float32 HxWx3 in [0,1], meta, alpha HxW float32 in [0,1] or None)."""
     img, meta = _decode(path, max_pixels)
     if img.mode in _GRAY16_MODES:
@@ -243,8 +254,7 @@ def _checked_planes(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarr
     if alpha is not None:
         alpha = np.asarray(alpha)
         if alpha.shape != rgb.shape[:2]:
-            raise InvalidInputError(
-                f"alpha must be {rgb.shape[0]} x {rgb.shape[1]}, got shape {alpha.shape}")
+            raise InvalidInputError(f"alpha must be {rgb.shape[0]} x {rgb.shape[1]}, got shape {alpha.shape}")
         if not np.isfinite(alpha).all():
             raise InvalidInputError("alpha contains NaN or infinite values")
     return rgb, alpha
@@ -257,17 +267,18 @@ def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
     top = 65535 if bits == 16 else 255
     q = np.empty(x.shape, dtype=np.uint16 if bits == 16 else np.uint8)
     for r in range(0, x.shape[0], ROWS_AT_ONCE):
-        band = x[r:r + ROWS_AT_ONCE].astype(np.float64)
+        band = x[r : r + ROWS_AT_ONCE].astype(np.float64)
         np.clip(band, 0.0, 1.0, out=band)
         band *= top
-        q[r:r + ROWS_AT_ONCE] = np.rint(band, out=band)
+        q[r : r + ROWS_AT_ONCE] = np.rint(band, out=band)
     return q
 
 
 def _to_gray(rgb: np.ndarray) -> np.ndarray:
     """Luma (ITU-R 601) in float64, a band of rows at a time."""
-    return np.concatenate([rgb[r:r + ROWS_AT_ONCE].astype(np.float64) @ _LUMA
-                           for r in range(0, rgb.shape[0], ROWS_AT_ONCE)])
+    return np.concatenate(
+        [rgb[r : r + ROWS_AT_ONCE].astype(np.float64) @ _LUMA for r in range(0, rgb.shape[0], ROWS_AT_ONCE)]
+    )
 
 
 def _png_chunk(tag: bytes, payload: bytes) -> bytes:
@@ -310,8 +321,14 @@ def _save_options(fmt: str, meta: ImageMeta) -> dict:
     return opts
 
 
-def save_image(path: str | os.PathLike, rgb: np.ndarray, meta: ImageMeta,
-               alpha: np.ndarray | None = None, *, overwrite: bool = False) -> Path:
+def save_image(
+    path: str | os.PathLike,
+    rgb: np.ndarray,
+    meta: ImageMeta,
+    alpha: np.ndarray | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
     """Write `rgb` (HxWx3 float in [0,1], clipped) like the original described by `meta`.
 
     The format is `meta.format` whatever the extension of `path`, so keep the original
@@ -336,8 +353,7 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, meta: ImageMeta,
         planes = np.concatenate([planes, alpha[:, :, None]], axis=2)
     # 16 bits where the file had them and the format can hold them: PNG always (own writer
     # for multi-channel), TIFF only for plain grayscale.
-    bits = 16 if meta.bit_depth == 16 and (
-        fmt == "PNG" or (fmt == "TIFF" and planes.shape[2] == 1)) else 8
+    bits = 16 if meta.bit_depth == 16 and (fmt == "PNG" or (fmt == "TIFF" and planes.shape[2] == 1)) else 8
     q = _quantize(planes, bits)
 
     try:

@@ -21,6 +21,7 @@ folder in one go instead of one error per run.
 
 No torch here: `task add` should not pay for importing it.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,14 +30,25 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from colora.core.errors import InvalidInputError, NotFoundError
 from colora.core.data.images import ImageMeta, ImageReadError, is_image_file, verify_image
+from colora.core.errors import InvalidInputError, NotFoundError
 from colora.core.files import sha256_file
 
-INPUT_DIR_NAMES = ("input", "inputs", "lq", "degraded", "low", "noisy", "rain", "rainy",
-                   "blur", "blurry", "hazy", "haze")
-TARGET_DIR_NAMES = ("target", "targets", "gt", "groundtruth", "clean", "hq", "high", "norain",
-                    "sharp", "normal")
+INPUT_DIR_NAMES = (
+    "input",
+    "inputs",
+    "lq",
+    "degraded",
+    "low",
+    "noisy",
+    "rain",
+    "rainy",
+    "blur",
+    "blurry",
+    "hazy",
+    "haze",
+)
+TARGET_DIR_NAMES = ("target", "targets", "gt", "groundtruth", "clean", "hq", "high", "norain", "sharp", "normal")
 _PREFIXES = sorted(INPUT_DIR_NAMES + TARGET_DIR_NAMES, key=len, reverse=True)
 _SHOWN = 5  # problems spelled out in the message; the rest are in PairsError.problems
 MAX_VAL_FRACTION = 0.9
@@ -45,9 +57,9 @@ MAX_VAL_FRACTION = 0.9
 @dataclass(frozen=True)
 class PairRecord:
     stem: str
-    input_path: str    # absolute
-    target_path: str   # absolute
-    width: int         # upright, equal for input and target
+    input_path: str  # absolute
+    target_path: str  # absolute
+    width: int  # upright, equal for input and target
     height: int
     input_sha256: str
     target_sha256: str
@@ -66,7 +78,7 @@ def strip_prefix(stem: str) -> str:
     low = stem.casefold()
     for prefix in _PREFIXES:
         if low.startswith(prefix):
-            rest = stem[len(prefix):]
+            rest = stem[len(prefix) :]
             if rest[:1] in ("-", "_"):
                 rest = rest[1:]
             if rest:
@@ -92,7 +104,7 @@ def _role_dirs(folder: Path) -> tuple[Path, Path]:
     raise InvalidInputError(
         f"{' and '.join(wrong)} in {folder} (subfolders: {seen or 'none'})",
         hint=f"put the degraded images in one subfolder named one of {', '.join(INPUT_DIR_NAMES)}; "
-             f"the clean ones in one named one of {', '.join(TARGET_DIR_NAMES)}",
+        f"the clean ones in one named one of {', '.join(TARGET_DIR_NAMES)}",
     )
 
 
@@ -124,8 +136,7 @@ def find_pairs(folder: str | Path) -> list[PairRecord]:
     if not root.exists():
         raise NotFoundError(f"folder not found: {root}", hint="check the path of the pairs folder")
     if not root.is_dir():
-        raise InvalidInputError(f"not a folder: {root}",
-                                hint="give a folder holding an input/ and a target/ subfolder")
+        raise InvalidInputError(f"not a folder: {root}", hint="give a folder holding an input/ and a target/ subfolder")
     in_dir, tg_dir = _role_dirs(root)
     rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731 - messages name paths like input/004.png
 
@@ -149,8 +160,7 @@ def find_pairs(folder: str | Path) -> list[PairRecord]:
                 problems.append(f"duplicate stem {key} in {rel(d)}/ ({names})")
     if in_files and tg_files:  # with one side empty, "no images" already says it all
         for mine, other in ((in_groups, tg_groups), (tg_groups, in_groups)):
-            problems += [f"unpaired {rel(p)}" for key in sorted(mine.keys() - other.keys())
-                         for p in mine[key]]
+            problems += [f"unpaired {rel(p)}" for key in sorted(mine.keys() - other.keys()) for p in mine[key]]
 
     metas: dict[Path, ImageMeta] = {}
     for p in in_files + tg_files:
@@ -177,13 +187,19 @@ def find_pairs(folder: str | Path) -> list[PairRecord]:
         raise PairsError(
             f"{n} problem{'s' if n != 1 else ''} in {root}: {shown}",
             hint=f"each image in {rel(in_dir)}/ needs one readable partner of the same size and "
-                 f"name in {rel(tg_dir)}/; fix or remove the files listed, then run again",
+            f"name in {rel(tg_dir)}/; fix or remove the files listed, then run again",
             problems=problems,
         )
     return [
-        PairRecord(stem=key, input_path=str(src), target_path=str(dst),
-                   width=metas[src].width, height=metas[src].height,
-                   input_sha256=sha256_file(src), target_sha256=sha256_file(dst))
+        PairRecord(
+            stem=key,
+            input_path=str(src),
+            target_path=str(dst),
+            width=metas[src].width,
+            height=metas[src].height,
+            input_sha256=sha256_file(src),
+            target_sha256=sha256_file(dst),
+        )
         for key, src, dst in pairs
     ]
 
@@ -195,8 +211,9 @@ def split_pairs(stems: list[str], val_fraction: float, seed: int) -> dict[str, s
     one pair trains and, when n >= 2 and val_fraction > 0, at least one validates.
     """
     if not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction <= MAX_VAL_FRACTION:
-        raise InvalidInputError(f"validation fraction must be between 0 and {MAX_VAL_FRACTION}, "
-                                f"got {val_fraction}", hint="try 0.2")
+        raise InvalidInputError(
+            f"validation fraction must be between 0 and {MAX_VAL_FRACTION}, got {val_fraction}", hint="try 0.2"
+        )
     order = sorted(stems)
     if len(set(order)) != len(order):
         raise InvalidInputError("duplicate stems given to split_pairs")

@@ -18,27 +18,36 @@ blurs stacked read as one stronger noise or blur, so they would waste a slot of 
 push the image towards garbage. When fewer slots exist than the drawn k (a narrow `names`),
 the chain is shorter.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
+from colora.core.choices import PROD_MODES
 from colora.core.data.degradations import DEGRADATIONS
 
 Tensor = torch.Tensor
 
-MODES = ("random", "fixed", "single")
+MODES = PROD_MODES
 ONE_PER_FAMILY = frozenset({"noise", "blur"})
 
 # The classic real-world capture pipeline: the scene's atmosphere (haze, then rain falling in
 # front of it), the optics (defocus, shake, residual blur), the sensor (sampling, exposure,
 # noise) and last the codec.
 CANONICAL_ORDER: tuple[str, ...] = (
-    "haze", "rain",
-    "defocus_blur", "motion_blur", "gaussian_blur",
-    "resize", "low_light",
-    "poisson_noise", "realistic_noise", "camera_noise", "gaussian_noise",
+    "haze",
+    "rain",
+    "defocus_blur",
+    "motion_blur",
+    "gaussian_blur",
+    "resize",
+    "low_light",
+    "poisson_noise",
+    "realistic_noise",
+    "camera_noise",
+    "gaussian_noise",
     "jpeg",
 )
 

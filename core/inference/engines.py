@@ -16,6 +16,7 @@ The plain graph goes through the TorchScript exporter (under a second; the dynam
 takes 10-30 s for the same graph); the fast graph only exports with dynamo. Both take any
 image size: the NAFNet pads to its multiple inside the graph and crops back.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,10 @@ def installed(engine: str) -> bool:
 
 def require(engine: str) -> None:
     if not installed(engine):
-        raise InvalidInputError(f"--engine {engine} needs the {PACKAGES[engine]} package, which is not installed",
-                                hint=f'pip install "colora[{EXTRAS[engine]}]", or pass --engine torch')
+        raise InvalidInputError(
+            f"--engine {engine} needs the {PACKAGES[engine]} package, which is not installed",
+            hint=f'pip install "colora[{EXTRAS[engine]}]", or pass --engine torch',
+        )
 
 
 def merged_nafnet(backbone: nn.Module, deltas: dict[str, torch.Tensor]) -> nn.Module:
@@ -91,16 +94,26 @@ def export_onnx(graph: nn.Module, path: str | os.PathLike, *, overwrite: bool = 
         except ColoraError:
             raise
         except Exception as e:  # noqa: BLE001 - an exporter's failure is one line for the user
-            raise ColoraError(f"PyTorch {torch.__version__} could not export the model to ONNX "
-                              f"({type(e).__name__}: {_first_line(e)})",
-                              hint="colora's own restore (`--engine torch`) needs no ONNX") from None
+            raise ColoraError(
+                f"PyTorch {torch.__version__} could not export the model to ONNX "
+                f"({type(e).__name__}: {_first_line(e)})",
+                hint="colora's own restore (`--engine torch`) needs no ONNX",
+            ) from None
 
 
 def _export_torchscript(graph: nn.Module, example: torch.Tensor, dest: Path) -> None:
     axes = {0: "batch", 2: "height", 3: "width"}
     try:
-        torch.onnx.export(graph, (example,), str(dest), dynamo=False, opset_version=OPSET, input_names=["image"],
-                          output_names=["restored"], dynamic_axes={"image": axes, "restored": axes})
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(dest),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["image"],
+            output_names=["restored"],
+            dynamic_axes={"image": axes, "restored": axes},
+        )
     except (AttributeError, NotImplementedError, RuntimeError, TypeError):
         # a PyTorch without the TorchScript exporter (deprecated): the dynamo one, slower, same graph
         _export_dynamo(graph, example, dest, batch=True)
@@ -109,8 +122,18 @@ def _export_torchscript(graph: nn.Module, example: torch.Tensor, dest: Path) -> 
 def _export_dynamo(graph: nn.Module, example: torch.Tensor, dest: Path, *, batch: bool = False) -> None:
     any_size = torch.export.Dim.DYNAMIC
     shapes = {2: any_size, 3: any_size} | ({0: any_size} if batch else {})
-    torch.onnx.export(graph, (example,), str(dest), dynamo=True, opset_version=OPSET, input_names=["image"],
-                      output_names=["restored"], dynamic_shapes=(shapes,), external_data=False, verbose=False)
+    torch.onnx.export(
+        graph,
+        (example,),
+        str(dest),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=["image"],
+        output_names=["restored"],
+        dynamic_shapes=(shapes,),
+        external_data=False,
+        verbose=False,
+    )
 
 
 @contextlib.contextmanager
@@ -152,8 +175,11 @@ class OpenVinoEngine:
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         import openvino as ov
 
-        config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32",
-                  "PERFORMANCE_HINT": "LATENCY"}
+        config = {
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
         try:
             self.request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
         except Exception as e:  # noqa: BLE001 - OpenVINO raises plain RuntimeErrors with long C++ traces

@@ -1,6 +1,7 @@
 """Self-ensemble: a model averaged over the 8 flips and quarter turns of its input (the "x8" of
 EDSR+ and the NTIRE entries). The network is not equivariant to them, so its errors partly cancel:
 8x the time for a fraction of a dB (BENCHMARKS.md, bench/quality.py --self-ensemble)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Scoring models on validation pairs: PSNR and SSIM per pair and on average."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
@@ -37,8 +38,9 @@ def evaluate(
         x, y = load_pair(inp, tgt)
         outputs = {}
         for name, m in models.items():
-            out = outputs[name] = x if m is None else restore_tensor(
-                m, x, tile, self_ensemble=name in self_ensemble).cpu()
+            out = outputs[name] = (
+                x if m is None else restore_tensor(m, x, tile, self_ensemble=name in self_ensemble).cpu()
+            )
             per[name].append([stem, psnr(out, y), ssim(out, y)])
         if observe:
             observe(stem, x, y, outputs)

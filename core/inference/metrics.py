@@ -1,4 +1,5 @@
 """PSNR and SSIM through piq, on RGB in [0, 1] over the whole image (no border crop)."""
+
 from __future__ import annotations
 
 import piq

@@ -9,6 +9,7 @@ within a memory budget, instead of being decoded twice.
 
 A file that fails is reported and skipped; the others go on.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 The network pads each tile to its multiple and crops back; tiles overlap by `overlap`
 pixels and are blended with a linear ramp, so seams do not show.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,14 @@ def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, device, dtype
 
 
 @torch.no_grad()
-def restore_tensor(model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TILE,
-                   overlap: int = DEFAULT_OVERLAP, *, self_ensemble: bool = False) -> torch.Tensor:
+def restore_tensor(
+    model: nn.Module,
+    image: torch.Tensor,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    *,
+    self_ensemble: bool = False,
+) -> torch.Tensor:
     """(3, H, W) in [0, 1] -> restored (3, H, W) in [0, 1], on the model's device.
 
     tile <= 0 means the whole image in one pass. `model` may also be a callable that is no torch

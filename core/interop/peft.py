@@ -10,6 +10,7 @@ alphas are `rank_pattern` and `alpha_pattern`, and whose tensors are named
 colora's own metadata rides along in the safetensors header (key `colora`), so a round trip
 loses nothing; an adapter made by PEFT itself is read from its config alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,13 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."
 MAX_CONFIG_BYTES = 1024 * 1024
 # PEFT options that change what the weights compute; colora's LoRA has none of them
-UNSUPPORTED = {"use_dora": "DoRA", "modules_to_save": "extra trained modules", "layers_to_transform": "layer filters",
-               "layer_replication": "layer replication", "lora_bias": "LoRA biases"}
+UNSUPPORTED = {
+    "use_dora": "DoRA",
+    "modules_to_save": "extra trained modules",
+    "layers_to_transform": "layer filters",
+    "layer_replication": "layer replication",
+    "lora_bias": "LoRA biases",
+}
 # initialisations that also change the base weights: such an adapter is wrong on the original backbone
 BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq")
 MAX_LAYERS, MAX_PATTERNS = 4096, 256
@@ -41,23 +47,40 @@ def write_peft(folder: Path, tensors: dict[str, torch.Tensor], meta: AdapterMeta
     folder = Path(folder)
     existing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (folder / n).exists() or (folder / n).is_symlink()]
     if folder.suffix.lower() == ".safetensors" or folder.exists() and not folder.is_dir():
-        raise ConflictError(f"{folder} is not a folder path", hint="a PEFT adapter is a folder: give one like rain-peft/")
+        raise ConflictError(
+            f"{folder} is not a folder path", hint="a PEFT adapter is a folder: give one like rain-peft/"
+        )
     odd = [n for n in existing if not (folder / n).is_file()]
     if odd:  # checked before either file is written, so the folder is never left half replaced
         raise ConflictError(f"{folder / odd[0]} exists and is not a file", hint="choose another folder")
     if existing and not overwrite:
-        raise ConflictError(f"{folder} already holds a PEFT adapter ({existing[0]})", hint="pass --overwrite to replace it")
+        raise ConflictError(
+            f"{folder} already holds a PEFT adapter ({existing[0]})", hint="pass --overwrite to replace it"
+        )
     ranks = meta.rank_plan
     alphas = {p: float(meta.alpha if meta.alpha is not None else r) for p, r in ranks.items()}
     r0 = Counter(ranks.values()).most_common(1)[0][0]
     a0 = Counter(alphas.values()).most_common(1)[0][0]
     config = {
-        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": None, "revision": None,
-        "r": r0, "lora_alpha": a0, "target_modules": sorted(ranks),
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": None,
+        "revision": None,
+        "r": r0,
+        "lora_alpha": a0,
+        "target_modules": sorted(ranks),
         # every layer named, with its exact path, so no pattern depends on PEFT's matching rules
-        "rank_pattern": dict(sorted(ranks.items())), "alpha_pattern": dict(sorted(alphas.items())),
-        "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
-        "init_lora_weights": True, "modules_to_save": None, "layers_to_transform": None, "layers_pattern": None,
+        "rank_pattern": dict(sorted(ranks.items())),
+        "alpha_pattern": dict(sorted(alphas.items())),
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "layers_to_transform": None,
+        "layers_pattern": None,
         "inference_mode": True,
     }
     peft_tensors = {}
@@ -65,8 +88,9 @@ def write_peft(folder: Path, tensors: dict[str, torch.Tensor], meta: AdapterMeta
         for ab in "AB":
             peft_tensors[f"{PREFIX}{path}.lora_{ab}.weight"] = tensors[f"{path}.lora_{ab}"]
     folder.mkdir(parents=True, exist_ok=True)
-    save_tensors_atomic(folder / WEIGHTS_NAME, peft_tensors,
-                        {"format": "pt", "colora": json.dumps(meta.to_metadata(), sort_keys=True)})
+    save_tensors_atomic(
+        folder / WEIGHTS_NAME, peft_tensors, {"format": "pt", "colora": json.dumps(meta.to_metadata(), sort_keys=True)}
+    )
     with atomic_write(folder / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps(config, indent=2) + "\n")
 
@@ -80,11 +104,15 @@ def read_peft(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, int], Ad
     file's sha256 (the bytes that were parsed)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise NotFoundError(f"PEFT adapter folder not found: {folder}", hint="give the folder holding adapter_config.json")
+        raise NotFoundError(
+            f"PEFT adapter folder not found: {folder}", hint="give the folder holding adapter_config.json"
+        )
     config = _read_config(folder / CONFIG_NAME)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
-        raise NotFoundError(f"{folder.name} has no {WEIGHTS_NAME}", hint="colora reads PEFT adapters saved as safetensors")
+        raise NotFoundError(
+            f"{folder.name} has no {WEIGHTS_NAME}", hint="colora reads PEFT adapters saved as safetensors"
+        )
     digest = sha256_file(weights)
     raw, header = read_tensors(weights, digest)  # parsed only if the bytes are the ones hashed
     colora_meta = None
@@ -102,8 +130,10 @@ def read_peft(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, int], Ad
     for path in paths:
         a, b = raw[f"{PREFIX}{path}.lora_A.weight"], raw[f"{PREFIX}{path}.lora_B.weight"]
         if a.dim() != 4 or b.dim() != 4 or a.shape[0] != b.shape[1] or a.shape[0] < 1:
-            raise InvalidInputError(f"{weights.name}: the LoRA tensors of {path} are not a conv LoRA pair "
-                                    f"(shapes {tuple(a.shape)} and {tuple(b.shape)})")
+            raise InvalidInputError(
+                f"{weights.name}: the LoRA tensors of {path} are not a conv LoRA pair "
+                f"(shapes {tuple(a.shape)} and {tuple(b.shape)})"
+            )
         rank = int(a.shape[0])
         if rank > MAX_RANK:
             raise InvalidInputError(f"{weights.name}: {path} has rank {rank}; colora reads ranks up to {MAX_RANK}")
@@ -124,7 +154,10 @@ def read_peft(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, int], Ad
 
 def _read_config(path: Path) -> dict:
     if not path.is_file():
-        raise NotFoundError(f"{path.parent.name} has no {CONFIG_NAME}", hint="give a folder saved by PEFT or `colora adapter export --format peft`")
+        raise NotFoundError(
+            f"{path.parent.name} has no {CONFIG_NAME}",
+            hint="give a folder saved by PEFT or `colora adapter export --format peft`",
+        )
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise InvalidInputError(f"{path.name} is larger than 1 MiB; refusing to read it")
     try:
@@ -132,20 +165,27 @@ def _read_config(path: Path) -> dict:
     except (ValueError, RecursionError, UnicodeDecodeError) as e:
         raise InvalidInputError(f"{path.name} is not valid JSON ({e})") from None
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-        raise InvalidInputError(f"{path.name} is not a PEFT LoRA config (peft_type must be LORA)",
-                                hint="colora reads LoRA adapters only")
+        raise InvalidInputError(
+            f"{path.name} is not a PEFT LoRA config (peft_type must be LORA)", hint="colora reads LoRA adapters only"
+        )
     for key, what in UNSUPPORTED.items():
         if config.get(key):
             raise InvalidInputError(f"{path.name} uses {what} ({key}), which colora's LoRA cannot represent")
     if not isinstance(config.get("use_rslora", False), bool):
-        raise InvalidInputError(f"{path.name}: use_rslora must be true or false, not {str(config.get('use_rslora'))[:20]!r}")
+        raise InvalidInputError(
+            f"{path.name}: use_rslora must be true or false, not {str(config.get('use_rslora'))[:20]!r}"
+        )
     init = config.get("init_lora_weights", True)
     if isinstance(init, str) and init.lower().startswith(BASE_CHANGING_INITS):
-        raise InvalidInputError(f"{path.name} was initialised with {init[:20]!r}, which also changes the base weights",
-                                hint="convert it to a plain LoRA adapter in PEFT first (see PEFT's docs on PiSSA/OLoRA)")
+        raise InvalidInputError(
+            f"{path.name} was initialised with {init[:20]!r}, which also changes the base weights",
+            hint="convert it to a plain LoRA adapter in PEFT first (see PEFT's docs on PiSSA/OLoRA)",
+        )
     if config.get("bias", "none") != "none":
-        raise InvalidInputError(f"{path.name} trains biases (bias={str(config.get('bias'))[:20]!r}), which colora's LoRA "
-                                "cannot represent", hint="export it from PEFT with bias='none'")
+        raise InvalidInputError(
+            f"{path.name} trains biases (bias={str(config.get('bias'))[:20]!r}), which colora's LoRA cannot represent",
+            hint="export it from PEFT with bias='none'",
+        )
     for key in ("rank_pattern", "alpha_pattern"):
         if not isinstance(config.get(key) or {}, dict):
             raise InvalidInputError(f"{path.name}: {key} must be a mapping of layer names to numbers")
@@ -159,16 +199,19 @@ def _layer_paths(raw: dict[str, torch.Tensor], name: str) -> list[str]:
     halves: dict[str, set[str]] = {}
     for key in raw:
         if not key.startswith(PREFIX) or not key.endswith((".lora_A.weight", ".lora_B.weight")):
-            raise InvalidInputError(f"{name}: unexpected tensor {key[:80]!r} (expected "
-                                    f"{PREFIX}<layer>.lora_A.weight / .lora_B.weight)",
-                                    hint="colora reads PEFT LoRA adapters of convolution layers")
-        path, ab = key[len(PREFIX):-len(".lora_A.weight")], key[-len("A.weight")]
+            raise InvalidInputError(
+                f"{name}: unexpected tensor {key[:80]!r} (expected {PREFIX}<layer>.lora_A.weight / .lora_B.weight)",
+                hint="colora reads PEFT LoRA adapters of convolution layers",
+            )
+        path, ab = key[len(PREFIX) : -len(".lora_A.weight")], key[-len("A.weight")]
         halves.setdefault(path, set()).add(ab)
     if len(halves) > MAX_LAYERS:
         raise InvalidInputError(f"{name}: LoRA tensors for more than {MAX_LAYERS} layers")
     broken = [p for p, h in halves.items() if h != {"A", "B"}]
     if broken or not halves:
-        raise InvalidInputError(f"{name}: " + (f"layer {broken[0]!r} lacks lora_A or lora_B" if broken else "no LoRA tensors"))
+        raise InvalidInputError(
+            f"{name}: " + (f"layer {broken[0]!r} lacks lora_A or lora_B" if broken else "no LoRA tensors")
+        )
     return sorted(halves)
 
 
@@ -181,7 +224,9 @@ def _pattern(config: dict, key: str, path: str, default, *, limit: float):
             value = candidate
             break
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= limit):
-        raise InvalidInputError(f"{CONFIG_NAME}: {key} for {path} is {str(value)[:20]!r}, not a number in (0, {limit:g}]")
+        raise InvalidInputError(
+            f"{CONFIG_NAME}: {key} for {path} is {str(value)[:20]!r}, not a number in (0, {limit:g}]"
+        )
     return value
 
 
@@ -190,13 +235,17 @@ def _safe_regex(pattern, key: str) -> str:
     short, valid, and without repeated groups or counted repeats (the shapes of catastrophic
     backtracking); module paths are short, so `.*` and the like stay cheap."""
     if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN or _NESTED.search(pattern):
-        raise InvalidInputError(f"{CONFIG_NAME}: {key} has a pattern colora does not read ({str(pattern)[:40]!r})",
-                                hint=f"use layer names or simple regular expressions (at most {MAX_PATTERN} "
-                                     "characters, no repeated groups or {m,n} counts)")
+        raise InvalidInputError(
+            f"{CONFIG_NAME}: {key} has a pattern colora does not read ({str(pattern)[:40]!r})",
+            hint=f"use layer names or simple regular expressions (at most {MAX_PATTERN} "
+            "characters, no repeated groups or {m,n} counts)",
+        )
     try:
         re.compile(pattern)
     except re.error as e:
-        raise InvalidInputError(f"{CONFIG_NAME}: {key} has an invalid regular expression {pattern[:40]!r} ({e})") from None
+        raise InvalidInputError(
+            f"{CONFIG_NAME}: {key} has an invalid regular expression {pattern[:40]!r} ({e})"
+        ) from None
     return pattern
 
 

@@ -6,6 +6,7 @@ Module paths and the forward are the official NAFNet's (BasicSR), so its checkpo
 they are (core/interop/basicsr.py); only the padding differs by default (`pad_mode`).
 Module paths are stable (`encoders.2.0.conv4`) because rank plans and adapters name them.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from colora.core.errors import InvalidInputError
-
 
 # Bounds on configs read from files: generous for real NAFNets (the official ones are width 32-64,
 # at most 28 blocks a stage), small enough that a hostile config cannot ask for absurd models.
@@ -67,17 +67,21 @@ class BackboneConfig:
         fields = {"width": int, "enc_blocks": list, "middle_blocks": int, "dec_blocks": list, "in_channels": int}
         optional = {"in_channels", "pad_mode"}
         if not isinstance(data, dict) or set(data) - set(fields) - optional or set(fields) - set(data) - optional:
-            raise InvalidInputError(f"{source} has an unreadable backbone config (expected the fields "
-                                    f"{', '.join(fields)}, pad_mode)")
+            raise InvalidInputError(
+                f"{source} has an unreadable backbone config (expected the fields {', '.join(fields)}, pad_mode)"
+            )
         if data.get("pad_mode", "replicate") not in PAD_MODES:
-            raise InvalidInputError(f"{source} has an unreadable backbone config (pad_mode must be one of "
-                                    f"{', '.join(PAD_MODES)})")
+            raise InvalidInputError(
+                f"{source} has an unreadable backbone config (pad_mode must be one of {', '.join(PAD_MODES)})"
+            )
         for key, kind in fields.items():
             value = data.get(key, 3)
             items = value if kind is list and isinstance(value, list) else [value]
             if not isinstance(value, kind) or any(isinstance(v, bool) or not isinstance(v, int) for v in items):
-                raise InvalidInputError(f"{source} has an unreadable backbone config ({key} must be "
-                                        f"{'a list of whole numbers' if kind is list else 'a whole number'})")
+                raise InvalidInputError(
+                    f"{source} has an unreadable backbone config ({key} must be "
+                    f"{'a list of whole numbers' if kind is list else 'a whole number'})"
+                )
         try:
             config = cls(**data)
         except ValueError as e:
@@ -92,11 +96,15 @@ class BackboneConfig:
             (not 1 <= self.width <= LIMITS["width"], f"width {self.width} (1 to {LIMITS['width']})"),
             (self.in_channels != 3, f"in_channels {self.in_channels} (colora restores RGB: 3)"),
             (self.pad_mode not in PAD_MODES, f"pad_mode {self.pad_mode!r} ({' or '.join(PAD_MODES)})"),
-            (not 1 <= len(self.enc_blocks) <= LIMITS["levels"],
-             f"{len(self.enc_blocks)} encoder levels (1 to {LIMITS['levels']})"),
+            (
+                not 1 <= len(self.enc_blocks) <= LIMITS["levels"],
+                f"{len(self.enc_blocks)} encoder levels (1 to {LIMITS['levels']})",
+            ),
             (any(not 0 <= n <= LIMITS["blocks"] for n in stages), f"a stage of more than {LIMITS['blocks']} blocks"),
-            (self.width * 2 ** len(self.enc_blocks) > LIMITS["channels"],
-             f"{self.width * 2 ** len(self.enc_blocks)} channels in the middle (at most {LIMITS['channels']})"),
+            (
+                self.width * 2 ** len(self.enc_blocks) > LIMITS["channels"],
+                f"{self.width * 2 ** len(self.enc_blocks)} channels in the middle (at most {LIMITS['channels']})",
+            ),
         ]
         bad = [text for wrong, text in problems if wrong]
         if bad:

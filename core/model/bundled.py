@@ -1,4 +1,5 @@
 """The backbone shipped inside the package (produced by `colora backbone pretrain`)."""
+
 from __future__ import annotations
 
 from pathlib import Path

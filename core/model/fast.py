@@ -15,6 +15,7 @@ beta/gamma scales, the attention scale). This module removes most of them, exact
 Built from a NAFNet whose LoRA layers (if any) are merged. `FastNAFNet(model)(x)` equals
 `model(x)` within float32 rounding (tests/test_fast.py checks it in float64 too).
 """
+
 from __future__ import annotations
 
 import torch
@@ -66,7 +67,11 @@ class _Conv(nn.Module):
 
 def _copy_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None = None) -> _Conv:
     if bias is None:
-        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, dtype=weight.dtype, device=weight.device)
+        bias = (
+            conv.bias
+            if conv.bias is not None
+            else torch.zeros(conv.out_channels, dtype=weight.dtype, device=weight.device)
+        )
     return _Conv(conv, weight, bias)
 
 

@@ -10,6 +10,7 @@ which lets us choose per layer between the *activation* form (two extra small co
 *weight* form (one conv with the effective weight, formed once per step). Both give the same
 numbers; which is faster depends on the layer shape and image size (see bench/speed.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -21,8 +22,10 @@ from torch import nn
 from colora.core.errors import InvalidInputError
 
 LORA_MODES = ("weight", "activation")
-DAMAGED_HINT = ("the adapter file is damaged or was edited: get the original again "
-                "(`colora adapter export TASK FILE` on the store that trained it)")
+DAMAGED_HINT = (
+    "the adapter file is damaged or was edited: get the original again "
+    "(`colora adapter export TASK FILE` on the store that trained it)"
+)
 
 
 def is_lora_target(module: nn.Module) -> bool:
@@ -197,41 +200,51 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def check_adapter_tensors(targets: Mapping[str, nn.Conv2d], rank_plan: Mapping[str, int],
-                          state: Mapping[str, torch.Tensor]) -> None:
+def check_adapter_tensors(
+    targets: Mapping[str, nn.Conv2d], rank_plan: Mapping[str, int], state: Mapping[str, torch.Tensor]
+) -> None:
     """Names, dtypes, shapes and values of an adapter's tensors against its plan and the backbone's layers."""
     expected = {f"{p}.lora_{ab}" for p in rank_plan for ab in "AB"}
     if set(state) != expected:
         missing = sorted(expected - set(state))[:3]
         extra = sorted(set(state) - expected)[:3]
-        raise InvalidInputError(f"adapter tensors do not match its rank plan (missing {missing}, unexpected {extra})",
-                                hint=DAMAGED_HINT)
+        raise InvalidInputError(
+            f"adapter tensors do not match its rank plan (missing {missing}, unexpected {extra})", hint=DAMAGED_HINT
+        )
     for path, rank in rank_plan.items():
         conv = targets[path]
         shapes = {"A": (rank, conv.in_channels, *conv.kernel_size), "B": (conv.out_channels, rank, 1, 1)}
         for ab in "AB":
             src = state[f"{path}.lora_{ab}"]
             if not src.is_floating_point():
-                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has dtype {src.dtype}, expected a float type",
-                                        hint=DAMAGED_HINT)
+                raise InvalidInputError(
+                    f"adapter tensor {path}.lora_{ab} has dtype {src.dtype}, expected a float type", hint=DAMAGED_HINT
+                )
             if tuple(src.shape) != shapes[ab]:
-                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} has shape {tuple(src.shape)}, "
-                                        f"expected {shapes[ab]}", hint=DAMAGED_HINT)
+                raise InvalidInputError(
+                    f"adapter tensor {path}.lora_{ab} has shape {tuple(src.shape)}, expected {shapes[ab]}",
+                    hint=DAMAGED_HINT,
+                )
             if not torch.isfinite(src).all():
-                raise InvalidInputError(f"adapter tensor {path}.lora_{ab} holds NaN or infinite values", hint=DAMAGED_HINT)
+                raise InvalidInputError(
+                    f"adapter tensor {path}.lora_{ab} holds NaN or infinite values", hint=DAMAGED_HINT
+                )
 
 
 @torch.no_grad()
 def load_adapter_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     layers = lora_layers(model)
-    check_adapter_tensors({p: layer.base for p, layer in layers.items()}, {p: layer.rank for p, layer in layers.items()}, state)
+    check_adapter_tensors(
+        {p: layer.base for p, layer in layers.items()}, {p: layer.rank for p, layer in layers.items()}, state
+    )
     for path, layer in layers.items():
         for ab in "AB":
             getattr(layer, f"lora_{ab}").copy_(state[f"{path}.lora_{ab}"])
 
 
-def adapter_deltas(model: nn.Module, rank_plan: Mapping[str, int], alpha: float | None,
-                   state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def adapter_deltas(
+    model: nn.Module, rank_plan: Mapping[str, int], alpha: float | None, state: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Module path -> s * B @ A (shaped like the base weight), checked; the model is not changed.
 
     What merging computes, without wrapping any layer: for inference straight from a plain backbone.
@@ -242,7 +255,9 @@ def adapter_deltas(model: nn.Module, rank_plan: Mapping[str, int], alpha: float 
     deltas = {}
     for path, rank in rank_plan.items():
         w = targets[path].weight
-        deltas[path] = lora_delta(state[f"{path}.lora_A"].to(w), state[f"{path}.lora_B"].to(w), lora_scaling(alpha, rank))
+        deltas[path] = lora_delta(
+            state[f"{path}.lora_A"].to(w), state[f"{path}.lora_B"].to(w), lora_scaling(alpha, rank)
+        )
     check_merge_finite(targets, deltas)
     return deltas
 
@@ -256,9 +271,11 @@ def check_merge_finite(targets: Mapping[str, nn.Conv2d], deltas: Mapping[str, to
     for p, d in deltas.items():
         merged = targets[p].weight + d.to(targets[p].weight)
         if not (torch.isfinite(merged).all() and merged.abs().max() <= MAX_WEIGHT):
-            raise InvalidInputError("refusing to merge: the adapter produces non-finite or absurd weights "
-                                    f"(beyond +-{MAX_WEIGHT:g} in {p})",
-                                    hint="the adapter file is damaged or was made by a diverged training")
+            raise InvalidInputError(
+                "refusing to merge: the adapter produces non-finite or absurd weights "
+                f"(beyond +-{MAX_WEIGHT:g} in {p})",
+                hint="the adapter file is damaged or was made by a diverged training",
+            )
 
 
 def merge_all(model: nn.Module) -> None:

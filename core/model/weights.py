@@ -6,6 +6,7 @@ the adapter file is the portable truth. The fingerprint of a backbone is the sha
 tensors (names, dtypes, shapes, bytes), independent of how the file was serialised (and of its
 padding, where that is not colora's default).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,10 +21,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
-from colora.core.model.backbone import BackboneConfig, NAFNet
 from colora.core.errors import IntegrityError, InvalidInputError, NotFoundError
 from colora.core.files import atomic_write, safetensors_header
-from colora.core.model.lora import DAMAGED_HINT, LORA_MODES, adapter_deltas, adapter_state, inject_lora, load_adapter_state
+from colora.core.model.backbone import BackboneConfig, NAFNet
+from colora.core.model.lora import (
+    DAMAGED_HINT,
+    LORA_MODES,
+    adapter_deltas,
+    adapter_state,
+    inject_lora,
+    load_adapter_state,
+)
 
 ADAPTER_FORMAT = "colora-adapter"
 ADAPTER_FORMAT_VERSION = 1
@@ -70,8 +78,10 @@ def read_tensors(path: Path, expected_sha256: str | None = None) -> tuple[dict[s
     except OSError as e:
         raise InvalidInputError(f"cannot read {path}: {e.strerror or e}") from None
     if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise IntegrityError(f"{path.name} changed since it was stored (its sha256 is not the one recorded)",
-                             hint="run `colora doctor`; retrain or re-import what it reports")
+        raise IntegrityError(
+            f"{path.name} changed since it was stored (its sha256 is not the one recorded)",
+            hint="run `colora doctor`; retrain or re-import what it reports",
+        )
     try:
         metadata = safetensors_header(data)[1]
         tensors = load_bytes(data)
@@ -96,8 +106,9 @@ def save_backbone(path: Path, model: NAFNet, extra: dict[str, str] | None = None
     return fp
 
 
-def load_backbone(path: Path, expected_sha256: str | None = None, *,
-                  expected_file_sha256: str | None = None) -> tuple[NAFNet, dict[str, str]]:
+def load_backbone(
+    path: Path, expected_sha256: str | None = None, *, expected_file_sha256: str | None = None
+) -> tuple[NAFNet, dict[str, str]]:
     """A backbone file as a frozen NAFNet, checked before any model is built: its config within
     bounds, every tensor's name, shape and dtype against that config, finite values, and (when
     recorded) the file's sha256 and the tensors' fingerprint."""
@@ -119,8 +130,10 @@ def load_backbone(path: Path, expected_sha256: str | None = None, *,
         raise InvalidInputError(f"{name}: tensor {bad_dtype[0]} is {tensors[bad_dtype[0]].dtype}, expected float32")
     not_finite = [k for k, t in tensors.items() if not torch.isfinite(t).all()]
     if not_finite:
-        raise InvalidInputError(f"{name}: tensor {not_finite[0]} holds NaN or infinite values",
-                                hint="the file is damaged, or its training diverged")
+        raise InvalidInputError(
+            f"{name}: tensor {not_finite[0]} holds NaN or infinite values",
+            hint="the file is damaged, or its training diverged",
+        )
     fp = backbone_fingerprint(tensors, config)
     if expected_sha256 is not None and fp != expected_sha256:
         raise IntegrityError(
@@ -169,12 +182,15 @@ class AdapterMeta:
     def from_metadata(cls, meta: dict[str, str], name: str = "adapter") -> "AdapterMeta":
         """Read from a file (untrusted): every field of the right type, numbers finite, ranks in bounds."""
         if meta.get("format") != ADAPTER_FORMAT:
-            raise InvalidInputError(f"{name} is not a colora adapter (no adapter metadata)",
-                                    hint="give a file made by `colora adapter export` or `colora train`")
+            raise InvalidInputError(
+                f"{name} is not a colora adapter (no adapter metadata)",
+                hint="give a file made by `colora adapter export` or `colora train`",
+            )
         version = meta.get("format_version", "0")
         if not re.fullmatch(r"[0-9]{1,4}", version):
-            raise InvalidInputError(f"{name} has broken adapter metadata (format_version {version[:20]!r})",
-                                    hint=DAMAGED_HINT)
+            raise InvalidInputError(
+                f"{name} has broken adapter metadata (format_version {version[:20]!r})", hint=DAMAGED_HINT
+            )
         if int(version) > ADAPTER_FORMAT_VERSION:
             raise InvalidInputError(
                 f"{name} uses adapter format {version}, newer than this colora understands ({ADAPTER_FORMAT_VERSION})",
@@ -182,8 +198,9 @@ class AdapterMeta:
             )
         try:
             plan = _json(meta, "rank_plan", None, dict)
-            if plan is None or not all(isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= MAX_RANK
-                                       for r in plan.values()):
+            if plan is None or not all(
+                isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= MAX_RANK for r in plan.values()
+            ):
                 raise ValueError(f"rank_plan must map layers to whole ranks from 1 to {MAX_RANK}")
             alpha = _json(meta, "alpha", None, (int, float))
             if alpha is not None and not (math.isfinite(alpha) and 0 < alpha <= MAX_ALPHA):
@@ -193,10 +210,17 @@ class AdapterMeta:
                 raise ValueError(f"lora_mode must be one of {', '.join(LORA_MODES)}")
             if "task" not in meta or "backbone_sha256" not in meta:
                 raise ValueError("task and backbone_sha256 are required")
-            return cls(task=meta["task"], backbone_sha256=meta["backbone_sha256"], rank_plan=plan,
-                       alpha=None if alpha is None else float(alpha), lora_mode=mode,
-                       plan_method=meta.get("plan_method", "uniform"), trained=meta.get("trained", ""),
-                       recycled=_json(meta, "recycled", False, bool), extra=_json(meta, "extra", {}, dict))
+            return cls(
+                task=meta["task"],
+                backbone_sha256=meta["backbone_sha256"],
+                rank_plan=plan,
+                alpha=None if alpha is None else float(alpha),
+                lora_mode=mode,
+                plan_method=meta.get("plan_method", "uniform"),
+                trained=meta.get("trained", ""),
+                recycled=_json(meta, "recycled", False, bool),
+                extra=_json(meta, "extra", {}, dict),
+            )
         except ValueError as e:
             raise InvalidInputError(f"{name} has broken adapter metadata ({e})", hint=DAMAGED_HINT) from None
 
@@ -239,8 +263,9 @@ def read_adapter(path: Path, expected_sha256: str | None = None) -> tuple[dict[s
     return tensors, AdapterMeta.from_metadata(raw, Path(path).name)
 
 
-def read_adapter_for(backbone_sha256: str, path: Path,
-                     expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], AdapterMeta]:
+def read_adapter_for(
+    backbone_sha256: str, path: Path, expected_sha256: str | None = None
+) -> tuple[dict[str, torch.Tensor], AdapterMeta]:
     """An adapter file's tensors and metadata, refused unless it was trained on this backbone
     (and, when its file's sha256 was recorded, unless the file is unchanged)."""
     tensors, meta = read_adapter(path, expected_sha256)

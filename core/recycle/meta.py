@@ -12,6 +12,7 @@ The net reads the K support pairs through their degradation and pair features
 masked out); the loss is the exact mixture's error on the episode's query crops, back-propagated
 through the frozen backbone into the net only.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from colora.core.data.prod import ProdSampler, apply_recipe
 from colora.core.errors import InvalidInputError
 from colora.core.recycle.mixture import Mixture, ZooAdapter, mixture_forward
-from colora.core.data.prod import ProdSampler, apply_recipe
 from colora.core.recycle.signature import FEATURES, PAIR_FEATURES, image_features, pair_features
 
 META_FORMAT = "colora-meta-adapter"
@@ -40,8 +41,12 @@ class MetaNet(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(N_INPUT))
         self.register_buffer("feature_std", torch.ones(N_INPUT))
         self.mlp = nn.Sequential(
-            nn.Linear(2 * N_INPUT + n_adapters + 1, hidden), nn.GELU(),
-            nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, n_adapters))
+            nn.Linear(2 * N_INPUT + n_adapters + 1, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, n_adapters),
+        )
         nn.init.zeros_(self.mlp[-1].weight)  # starts as "backbone alone"
         nn.init.zeros_(self.mlp[-1].bias)
 
@@ -64,8 +69,9 @@ def predict(net: MetaNet, backbone: nn.Module, names: list[str], pairs, mask: to
 
 
 @torch.no_grad()
-def predict_for_zoo(net: MetaNet, backbone: nn.Module, names: list[str], zoo: Sequence[ZooAdapter], pairs,
-                    mask: torch.Tensor) -> tuple[Mixture, list[ZooAdapter]]:
+def predict_for_zoo(
+    net: MetaNet, backbone: nn.Module, names: list[str], zoo: Sequence[ZooAdapter], pairs, mask: torch.Tensor
+) -> tuple[Mixture, list[ZooAdapter]]:
     """The meta-adapter's mixture over `names` (its zoo, in its order), kept to the adapters at hand.
 
     `zoo` may lack some of `names` (the target task's own adapter, masked out): their coefficients
@@ -87,7 +93,7 @@ def _crops(images: Sequence[torch.Tensor], n: int, size: int, rng: random.Random
         img = images[rng.randrange(len(images))]
         h, w = img.shape[-2:]
         top, left = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
-        out.append(img[:, top:top + size, left:left + size])
+        out.append(img[:, top : top + size, left : left + size])
     return torch.stack(out).float()
 
 
@@ -97,8 +103,10 @@ class _Episodes:
         crop = min(crop, max(min(c.shape[-2:]) for c in clean))
         usable = [c for c in clean if min(c.shape[-2:]) >= max(crop, MIN_CROP)]
         if not usable:
-            raise InvalidInputError(f"no clean image is at least {MIN_CROP} px on its shorter side",
-                                    hint="give larger clean images with --clean FOLDER")
+            raise InvalidInputError(
+                f"no clean image is at least {MIN_CROP} px on its shorter side",
+                hint="give larger clean images with --clean FOLDER",
+            )
         self.backbone, self.zoo, self.clean = backbone, list(zoo), usable
         self.crop, self.query, self.max_k = crop, query, max_k
         self.rng = random.Random(seed)
@@ -144,8 +152,10 @@ def distill(
 ) -> tuple[MetaNet, list[float]]:
     """Train a MetaNet for this zoo on episodes drawn from `clean_images` ((3, H, W) in [0, 1])."""
     if len(zoo) < 2:
-        raise InvalidInputError(f"the zoo has {len(zoo)} adapter(s); a meta-adapter needs at least 2",
-                                hint="train adapters for more tasks first")
+        raise InvalidInputError(
+            f"the zoo has {len(zoo)} adapter(s); a meta-adapter needs at least 2",
+            hint="train adapters for more tasks first",
+        )
     torch.manual_seed(seed)
     backbone = backbone.eval().requires_grad_(False)
     net = MetaNet(len(zoo))
@@ -173,9 +183,14 @@ def distill(
 
 
 def meta_metadata(backbone_sha256: str, zoo: list[dict], steps: int, curve: list[float]) -> dict[str, str]:
-    return {"format": META_FORMAT, "format_version": str(META_FORMAT_VERSION), "backbone_sha256": backbone_sha256,
-            "zoo": json.dumps(zoo), "steps": str(steps),
-            "final_loss": json.dumps(sum(curve[-20:]) / max(1, len(curve[-20:])))}
+    return {
+        "format": META_FORMAT,
+        "format_version": str(META_FORMAT_VERSION),
+        "backbone_sha256": backbone_sha256,
+        "zoo": json.dumps(zoo),
+        "steps": str(steps),
+        "final_loss": json.dumps(sum(curve[-20:]) / max(1, len(curve[-20:]))),
+    }
 
 
 def load_meta(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[MetaNet, dict]:

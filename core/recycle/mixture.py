@@ -14,6 +14,7 @@ zoo's ranks (A stacked, B stacked and scaled by c_i s_i): exactly the same delta
 sum would exceed the layer's full rank, the summed delta is factorised by SVD at full rank
 (exact up to float rounding).
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,10 +29,16 @@ from torch import nn
 from torch.func import functional_call
 
 from colora.core.errors import InvalidInputError
-from colora.core.model.lora import (check_adapter_tensors, check_merge_finite, check_plan, lora_delta, lora_scaling,
-                             lora_targets)
-from colora.core.training.ranks import stage_of
+from colora.core.model.lora import (
+    check_adapter_tensors,
+    check_merge_finite,
+    check_plan,
+    lora_delta,
+    lora_scaling,
+    lora_targets,
+)
 from colora.core.model.weights import AdapterMeta
+from colora.core.training.ranks import stage_of
 
 
 @dataclass
@@ -44,8 +51,9 @@ class ZooAdapter:
     meta: AdapterMeta | None = None
 
 
-def zoo_adapter(name: str, tensors: dict[str, torch.Tensor], meta: AdapterMeta, model: nn.Module,
-                dtype: torch.dtype = torch.float32) -> ZooAdapter:
+def zoo_adapter(
+    name: str, tensors: dict[str, torch.Tensor], meta: AdapterMeta, model: nn.Module, dtype: torch.dtype = torch.float32
+) -> ZooAdapter:
     """Deltas of an adapter file's tensors, checked against `model`'s LoRA targets."""
     targets = lora_targets(model)
     check_plan(targets, meta.rank_plan)
@@ -73,8 +81,12 @@ class Mixture:
         return 0 if self.groups == ["all"] else self.groups.index(stage_of(path))
 
     def as_dict(self) -> dict:
-        return {"adapters": self.names, "groups": self.groups,
-                "coefficients": [[round(float(v), 6) for v in row] for row in self.coef], **self.info}
+        return {
+            "adapters": self.names,
+            "groups": self.groups,
+            "coefficients": [[round(float(v), 6) for v in row] for row in self.coef],
+            **self.info,
+        }
 
 
 def stage_groups(zoo: Sequence[ZooAdapter]) -> list[str]:
@@ -114,8 +126,9 @@ def apply_mixture(model: nn.Module, zoo: Sequence[ZooAdapter], mixture: Mixture)
 # ---------------------------------------------------------------- fitting
 
 
-def support_crops(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], crop: int, n_crops: int,
-                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def support_crops(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], crop: int, n_crops: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`n_crops` random aligned crops spread evenly over the K support pairs: (n, 3, c, c) each."""
     xs, ys = [], []
     for j in range(n_crops):
@@ -127,8 +140,8 @@ def support_crops(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], crop: int,
             h, w = x.shape[-2:]
         top = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
         left = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
-        xs.append(x[:, top:top + crop, left:left + crop])
-        ys.append(y[:, top:top + crop, left:left + crop])
+        xs.append(x[:, top : top + crop, left : left + crop])
+        ys.append(y[:, top : top + crop, left : left + crop])
     return torch.stack(xs).float(), torch.stack(ys).float()
 
 
@@ -170,8 +183,10 @@ def fit_mixture(
     wrong on the next (bench/recycle.py measured it).
     """
     if not zoo:
-        raise InvalidInputError("the zoo is empty: there is no adapter to recycle",
-                                hint="train adapters for other tasks first (`colora train NAME`)")
+        raise InvalidInputError(
+            "the zoo is empty: there is no adapter to recycle",
+            hint="train adapters for other tasks first (`colora train NAME`)",
+        )
     if not pairs:
         raise InvalidInputError("no example pairs to fit the mixture on", hint="add at least one pair to the task")
     t0 = time.perf_counter()
@@ -192,7 +207,9 @@ def fit_mixture(
         for i in range(n):
             one = torch.zeros(n, 1)
             one[i, 0] = 1.0
-            cols.append((outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, ["all"], one))) - y0).reshape(-1))
+            cols.append(
+                (outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, ["all"], one))) - y0).reshape(-1)
+            )
         d = torch.stack(cols, 1).double()  # (pixels, n)
         r = (y - y0).reshape(-1).double()
         gram = d.T @ d
@@ -207,7 +224,9 @@ def fit_mixture(
         # are already computed) and the backbone alone, so a fit is never worse on its own
         # examples than the simplest choices (a strongly nonlinear adapter can fool the linearisation)
         candidates = {f"scale {alpha}": (alpha * c0, None) for alpha in SCALES}
-        candidates.update({f"only {name}": (torch.eye(n)[i], float((d[:, i] - r).pow(2).mean())) for i, name in enumerate(names)})
+        candidates.update(
+            {f"only {name}": (torch.eye(n)[i], float((d[:, i] - r).pow(2).mean())) for i, name in enumerate(names)}
+        )
         candidates["backbone alone"] = (torch.zeros(n), float(r.pow(2).mean()))
         errors = {}
         for label, (c, mse) in candidates.items():
@@ -244,14 +263,26 @@ def fit_mixture(
             on_step(done, steps)
     if done:  # report the refined coefficients on every support crop, like the start
         with torch.no_grad():
-            best_loss = float(F.mse_loss(outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, groups, best))), y))
+            best_loss = float(
+                F.mse_loss(outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, groups, best))), y)
+            )
     else:
         best_loss = start_mse
-    return Mixture(names, groups, best, {
-        "method": "mixture", "k": len(pairs), "steps": done, "choice": choice, "support_mse_backbone": mse0,
-        "support_mse_input": float(F.mse_loss(x, y)),
-        "support_mse": best_loss,
-        "seconds": round(time.perf_counter() - t0, 3)})
+    return Mixture(
+        names,
+        groups,
+        best,
+        {
+            "method": "mixture",
+            "k": len(pairs),
+            "steps": done,
+            "choice": choice,
+            "support_mse_backbone": mse0,
+            "support_mse_input": float(F.mse_loss(x, y)),
+            "support_mse": best_loss,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
 
 
 SCALES = (0.8, 1.0, 1.25, 1.5)
@@ -278,8 +309,9 @@ def uniform_mixture(zoo: Sequence[ZooAdapter]) -> Mixture:
 # ---------------------------------------------------------------- baking
 
 
-def bake(model: nn.Module, zoo: Sequence[ZooAdapter], mixture: Mixture,
-         dtype: torch.dtype = torch.float32) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+def bake(
+    model: nn.Module, zoo: Sequence[ZooAdapter], mixture: Mixture, dtype: torch.dtype = torch.float32
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """One LoRA adapter (alpha = rank, so scaling 1) whose delta equals the mixture's, per layer.
 
     Returns (tensors `<path>.lora_A` / `<path>.lora_B` in `dtype`, rank plan). Computed in float64.

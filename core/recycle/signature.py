@@ -16,6 +16,7 @@ so a wrong pick can be explained:
 Statistics are taken on a central crop (at most 256 px a side) so an embedding costs
 milliseconds whatever the photo size.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,21 @@ from torch import nn
 from colora.core.data.crops import center_crop
 
 EMBEDDING_VERSION = 1
-FEATURES = ("luma_mean", "luma_p05", "luma_p95", "noise_luma", "noise_chroma", "sharpness", "grad",
-            "blockiness", "streaks", "outliers", "saturation", "backbone_change", "backbone_brighten")
+FEATURES = (
+    "luma_mean",
+    "luma_p05",
+    "luma_p95",
+    "noise_luma",
+    "noise_chroma",
+    "sharpness",
+    "grad",
+    "blockiness",
+    "streaks",
+    "outliers",
+    "saturation",
+    "backbone_change",
+    "backbone_brighten",
+)
 PAIR_FEATURES = ("res_mean", "res_abs", "res_noise", "sharpen", "res_r", "res_g", "res_b")
 CROP = 256
 MIN_SIDE = 16  # blockiness needs two 8-pixel blocks, pooling a few pixels: smaller images are edge-extended
@@ -67,8 +81,9 @@ def image_features(x: torch.Tensor, backbone: nn.Module | None = None) -> torch.
     x = center_crop(x.float(), CROP)
     short_h, short_w = max(0, MIN_SIDE - x.shape[-2]), max(0, MIN_SIDE - x.shape[-1])
     if short_h or short_w:  # a 1-pixel image is a valid input: describe it, do not crash
-        x = F.pad(x[None], (short_w // 2, short_w - short_w // 2, short_h // 2, short_h - short_h // 2),
-                  mode="replicate")[0]
+        x = F.pad(
+            x[None], (short_w // 2, short_w - short_w // 2, short_h // 2, short_h - short_h // 2), mode="replicate"
+        )[0]
     y = _luma(x)
     flat = y.flatten()
     p05, p95 = torch.quantile(flat[:: max(1, flat.numel() // 20000)], torch.tensor([0.05, 0.95]))
@@ -86,7 +101,9 @@ def image_features(x: torch.Tensor, backbone: nn.Module | None = None) -> torch.
         b_abs, b_signed = torch.tensor(0.0), torch.tensor(0.0)
     eps = 1e-4
     feats = [
-        flat.mean(), p05, p95,
+        flat.mean(),
+        p05,
+        p95,
         torch.log(_noise_sigma(y) + eps),
         torch.log((_noise_sigma(cb[None, None]) + _noise_sigma(cr[None, None])) / 2 + eps),
         torch.log((fine + eps) / (coarse + eps)),
@@ -110,9 +127,13 @@ def pair_features(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     gx, gy = _grad_energy(_luma(x))
     tx, ty = _grad_energy(_luma(t))
     feats = [
-        r.mean() * 10, torch.log(r.abs().mean() + eps), torch.log(_noise_sigma(_luma(r)) + eps),
+        r.mean() * 10,
+        torch.log(r.abs().mean() + eps),
+        torch.log(_noise_sigma(_luma(r)) + eps),
         torch.log((tx.mean() + ty.mean() + eps) / (gx.mean() + gy.mean() + eps)),
-        r[0].mean() * 10, r[1].mean() * 10, r[2].mean() * 10,
+        r[0].mean() * 10,
+        r[1].mean() * 10,
+        r[2].mean() * 10,
     ]
     return torch.stack([f.float().reshape(()) for f in feats])
 
@@ -122,8 +143,12 @@ def pair_features(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def signature(embeddings: torch.Tensor) -> dict:
     """A task's signature from the embeddings of its training inputs: (n, F) -> mean, std, n."""
-    return {"version": EMBEDDING_VERSION, "mean": embeddings.mean(0).tolist(),
-            "std": embeddings.std(0, unbiased=embeddings.shape[0] > 1).tolist(), "n": int(embeddings.shape[0])}
+    return {
+        "version": EMBEDDING_VERSION,
+        "mean": embeddings.mean(0).tolist(),
+        "std": embeddings.std(0, unbiased=embeddings.shape[0] > 1).tolist(),
+        "n": int(embeddings.shape[0]),
+    }
 
 
 def nearest(embedding: torch.Tensor, signatures: dict[str, dict]) -> list[tuple[str, float]]:

@@ -4,6 +4,7 @@ Tiles are shown at their own size, scaled down when the image's longest side is 
 GRID_MAX_SIDE and up (by a whole factor, nearest neighbour) when it is below GRID_MIN_SIDE;
 each tile's label sits on a band above it, in Pillow's default font.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,10 @@ def grid_layout(width: int, height: int, n_tiles: int) -> dict:
         tw, th = width, height
     cols = min(n_tiles, GRID_COLUMNS)
     rows = math.ceil(n_tiles / cols)
-    boxes = [(GRID_GAP + (i % cols) * (tw + GRID_GAP), GRID_GAP + (i // cols) * (GRID_BAND + th + GRID_GAP) + GRID_BAND)
-             for i in range(n_tiles)]
+    boxes = [
+        (GRID_GAP + (i % cols) * (tw + GRID_GAP), GRID_GAP + (i // cols) * (GRID_BAND + th + GRID_GAP) + GRID_BAND)
+        for i in range(n_tiles)
+    ]
     size = (cols * tw + (cols + 1) * GRID_GAP, rows * (GRID_BAND + th) + (rows + 1) * GRID_GAP)
     return {"tile": (tw, th), "columns": cols, "rows": rows, "size": size, "boxes": boxes, "band": GRID_BAND}
 
@@ -89,4 +92,3 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     while text and draw.textlength(text + "…", font=font) > width:
         text = text[:-1]
     return text + "…"
-

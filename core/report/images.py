@@ -3,6 +3,7 @@
 Crops: a window of at most `CROP` pixels a side where the degraded input differs most from its
 target (the window with the largest summed absolute error), or the centre when they agree.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,6 @@ CROP = 256
 def to_uint8(rgb: np.ndarray) -> np.ndarray:
     """H x W x 3 float in [0, 1] -> uint8, rounded."""
     return (np.clip(np.asarray(rgb, dtype=np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
-
 
 
 def error_crop(degraded: np.ndarray, target: np.ndarray, size: int = CROP) -> tuple[int, int, int, int]:
@@ -39,7 +39,6 @@ def error_crop(degraded: np.ndarray, target: np.ndarray, size: int = CROP) -> tu
     return int(top), int(left), ch, cw
 
 
-
 def pick_examples(per_pair: Sequence[Sequence]) -> list[tuple[list[str], str]]:
     """Best, median and worst of [[stem, psnr, ssim], ...] by PSNR: [(kinds, stem)], best first;
     a pair that is several of them (fewer than 3 pairs) appears once with all its kinds."""
@@ -56,4 +55,3 @@ def pick_examples(per_pair: Sequence[Sequence]) -> list[tuple[list[str], str]]:
         else:
             out.append(([kind], stem))
     return out
-

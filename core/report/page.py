@@ -10,6 +10,7 @@ place, so a failure never leaves half a report. An existing non-empty folder is 
 with `overwrite=True`, and only when it is an earlier colora report (its `index.html` carries
 `REPORT_MARKER` and it holds nothing else but `img/`), never an arbitrary folder.
 """
+
 from __future__ import annotations
 
 import html
@@ -38,11 +39,15 @@ def check_report_dir(dest: Path, overwrite: bool) -> None:
         raise ConflictError(f"{dest} exists and is not a folder", hint="choose another --report folder")
     if dest.is_dir() and any(dest.iterdir()):
         if not overwrite:
-            raise ConflictError(f"the report folder {dest} already exists and is not empty",
-                                hint="pass --overwrite to replace the earlier report, or choose another --report folder")
+            raise ConflictError(
+                f"the report folder {dest} already exists and is not empty",
+                hint="pass --overwrite to replace the earlier report, or choose another --report folder",
+            )
         if not is_report_dir(dest):
-            raise ConflictError(f"{dest} is not an earlier colora report; --overwrite only replaces those",
-                                hint="choose a new or empty --report folder")
+            raise ConflictError(
+                f"{dest} is not an earlier colora report; --overwrite only replaces those",
+                hint="choose a new or empty --report folder",
+            )
 
 
 def is_report_dir(folder: Path) -> bool:
@@ -101,17 +106,30 @@ def _publish(tmp: Path, dest: Path) -> None:
 
 def _render(folder: Path, r: dict) -> str:
     e = html.escape
-    parts = [_head(f"colora report: {r['task']}"), "<body>", "<header>",
-             f"<h1>Task <code>{e(r['task'])}</code></h1>", _summary(r), "</header>", "<main>"]
+    parts = [
+        _head(f"colora report: {r['task']}"),
+        "<body>",
+        "<header>",
+        f"<h1>Task <code>{e(r['task'])}</code></h1>",
+        _summary(r),
+        "</header>",
+        "<main>",
+    ]
     parts.append(_metrics_section(r))
     parts.append(_examples_section(folder, r))
     parts.append(_training_section(folder, r))
     parts.append(_ranks_section(folder, r))
-    parts += ["</main>", "<footer>",
-              f"<p>Written by <code>{e(r.get('command', 'colora eval'))}</code> on {e(r['created'])}. "
-              "Metrics from piq on RGB in [0, 1] over the whole image (no border crop). "
-              "This folder is self-contained: it needs no network.</p>",
-              "</footer>", "</body>", "</html>", ""]
+    parts += [
+        "</main>",
+        "<footer>",
+        f"<p>Written by <code>{e(r.get('command', 'colora eval'))}</code> on {e(r['created'])}. "
+        "Metrics from piq on RGB in [0, 1] over the whole image (no border crop). "
+        "This folder is self-contained: it needs no network.</p>",
+        "</footer>",
+        "</body>",
+        "</html>",
+        "",
+    ]
     return "\n".join(parts)
 
 
@@ -140,26 +158,32 @@ figcaption b { display: block; }
 
 
 def _head(title: str) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"{REPORT_MARKER}\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'{REPORT_MARKER}\n<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>"
+    )
 
 
 def _summary(r: dict) -> str:
     e = html.escape
     b, a = r["backbone"], r.get("adapter")
-    lines = [f"Backbone <code>{e(b['name'])}</code> ({e(b['label'])}); "
-             f"{r['n_val_pairs']} validation pair(s) scored."]
+    lines = [f"Backbone <code>{e(b['name'])}</code> ({e(b['label'])}); {r['n_val_pairs']} validation pair(s) scored."]
     if a:
         pct = 100 * a["trainable_params"] / a["backbone_params"] if a.get("backbone_params") else float("nan")
-        lines.append(f"Adapter: {e(str(a['plan_method']))} rank plan, {a['trainable_params']:,} trainable parameters "
-                     f"({pct:.2f}% of the backbone), {human_bytes(a['size_bytes']) or 'size unknown'}, created {e(str(a['created_at']))}.")
+        lines.append(
+            f"Adapter: {e(str(a['plan_method']))} rank plan, {a['trainable_params']:,} trainable parameters "
+            f"({pct:.2f}% of the backbone), {human_bytes(a['size_bytes']) or 'size unknown'}, "
+            f"created {e(str(a['created_at']))}."
+        )
     else:
         lines.append("This task has no adapter yet: only the input and the backbone are scored.")
-    out = "\n".join(f"<p class=\"meta\">{line}</p>" for line in lines)
+    out = "\n".join(f'<p class="meta">{line}</p>' for line in lines)
     if r.get("harm"):
-        out += (f"\n<p class=\"warning\"><b>Worse than the input:</b> the adapter loses {r['harm']:.2f} dB against "
-                "the unrestored images on these validation pairs; restoring with it would harm such images.</p>")
+        out += (
+            f'\n<p class="warning"><b>Worse than the input:</b> the adapter loses {r["harm"]:.2f} dB against '
+            "the unrestored images on these validation pairs; restoring with it would harm such images.</p>"
+        )
     return out
 
 
@@ -176,50 +200,68 @@ def _metrics_section(r: dict) -> str:
     rows = r["metrics"]
     base = rows[0]["psnr"] if rows else float("nan")
     best = max((m["psnr"] for m in rows if math.isfinite(m["psnr"])), default=None)
-    out = ["<section id=\"metrics\">", "<h2>Metrics</h2>",
-           "<table>", "<thead>", "<tr><th>subject</th><th class=\"what\">what</th><th>PSNR (dB)</th><th>SSIM</th>"
-           "<th>ΔPSNR vs input</th><th>pairs</th><th>eval row</th></tr>", "</thead>", "<tbody>"]
+    out = [
+        '<section id="metrics">',
+        "<h2>Metrics</h2>",
+        "<table>",
+        "<thead>",
+        '<tr><th>subject</th><th class="what">what</th><th>PSNR (dB)</th><th>SSIM</th>'
+        "<th>ΔPSNR vs input</th><th>pairs</th><th>eval row</th></tr>",
+        "</thead>",
+        "<tbody>",
+    ]
     for m in rows:
-        cls = " class=\"best\"" if best is not None and m["psnr"] == best else ""
+        cls = ' class="best"' if best is not None and m["psnr"] == best else ""
         out.append(
-            f"<tr{cls} data-subject=\"{e(m['subject'])}\" data-eval-id=\"{m['eval_id']}\">"
-            f"<td><code>{e(m['subject'])}</code></td><td class=\"what\">{e(m['label'])}</td>"
-            f"<td data-value=\"{m['psnr']!r}\">{_fmt(m['psnr'], 2)}</td>"
-            f"<td data-value=\"{m['ssim']!r}\">{_fmt(m['ssim'], 4)}</td>"
+            f'<tr{cls} data-subject="{e(m["subject"])}" data-eval-id="{m["eval_id"]}">'
+            f'<td><code>{e(m["subject"])}</code></td><td class="what">{e(m["label"])}</td>'
+            f'<td data-value="{m["psnr"]!r}">{_fmt(m["psnr"], 2)}</td>'
+            f'<td data-value="{m["ssim"]!r}">{_fmt(m["ssim"], 4)}</td>'
             f"<td>{_fmt_delta(m['psnr'] - base) if m is not rows[0] else '–'}</td>"
-            f"<td>{m['n_pairs']}</td><td>#{m['eval_id']}</td></tr>")
-    out += ["</tbody>", "</table>",
-            "<p class=\"note\">Means over the validation pairs, as stored in the index by this evaluation "
-            "(eval row ids on the right). The best PSNR is highlighted.</p>", "</section>"]
+            f"<td>{m['n_pairs']}</td><td>#{m['eval_id']}</td></tr>"
+        )
+    out += [
+        "</tbody>",
+        "</table>",
+        '<p class="note">Means over the validation pairs, as stored in the index by this evaluation '
+        "(eval row ids on the right). The best PSNR is highlighted.</p>",
+        "</section>",
+    ]
     return "\n".join(out)
 
 
 def _examples_section(folder: Path, r: dict) -> str:
     e = html.escape
     examples = r.get("examples") or []
-    out = ["<section id=\"examples\">", "<h2>Examples</h2>"]
+    out = ['<section id="examples">', "<h2>Examples</h2>"]
     if not examples:
         out += ["<p>No validation pairs to show.</p>", "</section>"]
         return "\n".join(out)
-    out.append(f"<p class=\"note\">The best, median and worst validation pairs by <code>{e(r['ranked_by'])}</code> PSNR. "
-               f"Each crop (at most {CROP} px a side) is the window where the input differs most from its target; "
-               "the numbers under each crop are whole-image PSNR / SSIM of that pair, as stored.</p>")
+    out.append(
+        f'<p class="note">The best, median and worst validation pairs by <code>{e(r["ranked_by"])}</code> PSNR. '
+        f"Each crop (at most {CROP} px a side) is the window where the input differs most from its target; "
+        "the numbers under each crop are whole-image PSNR / SSIM of that pair, as stored.</p>"
+    )
     for i, ex in enumerate(examples, 1):
         top, left, ch, cw = ex["box"]
         w, h = ex["size"]
         kinds = ", ".join(ex["kinds"])
-        out.append(f"<div class=\"example\" data-kinds=\"{e(kinds)}\" data-stem=\"{e(ex['stem'])}\">")
-        out.append(f"<h3>{e(kinds.capitalize())}: <code>{e(ex['stem'])}</code> "
-                   f"<span class=\"note\">(crop {cw}×{ch} at x={left}, y={top} of {w}×{h})</span></h3>")
+        out.append(f'<div class="example" data-kinds="{e(kinds)}" data-stem="{e(ex["stem"])}">')
+        out.append(
+            f"<h3>{e(kinds.capitalize())}: <code>{e(ex['stem'])}</code> "
+            f'<span class="note">(crop {cw}×{ch} at x={left}, y={top} of {w}×{h})</span></h3>'
+        )
         panels = ex["images"]
-        out.append(f"<div class=\"strip\" style=\"--n: {len(panels)}\">")
+        out.append(f'<div class="strip" style="--n: {len(panels)}">')
         for name, img in panels.items():
             rel = f"{IMG_DIR}/example{i}-{_safe(name)}.png"
             Image.fromarray(to_uint8(img)).save(folder / rel)
             score = ex.get("scores", {}).get(name)
             caption = f"{_fmt(score[0], 2)} dB / {_fmt(score[1], 4)}" if score else "reference"
-            out.append(f"<figure><img src=\"{rel}\" alt=\"{e(name)} crop of {e(ex['stem'])}\" width=\"{cw}\" height=\"{ch}\">"
-                       f"<figcaption><b>{e(name)}</b>{e(caption)}</figcaption></figure>")
+            out.append(
+                f'<figure><img src="{rel}" alt="{e(name)} crop of {e(ex["stem"])}" width="{cw}" height="{ch}">'
+                f"<figcaption><b>{e(name)}</b>{e(caption)}</figcaption></figure>"
+            )
         out += ["</div>", "</div>"]
     out.append("</section>")
     return "\n".join(out)
@@ -228,17 +270,20 @@ def _examples_section(folder: Path, r: dict) -> str:
 def _training_section(folder: Path, r: dict) -> str:
     e = html.escape
     run, curve = r.get("run"), r.get("loss_curve")
-    out = ["<section id=\"training\">", "<h2>Training loss</h2>"]
+    out = ['<section id="training">', "<h2>Training loss</h2>"]
     if not run:
         out += ["<p>This task has no training run.</p>", "</section>"]
         return "\n".join(out)
     wall = f"{run['wall_time_s']:.1f} s" if run.get("wall_time_s") is not None else "unknown time"
-    out.append(f"<p class=\"meta\">Run #{run['id']} ({e(str(run['status']))}): {run['steps_done']} steps in {wall}"
-               + (f", {e(str(run['loss']))} loss" if run.get("loss") else "")
-               + (f", {run['pairs']} training pairs" if run.get("pairs") is not None else "") + ".</p>")
+    out.append(
+        f'<p class="meta">Run #{run["id"]} ({e(str(run["status"]))}): {run["steps_done"]} steps in {wall}'
+        + (f", {e(str(run['loss']))} loss" if run.get("loss") else "")
+        + (f", {run['pairs']} training pairs" if run.get("pairs") is not None else "")
+        + ".</p>"
+    )
     if curve:
         plot_loss(folder / IMG_DIR / "loss.png", curve, r["task"])
-        out.append(f"<img class=\"plot\" src=\"{IMG_DIR}/loss.png\" alt=\"training loss per step\">")
+        out.append(f'<img class="plot" src="{IMG_DIR}/loss.png" alt="training loss per step">')
     else:
         out.append("<p>The run recorded no loss curve (it did not finish).</p>")
     out.append("</section>")
@@ -247,21 +292,24 @@ def _training_section(folder: Path, r: dict) -> str:
 
 def _ranks_section(folder: Path, r: dict) -> str:
     plan, scores = r.get("rank_plan"), r.get("scores")
-    out = ["<section id=\"ranks\">", "<h2>Rank plan</h2>"]
+    out = ['<section id="ranks">', "<h2>Rank plan</h2>"]
     if not plan:
         out += ["<p>This task has no adapter, so no rank plan was used.</p>", "</section>"]
         return "\n".join(out)
     total = sum(plan.values())
-    note = (f"LoRA rank of each of the {len(plan)} adapted layers (sum {total})"
-            + (", next to each layer's measured contribution to the task (FAIG, share of the total)." if scores else
-               "; this plan has no contribution scores (uniform, or not measured for this backbone)."))
+    note = f"LoRA rank of each of the {len(plan)} adapted layers (sum {total})" + (
+        ", next to each layer's measured contribution to the task (FAIG, share of the total)."
+        if scores
+        else "; this plan has no contribution scores (uniform, or not measured for this backbone)."
+    )
     plot_ranks(folder / IMG_DIR / "ranks.png", plan, scores)
-    out += [f"<p class=\"meta\">{html.escape(note)}</p>",
-            f"<img class=\"plot\" src=\"{IMG_DIR}/ranks.png\" alt=\"rank per layer\">", "</section>"]
+    out += [
+        f'<p class="meta">{html.escape(note)}</p>',
+        f'<img class="plot" src="{IMG_DIR}/ranks.png" alt="rank per layer">',
+        "</section>",
+    ]
     return "\n".join(out)
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-
-

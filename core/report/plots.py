@@ -1,5 +1,6 @@
 """Plots for the report: matplotlib's Agg canvas directly (no pyplot state, no display),
 imported only when a plot is drawn, so importing the report stays cheap."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -50,4 +51,3 @@ def plot_ranks(path: Path, plan: dict[str, int], scores: dict[str, float] | None
     for ax in axes:
         ax.grid(axis="x", alpha=0.3)
     fig.savefig(path)
-

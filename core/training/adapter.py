@@ -1,4 +1,5 @@
 """Training one task's adapter on the frozen backbone."""
+
 from __future__ import annotations
 
 import copy
@@ -52,19 +53,38 @@ def train_adapter(
     checkpoint = Checkpoint(checkpoint_path, key) if checkpoint_path else None
     validate = psnr_validator([load_pair(a, b) for a, b in val_pairs], device) if val_pairs else None
     result = fit(
-        model, params, lambda step, gen, keep=None: data.sample_batch(config.batch_size * processes,
-                                                                       config.patch_size, gen, keep),
-        config, device=device, checkpoint=checkpoint, resume=resume, on_step=on_step, validate=validate, world=world,
+        model,
+        params,
+        lambda step, gen, keep=None: data.sample_batch(config.batch_size * processes, config.patch_size, gen, keep),
+        config,
+        device=device,
+        checkpoint=checkpoint,
+        resume=resume,
+        on_step=on_step,
+        validate=validate,
+        world=world,
     )
-    extra = {"steps": config.steps, "train_pairs": len(train_pairs), "config": config.to_json(),
-             "trainable_params": lora_parameter_count(backbone, rank_plan),
-             "backbone_params": count_parameters(backbone), "plan_info": plan_info or {}}
+    extra = {
+        "steps": config.steps,
+        "train_pairs": len(train_pairs),
+        "config": config.to_json(),
+        "trainable_params": lora_parameter_count(backbone, rank_plan),
+        "backbone_params": count_parameters(backbone),
+        "plan_info": plan_info or {},
+    }
     if processes > 1:
         extra["processes"] = processes  # data-parallel: the global batch was batch_size * processes
     if result.best_step is not None:
         extra |= {"best_step": result.best_step, "val_curve": result.val_curve, "val_pairs": len(val_pairs)}
-    meta = AdapterMeta(task=task, backbone_sha256=backbone_sha256, rank_plan=dict(rank_plan), alpha=None,
-                       lora_mode=lora_mode, plan_method=plan_method, extra=extra)
+    meta = AdapterMeta(
+        task=task,
+        backbone_sha256=backbone_sha256,
+        rank_plan=dict(rank_plan),
+        alpha=None,
+        lora_mode=lora_mode,
+        plan_method=plan_method,
+        extra=extra,
+    )
     return model, meta, result
 
 
@@ -74,8 +94,9 @@ def _lora_model(backbone: NAFNet, rank_plan: dict[str, int], lora_mode: str, see
     with torch.random.fork_rng(devices=[]):  # LoRA A's initialisation follows the run's seed, nothing else does
         torch.manual_seed(seed)
         inject_lora(model, rank_plan, alpha=None, mode=lora_mode)
-    params = {f"{path}.lora_{ab}": getattr(layer, f"lora_{ab}")
-              for path, layer in lora_layers(model).items() for ab in "AB"}
+    params = {
+        f"{path}.lora_{ab}": getattr(layer, f"lora_{ab}") for path, layer in lora_layers(model).items() for ab in "AB"
+    }
     return model, params
 
 
@@ -87,8 +108,13 @@ def psnr_validator(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], device) -
     from colora.core.data.crops import center_crop
     from colora.core.inference.metrics import psnr
 
-    crops = [(center_crop(x, VALIDATION_CROP)[None].to(device).contiguous(memory_format=torch.channels_last),
-              center_crop(y, VALIDATION_CROP)[None]) for x, y in pairs]
+    crops = [
+        (
+            center_crop(x, VALIDATION_CROP)[None].to(device).contiguous(memory_format=torch.channels_last),
+            center_crop(y, VALIDATION_CROP)[None],
+        )
+        for x, y in pairs
+    ]
 
     def score(model: nn.Module) -> float:
         return sum(psnr(model(x).clamp(0, 1).cpu(), y) for x, y in crops) / len(crops)
@@ -96,8 +122,16 @@ def psnr_validator(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], device) -
     return score
 
 
-def seconds_per_step(backbone: NAFNet, train_pairs: Sequence[tuple[str, str]], config: TrainConfig,
-                     rank_plan: dict[str, int], *, lora_mode: str = "weight", device="cpu", steps: int = 8) -> float:
+def seconds_per_step(
+    backbone: NAFNet,
+    train_pairs: Sequence[tuple[str, str]],
+    config: TrainConfig,
+    rank_plan: dict[str, int],
+    *,
+    lora_mode: str = "weight",
+    device="cpu",
+    steps: int = 8,
+) -> float:
     """What one training step of this adapter costs here, now: the median of a few real steps on a
     throwaway copy (for a training budget given in minutes)."""
     model, params = _lora_model(backbone, rank_plan, lora_mode, config.seed)
@@ -105,8 +139,14 @@ def seconds_per_step(backbone: NAFNet, train_pairs: Sequence[tuple[str, str]], c
     model.to(device)
     stamps: list[float] = []
     probe = replace(config, steps=steps, warmup_steps=1, validate_every=0)
-    fit(model, params, lambda step, gen: data.sample_batch(config.batch_size, config.patch_size, gen), probe,
-        device=device, on_step=lambda done, total, loss: stamps.append(time.perf_counter()))
+    fit(
+        model,
+        params,
+        lambda step, gen: data.sample_batch(config.batch_size, config.patch_size, gen),
+        probe,
+        device=device,
+        on_step=lambda done, total, loss: stamps.append(time.perf_counter()),
+    )
     gaps = sorted(b - a for a, b in zip(stamps[2:], stamps[3:]))
     return gaps[len(gaps) // 2]
 

@@ -10,6 +10,7 @@ generator (cheap numbers) and builds only its own slice of crops (the costly par
 processes with batch B train exactly as one process with batch N*B, and the generator state in a
 checkpoint is every process's state (any of them can resume from it).
 """
+
 from __future__ import annotations
 
 import os
@@ -48,7 +49,7 @@ class World:
         flat /= self.size
         offset = 0
         for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
     def mean(self, value: torch.Tensor) -> float:
@@ -82,8 +83,10 @@ def peers_guarded(world: World | None) -> Iterator[None]:
         if world is None or not (isinstance(e, dist.DistError) or "gloo" in text.lower() or "nccl" in text.lower()):
             raise
         first = next((line for line in text.splitlines() if line.strip()), type(e).__name__)
-        raise ConflictError(f"another process of this torchrun job stopped ({first.strip()[:160]})",
-                            hint="run the same command again with --resume (as many processes)") from None
+        raise ConflictError(
+            f"another process of this torchrun job stopped ({first.strip()[:160]})",
+            hint="run the same command again with --resume (as many processes)",
+        ) from None
 
 
 def launched() -> bool:

@@ -5,6 +5,7 @@ path it is given. A checkpoint holds the trained tensors, AdamW's moments, the d
 generator's state and the loss curve, so a run killed at any moment resumes where its last
 checkpoint left it and draws the same batches it would have drawn.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,11 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from colora.core.choices import LOSSES
 from colora.core.errors import InvalidInputError
 from colora.core.model.weights import read_tensors, save_tensors_atomic
 from colora.core.training.distributed import World, peers_guarded
-
-LOSSES = ("l1", "psnr")
 
 
 @dataclass
@@ -41,8 +41,12 @@ class TrainConfig:
     validate_every: int = 0  # steps between validations (0: none); the best validated state is kept
 
     def validate(self) -> None:
-        positive = {"steps": self.steps, "batch size": self.batch_size, "patch size": self.patch_size,
-                    "checkpoint every": self.checkpoint_every}
+        positive = {
+            "steps": self.steps,
+            "batch size": self.batch_size,
+            "patch size": self.patch_size,
+            "checkpoint every": self.checkpoint_every,
+        }
         for name, value in positive.items():
             if value < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {value}")
@@ -109,9 +113,17 @@ class Checkpoint:
         self.path = Path(path)
         self.config_json = config_json
 
-    def save(self, step: int, params: dict[str, nn.Parameter], opt: torch.optim.AdamW,
-             gen: torch.Generator, curve: list, wall: float, val_curve: list | None = None,
-             best: Best | None = None) -> None:
+    def save(
+        self,
+        step: int,
+        params: dict[str, nn.Parameter],
+        opt: torch.optim.AdamW,
+        gen: torch.Generator,
+        curve: list,
+        wall: float,
+        val_curve: list | None = None,
+        best: Best | None = None,
+    ) -> None:
         tensors = {f"param.{k}": p.detach().cpu().contiguous() for k, p in params.items()}
         if best is not None:
             tensors.update({f"best.{k}": t.detach().cpu().contiguous() for k, t in best.params.items()})
@@ -122,19 +134,25 @@ class Checkpoint:
                 tensors[f"adam.{key}.{name}"] = state[key].detach().cpu().contiguous()
             tensors[f"adam.step.{name}"] = torch.as_tensor(state["step"], dtype=torch.float64).reshape(1).cpu()
         tensors["generator_state"] = gen.get_state()
-        meta = {"step": str(step), "config": self.config_json, "curve": json.dumps(curve), "wall": str(wall),
-                "val_curve": json.dumps(val_curve or []),
-                "best": json.dumps([best.step, best.score] if best is not None else None)}
+        meta = {
+            "step": str(step),
+            "config": self.config_json,
+            "curve": json.dumps(curve),
+            "wall": str(wall),
+            "val_curve": json.dumps(val_curve or []),
+            "best": json.dumps([best.step, best.score] if best is not None else None),
+        }
         save_tensors_atomic(self.path, tensors, meta)
 
-    def load(self, params: dict[str, nn.Parameter], opt: torch.optim.AdamW,
-             gen: torch.Generator) -> tuple[int, list, float, list, Best | None]:
+    def load(
+        self, params: dict[str, nn.Parameter], opt: torch.optim.AdamW, gen: torch.Generator
+    ) -> tuple[int, list, float, list, Best | None]:
         tensors, meta = read_tensors(self.path)
         if meta.get("config") != self.config_json:
             raise InvalidInputError(
                 "the checkpoint was written with other training settings",
                 hint="resume with the same options (under torchrun, as many processes too), or start over "
-                     "without --resume",
+                "without --resume",
             )
         with torch.no_grad():
             for k, p in params.items():
@@ -150,8 +168,13 @@ class Checkpoint:
         best = json.loads(meta.get("best", "null"))
         if best is not None:
             best = Best(int(best[0]), float(best[1]), {k: tensors[f"best.{k}"] for k in params})
-        return (int(meta["step"]), [tuple(x) for x in json.loads(meta["curve"])], float(meta["wall"]),
-                [tuple(x) for x in json.loads(meta.get("val_curve", "[]"))], best)
+        return (
+            int(meta["step"]),
+            [tuple(x) for x in json.loads(meta["curve"])],
+            float(meta["wall"]),
+            [tuple(x) for x in json.loads(meta.get("val_curve", "[]"))],
+            best,
+        )
 
 
 def fit(
@@ -197,7 +220,9 @@ def fit(
         for step in range(start, config.steps):
             for group in opt.param_groups:
                 group["lr"] = learning_rate(config, step)
-            x, y = make_batch(step, gen) if world is None else make_batch(step, gen, keep=world.shard(config.batch_size))
+            x, y = (
+                make_batch(step, gen) if world is None else make_batch(step, gen, keep=world.shard(config.batch_size))
+            )
             x = x.to(device, memory_format=torch.channels_last)
             loss = restoration_loss(model(x), y.to(device), config.loss)
             value = loss.item() if world is None else world.mean(loss)  # the global batch's loss, in every process
@@ -217,7 +242,11 @@ def fit(
             if done % config.log_every == 0 or done == config.steps:
                 curve.append((done, sum(window) / len(window)))
                 window = []
-            if validate is not None and config.validate_every and (done % config.validate_every == 0 or done == config.steps):
+            if (
+                validate is not None
+                and config.validate_every
+                and (done % config.validate_every == 0 or done == config.steps)
+            ):
                 score = _score(model, validate)
                 val_curve.append((done, score))
                 if best is None or score > best.score:
@@ -231,8 +260,14 @@ def fit(
             for k, p in params.items():
                 p.copy_(best.params[k])
     model.to(memory_format=torch.contiguous_format).eval()
-    return TrainResult(config.steps, curve, wall_before + time.perf_counter() - t0, resumed_from=start,
-                       val_curve=val_curve, best_step=best.step if best is not None else None)
+    return TrainResult(
+        config.steps,
+        curve,
+        wall_before + time.perf_counter() - t0,
+        resumed_from=start,
+        val_curve=val_curve,
+        best_step=best.step if best is not None else None,
+    )
 
 
 def _score(model: nn.Module, validate: Validator) -> float:

@@ -5,6 +5,7 @@ every step draws random crops and degrades each crop with its own random-order c
 `ProdSampler`. Building a batch (crop, flip, degrade) costs far more than a GPU step, so with
 `workers` the crops are built by a pool of processes, one step ahead of the training loop.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colora.core.model.backbone import BackboneConfig, build_backbone, count_parameters
 from colora.core.data.crops import apply_augment, augment_ops, to_tensor
-from colora.core.errors import InvalidInputError, NotFoundError
 from colora.core.data.images import is_image_file, load_image
 from colora.core.data.prod import ProdSampler, apply_recipe
+from colora.core.errors import InvalidInputError, NotFoundError
+from colora.core.model.backbone import BackboneConfig, build_backbone, count_parameters
+from colora.core.model.weights import save_backbone
 from colora.core.training.distributed import World
 from colora.core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
-from colora.core.model.weights import save_backbone
 
 MAX_WORKERS = 64
 
@@ -81,8 +82,9 @@ class ProdBatches:
     Use as a context manager (or call close()) to end the workers.
     """
 
-    def __init__(self, images: Sequence[torch.Tensor], sampler: ProdSampler, batch_size: int, patch: int,
-                 workers: int = 0):
+    def __init__(
+        self, images: Sequence[torch.Tensor], sampler: ProdSampler, batch_size: int, patch: int, workers: int = 0
+    ):
         if not 0 <= workers <= MAX_WORKERS:
             raise InvalidInputError(f"workers must be between 0 and {MAX_WORKERS}, got {workers}")
         self.images, self.sampler, self.batch_size, self.patch = list(images), sampler, batch_size, patch
@@ -123,8 +125,10 @@ class ProdBatches:
         copy_gen = torch.Generator()
         copy_gen.set_state(gen.get_state())
         self._ahead = (gen.get_state(), keep, self.pool.map_async(_build_in_worker, self._plans(copy_gen, keep)))
-        return (torch.stack([torch.from_numpy(x) for x, _ in built]),
-                torch.stack([torch.from_numpy(y) for _, y in built]))
+        return (
+            torch.stack([torch.from_numpy(x) for x, _ in built]),
+            torch.stack([torch.from_numpy(y) for _, y in built]),
+        )
 
     def close(self) -> None:
         if self.pool is not None:
@@ -139,14 +143,22 @@ class ProdBatches:
         self.close()
 
 
-def seconds_per_step(model: torch.nn.Module, batches: ProdBatches, config: TrainConfig, device, steps: int = 10) -> float:
+def seconds_per_step(
+    model: torch.nn.Module, batches: ProdBatches, config: TrainConfig, device, steps: int = 10
+) -> float:
     """What one pre-training step costs here, now (data included): the median of a few real steps
     of a throwaway copy of the model (for a time budget in minutes)."""
     probe = copy.deepcopy(model)
     params = dict(probe.named_parameters())
     stamps: list[float] = []
-    fit(probe, params, batches, replace(config, steps=steps, warmup_steps=1), device=device,
-        on_step=lambda done, total, loss: stamps.append(time.perf_counter()))
+    fit(
+        probe,
+        params,
+        batches,
+        replace(config, steps=steps, warmup_steps=1),
+        device=device,
+        on_step=lambda done, total, loss: stamps.append(time.perf_counter()),
+    )
     gaps = sorted(b - a for a, b in zip(stamps[2:], stamps[3:]))
     return gaps[len(gaps) // 2]
 
@@ -189,12 +201,24 @@ def pretrain(
     with ProdBatches(images, sampler, config.batch_size * processes, config.patch_size, workers) as batches:
         if minutes is not None:
             config = _steps_for(minutes, model, batches, config, device, world)
-        result = _fit(model, params, batches, config, backbone_config, sampler, init, device=device,
-                      checkpoint_path=checkpoint_path, resume=resume, on_step=on_step, world=world, on_start=on_start)
+        result = _fit(
+            model,
+            params,
+            batches,
+            config,
+            backbone_config,
+            sampler,
+            init,
+            device=device,
+            checkpoint_path=checkpoint_path,
+            resume=resume,
+            on_step=on_step,
+            world=world,
+            on_start=on_start,
+        )
     recipe = {
         "method": "PROD (random-order degradation pre-training)",
-        "data": {"folder": " + ".join("/".join(f.parts[-2:]) for f in clean_folders(clean_dir)),
-                 "images": len(images)},
+        "data": {"folder": " + ".join("/".join(f.parts[-2:]) for f in clean_folders(clean_dir)), "images": len(images)},
         "sampler": sampler.describe(),
         "train": {k: v for k, v in config.__dict__.items()},
         "processes": processes,
@@ -205,17 +229,29 @@ def pretrain(
         recipe["workers"] = workers
     earlier = (init[1].get("chunks") or [c for c in [_chunk(init[1])] if c]) if init is not None else []
     if init is not None and not earlier:  # not a PROD pre-training (an imported NAFNet): say where it started
-        recipe["started_from"] = {k: v for k, v in init[1].items() if k in ("imported_from", "checkpoint_key", "sha256")}
-    recipe["chunks"] = [*earlier, {"steps": config.steps, "wall_time_s": recipe["wall_time_s"], "seed": config.seed,
-                                   "lr": config.lr, "batch_size": config.batch_size * processes,
-                                   "patch_size": config.patch_size, "device": torch.device(device).type}]
+        recipe["started_from"] = {
+            k: v for k, v in init[1].items() if k in ("imported_from", "checkpoint_key", "sha256")
+        }
+    recipe["chunks"] = [
+        *earlier,
+        {
+            "steps": config.steps,
+            "wall_time_s": recipe["wall_time_s"],
+            "seed": config.seed,
+            "lr": config.lr,
+            "batch_size": config.batch_size * processes,
+            "patch_size": config.patch_size,
+            "device": torch.device(device).type,
+        },
+    ]
     recipe["total_steps"] = sum(c["steps"] for c in recipe["chunks"])
     recipe["total_wall_time_s"] = round(sum(c.get("wall_time_s") or 0 for c in recipe["chunks"]), 1)
     return model.cpu().eval(), result, recipe
 
 
-def _steps_for(minutes: float, model, batches: ProdBatches, config: TrainConfig, device,
-               world: World | None) -> TrainConfig:
+def _steps_for(
+    minutes: float, model, batches: ProdBatches, config: TrainConfig, device, world: World | None
+) -> TrainConfig:
     """The config with as many steps as `minutes` allow at the speed measured here now (under
     torchrun, the leader's count for every process)."""
     if not 0 < minutes <= 7 * 24 * 60:
@@ -227,17 +263,44 @@ def _steps_for(minutes: float, model, batches: ProdBatches, config: TrainConfig,
     return replace(config, steps=steps, warmup_steps=min(config.warmup_steps, steps // 10))
 
 
-def _fit(model, params, batches, config: TrainConfig, backbone_config: BackboneConfig, sampler: ProdSampler, init, *,
-         device, checkpoint_path, resume, on_step, world, on_start) -> TrainResult:
-    key = {"train": config.to_json(), "backbone": backbone_config.to_json(), "sampler": sampler.describe(),
-           "init": None if init is None else init[1].get("sha256")}
+def _fit(
+    model,
+    params,
+    batches,
+    config: TrainConfig,
+    backbone_config: BackboneConfig,
+    sampler: ProdSampler,
+    init,
+    *,
+    device,
+    checkpoint_path,
+    resume,
+    on_step,
+    world,
+    on_start,
+) -> TrainResult:
+    key = {
+        "train": config.to_json(),
+        "backbone": backbone_config.to_json(),
+        "sampler": sampler.describe(),
+        "init": None if init is None else init[1].get("sha256"),
+    }
     if world is not None and world.size > 1:  # the global batch differs: resume only with as many processes
         key["processes"] = world.size
     checkpoint = Checkpoint(checkpoint_path, json.dumps(key, sort_keys=True)) if checkpoint_path else None
     if on_start is not None:
         on_start(config)
-    return fit(model, params, batches, config, device=device, checkpoint=checkpoint, resume=resume, on_step=on_step,
-               world=world)
+    return fit(
+        model,
+        params,
+        batches,
+        config,
+        device=device,
+        checkpoint=checkpoint,
+        resume=resume,
+        on_step=on_step,
+        world=world,
+    )
 
 
 def _chunk(recipe: dict) -> dict | None:
@@ -245,14 +308,22 @@ def _chunk(recipe: dict) -> dict | None:
     train = recipe.get("train", {})
     if not isinstance(train, dict) or not isinstance(train.get("steps"), int):
         return None
-    return {"steps": train.get("steps"), "wall_time_s": recipe.get("wall_time_s"), "seed": train.get("seed"),
-            "lr": train.get("lr")}
+    return {
+        "steps": train.get("steps"),
+        "wall_time_s": recipe.get("wall_time_s"),
+        "seed": train.get("seed"),
+        "lr": train.get("lr"),
+    }
 
 
 def save_pretrained(path: Path, model: torch.nn.Module, result: TrainResult, recipe: dict, description: str) -> str:
-    return save_backbone(path, model, {
-        "pretrained": "true",
-        "description": description,
-        "recipe": json.dumps(recipe),
-        "loss_curve": json.dumps(result.loss_curve),
-    })
+    return save_backbone(
+        path,
+        model,
+        {
+            "pretrained": "true",
+            "description": description,
+            "recipe": json.dumps(recipe),
+            "loss_curve": json.dumps(result.loss_curve),
+        },
+    )

@@ -18,6 +18,7 @@ rank min(C_out, C_in*kh*kw). What is left (rounding, and the shares of capped la
 rank at a time to the contributing layer furthest below its share relative to its weight, while
 a rank still fits, so the plan spends close to the whole budget and never more than B.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,12 +29,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from colora.core.choices import RANK_METHODS
 from colora.core.data.crops import PairSet
 from colora.core.errors import InvalidInputError
 from colora.core.model.lora import lora_parameter_count, lora_targets
 from colora.core.training.loop import TrainConfig, fit, restoration_loss
 
-METHODS = ("faig", "uniform")
+METHODS = RANK_METHODS
 
 
 @dataclass
@@ -47,8 +49,14 @@ class RankPlan:
     settings: dict = field(default_factory=dict)
 
     def info(self) -> dict:
-        return {"method": self.method, "budget": self.budget, "budget_params": self.budget_params,
-                "params": self.params, "scores": self.scores, "settings": self.settings}
+        return {
+            "method": self.method,
+            "budget": self.budget,
+            "budget_params": self.budget_params,
+            "params": self.params,
+            "scores": self.scores,
+            "settings": self.settings,
+        }
 
 
 def layer_cost(conv: nn.Conv2d) -> int:
@@ -63,8 +71,10 @@ def full_rank(conv: nn.Conv2d) -> int:
 
 def _budget_params(model: nn.Module, budget: float) -> int:
     if not (0 < budget <= 1):
-        raise InvalidInputError(f"budget must be a fraction of the backbone's parameters in (0, 1], got {budget}",
-                                hint="e.g. --budget 0.07 for 7 %")
+        raise InvalidInputError(
+            f"budget must be a fraction of the backbone's parameters in (0, 1], got {budget}",
+            hint="e.g. --budget 0.07 for 7 %",
+        )
     return int(budget * sum(p.numel() for p in model.parameters()))
 
 
@@ -85,8 +95,16 @@ def uniform_plan(model: nn.Module, budget: float) -> RankPlan:
     return RankPlan(ranks, "uniform", budget, limit, lora_parameter_count(model, ranks), settings={"rank": r})
 
 
-def plan_from_scores(model: nn.Module, scores: dict[str, float], budget: float, *, min_rank: int = 1,
-                     max_rank: int = 64, method: str = "faig", settings: dict | None = None) -> RankPlan:
+def plan_from_scores(
+    model: nn.Module,
+    scores: dict[str, float],
+    budget: float,
+    *,
+    min_rank: int = 1,
+    max_rank: int = 64,
+    method: str = "faig",
+    settings: dict | None = None,
+) -> RankPlan:
     targets = lora_targets(model)
     unknown = [p for p in scores if p not in targets]
     if unknown:
@@ -97,8 +115,9 @@ def plan_from_scores(model: nn.Module, scores: dict[str, float], budget: float, 
     ranks = {p: min_rank for p in targets}
     spent = sum(min_rank * cost[p] for p in targets)
     if spent > limit:
-        raise InvalidInputError(f"a budget of {budget:.3%} cannot give every layer the minimum rank {min_rank}",
-                                hint="raise --budget")
+        raise InvalidInputError(
+            f"a budget of {budget:.3%} cannot give every layer the minimum rank {min_rank}", hint="raise --budget"
+        )
     clean = {p: max(0.0, float(scores.get(p, 0.0))) for p in targets}
     clean = {p: (v if math.isfinite(v) else 0.0) for p, v in clean.items()}
     total = sum(clean.values())
@@ -118,8 +137,15 @@ def plan_from_scores(model: nn.Module, scores: dict[str, float], budget: float, 
         best = max(room, key=lambda p: ((share[p] - (ranks[p] - min_rank) * cost[p]) / (weights[p] * rest), p))
         ranks[best] += 1
         spent += cost[best]
-    return RankPlan(ranks, method, budget, limit, spent, scores=weights,
-                    settings={"min_rank": min_rank, "max_rank": max_rank, **(settings or {})})
+    return RankPlan(
+        ranks,
+        method,
+        budget,
+        limit,
+        spent,
+        scores=weights,
+        settings={"min_rank": min_rank, "max_rank": max_rank, **(settings or {})},
+    )
 
 
 def faig_scores(
@@ -146,10 +172,23 @@ def faig_scores(
         p.requires_grad_(True)
     tuned = copy.deepcopy(pre)
     # 1. brief full fine-tuning
-    config = TrainConfig(steps=probe_steps, batch_size=batch_size, patch_size=patch_size, lr=lr, seed=seed,
-                         warmup_steps=min(10, probe_steps), log_every=max(1, probe_steps))
-    fit(tuned, dict(tuned.named_parameters()), lambda step, gen: data.sample_batch(batch_size, patch_size, gen),
-        config, device=device, on_step=(lambda done, _t, _l: on_progress(done, total)) if on_progress else None)
+    config = TrainConfig(
+        steps=probe_steps,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        lr=lr,
+        seed=seed,
+        warmup_steps=min(10, probe_steps),
+        log_every=max(1, probe_steps),
+    )
+    fit(
+        tuned,
+        dict(tuned.named_parameters()),
+        lambda step, gen: data.sample_batch(batch_size, patch_size, gen),
+        config,
+        device=device,
+        on_step=(lambda done, _t, _l: on_progress(done, total)) if on_progress else None,
+    )
     # 2. integrated gradients on fixed batches along the straight path
     gen = torch.Generator().manual_seed(seed + 1)
     batches = [data.sample_batch(batch_size, patch_size, gen) for _ in range(probe_batches)]
