@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
+from colora.core.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
 
 TEMP_SUFFIX = ".part"  # every temporary file colora writes ends so (`colora doctor` knows them)
 # `.NAME.<8 random characters>.part`: what atomic_write (mkstemp) names its temporary files
@@ -117,9 +117,18 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def copy_atomic(source: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool = True) -> None:
+def copy_atomic(
+    source: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool = True, expected_sha256: str | None = None
+) -> None:
+    """Copy `source` to `dest` atomically; with `expected_sha256`, the copy is checked before it
+    is renamed into place (IntegrityError, and `dest` untouched, when it differs)."""
     with atomic_write(dest, overwrite=overwrite) as tmp:
         shutil.copyfile(source, tmp)
+        if expected_sha256 is not None and sha256_file(tmp) != expected_sha256:
+            raise IntegrityError(
+                f"{Path(source).name} changed since colora wrote it (its sha256 differs from the recorded one)",
+                hint="run `colora doctor`; nothing was exported",
+            )
 
 
 MAX_HEADER_BYTES = 100 * 1024**2  # safetensors' own limit

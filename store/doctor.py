@@ -3,6 +3,7 @@
 Findings have a severity:
   error    the index and the files disagree (a missing or altered weights file, a broken DB);
            never repaired automatically, except dropping the row of an adapter whose file is gone
+           and removing a cached ONNX export that is not the one colora wrote (rebuilt on demand)
   warning  something to look at: weight files the index does not know (`--fix` re-indexes them
            from their own metadata), links inside the store (never followed, never removed),
            stale checkpoints, cached ONNX exports of adapters the store no longer has
@@ -144,6 +145,18 @@ def _weights_file(store: Store, rel: str, recorded_sha: str | None, label: str, 
     return []
 
 
+def _cached_export(store: Store, f: Path, rel: str) -> list[Finding]:
+    """A live cached export must be the file colora wrote: its sha256 is recorded in the index."""
+    recorded = store.cache_digest(rel)
+    if recorded is None:  # an older colora's, or the index was rebuilt: restore exports it again
+        severity, what = "warning", "a cached ONNX export with no recorded sha256 (restore makes it again)"
+    elif sha256_file(f) != recorded:
+        severity, what = "error", "a cached ONNX export that changed since colora wrote it (restore never runs it)"
+    else:
+        return []
+    return [Finding(severity, "cache_changed", f"{what}; `colora doctor --fix` removes it", rel, fixable=True)]
+
+
 def _files(
     store: Store, referenced: set[Path], live_tasks: set[str], task_names: set[str], cached: set[str]
 ) -> list[Finding]:
@@ -184,7 +197,9 @@ def _files(
                             )
                         )
                 elif room == "cache":
-                    if not any(name.startswith(prefix) for prefix in cached) and _old(f):
+                    if any(name.startswith(prefix) for prefix in cached):
+                        findings += _cached_export(store, f, rel)
+                    elif _old(f):
                         findings.append(
                             Finding(
                                 "warning",
@@ -267,6 +282,11 @@ def fix(store: Store, findings: list[Finding]) -> list[Finding]:
                 row = s.get(Adapter, f.ref)
                 if row is not None and not store.path(row.path).exists():
                     s.delete(row)
+        elif f.kind == "cache_changed":
+            path = store.root / f.path  # a link is never followed: only a regular file is removed
+            if stat.S_ISREG(path.lstat().st_mode):
+                path.unlink()
+            store.forget_cache_digest(f.path)
         elif f.kind == "temp_file":
             path = store.root / f.path  # not resolved: a link is removed as a link, its target untouched
             if stat.S_ISREG(path.lstat().st_mode) and is_temp_name(path.name):

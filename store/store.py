@@ -425,6 +425,25 @@ class Store:
             m = ONNX_NAME.match(f.name[len(prefix) :])  # not a file of a task named `<task>-...`
             if m and m.group(1) != key and f.is_file() and not f.is_symlink():
                 f.unlink(missing_ok=True)
+                self.forget_cache_digest(f"{ONNX_CACHE}/{f.name}")
+
+    # The sha256 of each cached export, recorded when colora writes it and checked before every
+    # use (and by `doctor`): a cache file changed by anyone else is never run.
+
+    def cache_digest(self, rel: str) -> str | None:
+        with self.session() as s:
+            row = s.get(Setting, CACHE_DIGEST_KEY + rel)
+            return row.value if row is not None else None
+
+    def record_cache_digest(self, rel: str, sha256: str) -> None:
+        with self.session() as s:
+            s.merge(Setting(key=CACHE_DIGEST_KEY + rel, value=sha256))
+
+    def forget_cache_digest(self, rel: str) -> None:
+        with self.session() as s:
+            row = s.get(Setting, CACHE_DIGEST_KEY + rel)
+            if row is not None:
+                s.delete(row)
 
     # ------------------------------------------------------------ training runs
 
@@ -731,6 +750,7 @@ class Store:
 
 
 ONNX_CACHE = "cache/onnx"
+CACHE_DIGEST_KEY = "cache_sha256:"  # + the cache file's path: its sha256 (settings table)
 ONNX_NAME = re.compile(r"^([0-9a-f]{12})-([a-z0-9]+)\.onnx$")  # after `<task>-`: <key>-<graph>.onnx
 
 

@@ -169,6 +169,38 @@ def test_a_damaged_cache_is_exported_again_and_old_exports_go(trained_store, tmp
     assert "cached ONNX export" in err(doctor) + doctor.stdout
 
 
+def test_a_tampered_cache_is_never_run_and_doctor_finds_it(trained_store, tmp_path):
+    """A valid ONNX graph edited in the cache (here one weight changed a little) is not what colora
+    wrote: its sha256 differs from the recorded one, so restore exports again instead of running it,
+    and doctor reports the file (an error) until `--fix` removes it."""
+    pytest.importorskip("openvino", reason="needs openvino")
+    onnx = pytest.importorskip("onnx", reason="needs onnx to edit a graph")
+    from onnx import numpy_helper
+
+    home = copy_store(trained_store.home, tmp_path / "home")
+    shutil.rmtree(home / "cache", ignore_errors=True)
+    args = ("restore", "--task", "noise", trained_store.pairs / "input", "--engine", "openvino", "--home", home)
+    ok(invoke(*args, "-o", tmp_path / "a"))
+    [name] = cache_files(home)
+    path = home / "cache" / "onnx" / name
+
+    def tamper() -> None:
+        model = onnx.load(str(path))
+        weight = next(t for t in model.graph.initializer if numpy_helper.to_array(t).size > 8)
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.001, weight.name))
+        onnx.save(model, str(path))
+
+    tamper()
+    r = ok(invoke(*args, "-o", tmp_path / "b", "--overwrite"))
+    assert "Exporting" in err(r)  # not run: made again
+    assert "cache_changed" not in ok(invoke("doctor", "--json", "--home", home)).stdout
+    tamper()
+    found = invoke("doctor", "--home", home)
+    assert found.exit_code == 1 and "changed since colora wrote it" in err(found) + found.stdout
+    ok(invoke("doctor", "--fix", "--home", home))
+    assert cache_files(home) == [] and ok(invoke("doctor", "--home", home))
+
+
 def test_engine_choices_and_their_errors(trained_store, tmp_path, monkeypatch):
     home = trained_store.home
     src = trained_store.pairs / "input"

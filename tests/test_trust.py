@@ -343,6 +343,38 @@ def test_a_bit_flipped_adapter_is_never_used(home, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_backbone_whose_tensors_disagree_with_its_own_fingerprint_is_refused(home, tmp_path):
+    """A colora backbone file carries the fingerprint of its tensors: a changed tensor is not a new backbone."""
+
+    def flip(t):
+        t["intro.weight"][0, 0, 0, 0] += 0.5
+
+    changed = rewrite(backbone_file(home), tmp_path / "changed.safetensors", tensors=flip)
+    before = files(home)
+    refused(invoke("backbone", "import", changed, "--name", "changed", "--home", home), "the file says")
+    assert files(home) == before
+
+
+@pytest.mark.parametrize("what", ["adapter", "backbone"])
+def test_an_export_never_carries_weights_that_changed_in_the_store(home, tmp_path, what):
+    path = adapter_file(home) if what == "adapter" else backbone_file(home)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of one tensor value: the file still parses
+    path.write_bytes(bytes(data))
+    dest = tmp_path / "out.safetensors"
+    args = ("adapter", "export", "noise") if what == "adapter" else ("backbone", "export", "random-tiny")
+    refused(invoke(*args, dest, "--home", home), "changed since colora wrote it")
+    assert not dest.exists() and not list(tmp_path.glob(".out.safetensors.*"))
+
+
+@pytest.mark.parametrize("args", [("adapter", "export", "noise"), ("export-onnx", "noise"), ("export-model", "noise")])
+def test_overwrite_replaces_only_regular_files(home, tmp_path, args):
+    fifo = tmp_path / ("x.pth" if args[0] == "export-model" else "x.onnx")
+    os.mkfifo(fifo)
+    refused(invoke(*args, fifo, "--overwrite", "--home", home), "replaces only regular files")
+    assert fifo.is_fifo()
+
+
 # ---------------------------------------------------------------- 9, 10: read-only stores, outputs in the store
 
 

@@ -38,7 +38,7 @@ def export_adapter(store: Store, task: str, file: Path, *, overwrite: bool = Fal
         return adapter
     if Path(file).exists() and not overwrite:
         raise ConflictError(f"{file} already exists", hint="pass --overwrite to replace it")
-    copy_atomic(store.path(adapter.path), file)
+    copy_atomic(store.path(adapter.path), file, overwrite=overwrite, expected_sha256=adapter.file_sha256)
     return adapter
 
 

@@ -157,7 +157,7 @@ def export_backbone(store: Store, name: str, file: Path, *, overwrite: bool = Fa
     store.refuse_inside(file, "the destination")
     if Path(file).exists() and not overwrite:
         raise ConflictError(f"{file} already exists", hint="pass --overwrite to replace it")
-    copy_atomic(store.path(row.path), file)
+    copy_atomic(store.path(row.path), file, overwrite=overwrite, expected_sha256=row.file_sha256)
     return row
 
 

@@ -178,8 +178,10 @@ def _gpu(device: str) -> bool:
 
 def engine_model(store: Store, task: str, adapter: Adapter, engine: str, reporter: Reporter = SILENT):
     """The task's model run by `engine` (onnxruntime or openvino) from its cached ONNX export, made
-    on first use. It is checked against colora's own graph on a test image before it is used: a
-    damaged or stale cache file is exported again, and an engine that computes otherwise is refused."""
+    on first use. The engine loads a private copy whose sha256 matches the one recorded when the
+    export was cached (a cache file changed by anyone else is exported again, never run), and it is
+    checked against colora's own graph on a test image before it is used. Where the store cannot
+    keep the export (read-only, disk full), it is made for this run only."""
     from colora.api.models import task_parts
     from colora.core.inference.engines import GRAPHS, build_graph, export_onnx, load_engine, max_abs_error
     from colora.core.model.fast import FastNAFNet
@@ -188,16 +190,15 @@ def engine_model(store: Store, task: str, adapter: Adapter, engine: str, reporte
     ours = FastNAFNet(backbone, deltas)
     rel = store.onnx_relpath(task, adapter, GRAPHS[engine])
     with tempfile.TemporaryDirectory(prefix="colora-onnx-") as scratch:
-        # a store this process may not write caches nothing: the export is made for this run only
-        path = Path(scratch, Path(rel).name) if store.read_only else store.path(rel)
+        local = Path(scratch, Path(rel).name)  # what the engine loads: checked, and nobody else's to change
         for fresh in (False, True):
-            if fresh or not path.is_file():
+            if fresh or not _verified_copy(store, rel, local):
                 reporter.note(f"Exporting the model of '{task}' to ONNX for {engine} (once per adapter) ...")
-                export_onnx(build_graph(GRAPHS[engine], backbone, deltas), path)
-                if not store.read_only:
-                    store.prune_onnx(task, adapter)
+                local.unlink(missing_ok=True)
+                export_onnx(build_graph(GRAPHS[engine], backbone, deltas), local)
+                _keep(store, task, adapter, rel, local, reporter)
             try:
-                runner = load_engine(engine, path)  # holds the model in memory: the file may go
+                runner = load_engine(engine, local)  # holds the model in memory: the file may go
             except InvalidInputError:
                 if fresh:
                     raise
@@ -206,6 +207,42 @@ def engine_model(store: Store, task: str, adapter: Adapter, engine: str, reporte
             if _exact(error):
                 return runner
         raise _inexact(engine, error)
+
+
+def _verified_copy(store: Store, rel: str, local: Path) -> bool:
+    """Copy the cached export to `local` when it is a regular file whose sha256 is the recorded one."""
+    import os
+    import shutil
+    import stat
+
+    from colora.core.files import sha256_file
+
+    cached, recorded = store.path(rel), store.cache_digest(rel)
+    try:
+        if recorded is None or not stat.S_ISREG(os.lstat(cached).st_mode):
+            return False
+        shutil.copyfile(cached, local)
+    except OSError:
+        return False
+    return sha256_file(local) == recorded
+
+
+def _keep(store: Store, task: str, adapter: Adapter, rel: str, local: Path, reporter: Reporter) -> None:
+    """Cache a fresh export in the store with its sha256, where the store can keep it."""
+    from colora.core.files import copy_atomic, sha256_file
+
+    if store.read_only:
+        return  # a store this process may not write caches nothing
+    digest = sha256_file(local)
+    try:
+        copy_atomic(local, store.path(rel), expected_sha256=digest)
+    except OSError as e:
+        reporter.note(
+            f"Could not keep the export in the store's cache ({e.strerror or e}); it is used for this run only."
+        )
+        return
+    store.record_cache_digest(rel, digest)
+    store.prune_onnx(task, adapter)
 
 
 def _exact(error: float) -> bool:

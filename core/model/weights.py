@@ -135,6 +135,11 @@ def load_backbone(
             hint="the file is damaged, or its training diverged",
         )
     fp = backbone_fingerprint(tensors, config)
+    if meta.get("sha256") and meta["sha256"] != fp:
+        raise IntegrityError(
+            f"backbone {name}: its tensors have fingerprint {fp[:12]}, but the file says {meta['sha256'][:12]}",
+            hint="the file was changed after colora wrote it; use an intact copy",
+        )
     if expected_sha256 is not None and fp != expected_sha256:
         raise IntegrityError(
             f"backbone {name} has fingerprint {fp[:12]}, but {expected_sha256[:12]} was recorded",
