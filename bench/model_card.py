@@ -17,6 +17,15 @@ from colora.core.model.bundled import BUNDLED_DIR, bundled_backbone
 from colora.core.model.weights import load_backbone
 
 
+def _chunk_text(chunk: dict, train: dict) -> str:
+    """One chunk as the card lists it (its batch and device where the recipe recorded them;
+    bench/chunks/README.md has every chunk's command)."""
+    text = f"{chunk['steps']} at lr {chunk['lr']}"
+    if "batch_size" in chunk:
+        text += f", batch {chunk['batch_size']} x {chunk['patch_size']}², {chunk.get('device', 'cpu')}"
+    return text
+
+
 def main() -> None:
     found = bundled_backbone()
     if found is None:
@@ -61,10 +70,10 @@ Produced by colora's own pre-training command, on the CPU, and shipped as
 | parameters | {recipe["params"]:,} |
 | fingerprint (sha256 of tensors) | `{meta["sha256"]}` |
 | file sha256 | `{sha256_file(path)}` |
-| data | `bsds500_pool`: {recipe["data"]["images"]} clean BSDS500 photographs, none of which is behind Rain100L, Rain12, CBSD68 (see ../shared/data/SOURCES.md) |
+| data | `{recipe["data"]["folder"]}` (the last chunk): {recipe["data"]["images"]} clean photographs (bsds500_pool: BSDS500; sun80: Sun-Hays 80), none of which is behind Rain100L, Rain12, CBSD68, LOL (see ../shared/data/SOURCES.md) |
 | degradations | PROD, {recipe["sampler"]["mode"]} order, 1..{recipe["sampler"]["max_degradations"]} of: {", ".join(recipe["sampler"]["names"])}; at most one per family in {recipe["sampler"]["one_per_family"]} |
-| training | {sum(c["steps"] for c in chunks)} steps in {len(chunks)} chunk(s) ({", ".join(f"{c['steps']} at lr {c['lr']}" for c in chunks)}), batch {train["batch_size"]} x {train["patch_size"]}², L1 loss, AdamW, each chunk warm-up {train["warmup_steps"]} then cosine to {train["min_lr_ratio"]}x |
-| wall time | {total_s / 60:.0f} min on a 2-core CPU, one core each ({", ".join(f"{(c.get('wall_time_s') or 0) / 60:.0f}" for c in chunks)} min per chunk, one chunk per session; the other core busy with other work) |
+| training | {sum(c["steps"] for c in chunks)} steps in {len(chunks)} chunk(s) ({", ".join(_chunk_text(c, train) for c in chunks)}), L1 loss, AdamW, each chunk warm-up then cosine to {train["min_lr_ratio"]}x |
+| wall time | {total_s / 60:.0f} min in all ({", ".join(f"{(c.get('wall_time_s') or 0) / 60:.0f}" for c in chunks)} min per chunk: on one core of a 2-core CPU, the other busy, unless the chunk says `cuda`) |
 | intended use | a frozen starting point for per-task LoRA adapters; not a finished restorer on its own |
 
 ## Loss curve (L1 on PROD-degraded training crops, mean over each logging window; {"the last chunk" if len(chunks) > 1 else "the run"})

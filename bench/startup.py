@@ -23,13 +23,16 @@ from bench.common import OUT, ROOT, git_rev, machine, markdown_table
 
 BEFORE_ISSUE_12 = "4e53ead"  # the last commit before the architecture change (issue 12)
 
-# what each version's console script runs
-ENTRY = {"old": "colora.cli.main", "new": "colora.cli.fastpath"}
+# what each version's console script runs (the old revisions predate the one import name `colora`)
+ENTRY = {"old": "colora_cli.main", "new": "colora.cli.fastpath"}
 
 FILL = """
 import sys
 from pathlib import Path
-from colora.store.store import NewPair, Store
+try:
+    from colora.store.store import NewPair, Store
+except ImportError:  # a revision before the one import name
+    from store.store import NewPair, Store
 store = Store.open(sys.argv[1]); backbone = store.backbone(); n = int(sys.argv[2])
 adapter_file = Path(sys.argv[3])
 for i in range(n):

@@ -6,12 +6,12 @@ import re
 
 from colora.core.errors import InvalidInputError
 
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # the whole name (fullmatch): no trailing newline
 RESERVED = {"auto", "all", "none"}
 
 
 def validate_slug(name: str, what: str = "task") -> str:
-    if not _SLUG.match(name or ""):
+    if not isinstance(name, str) or not _SLUG.fullmatch(name):
         raise InvalidInputError(
             f"invalid {what} name {name!r}",
             hint="use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit (e.g. rain-heavy)",

@@ -604,3 +604,66 @@ def test_newlines_in_metadata_cannot_make_fake_lines(home, tmp_path):
     ok(invoke("adapter", "import", evil, "--task", "evil", "--home", home))
     table = out(ok(invoke("list", "--home", home)))
     assert "uni\\x0aform" in table and not any(line.strip().startswith("form") for line in table.splitlines())
+
+
+# ---------------------------------------------------------------- bounds and names (trust, round two)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (("train", "noise", "--batch-size", "100000"), "--batch-size"),
+        (("train", "noise", "--rank", "100000"), "--rank"),
+        (("backbone", "pretrain", "CLEAN", "--batch-size", "100000"), "--batch-size"),
+    ],
+)
+def test_size_options_have_bounds_stated_in_help(home, tmp_path, args, fragment):
+    args = tuple(str(tmp_path) if a == "CLEAN" else a for a in args)
+    result = invoke(*args, "--home", home)
+    assert result.exit_code == 2 and fragment in err(result) and "less than or equal to 256" in err(result)
+
+
+def test_a_tile_of_a_few_pixels_is_refused_before_any_work(home, tmp_path):
+    images = make_pairs(tmp_path / "p", n=1) / "input"
+    refused(
+        invoke("restore", "--task", "noise", images, "-o", tmp_path / "out", "--tile", "1", "--home", home), "--tile"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_core_bounds_hold_for_python_callers():
+    from colora.core.errors import InvalidInputError
+    from colora.core.inference.tiles import check_tile
+    from colora.core.model.backbone import PRESETS, build_backbone
+    from colora.core.model.lora import uniform_rank_plan
+    from colora.core.training.loop import TrainConfig
+
+    with pytest.raises(InvalidInputError):
+        TrainConfig(batch_size=100_000).validate()
+    with pytest.raises(InvalidInputError):
+        uniform_rank_plan(build_backbone(PRESETS["tiny"]), 100_000)
+    with pytest.raises(InvalidInputError):
+        check_tile(3)
+    assert check_tile(0) == 0 and check_tile(16) == 16
+
+
+def test_a_name_with_a_trailing_newline_is_refused(home, tmp_path):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from colora.core.errors import InvalidInputError
+    from colora.store.names import validate_slug
+
+    refused(invoke("task", "add", "rain\n", make_pairs(tmp_path / "p"), "--home", home), "invalid task name")
+    assert not (home / "tasks" / "rain\n").exists()
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(max_size=70))
+    def only_plain_slugs_pass(name):
+        try:
+            validate_slug(name)
+        except InvalidInputError:
+            return
+        assert name == name.strip() and "\n" not in name and "/" not in name and 1 <= len(name) <= 63
+
+    only_plain_slugs_pass()

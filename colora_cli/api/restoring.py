@@ -66,8 +66,9 @@ def restore_images(
     from colora.api.models import task_model
     from colora.core.device import resolve_device
     from colora.core.inference.pipeline import restore_many
-    from colora.core.inference.tiles import restore_tensor
+    from colora.core.inference.tiles import check_tile, restore_tensor
 
+    check_tile(tile)
     engine = resolve_engine(engine, device, task)
     if task == "auto":
         chooser = AutoChooser(store, tile, self_ensemble)

@@ -9,7 +9,7 @@ import typer
 from colora.api.training import DEFAULT_STEPS, TrainOptions
 from colora.cli import output
 from colora.cli.options import Device, Home, choice
-from colora.core.choices import LOSSES
+from colora.core.choices import LOSSES, MAX_BATCH_SIZE, MAX_RANK
 
 DEFAULTS = TrainOptions()  # the one place the defaults live: the options below show them
 
@@ -27,7 +27,9 @@ def train(
             help="Train for about this many minutes instead (the steps they allow here are measured first).",
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patches per step.")] = DEFAULTS.batch_size,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Patches per step.")
+    ] = DEFAULTS.batch_size,
     patch_size: Annotated[
         int, typer.Option("--patch-size", min=8, help="Side of the random square crops.")
     ] = DEFAULTS.patch_size,
@@ -41,8 +43,9 @@ def train(
         typer.Option(
             "--rank",
             min=1,
-            help="Uniform LoRA rank for every layer, instead of the task's rank plan (computed by "
-            "`colora ranks`, or first thing here when missing).",
+            max=MAX_RANK,
+            help="Uniform LoRA rank for every layer (capped at each layer's full rank), instead of the task's "
+            "rank plan (computed by `colora ranks`, or first thing here when missing).",
         ),
     ] = None,
     checkpoint_every: Annotated[

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from colora.core.choices import BACKBONE_SIZES, DEVICES
+from colora.core.choices import BACKBONE_SIZES, DEVICES, MIN_TILE
 
 
 def choice(values: tuple[str, ...]):
@@ -29,7 +29,12 @@ Device = Annotated[choice(DEVICES), typer.Option("--device", help="Where to comp
 Size = Annotated[choice(BACKBONE_SIZES), typer.Option("--config", help="Backbone size.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Tile = Annotated[
-    int, typer.Option("--tile", min=0, help="Tile size in pixels for large images (0: whole image at once).")
+    int,
+    typer.Option(
+        "--tile",
+        min=0,
+        help=f"Tile size in pixels for large images: 0 (the whole image at once) or at least {MIN_TILE}.",
+    ),
 ]
 MaxPixels = Annotated[
     Optional[int],

@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from colora.core.choices import MIN_TILE
+from colora.core.errors import InvalidInputError
+
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 
@@ -31,6 +34,17 @@ def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, device, dtype
 
 
 @torch.no_grad()
+def check_tile(tile: int) -> int:
+    """0 (the whole image) or a tile of at least MIN_TILE pixels: smaller tiles would run one
+    forward pass per few pixels for hours."""
+    if tile < 0 or 0 < tile < MIN_TILE:
+        raise InvalidInputError(
+            f"--tile must be 0 (the whole image) or at least {MIN_TILE}, got {tile}",
+            hint="leave it out: the default (512) keeps memory bounded on any image",
+        )
+    return tile
+
+
 def restore_tensor(
     model: nn.Module,
     image: torch.Tensor,
@@ -45,6 +59,7 @@ def restore_tensor(
     module (an ONNX engine, core/inference/engines.py): it computes on the CPU. `self_ensemble`:
     each tile is restored as the average over its 8 flips and quarter turns (8x the time).
     """
+    check_tile(tile)
     if self_ensemble:
         from colora.core.inference.ensemble import SelfEnsemble
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from colora.core.choices import MAX_RANK
 from colora.core.errors import InvalidInputError
 
 LORA_MODES = ("weight", "activation")
@@ -173,6 +174,8 @@ def lora_layers(model: nn.Module) -> dict[str, LoRAConv2d]:
 
 def uniform_rank_plan(model: nn.Module, rank: int) -> dict[str, int]:
     """Every dense conv gets `rank`, capped at the layer's own smaller dimension."""
+    if not 1 <= rank <= MAX_RANK:
+        raise InvalidInputError(f"a uniform rank must be between 1 and {MAX_RANK}, got {rank}")
     plan = {}
     for path, conv in lora_targets(model).items():
         full = min(conv.out_channels, conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1])

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colora.core.choices import LOSSES
+from colora.core.choices import LOSSES, MAX_BATCH_SIZE, MAX_PATCH_SIZE
 from colora.core.errors import InvalidInputError
 from colora.core.model.weights import read_tensors, save_tensors_atomic
 from colora.core.training.distributed import World, peers_guarded
@@ -50,6 +50,11 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {value}")
+        if self.batch_size > MAX_BATCH_SIZE or self.patch_size > MAX_PATCH_SIZE:
+            raise InvalidInputError(
+                f"batch size at most {MAX_BATCH_SIZE} and patch size at most {MAX_PATCH_SIZE}, "
+                f"got {self.batch_size} and {self.patch_size}"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidInputError(f"learning rate must be a positive number, got {self.lr}")
         if self.loss not in LOSSES:

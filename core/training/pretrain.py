@@ -227,7 +227,10 @@ def pretrain(
     }
     if workers:
         recipe["workers"] = workers
-    earlier = (init[1].get("chunks") or [c for c in [_chunk(init[1])] if c]) if init is not None else []
+    earlier = [dict(c) for c in (init[1].get("chunks") or [c for c in [_chunk(init[1])] if c])] if init else []
+    start_train = init[1].get("train") if init is not None else None
+    if earlier and "batch_size" not in earlier[-1] and isinstance(start_train, dict):  # recorded before chunks were
+        earlier[-1].update({k: start_train[k] for k in ("batch_size", "patch_size") if k in start_train})
     if init is not None and not earlier:  # not a PROD pre-training (an imported NAFNet): say where it started
         recipe["started_from"] = {
             k: v for k, v in init[1].items() if k in ("imported_from", "checkpoint_key", "sha256")
