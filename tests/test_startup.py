@@ -1,7 +1,8 @@
-"""The start-up fast path (colora_cli/fastpath.py) prints exactly what the full Typer app prints.
+"""The start-up fast path (colora/cli/fastpath.py) prints exactly what the full Typer app prints.
 
-`colora --help` is drawn from the command table (colora_cli/commands.py) and `colora list` is
-rendered without Rich off a terminal; both must be byte for byte what Typer and Rich print.
+`colora list` is rendered without Rich off a terminal, byte for byte what Typer and Rich print;
+`colora --help` is Typer's, drawn from the command table (colora/cli/commands.py) without
+importing any command.
 """
 
 from __future__ import annotations
@@ -29,16 +30,6 @@ def run(entry: str, *args, columns: str | None = None) -> subprocess.CompletedPr
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, timeout=120
     )
-
-
-@pytest.mark.parametrize("columns", [None, "30", "60", "79", "100", "250"])
-def test_fast_root_help_is_typers(columns):
-    fast, full = (
-        run("colora.cli.fastpath", "--help", columns=columns),
-        run("colora.cli.main", "--help", columns=columns),
-    )
-    assert fast.returncode == full.returncode == 0
-    assert fast.stdout == full.stdout
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

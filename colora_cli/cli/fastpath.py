@@ -1,17 +1,16 @@
-"""The `colora` entry point, with a fast path for the commands people run most and script most.
+"""The `colora` entry point, with a fast path for the data commands people script most.
 
-`colora --help`, `colora --version` and `colora list [--json] [--home DIR]` are answered here
-without importing Typer, pydantic, SQLAlchemy or torch (and, off a terminal, Rich): Python's own
-start-up is most of what they cost. Anything else, any unusual argument, any error, and any
-output that needs Rich goes to the full Typer app (colora_cli/main.py), which prints exactly
-the same (tests/test_startup.py compares the two).
+`colora --version` and `colora list [--json] [--home DIR]` are answered here without importing
+Typer, pydantic, SQLAlchemy or torch (and, off a terminal, Rich): Python's own start-up is most of
+what they cost. Anything else, `--help` included (Typer draws it: about 90 ms more, BENCHMARKS.md),
+any unusual argument, any error, and any output that needs Rich goes to the full Typer app
+(colora.cli.main), which prints exactly the same (tests/test_startup.py compares the two).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import textwrap
 
 from colora import __version__
 
@@ -22,14 +21,11 @@ def run() -> None:
         sys.exit(code)
     from colora.cli.main import app
 
-    app()
+    app(prog_name="colora")
 
 
 def answer(args: list[str]) -> int | None:
     """Exit code when the fast path handled `args`; None for the full app."""
-    if args == ["--help"]:
-        sys.stdout.write(root_help() + "\n")
-        return 0
     if args == ["--version"]:
         sys.stdout.write(f"colora {__version__}\n")
         return 0
@@ -83,56 +79,3 @@ def _plain_listing(rows: list[dict], as_json: bool) -> str | None:
     if len(rows) <= plain.RICH_MAX_ROWS and max(len(line) for line in text.splitlines()) > width:
         return None  # Rich would wrap the cells to fit
     return text
-
-
-# ---------------------------------------------------------------- `colora --help`, as click draws it
-
-
-def root_help() -> str:
-    from colora.cli.commands import COMMANDS, DB_HELP, ROOT_HELP, short_help
-
-    width = _help_width()
-    lines = ["Usage: colora [OPTIONS] COMMAND [ARGS]...", ""]
-    for paragraph in ROOT_HELP.split("\n\n"):
-        lines += [_fill(paragraph, width, "  "), ""]
-    lines += [
-        "Options:",
-        *_definitions(
-            [
-                ("--version", "Show the version and exit."),
-                ("--db URL", DB_HELP),
-                ("--help", "Show this message and exit."),
-            ],
-            width,
-        ),
-        "",
-    ]
-    limit = width - 6 - max(len(name) for name in COMMANDS)
-    lines += ["Commands:", *_definitions([(n, short_help(e.summary, limit)) for n, e in COMMANDS.items()], width)]
-    return "\n".join(lines)
-
-
-def _help_width() -> int:
-    import shutil
-
-    return max(min(shutil.get_terminal_size().columns, 80) - 2, 50)
-
-
-def _fill(text: str, width: int, indent: str) -> str:
-    return textwrap.fill(
-        " ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent, replace_whitespace=False
-    )
-
-
-def _definitions(rows: list[tuple[str, str]], width: int) -> list[str]:
-    """click's definition list: names in a column (at most 30 wide), text wrapped beside them."""
-    first = min(max(len(name) for name, _ in rows), 30) + 2
-    out = []
-    for name, text in rows:
-        wrapped = textwrap.wrap(text, max(width - first - 2, 10), replace_whitespace=False) or [""]
-        if len(name) <= first - 2:
-            out.append(f"  {name}{' ' * (first - len(name))}{wrapped[0]}")
-        else:
-            out += [f"  {name}", f"{' ' * (first + 2)}{wrapped[0]}"]
-        out += [f"{' ' * (first + 2)}{line}" for line in wrapped[1:]]
-    return out
