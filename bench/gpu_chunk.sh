@@ -18,10 +18,11 @@ out=$1 name=$2 start=$3
 shift 3
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site:$PWD"
-else
-    export PYTHONPATH="$PWD"
+    export PYTHONPATH="/tmp/site"
 fi
+# colora itself, without its dependencies (the machine has torch; .whl brings what it lacks): the
+# checkout alone is not importable as `colora` (setuptools maps its folders into that name)
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir -e .
 export PYTHONUNBUFFERED=1 COLORA_HOME="$(mktemp -d)"
 work="$(mktemp -d)"
 colora() { python3 -m colora "$@"; }

@@ -27,10 +27,11 @@ from pathlib import Path
 from sqlalchemy import select, text
 
 from colora.core.files import is_temp_name, sha256_file
+from colora.store.layout import onnx_key
 from colora.store.processes import run_alive
 from colora.store.schema import Adapter, Backbone, Task, TrainRun
 from colora.store.status import RunStatus
-from colora.store.store import Store, onnx_key
+from colora.store.store import Store
 
 GRACE_S = 120
 ROOMS = ("backbones", "tasks", "pretrain", "recycle", "cache")  # the store's folders of files

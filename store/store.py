@@ -9,8 +9,12 @@
     <root>/recycle/meta-<stamp>.safetensors          (LoRA Recycle's meta-adapter)
     <root>/cache/onnx/<task>-<key>-<graph>.onnx      (a task model's ONNX export for `restore --engine`)
 
-Every one of these paths is built here (the `*_relpath` methods), and every path read from the
-index or built from a name goes through `path()`, which refuses anything outside the root.
+Every one of these paths is built in one place (the `*_relpath` methods, store/layout.py), and
+every path read from the index or built from a name goes through `path()`, which refuses anything
+outside the root. `Store` is opening and binding (here), backbones and tasks (here), plus three
+mixins along the store's other seams: `StoreLayout` (where files go, the ONNX cache's digests),
+`TrainingRuns` (store/runs.py) and `AdapterIndex` (adapters, evaluations, the meta-adapter:
+store/adapters.py).
 
 Files are written to a temp name and renamed into place *before* the row that points to
 them is committed, so a crash leaves at worst an orphan file, never a row without a file.
@@ -18,42 +22,35 @@ them is committed, so a crash leaves at worst an orphan file, never a row withou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, select, text, update
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
-from sqlalchemy.orm import Session, joinedload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
 from colora.core.files import copy_atomic, sha256_file
 from colora.store import database
+from colora.store.adapters import AdapterIndex
+from colora.store.layout import StoreLayout
 from colora.store.migrations import check_version, migrate
 from colora.store.names import validate_slug
 from colora.store.paths import DB_NAME, db_url, inside, resolve_home
-from colora.store.processes import as_utc, run_alive, this_host
+from colora.store.runs import TrainingRuns
 from colora.store.schema import (
-    Adapter,
     Backbone,
-    EvalResult,
-    MetaAdapter,
     Pair,
     Setting,
     Task,
-    TrainRun,
-    utcnow,
 )
-from colora.store.status import RunStatus
 
 DEFAULT_BACKBONE_KEY = "default_backbone"
 STORE_ID_KEY = "store_id"  # a server index and its folder's marker file name the same store
@@ -73,7 +70,7 @@ class NewPair:
     target_sha256: str
 
 
-class Store:
+class Store(StoreLayout, TrainingRuns, AdapterIndex):
     def __init__(self, root: Path, *, read_only: bool = False, url: str | None = None):
         """`url`: the index lives in that database server (PostgreSQL) instead of root/colora.db."""
         self.root = root
@@ -90,8 +87,6 @@ class Store:
     def index_name(self) -> str:
         """Where the index is, as it may be printed."""
         return database.shown(self.url) if self.url else str(self.root / DB_NAME)
-
-    # ------------------------------------------------------------ opening
 
     @classmethod
     def create(cls, home: str | os.PathLike | None = None, url: str | None = None, *, bind: bool = True) -> "Store":
@@ -210,8 +205,6 @@ class Store:
                 f"{what} {path} is inside the store ({self.root})", hint="write it somewhere outside the store folder"
             )
 
-    # ------------------------------------------------------------ backbones
-
     def add_backbone(
         self,
         name: str,
@@ -291,8 +284,6 @@ class Store:
         with self.session() as s:
             return s.get_one(Backbone, backbone_id)
 
-    # ------------------------------------------------------------ tasks
-
     def add_task(
         self,
         name: str,
@@ -357,417 +348,12 @@ class Store:
     def task_dir(self, name: str) -> Path:
         return self.path(f"tasks/{validate_slug(name)}")
 
-    # ------------------------------------------------------------ adapters and runs
-
-    def adapter(self, task: Task) -> Adapter | None:
-        with self.session() as s:
-            return s.scalar(select(Adapter).options(joinedload(Adapter.backbone)).where(Adapter.task_id == task.id))
-
-    def zoo(self, backbone: Backbone, *, exclude: str | None = None) -> list[Adapter]:
-        """Trained (not recycled) adapters on `backbone`, by task name: what LoRA Recycle mixes."""
-        with self.session() as s:
-            rows = s.scalars(
-                select(Adapter)
-                .options(joinedload(Adapter.task), joinedload(Adapter.backbone))
-                .where(Adapter.backbone_id == backbone.id, Adapter.recycled.is_(False))
-            )
-            return sorted((a for a in rows if a.task.name != exclude), key=lambda a: a.task.name)
-
-    def adapters(self, backbone: Backbone) -> list[Adapter]:
-        """Every adapter on `backbone` (trained, imported or recycled), by task name."""
-        with self.session() as s:
-            rows = s.scalars(
-                select(Adapter)
-                .options(joinedload(Adapter.task), joinedload(Adapter.backbone))
-                .where(Adapter.backbone_id == backbone.id)
-            )
-            return sorted(rows, key=lambda a: a.task.name)
-
-    def set_signature(self, adapter: Adapter, signature: str) -> None:
-        with self.session() as s:
-            row = s.get(Adapter, adapter.id)
-            if row is not None and row.file_sha256 == adapter.file_sha256:
-                row.signature = signature
-
-    # ------------------------------------------------------------ where files go
-
-    def backbone_relpath(self, name: str) -> str:
-        return f"backbones/{validate_slug(name, 'backbone')}.safetensors"
-
-    def checkpoint_relpath(self, task: Task) -> str:
-        return f"tasks/{task.name}/checkpoint.safetensors"
-
-    def adapter_relpath(self, task: Task, run: TrainRun) -> str:
-        return f"tasks/{task.name}/adapter-{run.id}.safetensors"
-
-    def new_adapter_relpath(self, task_name: str, kind: str) -> str:
-        """A fresh name for an adapter that comes from no training run (kind: imported, recycled)."""
-        return f"tasks/{validate_slug(task_name)}/adapter-{kind}-{_stamp()}.safetensors"
-
-    def pretrain_checkpoint_relpath(self, backbone_name: str) -> str:
-        return f"pretrain/{validate_slug(backbone_name, 'backbone')}/checkpoint.safetensors"
-
-    def new_meta_adapter_relpath(self) -> str:
-        return f"recycle/meta-{_stamp()}.safetensors"
-
-    def onnx_relpath(self, task_name: str, adapter: Adapter, graph: str) -> str:
-        """The cached ONNX export of a task's model (derived, rebuilt on demand; not indexed). Named
-        after the adapter's and its backbone's file digests: a retrained, re-imported or recycled
-        adapter never meets the export of the one it replaced."""
-        key = onnx_key(adapter.file_sha256, adapter.backbone.file_sha256)
-        return f"{ONNX_CACHE}/{validate_slug(task_name)}-{key}-{graph}.onnx"
-
-    def prune_onnx(self, task_name: str, adapter: Adapter) -> None:
-        """Remove the task's cached exports of the adapters it had before `adapter`."""
-        folder, prefix = self.path(ONNX_CACHE), f"{validate_slug(task_name)}-"
-        key = onnx_key(adapter.file_sha256, adapter.backbone.file_sha256)
-        for f in sorted(folder.glob(f"{prefix}*.onnx")) if folder.is_dir() else ():
-            m = ONNX_NAME.match(f.name[len(prefix) :])  # not a file of a task named `<task>-...`
-            if m and m.group(1) != key and f.is_file() and not f.is_symlink():
-                f.unlink(missing_ok=True)
-                self.forget_cache_digest(f"{ONNX_CACHE}/{f.name}")
-
-    # The sha256 of each cached export, recorded when colora writes it and checked before every
-    # use (and by `doctor`): a cache file changed by anyone else is never run.
-
-    def cache_digest(self, rel: str) -> str | None:
-        with self.session() as s:
-            row = s.get(Setting, CACHE_DIGEST_KEY + rel)
-            return row.value if row is not None else None
-
-    def record_cache_digest(self, rel: str, sha256: str) -> None:
-        with self.session() as s:
-            s.merge(Setting(key=CACHE_DIGEST_KEY + rel, value=sha256))
-
-    def forget_cache_digest(self, rel: str) -> None:
-        with self.session() as s:
-            row = s.get(Setting, CACHE_DIGEST_KEY + rel)
-            if row is not None:
-                s.delete(row)
-
-    # ------------------------------------------------------------ training runs
-
-    def start_run(self, task: Task, backbone: Backbone, config: str, *, resume: TrainRun | None = None) -> TrainRun:
-        """Claim the task for this process: a new run, or `resume` continued.
-
-        Refused when another live process trains the task. The check and the claim are one
-        transaction that first takes the write lock (an UPDATE of the task row), so two
-        processes starting at once cannot both pass the check.
-        """
-        with self.session() as s:
-            s.execute(update(Task).where(Task.id == task.id).values(name=Task.name))  # the write lock, first
-            self._refuse_live_run(s, task)
-            if resume is not None:
-                run = s.get_one(TrainRun, resume.id)
-                run.status, run.pid, run.error = RunStatus.RUNNING, os.getpid(), None
-                run.host, run.heartbeat_at = this_host(), self._now(s)
-                return run
-            # a fresh run reuses the task's checkpoint file: earlier unfinished runs can no longer resume
-            for old in s.scalars(
-                select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status != RunStatus.DONE)
-            ):
-                old.status, old.checkpoint_path = RunStatus.ABANDONED, None
-            run = TrainRun(
-                task_id=task.id,
-                backbone_id=backbone.id,
-                status=RunStatus.RUNNING,
-                config=config,
-                checkpoint_path=self.checkpoint_relpath(task),
-                pid=os.getpid(),
-                host=this_host(),
-                heartbeat_at=self._now(s),
-            )
-            s.add(run)
-            s.flush()
-            return run
-
-    def refuse_if_training(self, task: Task) -> None:
-        """An early, read-only form of `start_run`'s check (before minutes of work that it would waste)."""
-        with self.session() as s:
-            self._refuse_live_run(s, task)
-
-    def heartbeat(self, run: TrainRun) -> None:
-        """A sign of life of this run, on the database's clock, for machines that cannot probe its
-        process (store/processes.py). Refused when the run is no longer running: another process
-        took the task over after judging this one dead, and this one must stop."""
-        with self.session() as s:
-            done = s.execute(
-                update(TrainRun)
-                .where(TrainRun.id == run.id, TrainRun.status == RunStatus.RUNNING)
-                .values(heartbeat_at=self._now(s))
-            )
-            if done.rowcount == 0:
-                raise ConflictError(
-                    f"training run {run.id} was taken over by another process (its machine looked "
-                    "dead to the others); this one stops",
-                    hint="see `colora list` for the task",
-                )
-
-    def database_time(self) -> str:
-        with self.session() as s:
-            return self._now(s)
-
-    def _now(self, s: Session) -> str:
-        """The database's clock (UTC, ISO): every machine of a team judges heartbeats by one clock."""
-        if not self.url:
-            return utcnow()
-        return as_utc(s.scalar(text("SELECT CURRENT_TIMESTAMP"))).isoformat(timespec="seconds")
-
-    def _refuse_live_run(self, s: Session, task: Task) -> None:
-        now = self._now(s)
-        for other in s.scalars(
-            select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status == RunStatus.RUNNING)
-        ):
-            mine = other.pid == os.getpid() and other.host in (None, this_host())
-            alive = run_alive(other.pid, other.host, other.heartbeat_at, now=now, shared=bool(self.url))
-            if other.pid and not mine and alive:
-                where = "" if other.host in (None, this_host()) else f" on {other.host}"
-                raise ConflictError(
-                    f"task '{task.name}' is already being trained (process {other.pid}{where})",
-                    hint="wait for it to finish, or stop it and use --resume",
-                )
-
-    def resumable_run(self, task: Task) -> TrainRun | None:
-        """The latest unfinished run of this task whose checkpoint file exists."""
-        with self.session() as s:
-            run = s.scalar(select(TrainRun).where(TrainRun.task_id == task.id).order_by(TrainRun.id.desc()))
-        if run and run.status != RunStatus.DONE and run.checkpoint_path and self.path(run.checkpoint_path).exists():
-            return run
-        return None
-
-    def mark_run(self, run: TrainRun, status: RunStatus, *, error: str | None = None) -> None:
-        with self.session() as s:
-            row = s.get_one(TrainRun, run.id)
-            row.status = status
-            row.error = error
-
-    def finish_run(
-        self,
-        run: TrainRun,
-        task: Task,
-        *,
-        adapter_rel: str,
-        trainable_params: int,
-        backbone_params: int,
-        plan_method: str,
-        budget: float | None,
-        loss_curve: list,
-        steps_done: int,
-        wall_time_s: float,
-    ) -> Adapter:
-        """Index the adapter file (already in place) and close the run, in one transaction."""
-        with self.session() as s:
-            row = s.get_one(TrainRun, run.id)
-            if row.status != RunStatus.RUNNING:  # taken over meanwhile: its adapter must not replace the new one
-                self.path(adapter_rel).unlink(missing_ok=True)
-                raise ConflictError(
-                    f"training run {run.id} was taken over by another process; its result is dropped",
-                    hint="see `colora list` for the task",
-                )
-            adapter, old_file = self._replace_adapter(
-                s,
-                task,
-                run.backbone_id,
-                adapter_rel,
-                trainable_params=trainable_params,
-                backbone_params=backbone_params,
-                plan_method=plan_method,
-                budget=budget,
-            )
-            row.status, row.adapter_id, row.finished_at = RunStatus.DONE, adapter.id, utcnow()
-            row.loss_curve, row.steps_done, row.wall_time_s = json.dumps(loss_curve), steps_done, wall_time_s
-            row.checkpoint_path = None
-        if old_file and old_file != adapter_rel:
-            self.path(old_file).unlink(missing_ok=True)
-        if run.checkpoint_path:
-            self.path(run.checkpoint_path).unlink(missing_ok=True)
-        return adapter
-
-    def add_adapter(
-        self,
-        task: Task | str,
-        backbone: Backbone,
-        adapter_rel: str,
-        *,
-        trainable_params: int,
-        plan_method: str,
-        budget: float | None,
-        recycled: bool = False,
-        replace_trained: bool = True,
-    ) -> Adapter:
-        """Index an adapter file (already in place) that did not come from a training run (imported,
-        recycled), all or nothing: in one transaction the task is created if `task` is a name the
-        store does not have, and a trained adapter is replaced only with `replace_trained`. If
-        anything refuses or fails, no row is written and the file is removed."""
-        try:
-            try:
-                adapter, old_file = self._index_adapter(
-                    task, backbone, adapter_rel, trainable_params, plan_method, budget, recycled, replace_trained
-                )
-            except SQLIntegrityError:  # another command created the same task a moment ago: once more
-                adapter, old_file = self._index_adapter(
-                    task, backbone, adapter_rel, trainable_params, plan_method, budget, recycled, replace_trained
-                )
-        except BaseException:
-            self.path(adapter_rel).unlink(missing_ok=True)
-            raise
-        if old_file and old_file != adapter_rel:
-            self.path(old_file).unlink(missing_ok=True)
-        return adapter
-
-    def _index_adapter(
-        self,
-        task: Task | str,
-        backbone: Backbone,
-        adapter_rel: str,
-        trainable_params: int,
-        plan_method: str,
-        budget: float | None,
-        recycled: bool,
-        replace_trained: bool,
-    ) -> tuple[Adapter, str | None]:
-        with self.session() as s:
-            if isinstance(task, str):
-                row = s.scalar(select(Task).where(Task.name == validate_slug(task)))
-                if row is None:
-                    row = Task(name=task, folder="(imported adapter)", val_folder=None, val_fraction=None, split_seed=0)
-                    s.add(row)
-                    s.flush()
-                task = row
-            old = s.scalar(select(Adapter).where(Adapter.task_id == task.id))
-            if old is not None and not old.recycled and not replace_trained:
-                raise ConflictError(
-                    f"task '{task.name}' already has a trained adapter",
-                    hint="pass --replace to replace it (its file is removed), or choose another task",
-                )
-            return self._replace_adapter(
-                s,
-                task,
-                backbone.id,
-                adapter_rel,
-                trainable_params=trainable_params,
-                backbone_params=backbone.params,
-                plan_method=plan_method,
-                budget=budget,
-                recycled=recycled,
-            )
-
-    def _replace_adapter(
-        self, s: Session, task: Task, backbone_id: int, adapter_rel: str, **fields
-    ) -> tuple[Adapter, str | None]:
-        """A task has one current adapter: the new row replaces the old one (whose file the caller removes)."""
-        path = self.path(adapter_rel)
-        old = s.scalar(select(Adapter).where(Adapter.task_id == task.id))
-        old_file = old.path if old is not None else None
-        if old is not None:
-            s.delete(old)
-            s.flush()
-        adapter = Adapter(
-            task_id=task.id,
-            backbone_id=backbone_id,
-            path=adapter_rel,
-            file_sha256=sha256_file(path),
-            size_bytes=path.stat().st_size,
-            **fields,
-        )
-        s.add(adapter)
-        s.flush()
-        return adapter, old_file
-
-    def backbone_by_sha256(self, sha256: str) -> Backbone | None:
-        with self.session() as s:
-            return s.scalar(select(Backbone).where(Backbone.sha256 == sha256).order_by(Backbone.id))
-
-    def run(self, run_id: int) -> TrainRun:
-        with self.session() as s:
-            run = s.get(TrainRun, run_id)
-        if run is None:
-            raise NotFoundError(f"no training run {run_id} in the store")
-        return run
-
-    def last_run(self, task: Task) -> TrainRun | None:
-        with self.session() as s:
-            return s.scalar(select(TrainRun).where(TrainRun.task_id == task.id).order_by(TrainRun.id.desc()))
-
-    # ------------------------------------------------------------ evaluation
-
-    def record_eval(
-        self, task: Task, backbone: Backbone, adapter: Adapter | None, results: dict[str, tuple[float, float, list]]
-    ) -> dict[str, EvalResult]:
-        """results: subject -> (mean psnr, mean ssim, [[stem, psnr, ssim], ...]); returns the rows written."""
-        rows = {
-            subject: EvalResult(
-                task_id=task.id,
-                adapter_id=adapter.id if adapter and subject == "adapter" else None,
-                backbone_id=backbone.id,
-                subject=subject,
-                psnr=psnr,
-                ssim=ssim,
-                n_pairs=len(per_pair),
-                per_pair=json.dumps(per_pair),
-            )
-            for subject, (psnr, ssim, per_pair) in results.items()
-        }
-        with self.session() as s:
-            s.add_all(rows.values())
-        return rows
-
-    def last_eval(self, task: Task, subject: str) -> EvalResult | None:
-        with self.session() as s:
-            return s.scalar(
-                select(EvalResult)
-                .where(EvalResult.task_id == task.id, EvalResult.subject == subject)
-                .order_by(EvalResult.id.desc())
-            )
-
-    # ------------------------------------------------------------ LoRA Recycle's meta-adapter
-
-    def meta_adapter(self) -> MetaAdapter | None:
-        with self.session() as s:
-            return s.scalar(select(MetaAdapter).order_by(MetaAdapter.id.desc()))
-
-    def set_meta_adapter(
-        self, rel: str, *, backbone_sha256: str, zoo: list[dict], steps: int, final_loss: float
-    ) -> MetaAdapter:
-        """Index a meta-adapter file (already in place); it replaces the previous one, whose file is removed."""
-        with self.session() as s:
-            old = list(s.scalars(select(MetaAdapter)))
-            for row in old:
-                s.delete(row)
-            meta = MetaAdapter(
-                path=rel,
-                file_sha256=sha256_file(self.path(rel)),
-                backbone_sha256=backbone_sha256,
-                zoo=json.dumps(zoo),
-                steps=steps,
-                final_loss=final_loss,
-            )
-            s.add(meta)
-        for row in old:
-            if row.path != rel:
-                self.path(row.path).unlink(missing_ok=True)
-        return meta
-
-
-ONNX_CACHE = "cache/onnx"
-CACHE_DIGEST_KEY = "cache_sha256:"  # + the cache file's path: its sha256 (settings table)
-ONNX_NAME = re.compile(r"^([0-9a-f]{12})-([a-z0-9]+)\.onnx$")  # after `<task>-`: <key>-<graph>.onnx
-
-
-def onnx_key(adapter_file_sha256: str, backbone_file_sha256: str) -> str:
-    return hashlib.sha256(f"{adapter_file_sha256}:{backbone_file_sha256}".encode()).hexdigest()[:12]
-
 
 def copy_atomic_text(path: Path, text: str) -> None:
     from colora.core.files import atomic_write
 
     with atomic_write(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
-
-
-def _stamp() -> str:
-    """A file-name stamp that sorts by time and never repeats (time to the second plus randomness)."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def _task_exists(name: str) -> ConflictError:

@@ -134,3 +134,26 @@ def backend(request, monkeypatch) -> str:
     else:
         monkeypatch.delenv("COLORA_DB_URL", raising=False)
     return request.param
+
+
+# ---------------------------------------------------------------- the command-line tests' stores
+
+
+@pytest.fixture
+def store(isolated_home) -> Path:
+    """An initialised store at $COLORA_HOME (tiny random backbone)."""
+    ok(invoke(*TINY_INIT))
+    return isolated_home
+
+
+@pytest.fixture
+def store_with_task(store, pairs_dir) -> Path:
+    """`store` with task 'noise' (6 pairs: 5 train, 1 val) from this test's own pairs."""
+    ok(invoke("task", "add", "noise", pairs_dir))
+    return store
+
+
+@pytest.fixture
+def trained(trained_store):
+    """The session's store with task 'noise' (5 train / 1 val pairs), its adapter trained (FAST_TRAIN)."""
+    return trained_store
