@@ -73,13 +73,14 @@ def evaluate(store: Store, name: str, **options: Any) -> EvalOutcome:
     return evaluate_task(store, name, **options)
 
 
-def restore(store: Store, task: str, inputs: list[Path_], out_dir: Path_, **options: Any) -> RestoreOutcome:
+def restore(store: Store, task: str, inputs: Path_ | list[Path_], out_dir: Path_, **options: Any) -> RestoreOutcome:
     """Restore image files and folders into out_dir (`colora restore`): overwrite, tile, engine ...;
     task "auto" picks an adapter per image."""
     from pathlib import Path
 
     from colora.api.restoring import restore_images
 
+    inputs = [inputs] if isinstance(inputs, (str, PathLike)) else inputs  # one file or folder, or several
     return restore_images(store, task, [Path(p) for p in inputs], Path(out_dir), **options)
 
 

@@ -76,6 +76,25 @@ def atomic_write(dest: str | os.PathLike, *, overwrite: bool = True) -> Iterator
         tmp.unlink(missing_ok=True)
 
 
+def real_path_in(root: Path, relative: str) -> Path:
+    """`root / relative` (not resolved) where every folder below `root` on the way is a real folder,
+    not a link: what colora writes there stays inside `root`. The last part may be missing; if it
+    is there, `atomic_write` replaces it only when it is a regular file."""
+    path = Path(root)
+    parts = Path(relative).parts
+    if Path(relative).is_absolute() or ".." in parts:
+        raise InvalidInputError(f"{relative} is not a path inside {root}")
+    for part in parts[:-1]:
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue  # made as a real folder by atomic_write
+        if not stat.S_ISDIR(mode):
+            raise InvalidInputError(f"{path} is not a real folder (a link?); nothing is written through it")
+    return path / parts[-1]
+
+
 def refuse_special(dest: Path) -> None:
     """Only a regular file is ever replaced: never a device, a FIFO, a socket, a folder or a link."""
     try:

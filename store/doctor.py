@@ -147,7 +147,10 @@ def _weights_file(store: Store, rel: str, recorded_sha: str | None, label: str, 
 
 
 def _cached_export(store: Store, f: Path, rel: str) -> list[Finding]:
-    """A live cached export must be the file colora wrote: its sha256 is recorded in the index."""
+    """A live cached export must be the file colora wrote: its sha256 is recorded in the index.
+    A young file may be a restore's export on its way to being recorded: left alone."""
+    if not _old(f):
+        return []
     recorded = store.cache_digest(rel)
     if recorded is None:  # an older colora's, or the index was rebuilt: restore exports it again
         severity, what = "warning", "a cached ONNX export with no recorded sha256 (restore makes it again)"
@@ -285,9 +288,9 @@ def fix(store: Store, findings: list[Finding]) -> list[Finding]:
                     s.delete(row)
         elif f.kind == "cache_changed":
             path = store.root / f.path  # a link is never followed: only a regular file is removed
-            if stat.S_ISREG(path.lstat().st_mode):
-                path.unlink()
-            store.forget_cache_digest(f.path)
+            if _cached_export(store, path, f.path) if path.is_file() and not path.is_symlink() else []:
+                path.unlink(missing_ok=True)  # still not the file colora recorded
+                store.forget_cache_digest(f.path)
         elif f.kind == "temp_file":
             path = store.root / f.path  # not resolved: a link is removed as a link, its target untouched
             if stat.S_ISREG(path.lstat().st_mode) and is_temp_name(path.name):

@@ -10,6 +10,9 @@ import re
 import secrets
 import time
 
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+
 from colora.store.names import validate_slug
 from colora.store.schema import (
     Adapter,
@@ -69,8 +72,13 @@ class StoreLayout:
             return row.value if row is not None else None
 
     def record_cache_digest(self, rel: str, sha256: str) -> None:
-        with self.session() as s:
-            s.merge(Setting(key=CACHE_DIGEST_KEY + rel, value=sha256))
+        key = CACHE_DIGEST_KEY + rel
+        try:
+            with self.session() as s:
+                s.merge(Setting(key=key, value=sha256))
+        except SQLIntegrityError:  # another process recorded it between our read and insert: ours is newer
+            with self.session() as s:
+                s.execute(update(Setting).where(Setting.key == key).values(value=sha256))
 
     def forget_cache_digest(self, rel: str) -> None:
         with self.session() as s:

@@ -33,6 +33,15 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, isolated_home, capsys):
     assert "'task': 'rain'" in printed
 
 
+def test_restore_takes_one_path_or_several(trained_store, tmp_path):
+    import colora
+
+    store = colora.open_store(trained_store.home)
+    one = colora.restore(store, "noise", str(trained_store.pairs / "input"), tmp_path / "one", engine="torch")
+    several = colora.restore(store, "noise", [trained_store.pairs / "input"], tmp_path / "two", engine="torch")
+    assert one.restored == several.restored == 6
+
+
 def test_import_colora_loads_neither_torch_nor_sqlalchemy():
     code = (
         "import sys, colora; print(colora.__version__, "

@@ -195,10 +195,42 @@ def test_a_tampered_cache_is_never_run_and_doctor_finds_it(trained_store, tmp_pa
     assert "Exporting" in err(r)  # not run: made again
     assert "cache_changed" not in ok(invoke("doctor", "--json", "--home", home)).stdout
     tamper()
+    old = time.time() - 3600  # older than doctor's grace period: a young file may be a restore's, in flight
+    os.utime(path, (old, old))
     found = invoke("doctor", "--home", home)
     assert found.exit_code == 1 and "changed since colora wrote it" in err(found) + found.stdout
     ok(invoke("doctor", "--fix", "--home", home))
     assert cache_files(home) == [] and ok(invoke("doctor", "--home", home))
+
+
+def test_a_link_planted_in_the_cache_is_never_written_through(trained_store, tmp_path):
+    pytest.importorskip("openvino", reason="needs openvino")
+    home = copy_store(trained_store.home, tmp_path / "home")
+    shutil.rmtree(home / "cache", ignore_errors=True)
+    args = ("restore", "--task", "noise", trained_store.pairs / "input", "--engine", "openvino", "--home", home)
+    ok(invoke(*args, "-o", tmp_path / "a"))
+    [name] = cache_files(home)
+    backbone = home / "backbones" / "random-tiny.safetensors"
+    before = backbone.read_bytes()
+    (home / "cache" / "onnx" / name).unlink()
+    (home / "cache" / "onnx" / name).symlink_to(backbone)
+    r = ok(invoke(*args, "-o", tmp_path / "b"))
+    assert "used for this run only" in err(r)
+    assert backbone.read_bytes() == before  # the link's target is untouched
+    ok(
+        invoke(
+            "restore",
+            "--task",
+            "noise",
+            trained_store.pairs / "input",
+            "-o",
+            tmp_path / "c",
+            "--home",
+            home,
+            "--engine",
+            "torch",
+        )
+    )
 
 
 def test_engine_choices_and_their_errors(trained_store, tmp_path, monkeypatch):

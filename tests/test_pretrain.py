@@ -109,6 +109,19 @@ def test_batches_built_by_workers_equal_batches_built_here(clean_dir):
         assert torch.equal(serial(0, gen_a, keep=range(1, 2))[0], parallel(0, gen_b, keep=range(1, 2))[0])
 
 
+@pytest.mark.timeout(120)
+def test_closing_the_workers_with_a_large_batch_in_flight_returns(clean_dir):
+    """A worker blocked on a full pipe never exits: close() waits for the batch built ahead."""
+    from colora.core.training.pretrain import ProdBatches, load_clean_images
+
+    images = load_clean_images(clean_dir, 16)
+    big = [torch.rand(3, 160, 160).half() for _ in images]
+    for _ in range(3):
+        batches = ProdBatches(big, ProdSampler(), 8, 128, workers=2)
+        batches(0, torch.Generator().manual_seed(0))  # leaves the next step's batch in flight
+        batches.close()
+
+
 def test_clean_fraction_makes_empty_chains_and_leaves_the_default_stream_alone():
     plain = [ProdSampler().sample_recipe(torch.Generator().manual_seed(s)) for s in range(20)]
     again = [ProdSampler(clean_fraction=0.0).sample_recipe(torch.Generator().manual_seed(s)) for s in range(20)]

@@ -133,9 +133,9 @@ def export_model_task(store: Store, task: str, file: Path, *, overwrite: bool = 
         "colora_version": __version__,
     }
     header = {"format": "nafnet", "task": task, "backbone_sha256": meta.backbone_sha256}
-    save_checkpoint(file, model, overwrite=overwrite, metadata=header)
-    with atomic_write(card, overwrite=overwrite) as tmp:
+    with atomic_write(card, overwrite=overwrite) as tmp:  # renamed into place only after the model is
         tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        save_checkpoint(file, model, overwrite=overwrite, metadata=header)
     return ModelExport(file, card, arguments)
 
 
@@ -228,21 +228,23 @@ def _verified_copy(store: Store, rel: str, local: Path) -> bool:
 
 
 def _keep(store: Store, task: str, adapter: Adapter, rel: str, local: Path, reporter: Reporter) -> None:
-    """Cache a fresh export in the store with its sha256, where the store can keep it."""
-    from colora.core.files import copy_atomic, sha256_file
+    """Cache a fresh export in the store with its sha256, where the store can keep it: written only
+    through real folders of the store onto a regular file (a link planted in the cache is never
+    followed), and recorded in the index. Anything in the way (a link, a FIFO, a full disk, a
+    read-only database role, another process) leaves the export used for this run only."""
+    from colora.core.errors import ColoraError
+    from colora.core.files import copy_atomic, real_path_in, sha256_file
 
     if store.read_only:
         return  # a store this process may not write caches nothing
     digest = sha256_file(local)
     try:
-        copy_atomic(local, store.path(rel), expected_sha256=digest)
-    except OSError as e:
-        reporter.note(
-            f"Could not keep the export in the store's cache ({e.strerror or e}); it is used for this run only."
-        )
-        return
-    store.record_cache_digest(rel, digest)
-    store.prune_onnx(task, adapter)
+        copy_atomic(local, real_path_in(store.root, rel), expected_sha256=digest)
+        store.record_cache_digest(rel, digest)
+        store.prune_onnx(task, adapter)
+    except (OSError, ColoraError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        reporter.note(f"Could not keep the export in the store's cache ({why}); it is used for this run only.")
 
 
 def _exact(error: float) -> bool:

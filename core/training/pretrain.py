@@ -76,7 +76,8 @@ class ProdBatches:
 
     Every random draw (image, crop, flips, chain and its seeds) is made here, in order, from the
     loop's generator; only the costly building runs in the workers. So a batch is the same with
-    or without workers, and a checkpoint's generator state resumes either way. With workers the
+    or without workers (to float rounding: a worker computes on one thread, this process on
+    torch's thread count), and a checkpoint's generator state resumes either way. With workers the
     next step's batch is built while this one trains: its draws are made from a copy of the
     generator and used only if the loop's generator then stands exactly where the copy started.
     Use as a context manager (or call close()) to end the workers.
@@ -132,7 +133,10 @@ class ProdBatches:
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
+            if self._ahead is not None:  # let the batch in flight arrive: a worker blocked on a full
+                self._ahead[2].wait(timeout=600)  # pipe would never exit, and terminate() would hang
+                self._ahead = None
+            self.pool.close()
             self.pool.join()
             self.pool = None
 
