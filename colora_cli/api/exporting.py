@@ -48,11 +48,7 @@ def export_onnx_task(store: Store, task: str, file: Path, *, overwrite: bool = F
 
     adapter = _adapter(store, task)
     file = Path(file)
-    store.refuse_inside(file, "the destination")
-    if file.is_dir():
-        raise InvalidInputError(f"{file} is a folder", hint="give the path of the .onnx file to write")
-    if (file.exists() or file.is_symlink()) and not overwrite:
-        raise ConflictError(f"{file} already exists", hint="pass --overwrite to replace it")
+    _destination(store, file, overwrite, "give the path of the .onnx file to write")
     backbone, deltas, _ = task_parts(store, adapter)
     export_onnx(merged_nafnet(backbone, deltas), file, overwrite=overwrite)
     probe = probe_image()
@@ -92,7 +88,7 @@ def export_model_task(store: Store, task: str, file: Path, *, overwrite: bool = 
 
     from colora import __version__
     from colora.api.models import task_parts
-    from colora.core.files import atomic_write, refuse_special
+    from colora.core.files import atomic_write
     from colora.core.inference.engines import merged_nafnet
     from colora.core.interop.basicsr import EXPORT_SUFFIXES, nafnet_arguments, save_checkpoint
 
@@ -105,11 +101,7 @@ def export_model_task(store: Store, task: str, file: Path, *, overwrite: bool = 
         )
     adapter = _adapter(store, task)
     for dest in (file, card):
-        store.refuse_inside(dest, "the destination")
-        if (dest.exists() or dest.is_symlink()) and not overwrite:
-            raise ConflictError(f"{dest} already exists", hint="pass --overwrite to replace it")
-        if overwrite:
-            refuse_special(dest)
+        _destination(store, dest, overwrite, "give the path of the file to write")
     backbone, deltas, meta = task_parts(store, adapter)
     model = merged_nafnet(backbone, deltas)
     config = backbone.config
@@ -137,6 +129,21 @@ def export_model_task(store: Store, task: str, file: Path, *, overwrite: bool = 
         tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         save_checkpoint(file, model, overwrite=overwrite, metadata=header)
     return ModelExport(file, card, arguments)
+
+
+def _destination(store: Store, file: Path, overwrite: bool, hint: str) -> None:
+    """A file the user asked for, checked before the work that fills it: outside the store, not a
+    folder, replaced only with `overwrite` and only when it is a regular file (atomic_write checks
+    that again at the rename)."""
+    from colora.core.files import refuse_special
+
+    store.refuse_inside(file, "the destination")
+    if file.is_dir():
+        raise InvalidInputError(f"{file} is a folder", hint=hint)
+    if (file.exists() or file.is_symlink()) and not overwrite:
+        raise ConflictError(f"{file} already exists", hint="pass --overwrite to replace it")
+    if overwrite:
+        refuse_special(file)
 
 
 def resolve_engine(engine: str, device: str, task: str) -> str:

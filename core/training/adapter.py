@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,6 +16,7 @@ from colora.core.model.lora import inject_lora, lora_layers, lora_parameter_coun
 from colora.core.model.weights import AdapterMeta
 from colora.core.training.distributed import World
 from colora.core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, Validator, fit
+from colora.core.training.loop import seconds_per_step as measure_step
 
 
 def train_adapter(
@@ -136,19 +135,14 @@ def seconds_per_step(
     throwaway copy (for a training budget given in minutes)."""
     model, params = _lora_model(backbone, rank_plan, lora_mode, config.seed)
     data = PairSet.from_files(train_pairs)
-    model.to(device)
-    stamps: list[float] = []
-    probe = replace(config, steps=steps, warmup_steps=1, validate_every=0)
-    fit(
+    return measure_step(
         model,
         params,
         lambda step, gen: data.sample_batch(config.batch_size, config.patch_size, gen),
-        probe,
+        config,
         device=device,
-        on_step=lambda done, total, loss: stamps.append(time.perf_counter()),
+        steps=steps,
     )
-    gaps = sorted(b - a for a, b in zip(stamps[2:], stamps[3:]))
-    return gaps[len(gaps) // 2]
 
 
 def _checkpoint_key(config: TrainConfig, plan: dict[str, int], sha: str, processes: int = 1) -> str:

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -281,3 +281,28 @@ def _score(model: nn.Module, validate: Validator) -> float:
         score = float(validate(model))
     model.train()
     return score
+
+
+def seconds_per_step(
+    model: nn.Module,
+    params: dict[str, nn.Parameter],
+    make_batch: BatchFn,
+    config: TrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+    steps: int = 8,
+) -> float:
+    """What one step of this training costs here, now (its data included): the median of a few real
+    steps of `model`, a throwaway copy the caller made (for a time budget given in minutes)."""
+    stamps: list[float] = []
+    probe = replace(config, steps=steps, warmup_steps=1, validate_every=0)
+    fit(
+        model,
+        params,
+        make_batch,
+        probe,
+        device=device,
+        on_step=lambda done, total, loss: stamps.append(time.perf_counter()),
+    )
+    gaps = sorted(b - a for a, b in zip(stamps[2:], stamps[3:]))
+    return gaps[len(gaps) // 2]

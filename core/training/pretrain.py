@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import multiprocessing
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from colora.core.model.backbone import BackboneConfig, build_backbone, count_par
 from colora.core.model.weights import save_backbone
 from colora.core.training.distributed import World
 from colora.core.training.loop import Checkpoint, StepCallback, TrainConfig, TrainResult, fit
+from colora.core.training.loop import seconds_per_step as measure_step
 
 MAX_WORKERS = 64
 
@@ -150,21 +150,9 @@ class ProdBatches:
 def seconds_per_step(
     model: torch.nn.Module, batches: ProdBatches, config: TrainConfig, device, steps: int = 10
 ) -> float:
-    """What one pre-training step costs here, now (data included): the median of a few real steps
-    of a throwaway copy of the model (for a time budget in minutes)."""
+    """What one pre-training step costs here, now (data included), on a throwaway copy of the model."""
     probe = copy.deepcopy(model)
-    params = dict(probe.named_parameters())
-    stamps: list[float] = []
-    fit(
-        probe,
-        params,
-        batches,
-        replace(config, steps=steps, warmup_steps=1),
-        device=device,
-        on_step=lambda done, total, loss: stamps.append(time.perf_counter()),
-    )
-    gaps = sorted(b - a for a, b in zip(stamps[2:], stamps[3:]))
-    return gaps[len(gaps) // 2]
+    return measure_step(probe, dict(probe.named_parameters()), batches, config, device=device, steps=steps)
 
 
 def pretrain(
