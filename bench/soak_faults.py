@@ -6,7 +6,12 @@ Two kinds of task share one store:
 * protected tasks: trained before the faults start, then only read (eval, restore, show, list,
   export); after the run each must restore a reference image bit for bit as it did before;
 * busy tasks: trained, killed mid-training, resumed, retrained, their adapter files flipped,
-  their checkpoints truncated, temporary files dropped next to them.
+  their checkpoints truncated, temporary files dropped next to them, their ONNX cache files
+  tampered with (the next restore must give the same image or refuse), removed by `task rm`
+  while a training of them runs, restored into an output folder that is swapped mid-run for a
+  link into the store (nothing may land in the store);
+* at the end, a full disk under the ONNX cache (a tiny tmpfs, where this process may mount one):
+  the default restore must still give the protected tasks' images.
 
 Every command must end cleanly (exit 0, or 1 with one `Error:` line; a killed one is not
 judged), a restore or eval of a flipped adapter must be refused (never a wrong image), and
@@ -114,7 +119,10 @@ def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: floa
     rng = random.Random(task)
     adapter_dir = soak.home / "tasks" / task
     while time.time() < deadline:
-        action = rng.choice(["train", "kill-train", "resume", "flip", "truncate", "temp", "eval", "restore", "import"])
+        action = rng.choice(
+            ["train", "kill-train", "resume", "flip", "truncate", "temp", "eval", "restore", "import"]
+            + ["tamper-cache", "rm-during-train", "swap-output"]
+        )
         if action == "train":
             soak.run("train", task, *TRAIN)
         elif action == "kill-train":
@@ -166,6 +174,12 @@ def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: floa
                 "--overwrite",
                 kill_after=rng.choice([None, rng.uniform(0.3, 2.0)]),
             )
+        elif action == "tamper-cache":
+            tamper_cache(soak, task, images, rng)
+        elif action == "rm-during-train":
+            rm_during_train(soak, task, pairs)
+        elif action == "swap-output":
+            swap_output(soak, task, images, rng)
         else:
             exported = soak.work / f"{task}-export.safetensors"
             if soak.run("adapter", "export", task, exported, "--overwrite")[0] == 0:
@@ -178,6 +192,118 @@ def busy_worker(soak: Soak, task: str, pairs: Path, images: Path, deadline: floa
                     "--replace",
                     kill_after=rng.choice([None, rng.uniform(0.2, 1.5)]),
                 )
+
+
+def tamper_cache(soak: Soak, task: str, images: Path, rng: random.Random) -> None:
+    """Restore (which caches the ONNX export), change the cached file, restore again: the same
+    image, or a refusal, never a different image."""
+    before = restored_digest(soak, task, images, soak.work / f"cache-a-{task}")
+    cached = sorted((soak.home / "cache" / "onnx").glob(f"{task}-*.onnx"))
+    if before is None or not cached:
+        return
+    data = bytearray(cached[-1].read_bytes())
+    data[rng.randrange(len(data) // 2, len(data))] ^= 1 << rng.randrange(8)
+    cached[-1].write_bytes(bytes(data))
+    soak.count("tampered caches")
+    after = restored_digest(soak, task, images, soak.work / f"cache-b-{task}")
+    # only this thread touches its task, so the adapter is the same for both restores
+    if after is not None and after != before:
+        soak.unclean.append(f"restore of {task} used a tampered ONNX cache (a different image)")
+
+
+def rm_during_train(soak: Soak, task: str, pairs: Path) -> None:
+    """`task rm` of a task while its training runs: both end cleanly, nothing of it stays behind."""
+    doomed = f"{task}-doomed"
+    if soak.run("task", "add", doomed, pairs)[0] != 0:
+        return
+    train = subprocess.Popen(
+        [*COLORA, "train", doomed, *LONG],
+        env=soak.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while train.poll() is None and not (soak.home / "tasks" / doomed / "checkpoint.safetensors").exists():
+        if time.time() > deadline:
+            break
+        time.sleep(0.05)
+    soak.run("task", "rm", doomed, "--yes")
+    try:
+        _, err = train.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        train.kill()
+        _, err = train.communicate()
+        soak.unclean.append(f"train {doomed} went on for a minute after its task was removed")
+    soak.count("tasks removed during training")
+    errors = [line for line in err.splitlines() if line.startswith("Error: ")]
+    if train.returncode not in (0, 1) or "Traceback" in err or any("unexpected" in line for line in errors):
+        soak.unclean.append(f"train {doomed} after task rm -> {train.returncode}: {err.strip()[-200:]}")
+    time.sleep(0.2)
+    left = soak.home / "tasks" / doomed
+    if left.exists() and any(p.suffix == ".safetensors" for p in left.iterdir()):
+        soak.unclean.append(f"task rm {doomed} during training left weights behind: {sorted(os.listdir(left))}")
+
+
+def swap_output(soak: Soak, task: str, images: Path, rng: random.Random) -> None:
+    """Restore many images; mid-run the output folder is renamed away and a link into the store
+    takes its place: no image may land in the store."""
+    many = soak.work / f"many-{task}"
+    if not many.is_dir():
+        many.mkdir()
+        for i in range(12):
+            for src in sorted(images.iterdir()):
+                (many / f"{i:02d}-{src.name}").write_bytes(src.read_bytes())
+    out, moved = soak.work / f"swap-{task}", soak.work / f"swapped-{task}"
+    for folder in (out, moved):
+        if folder.is_symlink():
+            folder.unlink()
+        elif folder.is_dir():
+            for f in folder.iterdir():
+                f.unlink()
+            folder.rmdir()
+    out.mkdir()
+    restore = subprocess.Popen(
+        [*COLORA, "restore", "--task", task, str(many), "-o", str(out)],
+        env=soak.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(rng.uniform(0.5, 3.0))
+    out.rename(moved)
+    out.symlink_to(soak.home / "tasks" / task, target_is_directory=True)
+    soak.count("output folders swapped")
+    _, err = restore.communicate()
+    if "Traceback" in err or restore.returncode not in (0, 1):
+        soak.unclean.append(f"restore with a swapped output folder -> {restore.returncode}: {err.strip()[-200:]}")
+    landed = [p.name for p in (soak.home / "tasks" / task).iterdir() if p.suffix == ".png"]
+    if landed:
+        soak.unclean.append(f"restore wrote {len(landed)} image(s) into the store through a swapped folder")
+        for name in landed:
+            (soak.home / "tasks" / task / name).unlink()
+
+
+def full_cache_disk(soak: Soak, protected: list[str], images: Path, reference: dict) -> str:
+    """A tiny full tmpfs over the ONNX cache: the default restore must still give every protected
+    task's image (made for the run only). Returns what happened, for the table."""
+    cache = soak.home / "cache" / "onnx"
+    cache.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(cache)], capture_output=True)
+    if mounted.returncode != 0:
+        return "not run (mounting a tmpfs needs root)"
+    try:
+        with open(cache / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+            except OSError:
+                pass
+        wrong = [t for t in protected if restored_digest(soak, t, images, soak.work / f"full-{t}") != reference[t]]
+        return f"{len(protected) - len(wrong)} of {len(protected)} protected tasks restored as before"
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
 
 
 def reader_worker(soak: Soak, tasks: list[str], images: Path, deadline: float) -> None:
@@ -229,6 +355,7 @@ def main() -> None:
         for t in threads:
             t.join()
         held = time.time() - start
+        full_disk = full_cache_disk(soak, protected, images, reference)
         for folder, _, names in os.walk(soak.home):  # let doctor judge leftovers of any age
             for name in names:
                 os.utime(Path(folder) / name, OLD)
@@ -245,8 +372,11 @@ def main() -> None:
             "faults injected",
             f"{soak.counts['killed']} SIGKILLs, {soak.counts['flipped adapters']} flipped adapters, "
             f"{soak.counts['truncated checkpoints']} truncated checkpoints, "
-            f"{soak.counts['temp files dropped']} stray temp files",
+            f"{soak.counts['temp files dropped']} stray temp files, {soak.counts['tampered caches']} tampered "
+            f"ONNX caches, {soak.counts['tasks removed during training']} tasks removed while training, "
+            f"{soak.counts['output folders swapped']} output folders swapped for a link into the store",
         ],
+        ["full disk under the ONNX cache", full_disk],
         ["unclean command endings", str(len(soak.unclean))],
         ["final doctor", "consistent" if code == 0 else err.strip()[-200:]],
         ["protected adapters lost or changed", f"{len(lost)} of {len(protected)}"],

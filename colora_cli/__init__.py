@@ -24,6 +24,8 @@ from __future__ import annotations
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
+from colora.core.defaults import INIT_SIZE, SEED
+
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 Path_ = str | PathLike
 
 
-def init(home: Path_ | None = None, *, random_init: bool = False, config: str = "small", seed: int = 0) -> Store:
+def init(home: Path_ | None = None, *, random_init: bool = False, config: str = INIT_SIZE, seed: int = SEED) -> Store:
     """The store at `home` (else $COLORA_HOME, else the user data dir), created with the bundled
     backbone when it does not exist yet (`colora init`); idempotent."""
     from colora.api.backbones import init_store

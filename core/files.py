@@ -18,6 +18,7 @@ from pathlib import Path
 
 from colora.core.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
 
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 TEMP_SUFFIX = ".part"  # every temporary file colora writes ends so (`colora doctor` knows them)
 # `.NAME.<8 random characters>.part`: what atomic_write (mkstemp) names its temporary files
 _TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.part$")
@@ -58,6 +59,7 @@ def atomic_write(dest: str | os.PathLike, *, overwrite: bool = True) -> Iterator
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dest.parent, dest.name)
     fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     tmp = Path(name)
@@ -72,8 +74,38 @@ def atomic_write(dest: str | os.PathLike, *, overwrite: bool = True) -> Iterator
         else:
             _link_no_clobber(tmp, dest)
         _fsync_dir(dest.parent)
+    except OSError as e:
+        if e.errno not in _FULL:
+            raise
+        # a full disk is the destination's, whichever file (a copy's source, say) the error named
+        raise OSError(e.errno, e.strerror, str(dest)) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+STALE_TEMP_S = 3600  # a temporary file this old belongs to a writer that was killed (no write takes an hour)
+
+
+def remove_stale_temps(folder: Path | int, name: str) -> None:
+    """Remove what killed writers of `name` left in `folder` (a path, or a folder handle): only
+    regular files named as colora names its temporaries for `name`, and only old ones."""
+    import time
+
+    pattern = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}")
+    handle = folder if isinstance(folder, int) else None
+    try:
+        with os.scandir(folder) as entries:
+            stale = [
+                e.name
+                for e in entries
+                if pattern.fullmatch(e.name)
+                and e.is_file(follow_symlinks=False)
+                and time.time() - e.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S
+            ]
+        for entry in stale:
+            os.unlink(entry if handle is not None else Path(folder) / entry, dir_fd=handle)
+    except OSError:
+        pass  # tidying is a courtesy: never a reason for the write itself to fail
 
 
 def real_path_in(root: Path, relative: str) -> Path:

@@ -47,11 +47,10 @@ CONNECT_TIMEOUT_S = 5  # a host that never answers is reported, not waited for
 SECRET_QUERY_KEYS = ("password", "sslpassword", "passfile", "sslkey")
 
 
-def server_engine(url: str):
-    """A SQLAlchemy engine for a database server's URL (PostgreSQL through psycopg)."""
-    from sqlalchemy import create_engine
+def parse_url(url: str):
+    """A database URL parsed, or InvalidInputError that never quotes it (it may hold a password)."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    from sqlalchemy.exc import ArgumentError
 
     try:
         parsed = make_url(url)
@@ -59,6 +58,27 @@ def server_engine(url: str):
         raise InvalidInputError(
             "the database URL is not a URL", hint="give one like postgresql+psycopg://user@host/colora"
         ) from None
+    except ValueError:  # SQLAlchemy's int() of the port
+        raise InvalidInputError(
+            "the database URL's port is not a number", hint="write host:5432, or leave it out"
+        ) from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise InvalidInputError(f"the database URL's port {parsed.port} is not a TCP port", hint="ports run 1-65535")
+    if "@" in (parsed.host or ""):
+        # an unencoded "@" in the password: the rest of the password would be read as the host name
+        raise InvalidInputError(
+            "the database URL has more than one '@' before its host",
+            hint="percent-encode an '@' in the user name or password as %40",
+        )
+    return parsed
+
+
+def server_engine(url: str):
+    """A SQLAlchemy engine for a database server's URL (PostgreSQL through psycopg)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import NoSuchModuleError
+
+    parsed = parse_url(url)
     if parsed.get_backend_name() not in SERVER_SCHEMES:
         raise InvalidInputError(
             f"colora keeps its index in SQLite (the default) or PostgreSQL, not {parsed.get_backend_name()!r}",
@@ -76,31 +96,51 @@ def server_engine(url: str):
 
 def shown(url: str) -> str:
     """A database URL as it may be printed: without its password."""
-    from sqlalchemy.engine import make_url
-
     try:
-        parsed = make_url(url)
+        parsed = parse_url(url)
         hidden = {k: "***" for k in parsed.query if k.lower() in SECRET_QUERY_KEYS}
         return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - never echo an unparsable URL: it may hold a password
         return "(the database URL)"
 
 
+def _secrets(url: str) -> list[str]:
+    """Every form in which the URL's password (and secret query values) might be quoted back."""
+    from urllib.parse import quote, unquote, urlsplit
+
+    found: list[str] = []
+    # the raw text between "user:" and the last "@" of the address, whatever a parser makes of it
+    rest = url.partition("://")[2]
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:  # e.g. an unbalanced "[" read as an IPv6 host
+        netloc = rest.rpartition("@")[0] + "@"
+    for userinfo in {netloc.rpartition("@")[0], rest.rpartition("@")[0]}:
+        if ":" in userinfo:
+            found.append(userinfo.partition(":")[2])
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        found.append(parsed.password or "")
+        for key, value in parsed.query.items():
+            if key.lower() in SECRET_QUERY_KEYS:
+                found.extend([value] if isinstance(value, str) else list(value))
+    except Exception:  # noqa: BLE001 - the raw text above is still scrubbed
+        pass
+    forms = {form for secret in found if secret for form in (secret, unquote(secret), quote(secret, safe=""))}
+    return sorted((f for f in forms if len(f) >= 2), key=len, reverse=True)  # longest first: no partial leftovers
+
+
 def scrub(text: str, url: str | None) -> str:
-    """`text` without the URL's password (a server's error message may quote the connection string)."""
+    """`text` without the URL's password (a server's error message may quote the connection string,
+    and colora lower-cases some messages before explaining them, so the match ignores case)."""
+    import re
+
     if not url:
         return text
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001
-        return text
-    secrets = [parsed.password] + [v for k, v in parsed.query.items() if k.lower() in SECRET_QUERY_KEYS]
-    for secret in secrets:
-        for value in [secret] if isinstance(secret, str) else list(secret or []):
-            if value and len(value) >= 2:
-                text = text.replace(value, "***")
+    for secret in _secrets(url):
+        text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
     return text
 
 
@@ -111,6 +151,13 @@ def explain(error: BaseException, root: Path) -> ColoraError | None:
     if "malformed" in text or "not a database" in text or "file is encrypted" in text:
         return IntegrityError(
             f"the store's index {root / DB_NAME} is damaged ({text})",
+            hint="rebuild it from the weight files with `colora doctor --reindex` "
+            "(the damaged file is kept aside, not deleted)",
+        )
+    if "no such table" in text or "no such column" in text or "undefinedtable" in text or "undefinedcolumn" in text:
+        # emptied (a 0-byte file), or a table dropped by hand: the weight files can rebuild it
+        return IntegrityError(
+            f"the store's index {root / DB_NAME} is incomplete ({text.strip().splitlines()[0][:120]})",
             hint="rebuild it from the weight files with `colora doctor --reindex` "
             "(the damaged file is kept aside, not deleted)",
         )
@@ -144,6 +191,11 @@ def explain(error: BaseException, root: Path) -> ColoraError | None:
         return ConflictError(
             f"cannot reach the store's database ({text.strip().splitlines()[0][:200]})",
             hint="check the --db / $COLORA_DB_URL address, that the server runs, and the credentials",
+        )
+    if "database or disk is full" in text or "no space left" in text or "diskfull" in text:
+        return ConflictError(
+            f"the disk under the store's index is full ({text.strip().splitlines()[0][:120]})",
+            hint="free some space and run the command again; the store is as it was before it",
         )
     if "unable to open database" in text or "disk i/o error" in text:
         return IntegrityError(

@@ -56,6 +56,9 @@ def _old(path: Path) -> bool:
 
 
 def check(store: Store) -> list[Finding]:
+    missing = _missing_tables(store)
+    if missing:
+        return missing
     findings = _database(store)
     with store.session() as s:
         backbones = list(s.scalars(select(Backbone)))
@@ -113,6 +116,20 @@ def check(store: Store) -> list[Finding]:
             )
     findings += _files(store, referenced, live_tasks, set(tasks.values()), cached)
     return findings
+
+
+def _missing_tables(store: Store) -> list[Finding]:
+    """A table dropped by hand passes SQLite's own checks; nothing else can be checked without it."""
+    from sqlalchemy import inspect
+
+    from colora.store.schema import Base
+
+    with store.engine.connect() as conn:
+        missing = sorted(set(Base.metadata.tables) - set(inspect(conn).get_table_names()))
+    if not missing:
+        return []
+    message = f"the index lacks table(s) {', '.join(missing)}; rebuild it with `colora doctor --reindex`"
+    return [Finding("error", "db", message, "colora.db" if not store.url else store.index_name)]
 
 
 def _database(store: Store) -> list[Finding]:

@@ -61,10 +61,19 @@ def rebuild(home=None) -> tuple[Store, Reindexed]:
 
 
 def _readable(root: Path) -> bool:
+    """The file is sound SQLite and, at this colora's schema version, has every table (a table
+    dropped by hand passes SQLite's own check but breaks every command)."""
+    from colora.store.migrations import SCHEMA_VERSION
+    from colora.store.schema import Base
+
     try:
         conn = database.connect(root)
         try:
-            return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                return False
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return version < SCHEMA_VERSION or set(Base.metadata.tables) <= tables  # older: migrated next
         finally:
             conn.close()
     except Exception:  # noqa: BLE001 - any failure to read it means it is not usable as it is

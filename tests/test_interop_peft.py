@@ -213,8 +213,10 @@ def test_peft_patterns_are_read_by_peft_s_own_rule(alpha_pattern, tmp_path, isol
     [
         (lambda c: c.update(init_lora_weights="pissa_niter_4"), "also changes the base weights"),
         (lambda c: c.update(use_rslora="true"), "use_rslora must be true or false"),
-        (lambda c: c.update(rank_pattern={"(conv.)+": 2}), "has a pattern colora does not read"),
-        (lambda c: c.update(alpha_pattern={"intro": 10**400}), "not a number in (0, 10000]"),
+        (lambda c: c.update(use_dora="false"), "use_dora must be true or false, not the text 'false'"),
+        (lambda c: c.update(alpha_pattern={"intro": 1e-300}), "not a number in [0.001, 10000]"),
+        (lambda c: c.update(rank_pattern={r"(conv)\1": 2}), "has a pattern colora does not read"),
+        (lambda c: c.update(alpha_pattern={"intro": 10**400}), "not a number in [0.001, 10000]"),
         (lambda c: c.update(layer_replication=[[0, 1]]), "layer replication"),
     ],
 )
@@ -226,6 +228,26 @@ def test_more_peft_configs_are_refused_with_one_clear_line(edit, message, store_
     (folder / "adapter_config.json").write_text(json.dumps(config))
     r = invoke("adapter", "import", folder, "--task", "other")
     assert r.exit_code == 1 and message in err(r)
+
+
+def test_a_backtracking_bomb_in_a_pattern_key_imports_at_once(store_with_adapter, tmp_path):
+    import time
+
+    folder = tmp_path / "rain-peft"
+    ok(invoke("adapter", "export", "rain", folder, "--format", "peft"))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    # `re` alone spends minutes per layer on these (polynomial, then exponential backtracking)
+    bombs = {".*" * 40 + "!": 1, "(a|.)*" * 12 + "!": 1, "(.*)*(.*)*!": 1}
+    config["rank_pattern"] = {**bombs, **config["rank_pattern"]}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    started = time.monotonic()
+    ok(invoke("adapter", "import", folder, "--task", "bombed"))
+    assert time.monotonic() - started < 30
+    params = [
+        json.loads(ok(invoke("task", "show", t, "--json")).stdout)["adapter"]["trainable_params"]
+        for t in ("bombed", "rain")
+    ]
+    assert params[0] == params[1]  # no bomb matched a layer: every rank is the exported one
 
 
 def test_a_peft_rank_beyond_colora_s_bound_is_refused_on_import(store_with_adapter, tmp_path, isolated_home):

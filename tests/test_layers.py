@@ -22,6 +22,7 @@ TORCH_FREE_CORE = {
     "colora.core.files",
     "colora.core.text",
     "colora.core.choices",
+    "colora.core.defaults",
 }  # what store/ may use from core/
 CLI_SIDE = ("colora.api", "colora.cli")
 

@@ -136,6 +136,45 @@ def test_clean_fraction_makes_empty_chains_and_leaves_the_default_stream_alone()
         ProdSampler(clean_fraction=1.0)
 
 
+def test_weights_tilt_the_mix_and_equal_weights_draw_the_uniform_stream():
+    plain = [ProdSampler().sample_recipe(torch.Generator().manual_seed(s)) for s in range(20)]
+    equal = ProdSampler(weights={"low_light": 2.0, **{n: 2.0 for n in ProdSampler().names}})
+    assert equal.weights is None and "weights" not in equal.describe()
+    assert [equal.sample_recipe(torch.Generator().manual_seed(s)) for s in range(20)] == plain
+
+    def share(sampler: ProdSampler) -> float:
+        gen = torch.Generator().manual_seed(0)
+        chains = [sampler.sample_recipe(gen) for _ in range(600)]
+        return sum(any(step["name"] == "low_light" for step in chain) for chain in chains) / len(chains)
+
+    tilted = ProdSampler(weights={"low_light": 4.0})
+    assert share(tilted) > 1.6 * share(ProdSampler())
+    assert tilted.describe()["weights"]["low_light"] == 4.0 and tilted.describe()["weights"]["rain"] == 1.0
+    gen, again = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert [tilted.sample_recipe(gen) for _ in range(5)] == [tilted.sample_recipe(again) for _ in range(5)]
+    for bad in ({"lowlight": 2.0}, {"rain": 0.0}, {"rain": float("inf")}):
+        with pytest.raises(ValueError):
+            ProdSampler(weights=bad)
+
+
+def test_pretrain_weight_option_is_recorded_and_bad_weights_are_refused(clean_dir, isolated_home):
+    from helpers import invoke, ok
+
+    ok(invoke("init", "--random-init", "--config", "tiny"))
+    args = ("--steps", 2, "--batch-size", 1, "--patch-size", 16, "--config", "tiny")
+    ok(invoke("backbone", "pretrain", clean_dir, "--name", "dark", "--weight", "low_light=3", *args))
+    recipe = json.loads(ok(invoke("backbone", "show", "dark", "--json")).stdout)["recipe"]
+    assert recipe["sampler"]["weights"]["low_light"] == 3.0
+    for bad, message in (
+        ("lowlight=3", "unknown degradation 'lowlight'"),
+        ("low_light", "is not NAME=NUMBER"),
+        ("low_light=-1", "must be a positive number"),
+    ):
+        refused = invoke("backbone", "pretrain", clean_dir, "--name", "bad", "--weight", bad, *args)
+        assert refused.exit_code == 1 and message in refused.stderr and "Traceback" not in refused.stderr
+    assert "bad" not in ok(invoke("backbone", "list")).stdout
+
+
 def test_pretrain_for_minutes_on_a_pool_of_folders(clean_dir, tmp_path, isolated_home):
     from helpers import invoke, ok
 

@@ -99,3 +99,28 @@ def test_ray_restore_refuses_what_it_cannot_do(trained_store, photos, tmp_path):
         trained_store.home,
     )
     assert r.exit_code == 1 and "inside the store" in err(r)
+
+
+def test_ray_restore_to_an_address_that_never_answers_fails_within_seconds(trained_store, photos, tmp_path):
+    import socket
+    import threading
+
+    # a host that accepts connections and says nothing: Ray alone waits minutes on it, silently
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        held = []
+        threading.Thread(target=lambda: held.append(silent.accept()), daemon=True).start()
+        address = "127.0.0.1:%d" % silent.getsockname()[1]
+        started = time.monotonic()
+        r = invoke(
+            "restore", "--task", "noise", photos, "-o", tmp_path / "o", "--ray", address, "--home", trained_store.home
+        )
+        assert time.monotonic() - started < 30
+    assert r.exit_code == 1 and f"no Ray cluster answers at {address} (no answer within 5 s)" in err(r)
+    assert "Traceback" not in err(r) and not any((tmp_path / "o").glob("*.png"))
+    for bad in ("127.0.0.1:1", "not-an-address"):
+        r = invoke(
+            "restore", "--task", "noise", photos, "-o", tmp_path / "o", "--ray", bad, "--home", trained_store.home
+        )
+        assert r.exit_code == 1 and ("no Ray cluster answers" in err(r) or "is not a Ray address" in err(r))

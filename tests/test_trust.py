@@ -180,6 +180,21 @@ def test_a_damaged_index_is_explained_everywhere_and_reindex_rebuilds_it(home):
 HOSTILE = "[/][bold red]x\x1b]0;pwned\x07\x1b[2J\u202e"
 
 
+def test_an_index_missing_a_table_is_explained_and_reindex_rebuilds_it(home):
+    with sqlite3.connect(home / "colora.db") as conn:
+        conn.execute("DROP TABLE pairs")
+    for args in (("list",), ("task", "show", "noise")):
+        r = invoke(*args, "--home", home)
+        refused(r, "is incomplete (no such table: pairs)")
+        assert "colora doctor --reindex" in err(r)
+    r = invoke("doctor", "--home", home)
+    assert r.exit_code == 1 and "the index lacks table(s) pairs; rebuild it with `colora doctor --reindex`" in out(r)
+    ok(invoke("doctor", "--reindex", "--home", home))
+    assert [(r["task"], r["adapter"]) for r in listing(home)] == [("noise", "trained")]
+    (home / "colora.db").write_bytes(b"")  # emptied: the quick path of `list` says so too
+    refused(invoke("list", "--home", home), "is incomplete")
+
+
 def test_hostile_metadata_cannot_restyle_or_break_the_listing(home, tmp_path):
     evil = rewrite(
         adapter_file(home), tmp_path / "evil.safetensors", meta=lambda m: m.update(plan_method=HOSTILE, task=HOSTILE)
@@ -242,7 +257,7 @@ def test_an_adapter_claiming_huge_ranks_is_refused_before_any_allocation(home, t
         meta=lambda m: m.update(rank_plan=json.dumps({k: 4000 for k in json.loads(m["rank_plan"])})),
     )
     code, mb, stderr = peak_mb_of("adapter", "import", evil, "--task", "evil", "--home", home)
-    assert code == 1 and "shape" in stderr and "unexpected" not in stderr
+    assert code == 1 and "not a low-rank adapter" in stderr and "unexpected" not in stderr
     assert mb < BOUNDED_MB, f"{mb:.0f} MB"
     million = rewrite(
         adapter_file(home),
@@ -290,12 +305,24 @@ def test_wrongly_typed_metadata_is_refused_all_or_nothing(home, tmp_path, field,
     assert files(home) == before and listing(home) == rows
 
 
-@pytest.mark.parametrize("alpha", ["NaN", "Infinity", "1e30", "-3", "0"])
+@pytest.mark.parametrize("alpha", ["NaN", "Infinity", "1e30", "-3", "0", "1e-300"])
 def test_adapters_whose_merged_weights_are_not_finite_are_refused(home, tmp_path, alpha):
     evil = rewrite(adapter_file(home), tmp_path / "a.safetensors", meta=lambda m: m.update(alpha=alpha))
     before = files(home)
     refused(invoke("adapter", "import", evil, "--task", "fresh", "--home", home))
     assert files(home) == before
+
+
+def test_megabytes_of_metadata_are_refused_not_kept(home, tmp_path):
+    evil = rewrite(adapter_file(home), tmp_path / "m.safetensors", meta=lambda m: m.update(notes="x" * 3 * 2**20))
+    before = files(home)
+    refused(invoke("adapter", "import", evil, "--task", "fresh", "--home", home), "3.0 MiB of metadata")
+    assert files(home) == before
+
+
+def test_a_vanishing_alpha_is_refused_by_name(home, tmp_path):
+    evil = rewrite(adapter_file(home), tmp_path / "a.safetensors", meta=lambda m: m.update(alpha="1e-300"))
+    refused(invoke("adapter", "import", evil, "--task", "fresh", "--home", home), "alpha must be a number in [0.001")
 
 
 def test_finite_factors_whose_product_overflows_are_refused(home, tmp_path):
@@ -421,6 +448,43 @@ def test_outputs_inside_the_store_are_refused(home, tmp_path):
     assert files(home) == before
 
 
+def test_an_output_folder_swapped_for_a_link_mid_run_is_never_written_through(home, tmp_path):
+    from contextlib import contextmanager
+
+    from colora.api.progress import Reporter
+    from colora.api.restoring import restore_images
+    from colora.store.store import Store
+
+    images = make_pairs(tmp_path / "p", n=4) / "input"
+    out, moved, trap = tmp_path / "out", tmp_path / "moved", home / "tasks" / "noise"
+    before = files(home)
+
+    class SwapAfterTheFirstImage(Reporter):
+        @contextmanager
+        def progress(self, description, total, *, loss=False):
+            def update(done, loss=None):
+                if done == 1:  # the folder renamed away, a link into the store in its place
+                    out.rename(moved)
+                    out.symlink_to(trap, target_is_directory=True)
+
+            yield update
+
+    outcome = restore_images(
+        Store.open(home), "noise", [images], out, engine="torch", device="cpu", reporter=SwapAfterTheFirstImage()
+    )
+    assert files(home) == before  # nothing landed in the store
+    assert outcome.failed == [] and sorted(p.name for p in moved.iterdir()) == sorted(p.name for p in images.iterdir())
+
+
+def test_an_output_folder_inside_the_store_through_a_link_is_refused(home, tmp_path):
+    before = files(home)
+    link = tmp_path / "innocent"
+    link.symlink_to(home / "tasks" / "noise", target_is_directory=True)
+    images = make_pairs(tmp_path / "p", n=1) / "input"
+    refused(invoke("restore", "--task", "noise", images, "-o", link, "--home", home), "inside the store")
+    assert files(home) == before
+
+
 # ---------------------------------------------------------------- 11: huge images
 
 
@@ -518,7 +582,9 @@ def test_sqlite_error_text_is_explained():
 
     assert "damaged" in explain(sqlite3.DatabaseError("database disk image is malformed"), Path("/s")).message
     assert "read-only" in explain(sqlite3.OperationalError("attempt to write a readonly database"), Path("/s")).message
-    assert explain(sqlite3.OperationalError("no such table: x"), Path("/s")) is None
+    missing = explain(sqlite3.OperationalError("no such table: x"), Path("/s"))
+    assert "incomplete" in missing.message and "colora doctor --reindex" in missing.hint
+    assert explain(sqlite3.OperationalError("near 'x': syntax error"), Path("/s")) is None  # colora's own bug
 
 
 # ---------------------------------------------------------------- issue 16: do no harm
@@ -667,3 +733,30 @@ def test_a_name_with_a_trailing_newline_is_refused(home, tmp_path):
         assert name == name.strip() and "\n" not in name and "/" not in name and 1 <= len(name) <= 63
 
     only_plain_slugs_pass()
+
+
+def test_a_killed_writer_s_old_temporary_file_is_tidied_by_the_next_write(tmp_path):
+    import time
+
+    from colora.core.files import STALE_TEMP_S, atomic_write
+    from colora.core.output_folder import OutputFolder
+
+    old, young, other = ".x.png.abcdEFGH.part", ".x.png.abcdEFGI.part", ".y.png.abcdEFGH.part"
+    for name in (old, young, other):
+        (tmp_path / name).write_text("left by a killed export")
+    for name in (old, other):
+        os.utime(tmp_path / name, (time.time() - STALE_TEMP_S - 60,) * 2)
+    with atomic_write(tmp_path / "x.png") as tmp:
+        tmp.write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [young, other, "x.png"]  # only the old one, only x's
+    (tmp_path / old).write_text("again")
+    os.utime(tmp_path / old, (time.time() - STALE_TEMP_S - 60,) * 2)
+    with OutputFolder.hold(tmp_path) as folder, folder.atomic_file("x.png", overwrite=True) as fp:
+        fp.write(b"newer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [young, other, "x.png"]
+
+
+def test_distilling_a_zoo_of_one_is_refused_before_any_work(home):
+    r = invoke("recycle", "distill", "--home", home)
+    assert r.exit_code == 1 and "the zoo has 1 adapter(s); a meta-adapter needs at least 2" in err(r)
+    assert "Distilling" not in err(r) + out(r) and not (home / "recycle").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora.core.choices import ADAPTER_FORMATS
+from colora.core.defaults import ADAPTER_FORMAT
 from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
@@ -19,7 +20,9 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `col
 FORMATS = ADAPTER_FORMATS
 
 
-def export_adapter(store: Store, task: str, file: Path, *, overwrite: bool = False, format: str = "colora") -> Adapter:
+def export_adapter(
+    store: Store, task: str, file: Path, *, overwrite: bool = False, format: str = ADAPTER_FORMAT
+) -> Adapter:
     """Copy a task's adapter out of the store (it carries its rank plan and backbone fingerprint),
     as colora's safetensors file or, with format "peft", as a Hugging Face PEFT LoRA folder."""
     from colora.core.files import copy_atomic

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
+from colora.core.defaults import DEVICE, INIT_SIZE, SEED
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
     from colora.core.training.loop import TrainResult
@@ -25,7 +26,7 @@ class InitResult:
     created: bool  # False: the store was already set up
 
 
-def init_store(home=None, *, random_init: bool = False, config: str = "small", seed: int = 0) -> InitResult:
+def init_store(home=None, *, random_init: bool = False, config: str = INIT_SIZE, seed: int = SEED) -> InitResult:
     """Create the store (idempotent) and install its default backbone: the bundled PROD one, or a
     random one with `random_init` (or when the package ships none)."""
     from colora.core.model.backbone import preset
@@ -216,14 +217,49 @@ class PretrainOptions:
     mode: str = "random"
     max_degradations: int = 3
     clean_fraction: float = 0.0  # share of empty chains (clean in, clean out)
-    seed: int = 0
+    weights: dict[str, float] | None = None  # degradation name -> relative pick weight (unlisted: 1)
+    seed: int = SEED
     checkpoint_every: int = 250
     resume: bool = False
     make_default: bool = False
-    device: str = "auto"
+    device: str = DEVICE
     init_from: str | None = None  # continue from this backbone's weights (its size; a new chunk)
     minutes: float | None = None  # a time budget instead of `steps` (steps measured on this machine first)
     workers: int = 0  # processes that build the batches ahead of the training step (0: the training process)
+
+
+def parse_weights(pairs: Sequence[str]) -> dict[str, float] | None:
+    """`["low_light=3", "gaussian_noise=2"]` -> a weights dict (InvalidInputError says what is wrong)."""
+    from colora.core.errors import InvalidInputError
+
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            weight = float(value) if sep else None
+        except ValueError:
+            weight = None
+        if weight is None:
+            raise InvalidInputError(f"--weight {pair!r} is not NAME=NUMBER", hint="e.g. --weight low_light=3")
+        if name.strip() in weights:
+            raise InvalidInputError(f"--weight names {name.strip()!r} twice")
+        weights[name.strip()] = weight
+    return weights or None
+
+
+def check_weights(weights: dict[str, float] | None) -> dict[str, float] | None:
+    """Known names and positive finite weights, or InvalidInputError listing the names."""
+    from colora.core.data.degradations import DEGRADATIONS
+    from colora.core.errors import InvalidInputError
+
+    for name, weight in (weights or {}).items():
+        if name not in DEGRADATIONS:
+            raise InvalidInputError(
+                f"--weight: unknown degradation {name!r}", hint=f"use one of {', '.join(DEGRADATIONS)}"
+            )
+        if not 0 < weight < float("inf"):
+            raise InvalidInputError(f"--weight {name}: the weight must be a positive number, not {weight:g}")
+    return weights
 
 
 @dataclass
@@ -283,7 +319,12 @@ def pretrain_backbone(
     )
     if not 0 <= o.clean_fraction < 1:
         raise InvalidInputError(f"--clean-fraction must be at least 0 and below 1, not {o.clean_fraction}")
-    sampler = ProdSampler(mode=o.mode, max_degradations=o.max_degradations, clean_fraction=o.clean_fraction)
+    sampler = ProdSampler(
+        mode=o.mode,
+        max_degradations=o.max_degradations,
+        clean_fraction=o.clean_fraction,
+        weights=check_weights(o.weights),
+    )
     checkpoint = store.path(store.pretrain_checkpoint_relpath(o.name))
     if checkpoint.exists() and not o.resume:
         raise ConflictError(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
+from colora.core.defaults import DEVICE, RAY_WORKERS, TILE
 from colora.core.errors import ColoraError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 
 BATCH = 4  # images per call of an actor: small, so progress and failures surface early
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+CONNECT_TIMEOUT_S = 5  # as for --db: a host that never answers is reported, not waited for
+RAY_CLIENT_PORT = 10001
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Restorer:
         if adapter is None:
             raise NotFoundError(f"task '{task}' has no adapter yet")
         self.device = resolve_device(device)
+        self.store = store
         self.model = task_model(store, adapter)[0].to(self.device)
         self.tile, self.max_pixels = tile, max_pixels
         torch.set_grad_enabled(False)
@@ -61,17 +66,23 @@ class Restorer:
     def __call__(self, batch: dict) -> dict:
         from colora.core.inference.pipeline import restore_many
         from colora.core.inference.tiles import restore_tensor
+        from colora.core.output_folder import OutputFolder
 
         jobs = [(Path(s), Path(d)) for s, d in zip(batch["src"], batch["dst"])]
-        failed = dict(
-            restore_many(
-                jobs,
-                lambda src, image: restore_tensor(self.model, image.to(self.device), self.tile),
-                overwrite=False,
-                threads=False,
-                max_pixels=self.max_pixels,
+        # each batch holds the output folder and checks it as held: one swapped for a link into
+        # the store between batches is refused, and within a batch files go in through the handle
+        with OutputFolder.hold(jobs[0][1].parent) as folder:
+            self.store.refuse_inside(folder.real_path, "the output folder")
+            failed = dict(
+                restore_many(
+                    jobs,
+                    lambda src, image: restore_tensor(self.model, image.to(self.device), self.tile),
+                    overwrite=False,
+                    threads=False,
+                    max_pixels=self.max_pixels,
+                    folder=folder,
+                )
             )
-        )
         return {"src": [str(s) for s, _ in jobs], "error": [failed.get(s, "") for s, _ in jobs]}
 
 
@@ -82,10 +93,10 @@ def restore_on_ray(
     out_dir: Path,
     *,
     address: str = "local",
-    workers: int = 2,
-    tile: int = 512,
+    workers: int = RAY_WORKERS,
+    tile: int = TILE,
     max_pixels: int | None = None,
-    device: str = "auto",
+    device: str = DEVICE,
     reporter: Reporter = SILENT,
 ) -> ClusterOutcome:
     """Restore image files and folders into `out_dir` on Ray (`address`: "local" starts a Ray
@@ -111,6 +122,8 @@ def restore_on_ray(
     _remove_own_leftovers(out_dir, {d.name for _, d in todo})
     if not todo:
         return ClusterOutcome(0, skipped, failed, workers)
+    if address != "local":  # Ray may take a while to give up on a cluster that is not there
+        reporter.note(f"Connecting to Ray at {address} ...")
     ray = _ray(address)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and device != "cpu" else 0
     reporter.note(
@@ -169,6 +182,7 @@ def _ray(address: str):
     except ImportError:
         raise InvalidInputError("--ray needs Ray Data", hint='pip install "colora[ray]"') from None
     if not ray.is_initialized():
+        _check_reachable(address)
         import logging
         import os
 
@@ -193,6 +207,47 @@ def _ray(address: str):
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A Ray head answering at `address` within CONNECT_TIMEOUT_S, or a one-line error: Ray itself
+    waits minutes, silently, on a host that accepts connections but never answers."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")  # else Ray looks for a cluster on this machine
+    if address in ("", "local", "auto"):
+        return
+    client = address.startswith("ray://")
+    try:
+        parts = urlsplit(address if "://" in address else "tcp://" + address)
+        host, port = parts.hostname, parts.port or (RAY_CLIENT_PORT if client else None)
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise InvalidInputError(
+            f"--ray {address!r} is not a Ray address",
+            hint="give local, auto, HOST:PORT (the head's GCS port, 6379) or ray://HOST:10001",
+        )
+    # Ray's GCS and client server are gRPC: an HTTP/2 server answers a client's preface with its
+    # SETTINGS frame at once (with TLS on, only the connection itself can be checked)
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S) as conn:
+            if not tls:
+                conn.sendall(HTTP2_PREFACE)
+                reply = conn.recv(9)
+                if len(reply) < 9 or reply[3] != 0x04:
+                    raise ConnectionError("it does not speak gRPC")
+    except OSError as e:
+        timed_out = isinstance(e, TimeoutError)
+        reason = f"no answer within {CONNECT_TIMEOUT_S} s" if timed_out else (e.strerror or str(e) or type(e).__name__)
+        raise ColoraError(
+            f"no Ray cluster answers at {host}:{port} ({reason})",
+            hint="check the address and that the cluster runs (`ray status` on the head node)",
+        ) from None
 
 
 @contextmanager

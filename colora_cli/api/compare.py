@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
+from colora.core.defaults import DEVICE, TILE
 from colora.core.errors import ConflictError, InvalidInputError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
@@ -41,8 +42,8 @@ def compare_grid(
     out: Path,
     *,
     overwrite: bool = False,
-    tile: int = 512,
-    device: str = "auto",
+    tile: int = TILE,
+    device: str = DEVICE,
     max_pixels: int | None = None,
     reporter: Reporter = SILENT,
 ) -> Grid:

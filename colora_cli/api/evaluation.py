@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
+from colora.core.defaults import DEVICE, TILE
 from colora.core.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
@@ -63,8 +64,8 @@ def evaluate_task(
     against: list[str] | None = None,
     report: Path | None = None,
     overwrite: bool = False,
-    device: str = "auto",
-    tile: int = 512,
+    device: str = DEVICE,
+    tile: int = TILE,
     command: str | None = None,
     self_ensemble: bool = False,
     reporter: Reporter = SILENT,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
+from colora.core.defaults import DEVICE, RANK_METHOD, SEED
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
     from colora.core.training.ranks import RankPlan
@@ -22,13 +23,13 @@ DEFAULT_PATH_STEPS = 8
 
 @dataclass
 class PlanOptions:
-    method: str = "faig"
+    method: str = RANK_METHOD
     budget: float = DEFAULT_BUDGET
     probe_steps: int = DEFAULT_PROBE_STEPS
     path_steps: int = DEFAULT_PATH_STEPS
     batch_size: int = 4
     patch_size: int = 96
-    seed: int = 0
+    seed: int = SEED
 
 
 @dataclass
@@ -40,7 +41,7 @@ class ComputedPlan:
 
 
 def rank_task(
-    store: Store, name: str, options: PlanOptions | None = None, *, device: str = "auto", reporter: Reporter = SILENT
+    store: Store, name: str, options: PlanOptions | None = None, *, device: str = DEVICE, reporter: Reporter = SILENT
 ) -> ComputedPlan:
     """`colora ranks`: compute the task's plan on the default backbone, store it, describe it."""
     from colora.api.models import backbone_model
@@ -127,8 +128,8 @@ def plan_scores(task: Task, backbone_sha256: str) -> dict[str, float] | None:
 
 def describe_plan(backbone, ranks: dict[str, int], info: dict) -> tuple[list[dict], list[dict]]:
     """Per layer (path, contribution, rank, params) and per stage (encoder -> middle -> decoder)."""
-    from colora.core.model.lora import lora_targets
-    from colora.core.training.ranks import layer_cost, stage_of
+    from colora.core.model.lora import layer_cost, lora_targets
+    from colora.core.training.ranks import stage_of
 
     targets = lora_targets(backbone)
     scores = info.get("scores") or {}

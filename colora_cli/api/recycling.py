@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
+from colora.core.defaults import DISTILL_STEPS, SEED
 from colora.core.errors import ColoraError, ConflictError, IntegrityError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
@@ -76,7 +77,7 @@ class AdaptOptions:
     pairs: int = 32
     steps: int | None = None  # refinement steps [default: 0, or 20 with per_stage]
     seconds: float = 10.0
-    seed: int = 0
+    seed: int = SEED
     replace: bool = False
 
 
@@ -224,14 +225,20 @@ class Distilled:
 
 
 def distill_meta(
-    store: Store, *, steps: int = 400, clean: Path | None = None, seed: int = 0, reporter: Reporter = SILENT
+    store: Store,
+    *,
+    steps: int = DISTILL_STEPS,
+    clean: Path | None = None,
+    seed: int = SEED,
+    reporter: Reporter = SILENT,
 ) -> Distilled:
     """Distil the meta-adapter of the current zoo (offline, once per zoo), for `adapt --meta`."""
     from colora.api.models import backbone_model
     from colora.core.model.weights import save_tensors_atomic
-    from colora.core.recycle.meta import distill, meta_metadata
+    from colora.core.recycle.meta import check_zoo_size, distill, meta_metadata
 
     backbone_row = store.backbone()
+    check_zoo_size(len(store.zoo(backbone_row)))  # before any weight or image is read
     backbone = backbone_model(store, backbone_row).eval()
     zoo_rows, zoo = load_zoo(store, backbone_row, backbone)
     images = _clean_images(store, clean)

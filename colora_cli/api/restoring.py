@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
+from colora.core.defaults import DEVICE, ENGINE, TILE
 from colora.core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
@@ -48,10 +49,10 @@ def restore_images(
     out_dir: Path,
     *,
     overwrite: bool = False,
-    tile: int = 512,
-    device: str = "auto",
+    tile: int = TILE,
+    device: str = DEVICE,
     max_pixels: int | None = None,
-    engine: str = "auto",
+    engine: str = ENGINE,
     self_ensemble: bool = False,
     reporter: Reporter = SILENT,
 ) -> RestoreOutcome:
@@ -67,6 +68,7 @@ def restore_images(
     from colora.core.device import resolve_device
     from colora.core.inference.pipeline import restore_many
     from colora.core.inference.tiles import check_tile, restore_tensor
+    from colora.core.output_folder import OutputFolder
 
     check_tile(tile)
     engine = resolve_engine(engine, device, task)
@@ -104,7 +106,9 @@ def restore_images(
         raise ColoraError(
             f"cannot create the output folder {out_dir}: {e.strerror or e}", hint="choose another folder with -o"
         ) from e
-    with reporter.progress(f"restore ({task})", len(jobs)) as update:
+    # held open from here on, and checked as held: a folder swapped mid-run is never written into
+    with OutputFolder.hold(out_dir) as folder, reporter.progress(f"restore ({task})", len(jobs)) as update:
+        store.refuse_inside(folder.real_path, "the output folder")
         failed = restore_many(
             jobs,
             restore_one,
@@ -112,6 +116,7 @@ def restore_images(
             decoded=decoded,
             max_pixels=max_pixels,
             on_done=lambda done, src, err: update(done),
+            folder=folder,
         )
     return RestoreOutcome(len(jobs), failed, chooser.choices if task == "auto" else [], engine)
 

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from colora.core.defaults import SEED, VAL_FRACTION
 from colora.core.errors import IntegrityError, InvalidInputError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
     from colora.store.schema import Pair, Task
     from colora.store.store import Store
 
-DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_VAL_FRACTION = VAL_FRACTION
 
 
 @dataclass
@@ -30,7 +31,7 @@ def add_task(
     *,
     val_fraction: float | None = None,
     val: str | Path | None = None,
-    seed: int = 0,
+    seed: int = SEED,
 ) -> AddedTask:
     """Register FOLDER's pairs as task NAME, split into training and validation pairs.
 

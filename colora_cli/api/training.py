@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
+from colora.core.defaults import DEVICE, SEED
 from colora.core.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
@@ -27,11 +28,11 @@ class TrainOptions:
     patch_size: int = 96
     lr: float = 2e-3
     loss: str = "l1"
-    seed: int = 0
+    seed: int = SEED
     rank: int | None = None  # a uniform rank instead of the task's CoLoRA plan
     checkpoint_every: int = 100
     resume: bool = False
-    device: str = "auto"
+    device: str = DEVICE
 
 
 @dataclass

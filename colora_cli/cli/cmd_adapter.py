@@ -10,6 +10,7 @@ import typer
 from colora.cli import output
 from colora.cli.options import Home, choice, command_group
 from colora.core.choices import ADAPTER_FORMATS
+from colora.core.defaults import ADAPTER_FORMAT
 
 app = command_group("Share adapters: export and import them (colora or PEFT format).")
 
@@ -21,7 +22,7 @@ def export_adapter(
     format: Annotated[
         choice(ADAPTER_FORMATS),
         typer.Option("--format", help="colora (one safetensors file) or peft (a Hugging Face PEFT LoRA folder)."),
-    ] = "colora",
+    ] = ADAPTER_FORMAT,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
     home: Home = None,
 ) -> None:

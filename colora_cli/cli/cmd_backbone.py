@@ -122,6 +122,15 @@ def pretrain(
             "images that need nothing alone.",
         ),
     ] = PRETRAIN.clean_fraction,
+    weight: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--weight",
+            metavar="NAME=W",
+            help="Pick a degradation W times as often as the others (repeatable), e.g. --weight "
+            "low_light=3 --weight gaussian_noise=2 (an unknown name lists the names).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = PRETRAIN.seed,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = PRETRAIN.checkpoint_every,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of this --name.")] = False,
@@ -143,7 +152,7 @@ def pretrain(
 
     Example: colora backbone pretrain ./clean-photos ./more-photos --name prod-mine --config medium --minutes 120
     """
-    from colora.api.backbones import PretrainOptions, pretrain_backbone
+    from colora.api.backbones import PretrainOptions, parse_weights, pretrain_backbone
     from colora.store.store import Store
 
     options = PretrainOptions(
@@ -156,6 +165,7 @@ def pretrain(
         mode=mode,
         max_degradations=max_degradations,
         clean_fraction=clean_fraction,
+        weights=parse_weights(weight or []),
         seed=seed,
         checkpoint_every=checkpoint_every,
         resume=resume,

@@ -9,6 +9,7 @@ import typer
 
 from colora.cli import output
 from colora.cli.options import Device, Home, MaxPixels, Tile, task_names
+from colora.core.defaults import DEVICE, TILE
 
 
 def compare(
@@ -16,9 +17,9 @@ def compare(
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Tasks whose adapters restore it, separated by commas.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The grid to write (a .png file).")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
-    tile: Tile = 512,
+    tile: Tile = TILE,
     max_pixels: MaxPixels = None,
-    device: Device = "auto",
+    device: Device = DEVICE,
     home: Home = None,
 ) -> None:
     """Restore one image with several tasks' adapters: the input and one labelled tile per task in one grid PNG.

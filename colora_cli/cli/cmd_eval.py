@@ -10,6 +10,7 @@ import typer
 
 from colora.cli import output
 from colora.cli.options import Device, Home, Json, Tile, task_names
+from colora.core.defaults import DEVICE, TILE
 
 
 def eval_task(
@@ -32,8 +33,8 @@ def eval_task(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier report in the --report folder.")
     ] = False,
-    device: Device = "auto",
-    tile: Tile = 512,
+    device: Device = DEVICE,
+    tile: Tile = TILE,
     self_ensemble: Annotated[
         bool,
         typer.Option(

@@ -6,29 +6,32 @@ from typing import Annotated
 
 import typer
 
-from colora.api.ranking import DEFAULT_BUDGET, DEFAULT_PATH_STEPS, DEFAULT_PROBE_STEPS
+from colora.api.ranking import PlanOptions
 from colora.cli import output
 from colora.cli.options import Device, Home, Json, choice
 from colora.core.choices import RANK_METHODS
+from colora.core.defaults import DEVICE
+
+PLAN = PlanOptions()  # the defaults, stated once (colora.api.ranking)
 
 
 def ranks(
     name: Annotated[str, typer.Argument(help="Task name.")],
     budget: Annotated[
         float, typer.Option("--budget", help="LoRA parameters as a fraction of the backbone's.")
-    ] = DEFAULT_BUDGET,
+    ] = PLAN.budget,
     method: Annotated[
         choice(RANK_METHODS), typer.Option("--method", help="faig (contribution-based, CoLoRA) or uniform.")
-    ] = "faig",
+    ] = PLAN.method,
     probe_steps: Annotated[
         int, typer.Option("--probe-steps", min=1, help="Steps of the brief full fine-tuning (K).")
-    ] = DEFAULT_PROBE_STEPS,
+    ] = PLAN.probe_steps,
     path_steps: Annotated[
         int, typer.Option("--path-steps", min=1, help="Points on the integration path (M).")
-    ] = DEFAULT_PATH_STEPS,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    ] = PLAN.path_steps,
+    seed: Annotated[int, typer.Option("--seed")] = PLAN.seed,
     as_json: Json = False,
-    device: Device = "auto",
+    device: Device = DEVICE,
     home: Home = None,
 ) -> None:
     """Measure each layer's contribution to the task (FAIG) and store a rank plan for `colora train`.

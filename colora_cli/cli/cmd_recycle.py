@@ -8,10 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from colora.api.recycling import AdaptOptions
 from colora.cli import output
 from colora.cli.options import Home, command_group
+from colora.core.defaults import DISTILL_STEPS, SEED
 
 app = command_group("LoRA Recycle: reuse the zoo of stored adapters for new tasks.")
+ADAPT = AdaptOptions()  # the defaults, stated once (colora.api.recycling)
 
 
 def adapt(
@@ -27,7 +30,7 @@ def adapt(
     per_stage: Annotated[
         bool, typer.Option("--per-stage", help="One coefficient per adapter and network stage instead of per adapter.")
     ] = False,
-    pairs: Annotated[int, typer.Option("--pairs", min=1, help="Use at most this many training pairs.")] = 32,
+    pairs: Annotated[int, typer.Option("--pairs", min=1, help="Use at most this many training pairs.")] = ADAPT.pairs,
     steps: Annotated[
         Optional[int],
         typer.Option(
@@ -36,8 +39,10 @@ def adapt(
             help="Gradient steps refining the coefficients after the closed form [default: 0, or 20 with --per-stage].",
         ),
     ] = None,
-    seconds: Annotated[float, typer.Option("--seconds", min=0.0, help="Stop refining after this many seconds.")] = 10.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the crops the coefficients are fitted on.")] = 0,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.0, help="Stop refining after this many seconds.")
+    ] = ADAPT.seconds,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the crops the coefficients are fitted on.")] = ADAPT.seed,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the task's trained adapter.")] = False,
     home: Home = None,
 ) -> None:
@@ -74,7 +79,7 @@ def adapt(
 
 @app.command("distill")
 def distill(
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Training episodes.")] = 400,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training episodes.")] = DISTILL_STEPS,
     clean: Annotated[
         Optional[Path],
         typer.Option(
@@ -82,7 +87,7 @@ def distill(
             help="Folder of clean images for the surrogate episodes (default: the clean targets of the store's tasks).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the episodes and the network.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the episodes and the network.")] = SEED,
     home: Home = None,
 ) -> None:
     """Distil the meta-adapter of the current zoo (offline, once per zoo), for `colora adapt NAME --meta`.

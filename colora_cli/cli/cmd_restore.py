@@ -10,6 +10,7 @@ import typer
 from colora.cli import output
 from colora.cli.options import Device, Home, MaxPixels, Tile, choice
 from colora.core.choices import ENGINES
+from colora.core.defaults import DEVICE, ENGINE, RAY_WORKERS, TILE
 from colora.core.errors import InvalidInputError
 
 
@@ -28,7 +29,7 @@ def restore(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing files in the output folder.")
     ] = False,
-    tile: Tile = 512,
+    tile: Tile = TILE,
     self_ensemble: Annotated[
         bool,
         typer.Option(
@@ -38,7 +39,7 @@ def restore(
         ),
     ] = False,
     max_pixels: MaxPixels = None,
-    device: Device = "auto",
+    device: Device = DEVICE,
     engine: Annotated[
         choice(ENGINES),
         typer.Option(
@@ -47,7 +48,7 @@ def restore(
             "ONNX export of the task's model cached in the store), or auto: the fastest installed one on the CPU, "
             "torch on a GPU and for --task auto.",
         ),
-    ] = "auto",
+    ] = ENGINE,
     ray: Annotated[
         Optional[str],
         typer.Option(
@@ -59,7 +60,7 @@ def restore(
     ] = None,
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="With --ray: restoring actors (one GPU each where there are GPUs).")
-    ] = 2,
+    ] = RAY_WORKERS,
     home: Home = None,
 ) -> None:
     """Restore images with a task's adapter; results keep their names and formats.

@@ -9,6 +9,7 @@ import typer
 from colora.cli import output
 from colora.cli.options import Home, Json, choice
 from colora.core.choices import BACKBONE_SIZES
+from colora.core.defaults import INIT_SIZE, SEED
 
 
 def init(
@@ -21,8 +22,8 @@ def init(
     ] = False,
     config: Annotated[
         choice(BACKBONE_SIZES), typer.Option("--config", help="Backbone size for --random-init.")
-    ] = "small",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = 0,
+    ] = INIT_SIZE,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = SEED,
 ) -> None:
     """Create the store (database and folders) and install the default backbone.
 

@@ -9,6 +9,7 @@ import typer
 
 from colora.cli import output
 from colora.cli.options import Home, Json, command_group
+from colora.core.defaults import SEED, VAL_FRACTION
 from colora.core.errors import InvalidInputError
 
 app = command_group("Register, inspect and remove tasks (folders of degraded/clean pairs).")
@@ -24,13 +25,14 @@ def add(
         ),
     ],
     val_fraction: Annotated[
-        Optional[float], typer.Option("--val-fraction", help="Share of pairs held out for validation [default: 0.2].")
+        Optional[float],
+        typer.Option("--val-fraction", help=f"Share of pairs held out for validation [default: {VAL_FRACTION}]."),
     ] = None,
     val: Annotated[
         Optional[Path],
         typer.Option("--val", help="A separate folder of validation pairs (then every pair in FOLDER trains)."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/validation split.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/validation split.")] = SEED,
     home: Home = None,
 ) -> None:
     """Register a folder of (degraded, clean) image pairs as a task.

@@ -36,14 +36,20 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from colora.core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
 from colora.core.files import atomic_write
+
+if TYPE_CHECKING:
+    from colora.core.output_folder import OutputFolder
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -321,6 +327,16 @@ def _save_options(fmt: str, meta: ImageMeta) -> dict:
     return opts
 
 
+@contextmanager
+def _open_output(dest: Path, overwrite: bool, folder: OutputFolder | None) -> Iterator[BinaryIO]:
+    if folder is not None:
+        with folder.atomic_file(dest.name, overwrite=overwrite) as fp:
+            yield fp
+    else:
+        with atomic_write(dest, overwrite=overwrite) as tmp, open(tmp, "wb") as fp:
+            yield fp
+
+
 def save_image(
     path: str | os.PathLike,
     rgb: np.ndarray,
@@ -328,20 +344,23 @@ def save_image(
     alpha: np.ndarray | None = None,
     *,
     overwrite: bool = False,
+    folder: OutputFolder | None = None,
 ) -> Path:
     """Write `rgb` (HxWx3 float in [0,1], clipped) like the original described by `meta`.
 
     The format is `meta.format` whatever the extension of `path`, so keep the original
-    extension. Returns the destination path.
+    extension. With `folder` (held open for a run, core/output_folder.py), the file is written
+    by its name through the folder's handle. Returns the destination path.
     """
     dest = Path(path)
     rgb, alpha = _checked_planes(rgb, alpha)
-    if dest.is_dir():
-        raise InvalidInputError(f"output path is a folder: {dest}", hint="give a file name")
-    if dest.exists() and not overwrite:
-        raise ConflictError(f"{dest} already exists", hint="pass --overwrite to replace it")
-    if not dest.parent.is_dir():
-        raise NotFoundError(f"output folder not found: {dest.parent}", hint="create it first")
+    if folder is None:
+        if dest.is_dir():
+            raise InvalidInputError(f"output path is a folder: {dest}", hint="give a file name")
+        if dest.exists() and not overwrite:
+            raise ConflictError(f"{dest} already exists", hint="pass --overwrite to replace it")
+        if not dest.parent.is_dir():
+            raise NotFoundError(f"output folder not found: {dest.parent}", hint="create it first")
 
     fmt = meta.format if meta.format in _WRITABLE_FORMATS else "PNG"
     keep_alpha = alpha is not None and fmt in _ALPHA_FORMATS
@@ -357,7 +376,7 @@ def save_image(
     q = _quantize(planes, bits)
 
     try:
-        with atomic_write(dest, overwrite=overwrite) as tmp, open(tmp, "wb") as fp:
+        with _open_output(dest, overwrite, folder) as fp:
             if bits == 16 and q.shape[2] > 1:
                 _write_png16(fp, q, meta)
             else:

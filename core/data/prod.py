@@ -17,6 +17,10 @@ At most one degradation per family in `ONE_PER_FAMILY` goes into a chain: two no
 blurs stacked read as one stronger noise or blur, so they would waste a slot of the chain and
 push the image towards garbage. When fewer slots exist than the drawn k (a narrow `names`),
 the chain is shorter.
+
+`weights` tilts the mix towards what users restore most (e.g. {"low_light": 3, "gaussian_noise": 2}):
+names are picked in a weighted random order (unlisted names weigh 1), so a weight-3 name is three
+times as likely to be first in line. Uniform weights draw exactly what the unweighted sampler draws.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ class ProdSampler:
     # the share of empty chains (clean in, clean out): a backbone that has also seen images that need
     # nothing learns to leave a mild input almost as it is instead of over-processing it
     clean_fraction: float = 0.0
+    # relative pick weights by name (unlisted: 1); None or all equal is the paper's uniform mix
+    weights: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -100,6 +106,15 @@ class ProdSampler:
         if not 0.0 <= float(self.clean_fraction) < 1.0:
             raise ValueError(f"clean_fraction must be in [0, 1), got {self.clean_fraction}")
         self.clean_fraction = float(self.clean_fraction)
+        weights = dict(self.weights or {})
+        stray = sorted(set(weights) - set(names))
+        if stray:
+            raise ValueError(f"weights name degradations outside the mix: {stray}")
+        if any(not (0 < float(w) < float("inf")) for w in weights.values()):
+            raise ValueError(f"weights must be positive and finite, got {weights}")
+        # stored only when they tilt the mix, so an all-equal dict describes and draws as uniform
+        uniform = len({float(weights.get(n, 1.0)) for n in names}) == 1
+        self.weights = None if uniform else {n: float(weights.get(n, 1.0)) for n in names}
         self.names = names
         self.max_degradations = int(self.max_degradations)
 
@@ -110,7 +125,7 @@ class ProdSampler:
             return []
         n_max = 1 if self.mode == "single" else self.max_degradations
         k = int(torch.randint(1, n_max + 1, (), generator=gen, device=gen.device).item())
-        perm = torch.randperm(len(self.names), generator=gen, device=gen.device).tolist()
+        perm = self._pick_order(gen)
         chosen: list[str] = []
         families: set[str] = set()
         for i in perm:  # walk a random permutation: the pick order is already a random order
@@ -131,6 +146,13 @@ class ProdSampler:
             recipe.append({"name": name, "params": params, "seed": seed})
         return recipe
 
+    def _pick_order(self, gen: torch.Generator) -> list[int]:
+        """A random order of all names: uniform, or weighted sampling without replacement."""
+        if self.weights is None:
+            return torch.randperm(len(self.names), generator=gen, device=gen.device).tolist()
+        w = torch.tensor([self.weights[n] for n in self.names], dtype=torch.float64, device=gen.device)
+        return torch.multinomial(w, len(self.names), replacement=False, generator=gen).tolist()
+
     def __call__(self, img: Tensor, gen: torch.Generator) -> tuple[Tensor, list[dict]]:
         """Degrade `img` ((3, H, W) or (N, 3, H, W) in [0, 1]; a batch shares one recipe)."""
         recipe = self.sample_recipe(gen)
@@ -143,6 +165,7 @@ class ProdSampler:
             "names": list(self.names),
             "max_degradations": 1 if self.mode == "single" else self.max_degradations,
             **({"clean_fraction": self.clean_fraction} if self.clean_fraction else {}),
+            **({"weights": dict(self.weights)} if self.weights else {}),
             "one_per_family": sorted(ONE_PER_FAMILY),
             "order": [n for n in CANONICAL_ORDER if n in self.names] if self.mode == "fixed" else "random",
             "degradations": {n: DEGRADATIONS[n].describe() for n in self.names},

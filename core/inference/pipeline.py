@@ -17,11 +17,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from colora.core.errors import ColoraError
+
+if TYPE_CHECKING:
+    from colora.core.output_folder import OutputFolder
 
 
 @dataclass
@@ -74,12 +78,14 @@ def restore_many(
     threads: bool | None = None,
     max_pixels: int | None = None,
     on_done: Callable[[int, Path, str | None], None] | None = None,
+    folder: OutputFolder | None = None,
 ) -> list[tuple[Path, str]]:
     """Restore every (source, destination) job; returns [(source, error message)] for failures.
 
     `restore_one(source, (3, H, W) tensor in [0, 1], a view of the decoded H x W x 3 pixels)`
     returns the restored tensor, in [0, 1]. `decoded` holds images already decoded by the caller
-    (each is used once and dropped).
+    (each is used once and dropped). `folder`: the destinations' folder, held open for the run
+    (core/output_folder.py): files go in by name through its handle.
     """
     from colora.core.data.images import save_image
 
@@ -132,7 +138,9 @@ def restore_many(
             except ColoraError as e:  # one bad file must not stop a folder of thousands
                 report(src, e.message)
                 continue
-            writes.append((src, writer.submit(save_image, dst, out, img.meta, img.alpha, overwrite=overwrite)))
+            writes.append(
+                (src, writer.submit(save_image, dst, out, img.meta, img.alpha, overwrite=overwrite, folder=folder))
+            )
             drain(block=False)
             drain(block=True, keep=prefetch)  # bounded memory when encoding is the slow side
         drain(block=True)

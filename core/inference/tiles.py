@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from colora.core.choices import MIN_TILE
+from colora.core.defaults import TILE
 from colora.core.errors import InvalidInputError
 
-DEFAULT_TILE = 512
+DEFAULT_TILE = TILE
 DEFAULT_OVERLAP = 32
 
 

@@ -17,13 +17,22 @@ import json
 import math
 import re
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
 from colora.core.files import atomic_write, sha256_file
-from colora.core.model.weights import MAX_ALPHA, MAX_RANK, AdapterMeta, read_tensors, save_tensors_atomic
+from colora.core.interop.pattern_keys import UnsupportedPattern, key_matcher
+from colora.core.model.weights import (
+    MAX_ALPHA,
+    MAX_RANK,
+    MIN_ALPHA,
+    AdapterMeta,
+    read_tensors,
+    save_tensors_atomic,
+)
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -40,6 +49,7 @@ UNSUPPORTED = {
 # initialisations that also change the base weights: such an adapter is wrong on the original backbone
 BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq")
 MAX_LAYERS, MAX_PATTERNS = 4096, 256
+MAX_PATTERN = 200  # characters in one pattern key
 
 
 def write_peft(folder: Path, tensors: dict[str, torch.Tensor], meta: AdapterMeta, *, overwrite: bool = False) -> None:
@@ -140,7 +150,7 @@ def read_peft(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, int], Ad
         expected_rank = _pattern(config, "rank_pattern", path, config.get("r"), limit=MAX_RANK)
         if expected_rank != rank:
             raise InvalidInputError(f"{weights.name}: {path} has rank {rank}, but its config says {expected_rank}")
-        alpha = _pattern(config, "alpha_pattern", path, config.get("lora_alpha", 8), limit=MAX_ALPHA)
+        alpha = _pattern(config, "alpha_pattern", path, config.get("lora_alpha", 8), limit=MAX_ALPHA, low=MIN_ALPHA)
         scaling = alpha / (math.sqrt(rank) if rslora else rank)
         plan[path] = rank
         tensors[f"{path}.lora_A"] = a
@@ -169,6 +179,8 @@ def _read_config(path: Path) -> dict:
             f"{path.name} is not a PEFT LoRA config (peft_type must be LORA)", hint="colora reads LoRA adapters only"
         )
     for key, what in UNSUPPORTED.items():
+        if isinstance(config.get(key), str) and key.startswith("use_"):  # "false" is truthy to PEFT too
+            raise InvalidInputError(f"{path.name}: {key} must be true or false, not the text {config[key][:20]!r}")
         if config.get(key):
             raise InvalidInputError(f"{path.name} uses {what} ({key}), which colora's LoRA cannot represent")
     if not isinstance(config.get("use_rslora", False), bool):
@@ -215,39 +227,37 @@ def _layer_paths(raw: dict[str, torch.Tensor], name: str) -> list[str]:
     return sorted(halves)
 
 
-def _pattern(config: dict, key: str, path: str, default, *, limit: float):
+def _pattern(config: dict, key: str, path: str, default, *, limit: float, low: float = 0.0):
     r"""PEFT's per-layer value, by PEFT's own rule (peft.utils.other.get_pattern_key): the first
-    pattern key, in order, for which `(.*\.)?(KEY)$` matches the layer's path; else the default."""
+    pattern key, in order, for which `(.*\.)?(KEY)$` matches the layer's path; else the default.
+    Matched in linear time (core/interop/pattern_keys.py): a hostile key cannot stall the import."""
     value = default
     for pattern, candidate in (config.get(key) or {}).items():
-        if re.match(rf"(.*\.)?({_safe_regex(pattern, key)})$", path):
+        if _matcher(pattern, key)(path):
             value = candidate
             break
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= limit):
-        raise InvalidInputError(
-            f"{CONFIG_NAME}: {key} for {path} is {str(value)[:20]!r}, not a number in (0, {limit:g}]"
-        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= limit and value >= low):
+        span = f"[{low:g}, {limit:g}]" if low else f"(0, {limit:g}]"
+        raise InvalidInputError(f"{CONFIG_NAME}: {key} for {path} is {str(value)[:20]!r}, not a number in {span}")
     return value
 
 
-def _safe_regex(pattern, key: str) -> str:
-    """A pattern key from an untrusted file, accepted only where matching it takes linear time:
-    short, valid, and without repeated groups or counted repeats (the shapes of catastrophic
-    backtracking); module paths are short, so `.*` and the like stay cheap."""
-    if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN or _NESTED.search(pattern):
+@lru_cache(maxsize=2 * MAX_PATTERNS)
+def _matcher(pattern, key: str):
+    """A pattern key from an untrusted file, as a linear-time matcher of layer paths."""
+    if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN:
         raise InvalidInputError(
             f"{CONFIG_NAME}: {key} has a pattern colora does not read ({str(pattern)[:40]!r})",
-            hint=f"use layer names or simple regular expressions (at most {MAX_PATTERN} "
-            "characters, no repeated groups or {m,n} counts)",
+            hint=f"use layer names or regular expressions of at most {MAX_PATTERN} characters",
         )
     try:
-        re.compile(pattern)
+        return key_matcher(pattern)
     except re.error as e:
         raise InvalidInputError(
             f"{CONFIG_NAME}: {key} has an invalid regular expression {pattern[:40]!r} ({e})"
         ) from None
-    return pattern
-
-
-MAX_PATTERN = 200
-_NESTED = re.compile(r"\)[*+?{]|\{")  # a quantified group, or a counted repeat
+    except UnsupportedPattern as e:
+        raise InvalidInputError(
+            f"{CONFIG_NAME}: {key} has a pattern colora does not read ({pattern[:40]!r}: {e})",
+            hint="use layer names or plain regular expressions (no back-references, look-arounds or inline flags)",
+        ) from None

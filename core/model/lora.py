@@ -63,6 +63,10 @@ def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor
     return (scaling * (b.reshape(b.shape[0], r) @ a.reshape(r, -1))).reshape(b.shape[0], *a.shape[1:])
 
 
+# an adapter as large as its backbone is already full fine-tuning; twice that is a crafted file
+MAX_ADAPTER_SHARE = 2
+
+
 def check_plan(targets: Mapping[str, nn.Conv2d], rank_plan: Mapping[str, int]) -> None:
     """A rank plan names LoRA targets of this backbone by exact path, each with a rank >= 1."""
     unknown = [p for p in rank_plan if p not in targets]
@@ -77,6 +81,22 @@ def check_plan(targets: Mapping[str, nn.Conv2d], rank_plan: Mapping[str, int]) -
     for path, rank in rank_plan.items():
         if int(rank) < 1:
             raise InvalidInputError(f"LoRA rank must be >= 1, got {rank} for {path}", hint=DAMAGED_HINT)
+    # per layer a rank may pass the layer's full rank (PEFT users set one r everywhere), but an
+    # adapter larger than the backbone it adapts is not low-rank: refused before any allocation
+    size = sum(int(r) * layer_cost(targets[p]) for p, r in rank_plan.items())
+    adapted = sum(c.weight.numel() for c in targets.values())
+    if size > MAX_ADAPTER_SHARE * adapted:
+        raise InvalidInputError(
+            f"the rank plan asks for {size:,} LoRA parameters, more than {MAX_ADAPTER_SHARE}x the {adapted:,} "
+            "of the layers it adapts: not a low-rank adapter",
+            hint="use lower ranks (`colora train --rank`, or `colora ranks --budget`)",
+        )
+
+
+def layer_cost(conv: nn.Conv2d) -> int:
+    """Parameters of one rank of LoRA on `conv`: a row of A (the conv's geometry) and a column of B."""
+    kh, kw = conv.kernel_size
+    return conv.in_channels * kh * kw + conv.out_channels
 
 
 class LoRAConv2d(nn.Module):
@@ -186,12 +206,7 @@ def uniform_rank_plan(model: nn.Module, rank: int) -> dict[str, int]:
 def lora_parameter_count(model: nn.Module, rank_plan: Mapping[str, int]) -> int:
     """Parameters an adapter with this plan trains: r * (C_in*kh*kw + C_out) per layer."""
     targets = lora_targets(model)
-    total = 0
-    for path, r in rank_plan.items():
-        conv = targets[path]
-        kh, kw = conv.kernel_size
-        total += r * (conv.in_channels * kh * kw + conv.out_channels)
-    return total
+    return sum(r * layer_cost(targets[path]) for path, r in rank_plan.items())
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:

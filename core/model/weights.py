@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +61,13 @@ def backbone_fingerprint(state: dict[str, torch.Tensor], config: BackboneConfig)
 def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Write a safetensors file atomically (core.files.atomic_write)."""
     with atomic_write(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        try:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        except SafetensorError as e:  # its I/O errors are text: give the file system's own error back
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
 def read_tensors(path: Path, expected_sha256: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -196,6 +203,13 @@ class AdapterMeta:
             raise InvalidInputError(
                 f"{name} has broken adapter metadata (format_version {version[:20]!r})", hint=DAMAGED_HINT
             )
+        size = sum(len(k) + len(v) for k, v in meta.items())
+        if size > MAX_METADATA_BYTES:
+            raise InvalidInputError(
+                f"{name} carries {size / 2**20:.1f} MiB of metadata; colora reads at most "
+                f"{MAX_METADATA_BYTES // 2**10} KiB (its own adapters carry a few)",
+                hint=DAMAGED_HINT,
+            )
         if int(version) > ADAPTER_FORMAT_VERSION:
             raise InvalidInputError(
                 f"{name} uses adapter format {version}, newer than this colora understands ({ADAPTER_FORMAT_VERSION})",
@@ -208,8 +222,8 @@ class AdapterMeta:
             ):
                 raise ValueError(f"rank_plan must map layers to whole ranks from 1 to {MAX_RANK}")
             alpha = _json(meta, "alpha", None, (int, float))
-            if alpha is not None and not (math.isfinite(alpha) and 0 < alpha <= MAX_ALPHA):
-                raise ValueError(f"alpha must be a number in (0, {MAX_ALPHA:g}], not {alpha}")
+            if alpha is not None and not (math.isfinite(alpha) and MIN_ALPHA <= alpha <= MAX_ALPHA):
+                raise ValueError(f"alpha must be a number in [{MIN_ALPHA:g}, {MAX_ALPHA:g}], not {alpha}")
             mode = meta.get("lora_mode", "weight")
             if mode not in LORA_MODES:
                 raise ValueError(f"lora_mode must be one of {', '.join(LORA_MODES)}")
@@ -240,6 +254,8 @@ class AdapterMeta:
 
 MAX_RANK = 4096  # no dense conv of a NAFNet colora can hold has more channels than this
 MAX_ALPHA = 1e4  # LoRA scales alpha / rank of about 1 (colora writes alpha = rank); 1e4 is already absurd
+MIN_ALPHA = 1e-3  # below it the update is numerically nothing: an adapter that silently does no work
+MAX_METADATA_BYTES = 1024 * 1024  # colora's own adapter metadata (plan, scores, recipe) is a few KiB
 
 
 def _json(meta: dict[str, str], key: str, default, kind):

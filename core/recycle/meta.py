@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colora.core.data.prod import ProdSampler, apply_recipe
+from colora.core.defaults import DISTILL_STEPS
 from colora.core.errors import InvalidInputError
 from colora.core.recycle.mixture import Mixture, ZooAdapter, mixture_forward
 from colora.core.recycle.signature import FEATURES, PAIR_FEATURES, image_features, pair_features
@@ -137,12 +138,23 @@ class _Episodes:
         return feats, mask, degraded[k:], target[k:]
 
 
+MIN_ZOO = 2  # a meta-adapter chooses among adapters: with one there is nothing to choose
+
+
+def check_zoo_size(count: int) -> None:
+    if count < MIN_ZOO:
+        raise InvalidInputError(
+            f"the zoo has {count} adapter(s); a meta-adapter needs at least {MIN_ZOO}",
+            hint="train adapters for more tasks first",
+        )
+
+
 def distill(
     backbone: nn.Module,
     zoo: Sequence[ZooAdapter],
     clean_images: Sequence[torch.Tensor],
     *,
-    steps: int = 400,
+    steps: int = DISTILL_STEPS,
     crop: int = 64,
     query: int = 4,
     max_k: int = 8,
@@ -151,11 +163,7 @@ def distill(
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> tuple[MetaNet, list[float]]:
     """Train a MetaNet for this zoo on episodes drawn from `clean_images` ((3, H, W) in [0, 1])."""
-    if len(zoo) < 2:
-        raise InvalidInputError(
-            f"the zoo has {len(zoo)} adapter(s); a meta-adapter needs at least 2",
-            hint="train adapters for more tasks first",
-        )
+    check_zoo_size(len(zoo))
     torch.manual_seed(seed)
     backbone = backbone.eval().requires_grad_(False)
     net = MetaNet(len(zoo))

@@ -32,7 +32,7 @@ from torch import nn
 from colora.core.choices import RANK_METHODS
 from colora.core.data.crops import PairSet
 from colora.core.errors import InvalidInputError
-from colora.core.model.lora import lora_parameter_count, lora_targets
+from colora.core.model.lora import layer_cost, lora_parameter_count, lora_targets
 from colora.core.training.loop import TrainConfig, fit, restoration_loss
 
 METHODS = RANK_METHODS
@@ -57,11 +57,6 @@ class RankPlan:
             "scores": self.scores,
             "settings": self.settings,
         }
-
-
-def layer_cost(conv: nn.Conv2d) -> int:
-    kh, kw = conv.kernel_size
-    return conv.in_channels * kh * kw + conv.out_channels
 
 
 def full_rank(conv: nn.Conv2d) -> int:
