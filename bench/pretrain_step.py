@@ -101,6 +101,7 @@ def main() -> None:
     images = load_clean_images(folders, args.patch_size)[: args.images]
     sampler = ProdSampler(clean_fraction=0.05)
     model, _ = load_backbone(BUNDLED)
+    model.requires_grad_(True)  # loaded frozen, as adapters see it; pre-training trains it all
     b, p = args.batch_size, args.patch_size
 
     peak = matmul_gflops()

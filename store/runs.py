@@ -32,7 +32,9 @@ class TrainingRuns:
         processes starting at once cannot both pass the check.
         """
         with self.session() as s:
-            s.execute(update(Task).where(Task.id == task.id).values(name=Task.name))  # the write lock, first
+            locked = s.execute(update(Task).where(Task.id == task.id).values(name=Task.name))  # the write lock
+            if locked.rowcount == 0:
+                raise _removed(task)
             self._refuse_live_run(s, task)
             if resume is not None:
                 run = s.get_one(TrainRun, resume.id)
@@ -73,6 +75,12 @@ class TrainingRuns:
                 .where(TrainRun.id == run.id, TrainRun.status == RunStatus.RUNNING)
                 .values(heartbeat_at=self._now(s))
             )
+            if done.rowcount == 0 and s.get(TrainRun, run.id) is None:
+                raise ConflictError(
+                    f"the task of training run {run.id} was removed (its machine looked dead to the "
+                    "others); this one stops",
+                    hint="add the task again with `colora task add` to train it",
+                )
             if done.rowcount == 0:
                 raise ConflictError(
                     f"training run {run.id} was taken over by another process (its machine looked "
@@ -90,7 +98,7 @@ class TrainingRuns:
             return utcnow()
         return as_utc(s.scalar(text("SELECT CURRENT_TIMESTAMP"))).isoformat(timespec="seconds")
 
-    def _refuse_live_run(self, s: Session, task: Task) -> None:
+    def _refuse_live_run(self, s: Session, task: Task, *, doing: str = "train") -> None:
         now = self._now(s)
         for other in s.scalars(
             select(TrainRun).where(TrainRun.task_id == task.id, TrainRun.status == RunStatus.RUNNING)
@@ -99,6 +107,11 @@ class TrainingRuns:
             alive = run_alive(other.pid, other.host, other.heartbeat_at, now=now, shared=bool(self.url))
             if other.pid and not mine and alive:
                 where = "" if other.host in (None, this_host()) else f" on {other.host}"
+                if doing == "remove":
+                    raise ConflictError(
+                        f"task '{task.name}' is being trained (process {other.pid}{where}); it is not removed",
+                        hint="wait for the training to finish, or stop it (Ctrl-C), then remove the task",
+                    )
                 raise ConflictError(
                     f"task '{task.name}' is already being trained (process {other.pid}{where})",
                     hint="wait for it to finish, or stop it and use --resume",
@@ -114,7 +127,9 @@ class TrainingRuns:
 
     def mark_run(self, run: TrainRun, status: RunStatus, *, error: str | None = None) -> None:
         with self.session() as s:
-            row = s.get_one(TrainRun, run.id)
+            row = s.get(TrainRun, run.id)
+            if row is None:  # its task was removed meanwhile (by a process that judged this one dead)
+                return
             row.status = status
             row.error = error
 
@@ -134,7 +149,12 @@ class TrainingRuns:
     ) -> Adapter:
         """Index the adapter file (already in place) and close the run, in one transaction."""
         with self.session() as s:
-            row = s.get_one(TrainRun, run.id)
+            row = s.get(TrainRun, run.id)
+            if row is None:  # the task was removed meanwhile: nothing may be left of this run
+                self.path(adapter_rel).unlink(missing_ok=True)
+                if run.checkpoint_path:
+                    self.path(run.checkpoint_path).unlink(missing_ok=True)
+                raise _removed(task)
             if row.status != RunStatus.RUNNING:  # taken over meanwhile: its adapter must not replace the new one
                 self.path(adapter_rel).unlink(missing_ok=True)
                 raise ConflictError(
@@ -170,3 +190,10 @@ class TrainingRuns:
     def last_run(self, task: Task) -> TrainRun | None:
         with self.session() as s:
             return s.scalar(select(TrainRun).where(TrainRun.task_id == task.id).order_by(TrainRun.id.desc()))
+
+
+def _removed(task: Task) -> ConflictError:
+    return ConflictError(
+        f"task '{task.name}' was removed while this training ran; its result is dropped",
+        hint=f"add the task again (`colora task add {task.name} FOLDER`) to train it",
+    )

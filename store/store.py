@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -339,9 +339,16 @@ class Store(StoreLayout, TrainingRuns, AdapterIndex):
             row.rank_plan_info = json.dumps(info)
 
     def remove_task(self, name: str) -> None:
+        """Refused while a live process trains the task (its checkpoint and adapter would be orphaned);
+        the check and the delete are one transaction behind the task row's write lock, as in start_run."""
         task = self.task(name)
         with self.session() as s:
-            s.delete(s.get_one(Task, task.id))
+            s.execute(update(Task).where(Task.id == task.id).values(name=Task.name))  # the write lock, first
+            self._refuse_live_run(s, task, doing="remove")
+            row = s.get(Task, task.id)
+            if row is None:  # another `task rm` was first
+                raise NotFoundError(f"task '{name}' not found", hint="see `colora list`")
+            s.delete(row)
         # rows first, then files: a crash in between leaves only orphan files
         shutil.rmtree(self.task_dir(name), ignore_errors=True)
 

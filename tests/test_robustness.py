@@ -138,6 +138,60 @@ def test_second_training_of_the_same_task_is_refused_while_one_runs(home_with_ta
         proc.wait()
 
 
+def test_task_rm_is_refused_while_the_task_trains_and_then_leaves_nothing(home_with_task):
+    home = home_with_task
+    train = ("train", "noise", "--rank", 2, "--steps", 100_000, "--patch-size", 16, "--batch-size", 2)
+    proc = start(home, *train, "--checkpoint-every", 10)
+    try:
+        wait_for(home / "tasks" / "noise" / "checkpoint.safetensors", proc)
+        refused = colora(home, "task", "rm", "noise", "--yes", check=False)
+        assert refused.returncode == 1 and "is being trained (process" in refused.stderr
+        assert "Traceback" not in refused.stderr and proc.poll() is None  # the training goes on
+    finally:
+        proc.kill()
+        proc.wait()
+    colora(home, "task", "rm", "noise", "--yes")  # its process is gone: the run is dead
+    assert not (home / "tasks" / "noise").exists()
+    assert json.loads(colora(home, "list", "--json").stdout) == []
+    assert "is consistent" in colora(home, "doctor", "--fix").stderr
+
+
+def test_a_training_whose_task_was_removed_ends_in_one_line_and_leaves_nothing(home_with_task):
+    from colora.store.store import Store
+
+    store = Store.open(home_with_task)
+    task = store.task("noise")
+    run = store.start_run(task, store.backbone(), "{}")
+    adapter = store.path("tasks/noise/adapter-x.safetensors")
+    adapter.parent.mkdir(parents=True, exist_ok=True)
+    adapter.write_bytes(b"weights")
+    with store.session() as s:  # as a `task rm` on another machine that judged this run dead
+        from colora.store.schema import Task
+
+        s.delete(s.get_one(Task, task.id))
+    from colora.core.errors import ConflictError
+
+    with pytest.raises(ConflictError, match="was removed while this training ran"):
+        store.finish_run(
+            run,
+            task,
+            adapter_rel="tasks/noise/adapter-x.safetensors",
+            trainable_params=1,
+            backbone_params=1,
+            plan_method="uniform",
+            budget=None,
+            loss_curve=[],
+            steps_done=1,
+            wall_time_s=1.0,
+        )
+    assert not adapter.exists()
+    with pytest.raises(ConflictError, match="was removed"):
+        store.heartbeat(run)
+    from colora.store.status import RunStatus
+
+    store.mark_run(run, RunStatus.FAILED, error="x")  # no row left to mark: quietly nothing
+
+
 def kill_when(proc, condition, timeout=120):
     deadline = time.time() + timeout
     while not condition():

@@ -689,6 +689,37 @@ def test_size_options_have_bounds_stated_in_help(home, tmp_path, args, fragment)
     assert result.exit_code == 2 and fragment in err(result) and "less than or equal to 256" in err(result)
 
 
+def test_every_size_option_takes_exactly_its_stated_range(tmp_path):
+    """Any integer: inside the bound the command gets past parsing (here to "no store"), outside it
+    is a usage error (exit 2) naming the option; never a traceback, never a silent clamp."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from colora.core.choices import MAX_BATCH_SIZE, MAX_PATCH_SIZE, MAX_RANK, MIN_TILE
+
+    empty = tmp_path / "no-store"
+    cases = {
+        "--batch-size": (("train", "x"), lambda n: 1 <= n <= MAX_BATCH_SIZE),
+        "--rank": (("train", "x"), lambda n: 1 <= n <= MAX_RANK),
+        "--patch-size": (("train", "x"), lambda n: 8 <= n <= MAX_PATCH_SIZE),
+        "--tile": (("restore", "--task", "x", str(tmp_path), "-o", str(tmp_path / "o")), lambda n: n >= 0),
+    }
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.sampled_from(sorted(cases)), st.integers(-(10**9), 10**9) | st.integers(-3, 1100))
+    def check(option, value):
+        command, inside = cases[option]
+        r = invoke(*command, option, str(value), "--home", empty)
+        assert "Traceback" not in err(r) and "unexpected" not in err(r)
+        if inside(value):
+            assert r.exit_code == 1, err(r)  # past the parser: the store is missing (or the tile too small)
+            assert "no colora store" in err(r) or (option == "--tile" and 0 < value < MIN_TILE)
+        else:
+            assert r.exit_code == 2 and option in err(r), err(r)
+
+    check()
+
+
 def test_a_tile_of_a_few_pixels_is_refused_before_any_work(home, tmp_path):
     images = make_pairs(tmp_path / "p", n=1) / "input"
     refused(

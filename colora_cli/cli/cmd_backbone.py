@@ -11,7 +11,7 @@ import typer
 from colora.api.backbones import PretrainOptions
 from colora.cli import output
 from colora.cli.options import Device, Home, Json, Size, choice, command_group
-from colora.core.choices import MAX_BATCH_SIZE, PROD_MODES
+from colora.core.choices import MAX_BATCH_SIZE, MAX_PATCH_SIZE, PROD_MODES
 
 PRETRAIN = PretrainOptions()  # the one place pre-training's defaults live: the options below show them
 
@@ -103,7 +103,9 @@ def pretrain(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Crops per step (per process).")
     ] = PRETRAIN.batch_size,
-    patch_size: Annotated[int, typer.Option("--patch-size", min=8)] = PRETRAIN.patch_size,
+    patch_size: Annotated[
+        int, typer.Option("--patch-size", min=8, max=MAX_PATCH_SIZE, help="Side of the random square crops.")
+    ] = PRETRAIN.patch_size,
     lr: Annotated[float, typer.Option("--lr", min=0.0)] = PRETRAIN.lr,
     mode: Annotated[
         choice(PROD_MODES),

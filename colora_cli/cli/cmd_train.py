@@ -9,7 +9,7 @@ import typer
 from colora.api.training import DEFAULT_STEPS, TrainOptions
 from colora.cli import output
 from colora.cli.options import Device, Home, choice
-from colora.core.choices import LOSSES, MAX_BATCH_SIZE, MAX_RANK
+from colora.core.choices import LOSSES, MAX_BATCH_SIZE, MAX_PATCH_SIZE, MAX_RANK
 
 DEFAULTS = TrainOptions()  # the one place the defaults live: the options below show them
 
@@ -31,7 +31,7 @@ def train(
         int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Patches per step.")
     ] = DEFAULTS.batch_size,
     patch_size: Annotated[
-        int, typer.Option("--patch-size", min=8, help="Side of the random square crops.")
+        int, typer.Option("--patch-size", min=8, max=MAX_PATCH_SIZE, help="Side of the random square crops.")
     ] = DEFAULTS.patch_size,
     lr: Annotated[
         float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW, cosine schedule).")
