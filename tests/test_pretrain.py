@@ -193,3 +193,66 @@ def test_pretrain_for_minutes_on_a_pool_of_folders(clean_dir, tmp_path, isolated
     assert recipe["sampler"]["clean_fraction"] == 0.1
     refused = invoke("backbone", "pretrain", clean_dir, "--name", "again", "--minutes", 1, "--resume", *args)
     assert refused.exit_code == 1 and "--minutes cannot resume" in refused.stderr
+
+
+def _tiny_fit(tmp_path, ema: float, stop_after: int | None = None, resume: bool = False, record=None):
+    from colora.core.training.loop import Checkpoint, fit
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 3, 1))
+    params = dict(model.named_parameters())
+    config = TrainConfig(steps=8, batch_size=2, patch_size=8, lr=1e-2, warmup_steps=1, checkpoint_every=1, ema=ema)
+
+    def batch(step, gen):
+        x = torch.rand(2, 3, 8, 8, generator=gen)
+        return x, x.flip(-1)
+
+    def on_step(done, total, loss):
+        if record is not None:
+            record.append({k: p.detach().clone() for k, p in params.items()})
+        if stop_after is not None and done == stop_after:
+            raise KeyboardInterrupt  # as a kill after this step (its checkpoint is the one before)
+
+    checkpoint = Checkpoint(tmp_path / "ckpt.safetensors", config.to_json())
+    try:
+        fit(model, params, batch, config, checkpoint=checkpoint, resume=resume, on_step=on_step)
+    except KeyboardInterrupt:
+        return None
+    return {k: p.detach().clone() for k, p in params.items()}
+
+
+def test_ema_hands_back_the_moving_average_of_the_steps(tmp_path):
+    steps: list[dict] = []
+    last = _tiny_fit(tmp_path / "plain", 0.0)
+    averaged = _tiny_fit(tmp_path / "ema", 0.9, record=steps)
+    torch.manual_seed(0)  # the initial parameters, as _tiny_fit makes them
+    init = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 3, 1))
+    expected = {k: p.detach().clone() for k, p in init.named_parameters()}
+    for state in steps:  # ema = 0.9 ema + 0.1 p after every step, from the initial parameters
+        expected = {k: 0.9 * expected[k] + 0.1 * state[k] for k in expected}
+    for k in expected:
+        assert torch.allclose(averaged[k], expected[k], atol=1e-6)
+        assert torch.allclose(steps[-1][k], last[k], atol=1e-6)  # the same steps were taken
+        assert not torch.allclose(averaged[k], last[k], atol=1e-4)
+    assert "ema" not in TrainConfig().to_json() and '"ema": 0.9' in TrainConfig(ema=0.9).to_json()
+
+
+def test_a_killed_ema_training_resumes_to_the_same_average(tmp_path):
+    whole = _tiny_fit(tmp_path / "whole", 0.9)
+    (tmp_path / "cut").mkdir()
+    assert _tiny_fit(tmp_path / "cut", 0.9, stop_after=5) is None
+    resumed = _tiny_fit(tmp_path / "cut", 0.9, resume=True)
+    for k in whole:
+        assert torch.allclose(resumed[k], whole[k], atol=1e-6)
+
+
+def test_pretrain_ema_option_is_recorded(clean_dir, isolated_home):
+    from helpers import invoke, ok
+
+    ok(invoke("init", "--random-init", "--config", "tiny"))
+    args = ("--steps", 3, "--batch-size", 1, "--patch-size", 16, "--config", "tiny")
+    ok(invoke("backbone", "pretrain", clean_dir, "--name", "smooth", "--ema", 0.99, *args))
+    recipe = json.loads(ok(invoke("backbone", "show", "smooth", "--json")).stdout)["recipe"]
+    assert recipe["train"]["ema"] == 0.99
+    refused = invoke("backbone", "pretrain", clean_dir, "--name", "bad", "--ema", 1.5, *args)
+    assert refused.exit_code == 2 and "--ema" in refused.stderr

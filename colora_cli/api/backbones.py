@@ -218,6 +218,7 @@ class PretrainOptions:
     max_degradations: int = 3
     clean_fraction: float = 0.0  # share of empty chains (clean in, clean out)
     weights: dict[str, float] | None = None  # degradation name -> relative pick weight (unlisted: 1)
+    ema: float = 0.0  # decay of a moving average of the weights, saved as the backbone (0: the last step's)
     seed: int = SEED
     checkpoint_every: int = 250
     resume: bool = False
@@ -316,6 +317,7 @@ def pretrain_backbone(
         checkpoint_every=o.checkpoint_every,
         warmup_steps=min(200, o.steps // 10),
         log_every=50,
+        ema=o.ema,
     )
     if not 0 <= o.clean_fraction < 1:
         raise InvalidInputError(f"--clean-fraction must be at least 0 and below 1, not {o.clean_fraction}")

@@ -133,6 +133,16 @@ def pretrain(
             "low_light=3 --weight gaussian_noise=2 (an unknown name lists the names).",
         ),
     ] = None,
+    ema: Annotated[
+        float,
+        typer.Option(
+            "--ema",
+            min=0.0,
+            max=0.9999,
+            help="Keep a moving average of the weights with this decay (BasicSR's params_ema; 0.999 is "
+            "usual) and save the average as the backbone. 0: the last step's weights.",
+        ),
+    ] = PRETRAIN.ema,
     seed: Annotated[int, typer.Option("--seed")] = PRETRAIN.seed,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = PRETRAIN.checkpoint_every,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of this --name.")] = False,
@@ -168,6 +178,7 @@ def pretrain(
         max_degradations=max_degradations,
         clean_fraction=clean_fraction,
         weights=parse_weights(weight or []),
+        ema=ema,
         seed=seed,
         checkpoint_every=checkpoint_every,
         resume=resume,

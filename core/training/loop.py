@@ -39,6 +39,9 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     validate_every: int = 0  # steps between validations (0: none); the best validated state is kept
+    # decay of an exponential moving average of the trained tensors (BasicSR's params_ema; 0: none):
+    # when set, the average, not the last step's tensors, is what training hands back
+    ema: float = 0.0
 
     def validate(self) -> None:
         positive = {
@@ -59,9 +62,14 @@ class TrainConfig:
             raise InvalidInputError(f"learning rate must be a positive number, got {self.lr}")
         if self.loss not in LOSSES:
             raise InvalidInputError(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise InvalidInputError(f"the EMA decay must be at least 0 and below 1, got {self.ema}", hint="try 0.999")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if not self.ema:  # as before EMA existed: older checkpoints still resume
+            del fields["ema"]
+        return json.dumps(fields, sort_keys=True)
 
 
 @dataclass
@@ -128,8 +136,11 @@ class Checkpoint:
         wall: float,
         val_curve: list | None = None,
         best: Best | None = None,
+        ema: dict[str, torch.Tensor] | None = None,
     ) -> None:
         tensors = {f"param.{k}": p.detach().cpu().contiguous() for k, p in params.items()}
+        if ema is not None:
+            tensors.update({f"ema.{k}": t.detach().cpu().contiguous() for k, t in ema.items()})
         if best is not None:
             tensors.update({f"best.{k}": t.detach().cpu().contiguous() for k, t in best.params.items()})
         index = {id(p): k for k, p in params.items()}
@@ -150,8 +161,13 @@ class Checkpoint:
         save_tensors_atomic(self.path, tensors, meta)
 
     def load(
-        self, params: dict[str, nn.Parameter], opt: torch.optim.AdamW, gen: torch.Generator
+        self,
+        params: dict[str, nn.Parameter],
+        opt: torch.optim.AdamW,
+        gen: torch.Generator,
+        ema: dict[str, torch.Tensor] | None = None,
     ) -> tuple[int, list, float, list, Best | None]:
+        """Restores params, the optimizer and the generator (and `ema`'s tensors, in place)."""
         tensors, meta = read_tensors(self.path)
         if meta.get("config") != self.config_json:
             raise InvalidInputError(
@@ -170,6 +186,10 @@ class Checkpoint:
                     "exp_avg_sq": torch.empty_like(p).copy_(tensors[f"adam.exp_avg_sq.{k}"]),
                 }
         gen.set_state(tensors["generator_state"])
+        if ema is not None:
+            with torch.no_grad():
+                for k, t in ema.items():
+                    t.copy_(tensors[f"ema.{k}"])
         best = json.loads(meta.get("best", "null"))
         if best is not None:
             best = Best(int(best[0]), float(best[1]), {k: tensors[f"best.{k}"] for k in params})
@@ -212,12 +232,15 @@ def fit(
     opt = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     start, curve, wall_before, val_curve, best = 0, [], 0.0, [], None
+    ema = {k: p.detach().clone() for k, p in params.items()} if config.ema else None
     if resume and checkpoint is not None and checkpoint.path.exists():
-        start, curve, wall_before, val_curve, best = checkpoint.load(params, opt, gen)
+        start, curve, wall_before, val_curve, best = checkpoint.load(params, opt, gen, ema)
     leader = world is None or world.leader
     if world is not None:
         world.same_parameters(params.values())
         validate = validate if leader else None
+        if ema is not None and start == 0:  # the average starts from the parameters every process shares
+            ema = {k: p.detach().clone() for k, p in params.items()}
     t0 = time.perf_counter()
     with peers_guarded(world):  # a process of the job that dies fails the others with one clear error
         window: list[float] = []
@@ -241,6 +264,10 @@ def fit(
             if world is not None:
                 world.average_gradients(params.values())
             opt.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for k, p in params.items():
+                        ema[k].lerp_(p, 1.0 - config.ema)  # ema = decay * ema + (1 - decay) * p
             window.append(value)
             smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
             done = step + 1
@@ -259,11 +286,16 @@ def fit(
             if on_step is not None and leader:
                 on_step(done, config.steps, smoothed)
             if checkpoint is not None and leader and (done % config.checkpoint_every == 0 or done == config.steps):
-                checkpoint.save(done, params, opt, gen, curve, wall_before + time.perf_counter() - t0, val_curve, best)
+                wall = wall_before + time.perf_counter() - t0
+                checkpoint.save(done, params, opt, gen, curve, wall, val_curve, best, ema)
     if best is not None and best.step != config.steps:
         with torch.no_grad():
             for k, p in params.items():
                 p.copy_(best.params[k])
+    elif ema is not None:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(ema[k])
     model.to(memory_format=torch.contiguous_format).eval()
     return TrainResult(
         config.steps,
