@@ -9,7 +9,9 @@ held-out pairs:
     best single   the best single zoo adapter, chosen on the held-out pairs (an oracle)
     uniform       the average of the zoo's adapters
     mixture       `colora adapt`: non-negative coefficients fitted on the K pairs (closed form on 16
-                  crops of 128² + an exact line search over their scale)
+                  crops of 128² + an exact line search over their scale), over the zoo and the
+                  built-in keep-input direction (take back a share of the backbone's correction)
+    zoo only      the same fit without the keep-input direction (`adapt --no-keep-input`)
     meta          `colora adapt --meta`: one forward of a meta-adapter distilled without this task
                   (surrogate episodes on bsds500_pool, which no task scores on)
     lora K-shot   a fresh rank-4 LoRA trained on the K pairs for the mixture's wall-clock time
@@ -35,6 +37,8 @@ import torch
 from bench.common import DATA, OUT, git_rev, machine, markdown_table
 from bench.zoo import TASKS, build_zoo
 
+ARMS = ("mixture", "zoo only", "meta", "lora K-shot")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,6 +47,7 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--zoo-steps", type=int, default=500)
     ap.add_argument("--meta-steps", type=int, default=400)
+    ap.add_argument("--no-meta", action="store_true", help="skip the meta-adapter (its distillation is slow)")
     args = ap.parse_args()
 
     from colora.core.data.crops import PairSet, load_pair
@@ -61,6 +66,7 @@ def main() -> None:
         apply_mixture,
         fit_mixture,
         uniform_mixture,
+        with_keep_input,
         zoo_adapter,
     )
     from colora.store.store import Store
@@ -97,7 +103,11 @@ def main() -> None:
 
         load_adapter_state(own, own_meta[0])
         merge_all(own)
-        fixed = {"backbone": score(backbone, val), "own adapter": score(own, val)}
+        fixed = {
+            "input": evaluate({"input": None}, val)["input"][0],
+            "backbone": score(backbone, val),
+            "own adapter": score(own, val),
+        }
         singles = {}
         for i, name in enumerate(names):
             one = torch.zeros(len(zoo), 1)
@@ -109,7 +119,9 @@ def main() -> None:
         gap = fixed["own adapter"] - fixed["backbone"]
 
         meta_file = out_dir / f"meta-without-{task}-{args.meta_steps}.safetensors"
-        if meta_file.exists():
+        if args.no_meta:
+            net = None
+        elif meta_file.exists():
             from colora.core.recycle.meta import load_meta
 
             net, _ = load_meta(*read_tensors(meta_file))
@@ -132,18 +144,23 @@ def main() -> None:
             table.append([task, "-", label, f"{value:.2f}", "", f"{100 * (value - fixed['backbone']) / gap:.0f}%", "-"])
         for k in ks:
             k_eff = min(k, len(train))
-            results: dict[str, list] = {"mixture": [], "meta": [], "lora K-shot": []}
+            results: dict[str, list] = {a: [] for a in ARMS if a != "meta" or net is not None}
+            keep_zoo = with_keep_input(backbone, zoo)
             for draw in range(args.draws):
                 picked = random.Random(f"{task}-{k}-{draw}").sample(train, k_eff)
                 pairs = [load_pair(i, t) for i, t in picked]
                 t0 = time.perf_counter()
-                mixture = fit_mixture(backbone, zoo, pairs, seed=draw)  # `colora adapt`'s defaults
+                mixture = fit_mixture(backbone, keep_zoo, pairs, seed=draw)  # `colora adapt`'s defaults
                 fit_s = time.perf_counter() - t0
-                results["mixture"].append((score(mixed(zoo, mixture), val), fit_s))
+                results["mixture"].append((score(mixed(keep_zoo, mixture), val), fit_s))
                 t0 = time.perf_counter()
-                m = predict(net, backbone, names, pairs)
-                meta_s = time.perf_counter() - t0
-                results["meta"].append((score(mixed(zoo, m), val), meta_s))
+                alone = fit_mixture(backbone, zoo, pairs, seed=draw)
+                results["zoo only"].append((score(mixed(zoo, alone), val), time.perf_counter() - t0))
+                if net is not None:
+                    t0 = time.perf_counter()
+                    m = predict(net, backbone, names, pairs)
+                    meta_s = time.perf_counter() - t0
+                    results["meta"].append((score(mixed(zoo, m), val), meta_s))
                 results["lora K-shot"].append(
                     _lora_shot(
                         backbone,
@@ -180,7 +197,9 @@ def main() -> None:
                     }
                 )
             print(
-                markdown_table(["task", "K", "arm", "PSNR", "sd", "gap closed", "s / adaptation"], table[-3:]),
+                markdown_table(
+                    ["task", "K", "arm", "PSNR", "sd", "gap closed", "s / adaptation"], table[-len(results) :]
+                ),
                 flush=True,
             )
     header = f"bench/recycle.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}, draws {args.draws}"
@@ -189,20 +208,22 @@ def main() -> None:
     print()
     agg = []
     for k in ks:
-        for arm in ("mixture", "meta", "lora K-shot"):
+        for arm in ARMS:
             rs = [s for s in summary if s["k"] == k and s["arm"] == arm]
             if rs:
                 beats = sum(s["psnr"] > s["fixed_best single"] for s in rs)
+                below_input = sum(s["psnr"] < s["fixed_input"] for s in rs)
                 agg.append(
                     [
                         k,
                         arm,
                         f"{statistics.mean(s['gap_closed'] for s in rs):.0f}%",
                         f"{beats}/{len(rs)}",
+                        f"{below_input}/{len(rs)}",
                         f"{statistics.median(s['seconds'] for s in rs):.1f}",
                     ]
                 )
-    print(markdown_table(["K", "arm", "mean gap closed", "beats best single", "median s"], agg))
+    print(markdown_table(["K", "arm", "mean gap closed", "beats best single", "below input", "median s"], agg))
     (out_dir / "results.json").write_text(json.dumps({"header": header, "rows": summary}, indent=1))
 
 

@@ -19,12 +19,15 @@ from colora.core.model.lora import inject_lora, lora_layers, merge_all, uniform_
 from colora.core.model.weights import AdapterMeta
 from colora.core.recycle.meta import MetaNet, _Episodes, distill, predict
 from colora.core.recycle.mixture import (
+    KEEP_INPUT,
     Mixture,
     apply_mixture,
     bake,
     fit_mixture,
+    keep_input_component,
     mixture_forward,
     stage_groups,
+    with_keep_input,
     zoo_adapter,
 )
 from helpers import FAST_TRAIN, err, invoke, ok, out, textured
@@ -120,6 +123,72 @@ def test_fit_mixture_is_never_worse_than_the_backbone_alone_on_its_examples():
     mixture = fit_mixture(net, zoo, pairs, crop=32)
     assert torch.equal(mixture.coef, torch.zeros(2, 1)), mixture.info["choice"]
     assert mixture.info["support_mse"] <= mixture.info["support_mse_backbone"]
+
+
+def test_keep_input_takes_back_that_share_of_the_backbones_correction_and_bakes_exactly():
+    net = tiny()
+    keep = keep_input_component(net)
+    _, other = random_adapter(net, "a", 3, seed=1)  # touches `ending` too: its baked rank exceeds 3 (SVD path)
+    x = torch.rand(2, 3, 24, 24, dtype=torch.float64)
+    bias = net.ending.bias.detach()[None, :, None, None]
+    with torch.no_grad():
+        y0 = net(x)
+        for c in (0.0, 0.3, 1.0):  # x + (1 - c) * W*features + bias: linear in c, the input (plus bias) at 1
+            mixed = mixture_forward(
+                net, [keep], Mixture([KEEP_INPUT], ["all"], torch.tensor([[c]], dtype=torch.float64)), x
+            )
+            assert torch.allclose(mixed, y0 - c * (y0 - x - bias), atol=1e-12, rtol=0)
+        mixture = Mixture(["a", KEEP_INPUT], ["all"], torch.tensor([[0.7], [0.4]], dtype=torch.float64))
+        tensors, plan = bake(net, [other, keep], mixture, dtype=torch.float64)
+        assert plan["ending"] == 3  # full rank of a 3-channel output conv
+        baked = copy.deepcopy(net)
+        inject_lora(baked, plan)
+        from colora.core.model.lora import load_adapter_state
+
+        load_adapter_state(baked, tensors)
+        assert torch.allclose(baked(x), mixture_forward(net, [other, keep], mixture, x), atol=1e-12, rtol=0)
+
+
+def test_fit_mixture_finds_how_much_of_the_correction_to_keep():
+    net = tiny(torch.float32)
+    zoo = [random_adapter(net, n, 2, seed=s, dtype=torch.float32)[1] for n, s in (("a", 1), ("b", 2))]
+    zoo = with_keep_input(net, zoo)
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.rand(3, 32, 32, generator=gen) for _ in range(3)]
+    with torch.no_grad():  # a mild degradation: the targets lie halfway between the backbone's output and its input
+        keep = Mixture([z.name for z in zoo], ["all"], torch.tensor([[0.0], [0.0], [0.5]]))
+        pairs = [(x, mixture_forward(net, zoo, keep, x[None])[0]) for x in inputs]
+    mixture = fit_mixture(net, zoo, pairs, crop=32)
+    c = mixture.coef[:, 0]
+    assert mixture.names[-1] == KEEP_INPUT and abs(float(c[2]) - 0.5) < 0.05 and float(c[:2].max()) < 0.02, c
+    assert mixture.info["support_mse"] < 0.01 * mixture.info["support_mse_backbone"]
+
+
+def test_warm_start_starts_each_layer_at_the_best_rank_r_approximation_of_the_mixture():
+    from colora.core.recycle.mixture import mixture_deltas
+    from colora.core.recycle.warm_start import warm_start_lora
+
+    net = tiny()
+    zoo = [random_adapter(net, n, r, seed=s)[1] for n, r, s in (("a", 2, 1), ("b", 3, 2))]
+    mixture = Mixture(["a", "b"], ["all"], torch.tensor([[0.6], [0.0]], dtype=torch.float64))
+    deltas = mixture_deltas(zoo, mixture)
+    assert set(deltas) == set(zoo[0].deltas) and all(torch.equal(deltas[p], 0.6 * zoo[0].deltas[p]) for p in deltas)
+    plan = {path: 2 for path in deltas}  # rank 2 holds adapter a's rank-2 deltas exactly
+    plan |= {path: 1 for path in list(deltas)[:3]}  # rank 1 keeps the leading singular direction only
+    model = copy.deepcopy(net)
+    inject_lora(model, plan)
+    kept = warm_start_lora(model, {p: d for p, d in deltas.items() if p != "ending"})
+    for path, layer in lora_layers(model).items():
+        got = layer.delta_weight().reshape(layer.lora_B.shape[0], -1)
+        if path == "ending":  # no delta given: LoRA's usual zero start
+            assert not layer.lora_B.any() and path not in kept
+            continue
+        want = deltas[path].reshape(got.shape[0], -1)
+        u, sv, vh = torch.linalg.svd(want, full_matrices=False)
+        r = plan[path]
+        assert torch.allclose(got, (u[:, :r] * sv[:r]) @ vh[:r], atol=1e-10), path
+        assert abs(kept[path] - float(sv[:r].pow(2).sum() / sv.pow(2).sum())) < 1e-9
+    assert min(kept.values()) < 0.999 and max(kept.values()) > 0.999999
 
 
 def test_nonnegative_least_squares_meets_its_optimality_conditions():
@@ -221,10 +290,43 @@ def test_adapt_from_one_pair_makes_a_recycled_adapter_that_eval_and_restore_use(
     with safe_open(adapter_file, "pt") as f:
         meta = f.metadata()
     assert json.loads(meta["recycled"]) is True
-    assert {z["task"] for z in json.loads(meta["extra"])["zoo"]} == {"dark", "noisy", "blurry"}
+    extra = json.loads(meta["extra"])
+    assert {z["task"] for z in extra["zoo"]} == {"dark", "noisy", "blurry"}  # the files it came from
+    assert extra["mixture"]["adapters"] == [*(z["task"] for z in extra["zoo"]), KEEP_INPUT]
     photos = write_set(tmp_path / "photos", "noisy", 2, seed=11) / "input"
     ok(invoke("restore", "--task", "fresh", photos, "-o", tmp_path / "out", "--home", home))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["noisy0.png", "noisy1.png"]
+
+
+def test_adapt_without_keep_input_mixes_the_zoo_alone(home, tmp_path, wide_console):
+    ok(invoke("task", "add", "fresh", write_set(tmp_path / "one", "noisy", 1, seed=10), "--home", home))
+    r = ok(invoke("adapt", "fresh", "--no-keep-input", "--home", home))
+    assert KEEP_INPUT not in out(r) and "from 3 adapter(s)" in err(r)
+
+
+def test_train_warm_start_begins_from_the_zoo_and_makes_an_ordinary_adapter(home, tmp_path, wide_console):
+    pairs, val = write_set(tmp_path / "few", "noisy", 3, seed=12), write_set(tmp_path / "val", "noisy", 2, seed=13)
+    ok(invoke("task", "add", "fresh", pairs, "--val", val, "--home", home))
+    # a learning rate of ~0: what the adapter holds is where it started
+    still = ("--rank", "4", "--steps", "1", "--lr", "1e-12", "--patch-size", "16", "--batch-size", "1")
+    r = ok(invoke("train", "fresh", *still, "--warm-start", "--home", home))
+    assert "Warm start from the zoo: " in err(r)
+    adapter_file = next((home / "tasks" / "fresh").glob("adapter-*.safetensors"))
+    with safe_open(adapter_file, "pt") as f:
+        extra = json.loads(f.metadata()["extra"])
+        b_norm = sum(float(f.get_tensor(k).abs().sum()) for k in f.keys() if k.endswith("lora_B"))
+    assert extra["warm_start"]["mixture"] and 0 < extra["warm_start"]["energy_kept"] <= 1
+    assert b_norm > 0  # a cold start's B is zero and a step at lr 1e-12 leaves it ~0
+
+    def adapter_psnr() -> float:
+        results = json.loads(out(ok(invoke("eval", "fresh", "--json", "--home", home))))["results"]
+        return next(row["psnr"] for row in results if row["subject"] == "adapter")
+
+    warm = adapter_psnr()
+    ok(invoke("train", "fresh", *still, "--cold-start", "--home", home))
+    cold = adapter_psnr()
+    assert warm > cold + 0.1, (warm, cold)
+    ok(invoke("adapter", "export", "fresh", tmp_path / "fresh.safetensors", "--home", home))
 
 
 def test_adapt_refuses_to_replace_a_trained_adapter(zoo_home):

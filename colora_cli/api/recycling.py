@@ -74,6 +74,7 @@ def signatures(store: Store, backbone_row: Backbone, backbone) -> tuple[dict[str
 class AdaptOptions:
     meta: bool = False  # predict the mixture with the distilled meta-adapter
     per_stage: bool = False
+    keep_input: bool = True  # the built-in "leave the image alone" direction (core.recycle.mixture)
     pairs: int = 32
     steps: int | None = None  # refinement steps [default: 0, or 20 with per_stage]
     seconds: float = 10.0
@@ -130,6 +131,10 @@ def adapt_task(
         mixture, zoo = _predicted_mixture(store, backbone_row, backbone, zoo_rows, zoo, name, examples)
         method = "recycled-meta"
     else:
+        if o.keep_input:
+            from colora.core.recycle.mixture import with_keep_input
+
+            zoo = with_keep_input(backbone, zoo)
         mixture = _fitted_mixture(backbone, zoo, examples, o, steps, reporter)
         method = "recycled-mixture"
     if not bool((mixture.coef != 0).any()):
@@ -156,9 +161,13 @@ def adapt_task(
 def _fitted_mixture(backbone, zoo, examples, o: AdaptOptions, steps: int, reporter: Reporter):
     from contextlib import nullcontext
 
-    from colora.core.recycle.mixture import fit_mixture
+    from colora.core.recycle.mixture import KEEP_INPUT, fit_mixture
 
-    reporter.note(f"Fitting a mixture of {len(zoo)} adapters on {len(examples)} pair(s) ...")
+    adapters = sum(z.name != KEEP_INPUT for z in zoo)
+    reporter.note(
+        f"Fitting a mixture of {adapters} adapter(s){' and the input' if adapters < len(zoo) else ''} "
+        f"on {len(examples)} pair(s) ..."
+    )
     with reporter.progress("refine", steps) if steps else nullcontext(lambda done: None) as update:
         return fit_mixture(
             backbone,
@@ -170,6 +179,29 @@ def _fitted_mixture(backbone, zoo, examples, o: AdaptOptions, steps: int, report
             seed=o.seed,
             on_step=lambda done, total: update(done),
         )
+
+
+def warm_start_deltas(store: Store, task, backbone_row: Backbone, backbone, *, seed: int, reporter: Reporter = SILENT):
+    """(per-layer deltas, a record) of the zoo's mixture fitted on the task's pairs, as `adapt`
+    fits it, for a new adapter to start from; None when no mixture beats the backbone alone."""
+    from colora.api.tasks import pair_tensors
+    from colora.core.recycle.mixture import fit_mixture, mixture_deltas, with_keep_input
+
+    o = AdaptOptions(seed=seed)
+    _, zoo = load_zoo(store, backbone_row, backbone, exclude=task.name)
+    zoo = with_keep_input(backbone, zoo) if o.keep_input else zoo
+    examples = pair_tensors(store, task, "train", o.pairs)
+    mixture = fit_mixture(backbone.eval(), zoo, examples, seconds=o.seconds, seed=seed)
+    if not bool((mixture.coef != 0).any()):
+        reporter.note("Warm start: no mixture of the zoo beats the backbone alone on these pairs; starting from zero.")
+        return None
+    used = {n: round(float(c), 4) for n, c in zip(mixture.names, mixture.coef[:, 0]) if float(c) != 0.0}
+    reporter.note(
+        "Warm start from the zoo: "
+        + ", ".join(f"{n} {c:.2f}" for n, c in used.items())
+        + f" ({mixture.info['seconds']:.1f} s)."
+    )
+    return mixture_deltas(zoo, mixture), {"mixture": used, "k": len(examples)}
 
 
 def _predicted_mixture(store: Store, backbone_row: Backbone, backbone, zoo_rows, zoo, target: str, examples):
@@ -201,7 +233,7 @@ def _save_recycled(
         extra={
             "mixture": mixture.as_dict(),
             "k": k,
-            "zoo": [{"task": n, "file_sha256": shas[n]} for n in mixture.names],
+            "zoo": [{"task": n, "file_sha256": shas[n]} for n in mixture.names if n in shas],  # not keep-input
             "seconds": round(time.perf_counter() - started, 2),
         },
     )

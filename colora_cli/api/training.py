@@ -33,6 +33,7 @@ class TrainOptions:
     checkpoint_every: int = 100
     resume: bool = False
     device: str = DEVICE
+    warm_start: bool = False  # start the LoRA factors from the zoo's fitted mixture (core/recycle/warm_start.py)
 
 
 @dataclass
@@ -120,6 +121,11 @@ def train_task(
     else:
         plan, method, budget, info = choose_plan(store, task, backbone_row, backbone, o.rank, o.seed, dev, reporter)
         config = _schedule(backbone, train_pairs, config, plan, o.minutes, bool(selection), dev, reporter)
+    warm = None
+    if o.warm_start and not previous:  # a resumed run continues from its checkpoint's factors
+        from colora.api.recycling import warm_start_deltas
+
+        warm = warm_start_deltas(store, task, backbone_row, backbone, seed=o.seed, reporter=reporter)
     run = store.start_run(
         task,
         backbone_row,
@@ -130,6 +136,7 @@ def train_task(
                 "plan_method": method,
                 "budget": budget,
                 "plan_info": info,
+                **({"warm_start": warm[1]} if warm else {}),
             }
         ),
         resume=previous,
@@ -160,6 +167,7 @@ def train_task(
         resumed=previous is not None,
         reporter=reporter,
         world=world,
+        warm_start=warm,
     )
     outcome = TrainOutcome(
         name,
@@ -222,6 +230,7 @@ def _run_training(
     resumed: bool,
     reporter: Reporter,
     world=None,
+    warm_start=None,
 ):
     """The training itself, with the run's status kept true whatever happens."""
     from colora.core.model.backbone import count_parameters
@@ -248,6 +257,7 @@ def _run_training(
                 resume=resumed,
                 on_step=lambda done, total, value: (update(done, value), beat()),
                 world=world,
+                warm_start=warm_start,
             )
         adapter_rel = store.adapter_relpath(task, run)
         save_adapter(store.path(adapter_rel), model.cpu(), meta)

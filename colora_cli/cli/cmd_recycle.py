@@ -30,6 +30,14 @@ def adapt(
     per_stage: Annotated[
         bool, typer.Option("--per-stage", help="One coefficient per adapter and network stage instead of per adapter.")
     ] = False,
+    keep_input: Annotated[
+        bool,
+        typer.Option(
+            "--keep-input/--no-keep-input",
+            help="Let the mixture lean towards the unrestored input (a mild degradation gets a mild "
+            "correction); its coefficient is the share of the backbone's correction taken back.",
+        ),
+    ] = ADAPT.keep_input,
     pairs: Annotated[int, typer.Option("--pairs", min=1, help="Use at most this many training pairs.")] = ADAPT.pairs,
     steps: Annotated[
         Optional[int],
@@ -51,10 +59,18 @@ def adapt(
     Example: colora adapt fog   (after `colora task add fog ./four-pairs`)
     """
     from colora.api.recycling import AdaptOptions, adapt_task
+    from colora.core.recycle.mixture import KEEP_INPUT
     from colora.store.store import Store
 
     options = AdaptOptions(
-        meta=meta, per_stage=per_stage, pairs=pairs, steps=steps, seconds=seconds, seed=seed, replace=replace
+        meta=meta,
+        per_stage=per_stage,
+        keep_input=keep_input,
+        pairs=pairs,
+        steps=steps,
+        seconds=seconds,
+        seed=seed,
+        replace=replace,
     )
     done = adapt_task(Store.open(home), name, options, output.REPORTER)
     mixture = done.mixture
@@ -70,7 +86,8 @@ def adapt(
             f"Fit on {done.k} pair(s): support PSNR {before:.2f} -> {after:.2f} dB (crops, backbone -> mixture)."
         )
     output.note(
-        f"Recycled adapter for '{name}' from {len(mixture.names)} adapter(s) in {done.seconds:.1f} s "
+        f"Recycled adapter for '{name}' from {sum(n != KEEP_INPUT for n in mixture.names)} adapter(s) "
+        f"in {done.seconds:.1f} s "
         f"({done.method.split('-')[1]}); {output.human_count(done.trainable_params)} parameters, "
         f"{output.human_bytes(done.adapter_bytes)}."
     )

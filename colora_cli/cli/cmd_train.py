@@ -54,6 +54,14 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the task's interrupted run from its last checkpoint.")
     ] = False,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start/--cold-start",
+            help="Start the adapter from the other tasks' adapters, mixed to fit this task's pairs "
+            "(as `colora adapt` fits them), instead of from zero.",
+        ),
+    ] = DEFAULTS.warm_start,
     device: Device = DEFAULTS.device,
     home: Home = None,
 ) -> None:
@@ -76,6 +84,7 @@ def train(
         checkpoint_every=checkpoint_every,
         resume=resume,
         device=device,
+        warm_start=warm_start,
     )
     done = train_task(Store.open(home), name, options, output.REPORTER)
     if done is None:  # one of several torchrun processes: the leader reports

@@ -51,6 +51,31 @@ class ZooAdapter:
     meta: AdapterMeta | None = None
 
 
+KEEP_INPUT = "(keep input)"  # the built-in direction's name: no task can have it (slugs have no parentheses)
+
+
+def keep_input_component(model: nn.Module) -> ZooAdapter:
+    """A built-in mixture direction towards the unrestored input: "leave the image alone".
+
+    The backbone's output is x + ending(features) (NAFNet adds its input back after its last conv), so
+    the delta -W of the last conv's weight, at coefficient c, turns the restoration into
+    x + (1 - c) W * features + bias: a mild degradation can get a mild correction instead of the
+    backbone's full one. The output is linear in c, the delta has rank <= 3 (the conv's output
+    channels) and bakes exactly like any adapter's; the conv's bias, which LoRA cannot change, stays.
+    """
+    conv = lora_targets(model)["ending"]
+    w = conv.weight.detach().float()
+    out_c = w.shape[0]
+    # A = W, B = -I: the delta is exactly -W; rank = output channels (3), never above the layer's full rank
+    a, b = w.clone(), -torch.eye(out_c).reshape(out_c, out_c, 1, 1)
+    return ZooAdapter(KEEP_INPUT, {"ending": lora_delta(a, b, 1.0)}, {"ending": (a, b, 1.0)})
+
+
+def with_keep_input(model: nn.Module, zoo: Sequence[ZooAdapter]) -> list[ZooAdapter]:
+    """The zoo plus the built-in keep-input direction (mixtures fitted on it bake with the same list)."""
+    return [*zoo, keep_input_component(model)]
+
+
 def zoo_adapter(
     name: str, tensors: dict[str, torch.Tensor], meta: AdapterMeta, model: nn.Module, dtype: torch.dtype = torch.float32
 ) -> ZooAdapter:
@@ -106,6 +131,17 @@ def mixed_weights(model: nn.Module, zoo: Sequence[ZooAdapter], mixture: Mixture)
             if path in z.deltas:
                 w = w + mixture.coef[i, g] * z.deltas[path].to(w.dtype)
         out[f"{path}.weight"] = w
+    return out
+
+
+def mixture_deltas(zoo: Sequence[ZooAdapter], mixture: Mixture) -> dict[str, torch.Tensor]:
+    """Module path -> sum_i c_i dW_i: what the mixture adds to each layer's weight."""
+    out: dict[str, torch.Tensor] = {}
+    for i, z in enumerate(zoo):
+        for path, delta in z.deltas.items():
+            c = mixture.coef[i, mixture.group_of(path)]
+            if float(c) != 0.0:
+                out[path] = out.get(path, 0) + c * delta
     return out
 
 
@@ -223,7 +259,9 @@ def fit_mixture(
         # exact support errors of the candidates: alpha * c0, every single adapter (their outputs
         # are already computed) and the backbone alone, so a fit is never worse on its own
         # examples than the simplest choices (a strongly nonlinear adapter can fool the linearisation)
-        candidates = {f"scale {alpha}": (alpha * c0, None) for alpha in SCALES}
+        # the keep-input direction takes back at most all of the backbone's correction
+        cap = torch.tensor([1.0 if name == KEEP_INPUT else math.inf for name in names])
+        candidates = {f"scale {alpha}": (torch.minimum(alpha * c0, cap), None) for alpha in SCALES}
         candidates.update(
             {f"only {name}": (torch.eye(n)[i], float((d[:, i] - r).pow(2).mean())) for i, name in enumerate(names)}
         )

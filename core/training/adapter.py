@@ -36,15 +36,25 @@ def train_adapter(
     resume: bool = False,
     on_step: StepCallback | None = None,
     world: World | None = None,
+    warm_start: tuple[dict[str, torch.Tensor], dict] | None = None,
 ) -> tuple[nn.Module, AdapterMeta, TrainResult]:
     """LoRA on a copy of `backbone` (which is left untouched); returns the adapted model.
 
     With `val_pairs` and config.validate_every, the adapter is scored on them during training and
     the best-scoring state is the one returned (see `fit`). `world` (torchrun): data-parallel,
     config.batch_size per process.
+
+    `warm_start` (per-layer deltas, a record for the metadata): the LoRA factors start from the
+    deltas' rank-r approximations (core/recycle/warm_start.py) instead of zero.
     """
     config.validate()
     model, params = _lora_model(backbone, rank_plan, lora_mode, config.seed)
+    warm_record = None
+    if warm_start is not None:
+        from colora.core.recycle.warm_start import warm_start_lora
+
+        kept = warm_start_lora(model, warm_start[0])
+        warm_record = {**warm_start[1], "energy_kept": round(sum(kept.values()) / max(1, len(kept)), 4)}
     data = PairSet.from_files(train_pairs)
     model.to(device)
     processes = world.size if world is not None else 1
@@ -71,6 +81,8 @@ def train_adapter(
         "backbone_params": count_parameters(backbone),
         "plan_info": plan_info or {},
     }
+    if warm_record is not None:
+        extra["warm_start"] = warm_record
     if processes > 1:
         extra["processes"] = processes  # data-parallel: the global batch was batch_size * processes
     if result.best_step is not None:

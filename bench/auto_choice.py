@@ -1,0 +1,151 @@
+"""`restore --task auto`, measured: how often it picks the right adapter, and what a wrong pick costs.
+
+A mixed folder: the validation inputs of every task of the zoo (bench/zoo.py: rain, blur, noise,
+jpeg, low light and their five synthetic siblings), each labelled with the task it came from, plus
+images with two degradations at once (σ 15 noise then JPEG quality 30; darkened to a quarter then
+σ 10 noise), made from the clean validation images of the zoo's noise and jpeg tasks, which no
+adapter trained on. Per image:
+
+    auto      the adapter `restore --task auto` picks (the nearest degradation signature)
+    own       the adapter of the image's own task (single degradations only)
+    oracle    the zoo adapter that scores best on this image (knows the target)
+    blend     the two nearest adapters mixed with weights from their signature distances
+              (w_i proportional to exp(-d_i), in weight space: one restoration)
+    input     the image unrestored
+
+"right" counts a pick equal to the image's own task. PSNR on RGB, whole image.
+
+    python -m bench.auto_choice        # after bench/zoo.py; ~10 min on one core
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.common import OUT, git_rev, machine, markdown_table
+from bench.zoo import build_zoo
+
+
+def two_degradations(paths: list[Path], seed: int = 0) -> dict[str, list[tuple[str, torch.Tensor, torch.Tensor]]]:
+    """(name, input, target) of clean images with two degradations each."""
+    rng = np.random.default_rng(seed)
+    sets: dict[str, list] = {"noise+jpeg": [], "dark+noise": []}
+    for p in paths:
+        clean = np.asarray(Image.open(p).convert("RGB")).astype(np.float64)
+        noisy = np.clip(clean + rng.normal(0, 15, clean.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noisy).save(buf, "JPEG", quality=30)
+        jpeg = np.asarray(Image.open(buf).convert("RGB"))
+        dark = np.clip(clean * 0.25 + rng.normal(0, 10, clean.shape), 0, 255).astype(np.uint8)
+        target = torch.from_numpy(clean / 255).permute(2, 0, 1).float()
+        for name, degraded in (("noise+jpeg", jpeg), ("dark+noise", dark)):
+            x = torch.from_numpy(degraded.astype(np.float32) / 255).permute(2, 0, 1)
+            sets[name].append((p.stem, x, target))
+    return sets
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args()
+
+    from colora.api.recycling import signatures
+    from colora.core.data.crops import load_pair
+    from colora.core.inference.metrics import psnr
+    from colora.core.model.fast import FastNAFNet
+    from colora.core.model.weights import load_backbone, read_adapter
+    from colora.core.recycle.mixture import Mixture, apply_mixture, zoo_adapter
+    from colora.core.recycle.signature import image_features, nearest
+    from colora.store.store import Store
+
+    t_start = time.perf_counter()
+    store = Store.open(build_zoo())
+    backbone_row = store.backbone()
+    backbone, _ = load_backbone(store.path(backbone_row.path), backbone_row.sha256)
+    backbone.eval()
+    rows = {r.task.name: r for r in store.zoo(backbone_row)}
+    zoo = [zoo_adapter(n, *read_adapter(store.path(r.path)), backbone) for n, r in sorted(rows.items())]
+    names = [z.name for z in zoo]
+    sigs, _ = signatures(store, backbone_row, backbone)
+
+    def one_hot(i: int) -> torch.Tensor:
+        return torch.eye(len(zoo))[i][:, None]
+
+    nets = {
+        n: FastNAFNet(apply_mixture(copy.deepcopy(backbone), zoo, Mixture(names, ["all"], one_hot(i))))
+        for i, n in enumerate(names)
+    }
+
+    def run(net, x) -> torch.Tensor:
+        with torch.no_grad():
+            return net(x[None])[0].clamp(0, 1)
+
+    images: dict[str, list] = {}
+    for task in names:
+        images[task] = [(p.stem, *load_pair(p.input_path, p.target_path)) for p in store.pairs(store.task(task), "val")]
+    clean = [Path(p.target_path) for t in ("noise", "jpeg") for p in store.pairs(store.task(t), "val")]
+    images.update(two_degradations(clean))
+
+    per_set, overall = [], {"right": 0, "n": 0}
+    for label, items in images.items():
+        scores = {k: [] for k in ("input", "auto", "blend", "own", "oracle")}
+        right = 0
+        for stem, x, y in items:
+            ranking = nearest(image_features(x, backbone), sigs)
+            pick = ranking[0][0]
+            outs = {n: float(psnr(run(nets[n], x), y)) for n in names}
+            scores["auto"].append(outs[pick])
+            scores["oracle"].append(max(outs.values()))
+            scores["input"].append(float(psnr(x, y)))
+            if label in names:
+                scores["own"].append(outs[label])
+                right += pick == label
+            (a, da), (b, db) = ranking[:2]
+            wa, wb = math.exp(-da), math.exp(-db)
+            coef = torch.zeros(len(zoo), 1)
+            coef[names.index(a)], coef[names.index(b)] = wa / (wa + wb), wb / (wa + wb)
+            blended = FastNAFNet(apply_mixture(copy.deepcopy(backbone), zoo, Mixture(names, ["all"], coef)))
+            scores["blend"].append(float(psnr(run(blended, x), y)))
+        mean = {k: statistics.mean(v) if v else math.nan for k, v in scores.items()}
+        if label in names:
+            overall["right"] += right
+            overall["n"] += len(items)
+        per_set.append(
+            [
+                label,
+                len(items),
+                f"{right}/{len(items)}" if label in names else "-",
+                f"{mean['input']:.2f}",
+                *(
+                    f"{mean[k]:.2f}" if not math.isnan(mean[k]) else "-"
+                    for k in ("input", "auto", "blend", "own", "oracle")
+                ),
+                f"{mean['oracle'] - mean['auto']:.2f}",
+                f"{mean['blend'] - mean['auto']:+.2f}",
+            ]
+        )
+        print(per_set[-1], flush=True)
+    header = (
+        f"bench/auto_choice.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}, "
+        f"{time.perf_counter() - t_start:.0f} s; right picks on single degradations: {overall['right']}/{overall['n']}"
+    )
+    print("\n" + header + "\n")
+    columns = ["set", "images", "right", "input", "auto", "blend", "own", "oracle", "oracle - auto", "blend - auto"]
+    print(markdown_table(columns, per_set))
+    out = OUT / "auto_choice"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"header": header, "rows": per_set}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
