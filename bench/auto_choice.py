@@ -125,7 +125,6 @@ def main() -> None:
                 label,
                 len(items),
                 f"{right}/{len(items)}" if label in names else "-",
-                f"{mean['input']:.2f}",
                 *(
                     f"{mean[k]:.2f}" if not math.isnan(mean[k]) else "-"
                     for k in ("input", "auto", "blend", "own", "oracle")

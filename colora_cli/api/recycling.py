@@ -137,16 +137,20 @@ def adapt_task(
             zoo = with_keep_input(backbone, zoo)
         mixture = _fitted_mixture(backbone, zoo, examples, o, steps, reporter)
         method = "recycled-mixture"
+    from colora.core.recycle.mixture import KEEP_INPUT, only_the_input
+
+    adapters = sum(z.name != KEEP_INPUT for z in zoo)
     if not bool((mixture.coef != 0).any()):
         raise ColoraError(
-            f"no mixture of the {len(zoo)} zoo adapter(s) beats the backbone alone on the "
+            f"no mixture of the {adapters} zoo adapter(s) beats the backbone alone on the "
             f"{len(examples)} example pair(s) of '{name}'; no adapter was made",
             hint=f"train one with `colora train {name}`, or add pairs and adapt again",
         )
     fit = mixture.info
-    if fit.get("support_mse") is not None and fit["support_mse"] >= fit["support_mse_input"]:
+    beats_input = fit.get("support_mse") is None or fit["support_mse"] < fit["support_mse_input"]
+    if not beats_input or only_the_input(mixture):
         raise ColoraError(
-            f"no mixture of the {len(zoo)} zoo adapter(s) beats the unrestored input on the "
+            f"no mixture of the {adapters} zoo adapter(s) beats the unrestored input on the "
             f"{len(examples)} example pair(s) of '{name}'; no adapter was made (it would harm such images)",
             hint=f"train one with `colora train {name}`, or add pairs and adapt again",
         )
@@ -185,15 +189,21 @@ def warm_start_deltas(store: Store, task, backbone_row: Backbone, backbone, *, s
     """(per-layer deltas, a record) of the zoo's mixture fitted on the task's pairs, as `adapt`
     fits it, for a new adapter to start from; None when no mixture beats the backbone alone."""
     from colora.api.tasks import pair_tensors
-    from colora.core.recycle.mixture import fit_mixture, mixture_deltas, with_keep_input
+    from colora.core.recycle.mixture import fit_mixture, mixture_deltas, only_the_input, with_keep_input
 
     o = AdaptOptions(seed=seed)
-    _, zoo = load_zoo(store, backbone_row, backbone, exclude=task.name)
+    try:
+        _, zoo = load_zoo(store, backbone_row, backbone, exclude=task.name)
+    except NotFoundError as e:
+        raise NotFoundError(
+            f"{e.message}: there is nothing to warm-start from",
+            hint="train without --warm-start, or train adapters for other tasks first",
+        ) from None
     zoo = with_keep_input(backbone, zoo) if o.keep_input else zoo
     examples = pair_tensors(store, task, "train", o.pairs)
     mixture = fit_mixture(backbone.eval(), zoo, examples, seconds=o.seconds, seed=seed)
-    if not bool((mixture.coef != 0).any()):
-        reporter.note("Warm start: no mixture of the zoo beats the backbone alone on these pairs; starting from zero.")
+    if not bool((mixture.coef != 0).any()) or only_the_input(mixture):
+        reporter.note("Warm start: no mixture of the zoo helps on these pairs; starting from zero.")
         return None
     used = {n: round(float(c), 4) for n, c in zip(mixture.names, mixture.coef[:, 0]) if float(c) != 0.0}
     reporter.note(

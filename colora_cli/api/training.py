@@ -109,6 +109,17 @@ def train_task(
     train_pairs = checked_pairs(store, task, "train")
     selection = _selection_pairs(store, task)
     backbone = backbone_model(store, backbone_row)
+    # a resumed run keeps its own start (its checkpoint holds the factors; the fit is repeated, same
+    # seed, for the adapter's record and in case the checkpoint is gone)
+    warm_wanted = ("warm_start" in json.loads(previous.config)) if previous else o.warm_start
+    if previous and o.warm_start and not warm_wanted:
+        reporter.note("--warm-start ignored: the run being resumed started from zero.")
+    warm = None
+    if warm_wanted:
+        from colora.api.recycling import warm_start_deltas
+
+        seed = json.loads(previous.config)["train"]["seed"] if previous else o.seed
+        warm = warm_start_deltas(store, task, backbone_row, backbone.eval(), seed=seed, reporter=reporter)
     if previous:
         saved = json.loads(previous.config)
         config = TrainConfig(**saved["train"])
@@ -121,11 +132,6 @@ def train_task(
     else:
         plan, method, budget, info = choose_plan(store, task, backbone_row, backbone, o.rank, o.seed, dev, reporter)
         config = _schedule(backbone, train_pairs, config, plan, o.minutes, bool(selection), dev, reporter)
-    warm = None
-    if o.warm_start and not previous:  # a resumed run continues from its checkpoint's factors
-        from colora.api.recycling import warm_start_deltas
-
-        warm = warm_start_deltas(store, task, backbone_row, backbone, seed=o.seed, reporter=reporter)
     run = store.start_run(
         task,
         backbone_row,

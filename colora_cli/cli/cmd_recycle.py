@@ -35,7 +35,8 @@ def adapt(
         typer.Option(
             "--keep-input/--no-keep-input",
             help="Let the mixture lean towards the unrestored input (a mild degradation gets a mild "
-            "correction); its coefficient is the share of the backbone's correction taken back.",
+            "correction); its coefficient is the share of the backbone's correction taken back. Fitted "
+            "mixtures only (--meta predicts the zoo's coefficients alone).",
         ),
     ] = ADAPT.keep_input,
     pairs: Annotated[int, typer.Option("--pairs", min=1, help="Use at most this many training pairs.")] = ADAPT.pairs,

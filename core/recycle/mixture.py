@@ -76,6 +76,14 @@ def with_keep_input(model: nn.Module, zoo: Sequence[ZooAdapter]) -> list[ZooAdap
     return [*zoo, keep_input_component(model)]
 
 
+def only_the_input(mixture: Mixture) -> bool:
+    """True when the mixture takes back the backbone's whole correction and adds no adapter: its
+    output is the input (plus the last conv's bias), nothing worth an adapter."""
+    keep = [i for i, n in enumerate(mixture.names) if n == KEEP_INPUT]
+    others = [i for i in range(len(mixture.names)) if i not in keep]
+    return bool(keep) and not bool(mixture.coef[others].any()) and bool((mixture.coef[keep] >= 1 - 1e-6).all())
+
+
 def zoo_adapter(
     name: str, tensors: dict[str, torch.Tensor], meta: AdapterMeta, model: nn.Module, dtype: torch.dtype = torch.float32
 ) -> ZooAdapter:
@@ -258,19 +266,25 @@ def fit_mixture(
         c0 = nonnegative_least_squares(gram + damping, rhs).float()
         # exact support errors of the candidates: alpha * c0, every single adapter (their outputs
         # are already computed) and the backbone alone, so a fit is never worse on its own
-        # examples than the simplest choices (a strongly nonlinear adapter can fool the linearisation)
+        # examples than the simplest choices (a strongly nonlinear adapter can fool the linearisation);
+        # on outputs clamped to [0, 1], as every restored image is
+        y0_flat, y_flat = y0.reshape(-1).double(), y.reshape(-1).double()
+
+        def clamped_mse(out: torch.Tensor) -> float:
+            return float((out.clamp(0, 1) - y_flat).pow(2).mean())
+
         # the keep-input direction takes back at most all of the backbone's correction
         cap = torch.tensor([1.0 if name == KEEP_INPUT else math.inf for name in names])
         candidates = {f"scale {alpha}": (torch.minimum(alpha * c0, cap), None) for alpha in SCALES}
         candidates.update(
-            {f"only {name}": (torch.eye(n)[i], float((d[:, i] - r).pow(2).mean())) for i, name in enumerate(names)}
+            {f"only {name}": (torch.eye(n)[i], clamped_mse(y0_flat + d[:, i])) for i, name in enumerate(names)}
         )
-        candidates["backbone alone"] = (torch.zeros(n), float(r.pow(2).mean()))
+        candidates["backbone alone"] = (torch.zeros(n), clamped_mse(y0_flat))
         errors = {}
         for label, (c, mse) in candidates.items():
             if mse is None:
                 pred = outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, ["all"], c[:, None])))
-                mse = float(F.mse_loss(pred, y))
+                mse = clamped_mse(pred.reshape(-1).double())
             errors[label] = mse
         choice = min(errors, key=errors.get)
         c0, start_mse = candidates[choice][0].float(), errors[choice]
@@ -278,7 +292,7 @@ def fit_mixture(
     start = c0[:, None].repeat(1, len(groups))
     coef = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([coef], lr=lr)
-    mse0 = float(F.mse_loss(y0, y))
+    mse0 = float(F.mse_loss(y0.clamp(0, 1), y))
     best, best_loss = start.clone(), math.inf
     done = 0
     net = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -288,7 +302,7 @@ def fit_mixture(
         if seconds is not None and time.perf_counter() - t0 > seconds:
             break
         pred = mixture_forward(net, zoo, Mixture(names, groups, coef), xr)
-        loss = F.mse_loss(pred, yr)
+        loss = F.mse_loss(pred.clamp(0, 1), yr)  # as restored images are
         if loss.item() < best_loss:  # the loss of the coefficients *before* this step's update
             best_loss, best = loss.item(), coef.detach().clone()
         (loss + 1e-3 * mse0 * (coef - start).pow(2).mean()).backward()
@@ -296,13 +310,16 @@ def fit_mixture(
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             coef.clamp_(min=0.0)
+            coef.clamp_(max=cap[:, None].expand_as(coef))
         done = step + 1
         if on_step:
             on_step(done, steps)
     if done:  # report the refined coefficients on every support crop, like the start
         with torch.no_grad():
             best_loss = float(
-                F.mse_loss(outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, groups, best))), y)
+                F.mse_loss(
+                    outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, groups, best))).clamp(0, 1), y
+                )
             )
     else:
         best_loss = start_mse

@@ -28,10 +28,11 @@ def warm_start_lora(model: nn.Module, deltas: dict[str, torch.Tensor]) -> dict[s
         out_c, rank = layer.lora_B.shape[:2]
         target = delta.double().reshape(out_c, -1) / layer.scaling  # B @ A = dW / s
         u, s, vh = torch.linalg.svd(target, full_matrices=False)
-        r = min(rank, s.numel())
+        # the delta's numerical rank: directions below it would start at ~0 in both A and B
+        r = min(rank, int((s > s[0] * 1e-6).sum()))
         root = s[:r].sqrt()
-        # a rank above the delta's keeps LoRA's usual start in its spare directions (zero A and B
-        # together would get no gradient)
+        # a rank above the delta's keeps LoRA's usual start (random A, zero B) in its spare
+        # directions (zero or tiny A and B together would get no gradient)
         a = layer.lora_A.detach().double().reshape(rank, -1).clone()
         b = layer.lora_B.detach().double().reshape(out_c, rank).clone()
         a[:r], b[:, :r] = root[:, None] * vh[:r], u[:, :r] * root

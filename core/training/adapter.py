@@ -72,6 +72,7 @@ def train_adapter(
         on_step=on_step,
         validate=validate,
         world=world,
+        score_start=warm_start is not None,
     )
     extra = {
         "steps": config.steps,

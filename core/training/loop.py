@@ -214,6 +214,7 @@ def fit(
     on_step: StepCallback | None = None,
     validate: Validator | None = None,
     world: World | None = None,
+    score_start: bool = False,
 ) -> TrainResult:
     """Train `params` (the only tensors that change) of `model` for config.steps steps.
 
@@ -222,9 +223,10 @@ def fit(
     across processes; only the leader validates, reports progress and writes checkpoints.
     With `validate` and config.validate_every, the model is scored every so many steps (and at
     the end) and the best-scoring parameters are the ones handed back: a run that overfits its
-    few pairs keeps its best point. Trains in channels_last memory format (oneDNN's fast path
-    for convolutions, and a fused per-pixel LayerNorm; see bench/speed.py); the model is handed
-    back in the default format.
+    few pairs keeps its best point (`score_start`: the starting parameters are a candidate too,
+    step 0: a warm start that training only makes worse is kept as it was). Trains in channels_last
+    memory format (oneDNN's fast path for convolutions, and a fused per-pixel LayerNorm; see
+    bench/speed.py); the model is handed back in the default format.
     """
     config.validate()
     device = torch.device(device)
@@ -241,6 +243,10 @@ def fit(
         validate = validate if leader else None
         if ema is not None and start == 0:  # the average starts from the parameters every process shares
             ema = {k: p.detach().clone() for k, p in params.items()}
+    if score_start and start == 0 and validate is not None and config.validate_every:
+        score = _score(model, validate)
+        val_curve.append((0, score))
+        best = Best(0, score, {k: p.detach().clone() for k, p in params.items()})
     t0 = time.perf_counter()
     with peers_guarded(world):  # a process of the job that dies fails the others with one clear error
         window: list[float] = []
