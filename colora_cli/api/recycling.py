@@ -91,6 +91,7 @@ class AdaptOutcome:
     trainable_params: int
     adapter_bytes: int
     seconds: float
+    adapters: int = 0  # zoo adapters the mixture was fitted over (the built-in keep-input not counted)
 
 
 def adapt_task(
@@ -158,7 +159,14 @@ def adapt_task(
         store, task, backbone_row, backbone, zoo_rows, zoo, mixture, method, len(examples), started
     )
     return AdaptOutcome(
-        name, method, mixture, len(examples), trainable, store.path(rel).stat().st_size, time.perf_counter() - started
+        name,
+        method,
+        mixture,
+        len(examples),
+        trainable,
+        store.path(rel).stat().st_size,
+        time.perf_counter() - started,
+        adapters,
     )
 
 

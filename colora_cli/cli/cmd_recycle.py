@@ -60,7 +60,6 @@ def adapt(
     Example: colora adapt fog   (after `colora task add fog ./four-pairs`)
     """
     from colora.api.recycling import AdaptOptions, adapt_task
-    from colora.core.recycle.mixture import KEEP_INPUT
     from colora.store.store import Store
 
     options = AdaptOptions(
@@ -87,7 +86,7 @@ def adapt(
             f"Fit on {done.k} pair(s): support PSNR {before:.2f} -> {after:.2f} dB (crops, backbone -> mixture)."
         )
     output.note(
-        f"Recycled adapter for '{name}' from {sum(n != KEEP_INPUT for n in mixture.names)} adapter(s) "
+        f"Recycled adapter for '{name}' from {done.adapters} adapter(s) "
         f"in {done.seconds:.1f} s "
         f"({done.method.split('-')[1]}); {output.human_count(done.trainable_params)} parameters, "
         f"{output.human_bytes(done.adapter_bytes)}."
