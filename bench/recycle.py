@@ -12,8 +12,11 @@ held-out pairs:
                   crops of 128² + an exact line search over their scale), over the zoo and the
                   built-in keep-input direction (take back a share of the backbone's correction)
     zoo only      the same fit without the keep-input direction (`adapt --no-keep-input`)
-    meta          `colora adapt --meta`: one forward of a meta-adapter distilled without this task
-                  (surrogate episodes on bsds500_pool, which no task scores on)
+    meta photos   `colora adapt --meta`: one forward of a meta-adapter distilled without this task
+                  on surrogate episodes cut from clean photos (bsds500_pool, which no task scores on:
+                  `recycle distill --clean FOLDER`)
+    meta data-free  the same, distilled with no image at all (`recycle distill`'s default):
+                  dead-leaves targets and inputs inverted from the zoo's adapters
     lora K-shot   a fresh rank-4 LoRA trained on the K pairs for the mixture's wall-clock time
     own adapter   the task's own adapter (trained on all its training pairs; the upper bound)
 
@@ -21,6 +24,7 @@ gap closed = (arm - backbone) / (own adapter - backbone), in PSNR.
 
     python -m bench.recycle                       # ~30 min on a 2-core CPU after bench/zoo.py
     python -m bench.recycle --ks 4 --draws 1 --meta-steps 20 --tasks blur,noise   # smoke
+    python -m bench.recycle --ks 4 --arms "meta photos,meta data-free"           # the meta-adapters only
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import torch
 from bench.common import DATA, OUT, git_rev, machine, markdown_table
 from bench.zoo import TASKS, build_zoo
 
-ARMS = ("mixture", "zoo only", "meta", "lora K-shot")
+ARMS = ("mixture", "zoo only", "meta photos", "meta data-free", "lora K-shot")
+META_ARMS = ("meta photos", "meta data-free")
 
 
 def main() -> None:
@@ -47,8 +52,12 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--zoo-steps", type=int, default=500)
     ap.add_argument("--meta-steps", type=int, default=400)
-    ap.add_argument("--no-meta", action="store_true", help="skip the meta-adapter (its distillation is slow)")
+    ap.add_argument("--no-meta", action="store_true", help="skip the meta-adapters (their distillation is slow)")
+    ap.add_argument("--arms", default=",".join(ARMS), help="the arms to run (the fixed rows always run)")
     args = ap.parse_args()
+    arms = [a for a in args.arms.split(",") if a in ARMS and not (args.no_meta and a in META_ARMS)]
+    if "lora K-shot" in arms and "mixture" not in arms:
+        ap.error("lora K-shot takes the mixture's seconds: run it with the mixture arm")
 
     from colora.core.data.crops import PairSet, load_pair
     from colora.core.inference.evaluate import evaluate
@@ -60,7 +69,7 @@ def main() -> None:
         read_tensors,
         save_tensors_atomic,
     )
-    from colora.core.recycle.meta import distill, predict
+    from colora.core.recycle.meta import distill, load_meta, meta_metadata, predict
     from colora.core.recycle.mixture import (
         Mixture,
         apply_mixture,
@@ -69,6 +78,7 @@ def main() -> None:
         with_keep_input,
         zoo_adapter,
     )
+    from colora.core.recycle.surrogate import dead_leaves, surrogate_bank
     from colora.store.store import Store
 
     home = build_zoo(args.zoo_steps)
@@ -118,22 +128,26 @@ def main() -> None:
         fixed["uniform"] = score(mixed(zoo, uniform_mixture(zoo)), val)
         gap = fixed["own adapter"] - fixed["backbone"]
 
-        meta_file = out_dir / f"meta-without-{task}-{args.meta_steps}.safetensors"
-        if args.no_meta:
-            net = None
-        elif meta_file.exists():
-            from colora.core.recycle.meta import load_meta
-
-            net, _ = load_meta(*read_tensors(meta_file))
-        else:
+        metas = {}
+        for arm in (a for a in arms if a in META_ARMS):
+            tag = arm.split()[1]
+            meta_file = out_dir / f"meta-{tag}-without-{task}-{args.meta_steps}-{backbone_row.sha256[:12]}.safetensors"
+            if meta_file.exists():
+                metas[arm], _ = load_meta(*read_tensors(meta_file))
+                continue
             t0 = time.perf_counter()
-            net, curve = distill(backbone, zoo, clean_pool, steps=args.meta_steps, seed=0)
-            print(f"[{task}] meta-adapter distilled in {time.perf_counter() - t0:.0f} s", flush=True)
-            from colora.core.recycle.meta import meta_metadata
-
+            if arm == "meta photos":
+                images, bank = clean_pool, None
+            else:  # what `recycle distill` does without --clean
+                images = list(dead_leaves(64, 96, torch.Generator().manual_seed(0)))
+                bank = surrogate_bank(backbone, zoo, seed=0)
+                gains = ", ".join(f"{b.name} {b.gain_db:+.1f}" for b in bank)
+                print(f"[{task}] inverted in {time.perf_counter() - t0:.0f} s; adapter over backbone, dB: {gains}")
+            metas[arm], curve = distill(backbone, zoo, images, steps=args.meta_steps, seed=0, bank=bank)
+            print(f"[{task}] {arm} distilled in {time.perf_counter() - t0:.0f} s", flush=True)
             save_tensors_atomic(
                 meta_file,
-                {k: v.contiguous() for k, v in net.state_dict().items()},
+                {k: v.contiguous() for k, v in metas[arm].state_dict().items()},
                 meta_metadata(
                     backbone_row.sha256, [{"task": n, "file_sha256": ""} for n in names], args.meta_steps, curve
                 ),
@@ -144,23 +158,27 @@ def main() -> None:
             table.append([task, "-", label, f"{value:.2f}", "", f"{100 * (value - fixed['backbone']) / gap:.0f}%", "-"])
         for k in ks:
             k_eff = min(k, len(train))
-            results: dict[str, list] = {a: [] for a in ARMS if a != "meta" or net is not None}
+            results: dict[str, list] = {a: [] for a in arms}
             keep_zoo = with_keep_input(backbone, zoo)
             for draw in range(args.draws):
                 picked = random.Random(f"{task}-{k}-{draw}").sample(train, k_eff)
                 pairs = [load_pair(i, t) for i, t in picked]
-                t0 = time.perf_counter()
-                mixture = fit_mixture(backbone, keep_zoo, pairs, seed=draw)  # `colora adapt`'s defaults
-                fit_s = time.perf_counter() - t0
-                results["mixture"].append((score(mixed(keep_zoo, mixture), val), fit_s))
-                t0 = time.perf_counter()
-                alone = fit_mixture(backbone, zoo, pairs, seed=draw)
-                results["zoo only"].append((score(mixed(zoo, alone), val), time.perf_counter() - t0))
-                if net is not None:
+                if "mixture" in arms:
+                    t0 = time.perf_counter()
+                    mixture = fit_mixture(backbone, keep_zoo, pairs, seed=draw)  # `colora adapt`'s defaults
+                    fit_s = time.perf_counter() - t0
+                    results["mixture"].append((score(mixed(keep_zoo, mixture), val), fit_s))
+                if "zoo only" in arms:
+                    t0 = time.perf_counter()
+                    alone = fit_mixture(backbone, zoo, pairs, seed=draw)
+                    results["zoo only"].append((score(mixed(zoo, alone), val), time.perf_counter() - t0))
+                for arm, net in metas.items():
                     t0 = time.perf_counter()
                     m = predict(net, backbone, names, pairs)
                     meta_s = time.perf_counter() - t0
-                    results["meta"].append((score(mixed(zoo, m), val), meta_s))
+                    results[arm].append((score(mixed(zoo, m), val), meta_s))
+                if "lora K-shot" not in arms:
+                    continue
                 results["lora K-shot"].append(
                     _lora_shot(
                         backbone,

@@ -96,9 +96,12 @@ def main() -> None:
             model.eval()
             merge_all(model)
             final = evaluate({"m": copy.deepcopy(model)}, val)["m"][0]
-            runs[arm] = {"curve": [(0, step0), *result.val_curve], "final": final, "seconds": seconds}
+            # a warm run scores its start itself (step 0 is one of its candidates)
+            curve = [(step, score) for step, score in result.val_curve if step > 0]
+            runs[arm] = {"curve": [(0, step0), *curve], "final": final, "seconds": seconds}
             print(f"[{task}] {arm}: {runs[arm]['curve']} -> {final:.2f} dB ({seconds:.0f} s)", flush=True)
-        target = max(score for _, score in runs["cold"]["curve"])  # what cold start keeps (its best state)
+        # what a cold run keeps: its best trained state (unlike a warm run, it never keeps step 0)
+        target = max(score for step, score in runs["cold"]["curve"] if step > 0)
         reached = next((step for step, score in runs["warm"]["curve"] if score >= target), None)
         for arm, run in runs.items():
             table.append(

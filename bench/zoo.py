@@ -200,7 +200,8 @@ def build_zoo(steps: int = 500, tasks: tuple[str, ...] = TASKS + SIBLINGS, seed:
             colora("task", "add", task, str(folders[task] / "train"), "--val", str(folders[task] / "val"))
         if listed.get(task) != "trained":
             print(f"training {task} ({steps} steps) ...", flush=True)
-            colora("train", task, "--steps", str(steps), "--seed", str(seed))
+            # each task's own adapter from zero, not warm-started from the tasks trained before it
+            colora("train", task, "--steps", str(steps), "--seed", str(seed), "--cold-start")
     return HOME
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `col
 
 SIGNATURE_PAIRS = 16  # training inputs per task that make its signature
 MAX_CLEAN = 64  # clean images the meta-adapter's surrogate episodes are drawn from
+SURROGATE_SIZE = 96  # px of the data-free episodes' synthetic clean images
 
 
 def load_zoo(store: Store, backbone_row: Backbone, backbone, *, exclude: str | None = None, dtype=None):
@@ -129,7 +130,18 @@ def adapt_task(
     zoo_rows, zoo = load_zoo(store, backbone_row, backbone, exclude=name)
     torch.manual_seed(o.seed)
     if o.meta:
+        from colora.core.recycle.mixture import score_on_support
+
         mixture, zoo = _predicted_mixture(store, backbone_row, backbone, zoo_rows, zoo, name, examples)
+        # a prediction is checked on the examples like a fit (bench/recycle.py: on the bundled
+        # backbone the meta-adapter's mixtures can be worse than the backbone, even than the input)
+        mixture = score_on_support(backbone, zoo, mixture, examples, seed=o.seed)
+        if mixture.info["support_mse"] >= mixture.info["support_mse_backbone"]:
+            raise ColoraError(
+                f"the meta-adapter's mixture does not beat the backbone alone on the {len(examples)} "
+                f"example pair(s) of '{name}'; no adapter was made",
+                hint=f"fit a mixture instead with `colora adapt {name}` (without --meta), or `colora train {name}`",
+            )
         method = "recycled-meta"
     else:
         if o.keep_input:
@@ -193,9 +205,19 @@ def _fitted_mixture(backbone, zoo, examples, o: AdaptOptions, steps: int, report
         )
 
 
-def warm_start_deltas(store: Store, task, backbone_row: Backbone, backbone, *, seed: int, reporter: Reporter = SILENT):
+def warm_start_deltas(
+    store: Store,
+    task,
+    backbone_row: Backbone,
+    backbone,
+    *,
+    seed: int,
+    required: bool = True,
+    reporter: Reporter = SILENT,
+):
     """(per-layer deltas, a record) of the zoo's mixture fitted on the task's pairs, as `adapt`
-    fits it, for a new adapter to start from; None when no mixture beats the backbone alone."""
+    fits it, for a new adapter to start from; None when no mixture beats the backbone alone, or
+    when the zoo is empty and the warm start was not asked for by name (`required`)."""
     from colora.api.tasks import pair_tensors
     from colora.core.recycle.mixture import fit_mixture, mixture_deltas, only_the_input, with_keep_input
 
@@ -203,6 +225,8 @@ def warm_start_deltas(store: Store, task, backbone_row: Backbone, backbone, *, s
     try:
         _, zoo = load_zoo(store, backbone_row, backbone, exclude=task.name)
     except NotFoundError as e:
+        if not required:
+            return None
         raise NotFoundError(
             f"{e.message}: there is nothing to warm-start from",
             hint="train without --warm-start, or train adapters for other tasks first",
@@ -270,7 +294,7 @@ def _save_recycled(
 @dataclass
 class Distilled:
     zoo: list[str]
-    images: int
+    surrogate: str  # what the episodes were drawn from
     seconds: float
 
 
@@ -282,29 +306,53 @@ def distill_meta(
     seed: int = SEED,
     reporter: Reporter = SILENT,
 ) -> Distilled:
-    """Distil the meta-adapter of the current zoo (offline, once per zoo), for `adapt --meta`."""
+    """Distil the meta-adapter of the current zoo (offline, once per zoo), for `adapt --meta`.
+
+    Data-free by default: no task's pairs and no photo are read. The episodes' clean images come
+    from a synthetic prior and half of them are inverted from the adapters themselves
+    (`core.recycle.surrogate`). With `clean`, that folder's photos replace the synthetic prior.
+    """
+    import torch
+
     from colora.api.models import backbone_model
     from colora.core.model.weights import save_tensors_atomic
     from colora.core.recycle.meta import check_zoo_size, distill, meta_metadata
+    from colora.core.recycle.surrogate import dead_leaves, surrogate_bank
 
     backbone_row = store.backbone()
     check_zoo_size(len(store.zoo(backbone_row)))  # before any weight or image is read
     backbone = backbone_model(store, backbone_row).eval()
     zoo_rows, zoo = load_zoo(store, backbone_row, backbone)
-    images = _clean_images(store, clean)
+    started = time.perf_counter()
+    if clean is None:
+        images = list(dead_leaves(MAX_CLEAN, SURROGATE_SIZE, torch.Generator().manual_seed(seed)))
+        source = "data-free: dead-leaves images, inputs inverted from the adapters"
+        reporter.note(f"Inverting surrogate inputs from {len(zoo)} adapters (no pairs, no photos).")
+        with reporter.progress("invert", len(zoo)) as update:
+            bank = surrogate_bank(backbone, zoo, seed=seed, on_adapter=lambda done, total: update(done))
+    else:
+        images, bank = _clean_images(clean), None
+        source = f"{len(images)} clean photo(s)"
     reporter.note(
         f"Distilling a meta-adapter for {len(zoo)} adapters ({', '.join(z.name for z in zoo)}) "
-        f"on {len(images)} clean image(s), {steps} episodes."
+        f"on {source}, {steps} episodes."
     )
-    started = time.perf_counter()
     with reporter.progress("distill", steps, loss=True) as update:
         net, curve = distill(
-            backbone, zoo, images, steps=steps, seed=seed, on_step=lambda done, total, loss: update(done, loss)
+            backbone,
+            zoo,
+            images,
+            steps=steps,
+            seed=seed,
+            bank=bank,
+            on_step=lambda done, total, loss: update(done, loss),
         )
     zoo_record = [{"task": r.task.name, "file_sha256": r.file_sha256} for r in zoo_rows]
     rel = store.new_meta_adapter_relpath()
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_tensors_atomic(store.path(rel), state, meta_metadata(backbone_row.sha256, zoo_record, steps, curve))
+    save_tensors_atomic(
+        store.path(rel), state, meta_metadata(backbone_row.sha256, zoo_record, steps, curve, surrogate=source)
+    )
     store.set_meta_adapter(
         rel,
         backbone_sha256=backbone_row.sha256,
@@ -312,7 +360,7 @@ def distill_meta(
         steps=steps,
         final_loss=sum(curve[-20:]) / max(1, len(curve[-20:])),
     )
-    return Distilled([z.name for z in zoo], len(images), time.perf_counter() - started)
+    return Distilled([z.name for z in zoo], source, time.perf_counter() - started)
 
 
 def meta_status(store: Store) -> dict:
@@ -368,20 +416,16 @@ def load_meta_for(store: Store, backbone_row: Backbone, zoo_rows: list[Adapter],
     return net, names, mask
 
 
-def _clean_images(store: Store, folder: Path | None):
-    """Up to MAX_CLEAN clean images as (3, H, W) tensors: `folder`'s, else the targets of the store's tasks."""
+def _clean_images(folder: Path):
+    """Up to MAX_CLEAN clean photos of `folder` as (3, H, W) tensors."""
     from colora.core.data.crops import to_tensor
     from colora.core.data.images import is_image_file, load_image
 
-    if folder is not None:
-        if not Path(folder).is_dir():
-            raise NotFoundError(f"clean-image folder not found: {folder}", hint="give a folder of clean photos")
-        paths = sorted(p for p in Path(folder).iterdir() if is_image_file(p) and p.is_file())
-    else:
-        paths = [Path(p.target_path) for task in store.tasks() for p in store.pairs(task, "train")]
-    paths = paths[:MAX_CLEAN]
+    if not Path(folder).is_dir():
+        raise NotFoundError(f"clean-image folder not found: {folder}", hint="give a folder of clean photos")
+    paths = sorted(p for p in Path(folder).iterdir() if is_image_file(p) and p.is_file())[:MAX_CLEAN]
     if not paths:
         raise InvalidInputError(
-            "no clean images for the surrogate episodes", hint="pass --clean FOLDER, or add tasks with pairs first"
+            f"no images in {folder}", hint="give a folder of clean photos, or leave out --clean to distil data-free"
         )
     return [to_tensor(load_image(p)[0]) for p in paths]

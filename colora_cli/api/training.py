@@ -33,7 +33,9 @@ class TrainOptions:
     checkpoint_every: int = 100
     resume: bool = False
     device: str = DEVICE
-    warm_start: bool = False  # start the LoRA factors from the zoo's fitted mixture (core/recycle/warm_start.py)
+    # start the LoRA factors from the zoo's fitted mixture (core/recycle/warm_start.py); None: when the
+    # zoo has adapters on this backbone (bench/warm_start.py: warm ends higher on every task measured)
+    warm_start: bool | None = None
 
 
 @dataclass
@@ -111,15 +113,17 @@ def train_task(
     backbone = backbone_model(store, backbone_row)
     # a resumed run keeps its own start (its checkpoint holds the factors; the fit is repeated, same
     # seed, for the adapter's record and in case the checkpoint is gone)
-    warm_wanted = ("warm_start" in json.loads(previous.config)) if previous else o.warm_start
-    if previous and o.warm_start and not warm_wanted:
+    warm_wanted = ("warm_start" in json.loads(previous.config)) if previous else o.warm_start is not False
+    if previous and o.warm_start is True and not warm_wanted:
         reporter.note("--warm-start ignored: the run being resumed started from zero.")
     warm = None
     if warm_wanted:
         from colora.api.recycling import warm_start_deltas
 
         seed = json.loads(previous.config)["train"]["seed"] if previous else o.seed
-        warm = warm_start_deltas(store, task, backbone_row, backbone.eval(), seed=seed, reporter=reporter)
+        warm = warm_start_deltas(
+            store, task, backbone_row, backbone.eval(), seed=seed, required=o.warm_start is True, reporter=reporter
+        )
     if previous:
         saved = json.loads(previous.config)
         config = TrainConfig(**saved["train"])

@@ -101,7 +101,8 @@ def distill(
         Optional[Path],
         typer.Option(
             "--clean",
-            help="Folder of clean images for the surrogate episodes (default: the clean targets of the store's tasks).",
+            help="Folder of clean photos for the surrogate episodes (default: none, data-free: synthetic "
+            "images and inputs inverted from the adapters themselves; no task's pairs are read either way).",
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the episodes and the network.")] = SEED,
@@ -115,7 +116,7 @@ def distill(
     from colora.store.store import Store
 
     done = distill_meta(Store.open(home), steps=steps, clean=clean, seed=seed, reporter=output.REPORTER)
-    output.note(f"Meta-adapter distilled in {done.seconds:.0f} s. Next: colora adapt NAME --meta")
+    output.note(f"Meta-adapter distilled ({done.surrogate}) in {done.seconds:.0f} s. Next: colora adapt NAME --meta")
 
 
 @app.command("show")

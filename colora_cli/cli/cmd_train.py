@@ -55,11 +55,13 @@ def train(
         bool, typer.Option("--resume", help="Continue the task's interrupted run from its last checkpoint.")
     ] = False,
     warm_start: Annotated[
-        bool,
+        Optional[bool],
         typer.Option(
             "--warm-start/--cold-start",
             help="Start the adapter from the other tasks' adapters, mixed to fit this task's pairs "
-            "(as `colora adapt` fits them), instead of from zero.",
+            "(as `colora adapt` fits them), or from zero. [default: warm when the store holds other "
+            "adapters on this backbone]",
+            show_default=False,
         ),
     ] = DEFAULTS.warm_start,
     device: Device = DEFAULTS.device,

@@ -1,11 +1,14 @@
 """The meta-adapter: K example pairs in, mixture coefficients out, in one forward pass.
 
 The LoRA Recycle analogue (Hu et al., CVPR 2025): distilled once per zoo, offline, without the
-adapters' training data. Each training episode is a made-up task on surrogate images:
+adapters' training data. Each training episode is a made-up task on surrogate images (by default
+dead-leaves images, `core.recycle.surrogate`; or a folder of clean photos):
 
 * a PROD task: a random chain of 1-2 synthetic degradations (`core.data.prod`), targets the clean crops;
 * an adapter task: one zoo adapter is left out and its own outputs on PROD-degraded crops are
-  the targets, so the net learns to imitate an adapter it cannot use from the ones it can.
+  the targets, so the net learns to imitate an adapter it cannot use from the ones it can;
+* an inverted task (data-free distillation): inputs inverted from one adapter's weights (it restores
+  them, the backbone does not), half the time with that adapter masked out.
 
 The net reads the K support pairs through their degradation and pair features
 (`core.recycle.signature`), pools them over K, and predicts one coefficient per adapter (0 for adapters
@@ -28,6 +31,7 @@ from colora.core.defaults import DISTILL_STEPS
 from colora.core.errors import InvalidInputError
 from colora.core.recycle.mixture import Mixture, ZooAdapter, mixture_forward
 from colora.core.recycle.signature import FEATURES, PAIR_FEATURES, image_features, pair_features
+from colora.core.recycle.surrogate import Inverted
 
 META_FORMAT = "colora-meta-adapter"
 META_FORMAT_VERSION = 1
@@ -99,7 +103,7 @@ def _crops(images: Sequence[torch.Tensor], n: int, size: int, rng: random.Random
 
 
 class _Episodes:
-    def __init__(self, backbone, zoo, clean, crop, query, max_k, seed):
+    def __init__(self, backbone, zoo, clean, crop, query, max_k, seed, bank=None):
         # small images: crop what they have (down to MIN_CROP px)
         crop = min(crop, max(min(c.shape[-2:]) for c in clean))
         usable = [c for c in clean if min(c.shape[-2:]) >= max(crop, MIN_CROP)]
@@ -114,12 +118,15 @@ class _Episodes:
         self.gen = torch.Generator().manual_seed(seed)
         self.sampler = ProdSampler(mode="random", max_degradations=2)
         self.names = [z.name for z in zoo]
+        self.bank = list(bank or [])
 
     @torch.no_grad()
     def draw(self):
         """(support features (K, N_INPUT), mask, query inputs, query targets)."""
         n = len(self.zoo)
         k = self.rng.randint(1, self.max_k)
+        if self.bank and self.rng.random() < 0.5:
+            return self._draw_inverted(k)
         clean = _crops(self.clean, k + self.query, self.crop, self.rng)
         recipe = self.sampler.sample_recipe(self.gen)
         degraded = apply_recipe(clean, recipe).clamp(0, 1)
@@ -136,6 +143,21 @@ class _Episodes:
                 mask[self.rng.randrange(n)] = 0
         feats = features_of_pairs(self.backbone, list(zip(degraded[:k], target[:k])))
         return feats, mask, degraded[k:], target[k:]
+
+    def _draw_inverted(self, k: int):
+        """A surrogate task inverted from adapter j (`core.recycle.surrogate`): its inputs, its targets.
+        Half the time j is masked out, so the net learns to imitate an adapter from the others."""
+        n = len(self.zoo)
+        inverted = self.bank[self.rng.randrange(len(self.bank))]
+        picks = [self.rng.randrange(len(inverted.inputs)) for _ in range(k + self.query)]
+        turns = [self.rng.randrange(4) for _ in picks]  # rotations: more distinct crops from a small bank
+        x = torch.stack([torch.rot90(inverted.inputs[i], t, (1, 2)) for i, t in zip(picks, turns)])
+        y = torch.stack([torch.rot90(inverted.targets[i], t, (1, 2)) for i, t in zip(picks, turns)])
+        mask = torch.ones(n)
+        if n > 1 and self.rng.random() < 0.5:
+            mask[self.names.index(inverted.name)] = 0
+        feats = features_of_pairs(self.backbone, list(zip(x[:k], y[:k])))
+        return feats, mask, x[k:], y[k:]
 
 
 MIN_ZOO = 2  # a meta-adapter chooses among adapters: with one there is nothing to choose
@@ -160,14 +182,16 @@ def distill(
     max_k: int = 8,
     lr: float = 2e-3,
     seed: int = 0,
+    bank: Sequence[Inverted] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> tuple[MetaNet, list[float]]:
-    """Train a MetaNet for this zoo on episodes drawn from `clean_images` ((3, H, W) in [0, 1])."""
+    """Train a MetaNet for this zoo on episodes drawn from `clean_images` ((3, H, W) in [0, 1]) and,
+    when given, from `bank`: surrogate pairs inverted from the adapters (half the episodes)."""
     check_zoo_size(len(zoo))
     torch.manual_seed(seed)
     backbone = backbone.eval().requires_grad_(False)
     net = MetaNet(len(zoo))
-    episodes = _Episodes(backbone, zoo, clean_images, crop, query, max_k, seed)
+    episodes = _Episodes(backbone, zoo, clean_images, crop, query, max_k, seed, bank)
     warm = torch.cat([episodes.draw()[0] for _ in range(16)])  # feature scales for standardising
     net.feature_mean.copy_(warm.mean(0))
     net.feature_std.copy_(warm.std(0).clamp_min(1e-3))
@@ -190,8 +214,11 @@ def distill(
     return net.eval(), curve
 
 
-def meta_metadata(backbone_sha256: str, zoo: list[dict], steps: int, curve: list[float]) -> dict[str, str]:
+def meta_metadata(
+    backbone_sha256: str, zoo: list[dict], steps: int, curve: list[float], surrogate: str = "clean images"
+) -> dict[str, str]:
     return {
+        "surrogate": surrogate,
         "format": META_FORMAT,
         "format_version": str(META_FORMAT_VERSION),
         "backbone_sha256": backbone_sha256,

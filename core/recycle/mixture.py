@@ -343,6 +343,38 @@ def fit_mixture(
 SCALES = (0.8, 1.0, 1.25, 1.5)
 
 
+@torch.no_grad()
+def score_on_support(
+    model: nn.Module,
+    zoo: Sequence[ZooAdapter],
+    mixture: Mixture,
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    crop: int = 128,
+    n_crops: int = 8,
+    seed: int = 0,
+) -> Mixture:
+    """`mixture` with its support errors in `info` (clamped MSE of the mixture, the backbone alone
+    and the unrestored input on crops of the K pairs), as `fit_mixture` reports them: a mixture that
+    was predicted rather than fitted (the meta-adapter) is checked against the same bar."""
+    from colora.core.model.fast import FastNAFNet
+
+    x, y = support_crops(pairs, crop, max(n_crops, len(pairs)), torch.Generator().manual_seed(seed))
+    model = model.eval()
+
+    def error(net: nn.Module) -> float:
+        fast = FastNAFNet(net)
+        return float(F.mse_loss(torch.cat([fast(chunk) for chunk in x.split(8)]).clamp(0, 1), y))
+
+    info = {
+        **mixture.info,
+        "support_mse_backbone": error(model),
+        "support_mse_input": float(F.mse_loss(x, y)),
+        "support_mse": error(apply_mixture(copy.deepcopy(model), zoo, mixture)),
+    }
+    return Mixture(mixture.names, mixture.groups, mixture.coef, info)
+
+
 def nonnegative_least_squares(gram: torch.Tensor, rhs: torch.Tensor, iters: int = 500) -> torch.Tensor:
     """argmin_{c >= 0} 1/2 c^T G c - rhs^T c for a small positive definite G, by cyclic coordinate descent."""
     c = torch.zeros_like(rhs)
