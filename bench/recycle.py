@@ -12,7 +12,9 @@ held-out pairs:
                   crops of 128² + an exact line search over their scale), over the zoo and the
                   built-in keep-input direction (take back a share of the backbone's correction)
     zoo only      the same fit without the keep-input direction (`adapt --no-keep-input`)
-    meta photos   `colora adapt --meta`: one forward of a meta-adapter distilled without this task
+    meta linear   the meta-adapter before distillation: the linearised least-squares mixture on its
+                  8 crops of 64² (what distillation adds is the difference to the two arms below)
+    meta photos   `colora adapt --meta`: one pass of a meta-adapter distilled without this task
                   on surrogate episodes cut from clean photos (bsds500_pool, which no task scores on:
                   `recycle distill --clean FOLDER`)
     meta data-free  the same, distilled with no image at all (`recycle distill`'s default):
@@ -41,8 +43,8 @@ import torch
 from bench.common import DATA, OUT, git_rev, machine, markdown_table
 from bench.zoo import TASKS, build_zoo
 
-ARMS = ("mixture", "zoo only", "meta photos", "meta data-free", "lora K-shot")
-META_ARMS = ("meta photos", "meta data-free")
+ARMS = ("mixture", "zoo only", "meta linear", "meta photos", "meta data-free", "lora K-shot")
+META_ARMS = ("meta linear", "meta photos", "meta data-free")
 
 
 def main() -> None:
@@ -69,7 +71,7 @@ def main() -> None:
         read_tensors,
         save_tensors_atomic,
     )
-    from colora.core.recycle.meta import distill, load_meta, meta_metadata, predict
+    from colora.core.recycle.meta import META_FORMAT_VERSION, MetaNet, distill, load_meta, meta_metadata, predict
     from colora.core.recycle.mixture import (
         Mixture,
         apply_mixture,
@@ -78,7 +80,7 @@ def main() -> None:
         with_keep_input,
         zoo_adapter,
     )
-    from colora.core.recycle.surrogate import dead_leaves, surrogate_bank
+    from colora.core.recycle.surrogate import dead_leaves
     from colora.store.store import Store
 
     home = build_zoo(args.zoo_steps)
@@ -100,6 +102,7 @@ def main() -> None:
         return apply_mixture(copy.deepcopy(backbone), zoo, mixture)
 
     table, summary = [], []
+    whole_bank = None
     for task in args.tasks.split(","):
         t_row = store.task(task)
         train = [(p.input_path, p.target_path) for p in store.pairs(t_row, "train")]
@@ -130,8 +133,12 @@ def main() -> None:
 
         metas = {}
         for arm in (a for a in arms if a in META_ARMS):
+            if arm == "meta linear":
+                metas[arm] = MetaNet()
+                continue
             tag = arm.split()[1]
-            meta_file = out_dir / f"meta-{tag}-without-{task}-{args.meta_steps}-{backbone_row.sha256[:12]}.safetensors"
+            stem = f"meta{META_FORMAT_VERSION}-{tag}-without-{task}-{args.meta_steps}"
+            meta_file = out_dir / f"{stem}-{backbone_row.sha256[:12]}.safetensors"
             if meta_file.exists():
                 metas[arm], _ = load_meta(*read_tensors(meta_file))
                 continue
@@ -140,9 +147,9 @@ def main() -> None:
                 images, bank = clean_pool, None
             else:  # what `recycle distill` does without --clean
                 images = list(dead_leaves(64, 96, torch.Generator().manual_seed(0)))
-                bank = surrogate_bank(backbone, zoo, seed=0)
-                gains = ", ".join(f"{b.name} {b.gain_db:+.1f}" for b in bank)
-                print(f"[{task}] inverted in {time.perf_counter() - t0:.0f} s; adapter over backbone, dB: {gains}")
+                if whole_bank is None:  # each adapter is inverted alone: invert the whole zoo once
+                    whole_bank = _inverted_zoo(backbone, zoo_all, out_dir / f"bank-{backbone_row.sha256[:12]}.pt")
+                bank = [b for b in whole_bank if b.name != task]
             metas[arm], curve = distill(backbone, zoo, images, steps=args.meta_steps, seed=0, bank=bank)
             print(f"[{task}] {arm} distilled in {time.perf_counter() - t0:.0f} s", flush=True)
             save_tensors_atomic(
@@ -174,9 +181,9 @@ def main() -> None:
                     results["zoo only"].append((score(mixed(zoo, alone), val), time.perf_counter() - t0))
                 for arm, net in metas.items():
                     t0 = time.perf_counter()
-                    m = predict(net, backbone, names, pairs)
+                    m, mixed_zoo = predict(net, backbone, zoo, pairs, seed=draw)
                     meta_s = time.perf_counter() - t0
-                    results[arm].append((score(mixed(zoo, m), val), meta_s))
+                    results[arm].append((score(mixed(mixed_zoo, m), val), meta_s))
                 if "lora K-shot" not in arms:
                     continue
                 results["lora K-shot"].append(
@@ -243,6 +250,20 @@ def main() -> None:
                 )
     print(markdown_table(["K", "arm", "mean gap closed", "beats best single", "below input", "median s"], agg))
     (out_dir / "results.json").write_text(json.dumps({"header": header, "rows": summary}, indent=1))
+
+
+def _inverted_zoo(backbone, zoo_all, cache):
+    """`surrogate_bank` of the whole zoo, cached in `cache` (this bench's own output)."""
+    from colora.core.recycle.surrogate import Inverted, surrogate_bank
+
+    if cache.exists():
+        return [Inverted(**row) for row in torch.load(cache, weights_only=True)]
+    t0 = time.perf_counter()
+    bank = surrogate_bank(backbone, list(zoo_all.values()), seed=0)
+    gains = ", ".join(f"{b.name} {b.gain_db:+.1f}" for b in bank)
+    print(f"inverted in {time.perf_counter() - t0:.0f} s; adapter over backbone, dB: {gains}")
+    torch.save([vars(b) for b in bank], cache)
+    return bank
 
 
 def _lora_shot(

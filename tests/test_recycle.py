@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from colora.core.recycle.meta import MetaNet, _Episodes, distill, predict
 from colora.core.recycle.mixture import (
     KEEP_INPUT,
     Mixture,
+    ZooAdapter,
     apply_mixture,
     bake,
     fit_mixture,
@@ -222,29 +224,100 @@ def test_nonnegative_least_squares_meets_its_optimality_conditions():
     assert torch.allclose(grad[c > 0], torch.zeros_like(grad[c > 0]), atol=1e-8) and (grad[c == 0] >= -1e-8).all()
 
 
-def test_meta_adapter_zero_for_masked_adapters_and_learns():
+def _textured_clean(n: int, size: int = 64) -> list[torch.Tensor]:
+    return [
+        torch.from_numpy(textured(np.random.default_rng(i), size, size)).permute(2, 0, 1).float() / 255
+        for i in range(n)
+    ]
+
+
+def test_untrained_meta_adapter_predicts_the_linear_fit_over_the_zoo_and_keep_input():
+    from colora.core.recycle.meta import support_sample
+    from colora.core.recycle.mixture import Responses, linearised_fit
+
     net = tiny(torch.float32)
     zoo = [random_adapter(net, n, 2, seed=s, dtype=torch.float32)[1] for n, s in (("a", 1), ("b", 2))]
-    clean = [
-        torch.from_numpy(textured(np.random.default_rng(i), 64, 64)).permute(2, 0, 1).float() / 255 for i in range(3)
-    ]
-    meta, curve = distill(net, zoo, clean, steps=30, crop=32, query=2, max_k=2, lr=1e-2)
-    assert len(curve) == 30
-    # learns: on episodes of its own distillation stream, its mixtures beat the backbone alone (all zero)
-    # (episode difficulty varies too much for the first and last losses of the curve to show it)
-    episodes = _Episodes(net, zoo, clean, crop=32, query=2, max_k=2, seed=0)
-    learned = untrained = 0.0
+    clean = _textured_clean(2, 96)
+    pairs = [((c + 0.1 * torch.randn_like(c)).clamp(0, 1), c) for c in clean]
+    mixture, mixed = predict(MetaNet(), net, zoo, pairs, seed=3)
+    assert [z.name for z in mixed] == ["a", "b", KEEP_INPUT] and mixture.names == ["a", "b", KEEP_INPUT]
+    assert mixture.coef.shape == (3, 1) and mixture.info["method"] == "meta"
+    # the same crops, the same linearised least squares: an undistilled net changes nothing
+    responses = Responses(net, mixed)
+    x, y = support_sample(pairs, torch.Generator().manual_seed(3))
+    assert x.shape == (8, 3, 64, 64)  # a few small crops, not the whole examples
+    y0, d = responses(x)
+    expected = linearised_fit(d, (y - y0).reshape(-1).double()).float()
+    expected[2] = expected[2].clamp(max=1.0)
+    assert torch.allclose(mixture.coef[:, 0], expected, atol=1e-5)
+
+
+def test_meta_adapter_is_the_same_for_any_zoo_order():
+    from colora.core.recycle.meta import caps
+
+    torch.manual_seed(0)
+    meta = MetaNet()
+    for p in meta.head[-1].parameters():  # a distilled-looking net, not the zero-initialised start
+        torch.nn.init.normal_(p, std=0.3)
+    feats, episode = torch.rand(3, 6), torch.rand(4)
+    feats[:, 5] = torch.tensor([0.0, 0.0, 1.0])
+    cap = torch.tensor([math.inf, math.inf, 1.0])
+    order = torch.tensor([2, 0, 1])
     with torch.no_grad():
-        for _ in range(30):
-            feats, mask, xq, yq = episodes.draw()
-            coef = meta(feats, mask)[:, None]
-            learned += float(F.mse_loss(mixture_forward(net, zoo, Mixture(["a", "b"], ["all"], coef), xq), yq))
-            untrained += float(F.mse_loss(net(xq), yq))
-    assert learned < untrained
-    pairs = [(clean[0], clean[0])]
-    mixture = predict(meta, net, ["a", "b"], pairs, torch.tensor([1.0, 0.0]))
-    assert mixture.coef.shape == (2, 1) and float(mixture.coef[1, 0]) == 0.0
-    assert isinstance(meta, MetaNet)
+        assert torch.allclose(meta(feats, episode, cap)[order], meta(feats[order], episode, cap[order]), atol=1e-6)
+        coef = meta(feats, episode, cap)
+    assert (coef >= 0).all() and float(coef[2]) <= 1.0
+    assert caps([ZooAdapter("x", {}, {}), ZooAdapter(KEEP_INPUT, {}, {})]).tolist() == [math.inf, 1.0]
+
+
+def test_meta_adapter_files_of_another_format_version_are_refused_with_a_hint():
+    from colora.core.errors import InvalidInputError
+    from colora.core.recycle.meta import META_FORMAT_VERSION, load_meta, meta_metadata
+
+    state = {k: v.contiguous() for k, v in MetaNet().state_dict().items()}
+    metadata = meta_metadata("f" * 64, [{"task": "a", "file_sha256": ""}], 3, [0.1])
+    net, info = load_meta(state, metadata)
+    assert isinstance(net, MetaNet) and info["steps"] == 3
+    for version, message in ((META_FORMAT_VERSION - 1, "older colora"), (META_FORMAT_VERSION + 1, "newer colora")):
+        with pytest.raises(InvalidInputError, match=message):
+            load_meta(state, {**metadata, "format_version": str(version)})
+    with pytest.raises(InvalidInputError, match="do not fit"):
+        load_meta({"embed.0.weight": torch.zeros(2, 2)}, metadata)
+
+
+def test_meta_adapter_distillation_learns_the_scale_the_linear_fit_misses():
+    from colora.core.recycle.meta import episode_loss
+    from colora.core.recycle.mixture import Responses, with_keep_input
+
+    net = tiny(torch.float32)
+    zoo = [random_adapter(net, n, 2, seed=s, dtype=torch.float32)[1] for n, s in (("a", 1), ("b", 2))]
+    clean = _textured_clean(3)
+    meta, curve = distill(net, zoo, clean, steps=6, crop=32, query=2, max_k=2, lr=1e-2)
+    assert len(curve) == 6 and all(np.isfinite(curve))
+    # a task whose answer is adapter a at 1.6: the linear fit (ridge, L1 pull) stops short of it;
+    # episodes of that task teach the net to scale its coefficients up, towards the answer
+    full = with_keep_input(net, zoo)
+    responses = Responses(net, full)
+    x = torch.stack(clean)[:, :, :32, :32]
+    answer = Mixture(["a", "b", KEEP_INPUT], ["all"], torch.tensor([[1.6], [0.0], [0.0]]))
+    with torch.no_grad():
+        y = mixture_forward(net, full, answer, x)
+    episode = (x[:2], y[:2], torch.ones(2), x[2:], y[2:])
+    meta = MetaNet()
+    opt = torch.optim.Adam(meta.parameters(), lr=1e-2)
+    with torch.no_grad():
+        before = float(episode_loss(meta, net, full, responses, episode, torch.Generator()))
+        start, _ = predict(meta, net, zoo, list(zip(x[:2], y[:2])))
+    for _ in range(30):
+        loss = episode_loss(meta, net, full, responses, episode, torch.Generator())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(episode_loss(meta, net, full, responses, episode, torch.Generator()))
+        learned, _ = predict(meta, net, zoo, list(zip(x[:2], y[:2])))
+    assert float(start.coef[0, 0]) < 1.5  # the linear fit alone falls short
+    assert after < before and abs(float(learned.coef[0, 0]) - 1.6) < abs(float(start.coef[0, 0]) - 1.6)
 
 
 def test_dead_leaves_images_are_deterministic_in_range_and_varied():
@@ -283,6 +356,7 @@ def test_inverted_inputs_are_what_their_adapter_restores_and_the_backbone_does_n
 
 
 def test_data_free_episodes_draw_inverted_tasks_with_their_adapter_sometimes_masked():
+    from colora.core.recycle.mixture import Responses
     from colora.core.recycle.surrogate import dead_leaves, surrogate_bank
 
     net = tiny(torch.float32)
@@ -290,12 +364,15 @@ def test_data_free_episodes_draw_inverted_tasks_with_their_adapter_sometimes_mas
     bank = surrogate_bank(net, zoo, per_adapter=3, size=32, steps=3)
     assert [b.name for b in bank] == ["a", "b"]
     clean = list(dead_leaves(4, 48, torch.Generator().manual_seed(1)))
-    episodes = _Episodes(net, zoo, clean, crop=32, query=2, max_k=2, seed=0, bank=bank)
+    episodes = _Episodes(Responses(net, zoo), zoo, clean, crop=32, query=2, max_k=2, seed=0, bank=bank)
     inputs = {tuple(b.inputs.flatten()[:8].tolist()) for b in bank}
+    targets = [t for b in bank for t in b.targets.unbind(0)]
     masked = 0
     for _ in range(40):
-        feats, mask, xq, yq = episodes._draw_inverted(2)
-        assert feats.shape[0] == 2 and xq.shape == (2, 3, 32, 32) and yq.shape == xq.shape
+        xs, ys, mask, xq, yq = episodes._draw_inverted(2)
+        assert xs.shape == ys.shape == (2, 3, 32, 32) and xq.shape == (2, 3, 32, 32) and yq.shape == xq.shape
+        # each support target is one of the bank's own targets, rotated
+        assert any(torch.equal(torch.rot90(ys[0], t, (1, 2)), b) for t in range(4) for b in targets)
         masked += int(mask.sum()) == 1
     assert 5 < masked < 35  # half the inverted episodes hide their own adapter
     assert len(inputs) == 2

@@ -132,7 +132,7 @@ def adapt_task(
     if o.meta:
         from colora.core.recycle.mixture import score_on_support
 
-        mixture, zoo = _predicted_mixture(store, backbone_row, backbone, zoo_rows, zoo, name, examples)
+        mixture, zoo = _predicted_mixture(store, backbone_row, backbone, zoo_rows, zoo, name, examples, o.seed)
         # a prediction is checked on the examples like a fit (bench/recycle.py: on the bundled
         # backbone the meta-adapter's mixtures can be worse than the backbone, even than the input)
         mixture = score_on_support(backbone, zoo, mixture, examples, seed=o.seed)
@@ -212,12 +212,11 @@ def warm_start_deltas(
     backbone,
     *,
     seed: int,
-    required: bool = True,
     reporter: Reporter = SILENT,
 ):
     """(per-layer deltas, a record) of the zoo's mixture fitted on the task's pairs, as `adapt`
-    fits it, for a new adapter to start from; None when no mixture beats the backbone alone, or
-    when the zoo is empty and the warm start was not asked for by name (`required`)."""
+    fits it, for a new adapter to start from; None when no mixture beats the backbone alone.
+    NotFoundError when the zoo is empty."""
     from colora.api.tasks import pair_tensors
     from colora.core.recycle.mixture import fit_mixture, mixture_deltas, only_the_input, with_keep_input
 
@@ -225,8 +224,6 @@ def warm_start_deltas(
     try:
         _, zoo = load_zoo(store, backbone_row, backbone, exclude=task.name)
     except NotFoundError as e:
-        if not required:
-            return None
         raise NotFoundError(
             f"{e.message}: there is nothing to warm-start from",
             hint="train without --warm-start, or train adapters for other tasks first",
@@ -246,11 +243,13 @@ def warm_start_deltas(
     return mixture_deltas(zoo, mixture), {"mixture": used, "k": len(examples)}
 
 
-def _predicted_mixture(store: Store, backbone_row: Backbone, backbone, zoo_rows, zoo, target: str, examples):
-    from colora.core.recycle.meta import predict_for_zoo
+def _predicted_mixture(store: Store, backbone_row: Backbone, backbone, zoo_rows, zoo, target: str, examples, seed: int):
+    """The meta-adapter's mixture of the zoo at hand (the target's own adapter is never in it) and
+    the keep-input direction; returns (mixture, the adapters it mixes)."""
+    from colora.core.recycle.meta import predict
 
-    net, names, mask = load_meta_for(store, backbone_row, zoo_rows, target)
-    return predict_for_zoo(net, backbone, names, zoo, examples, mask)
+    net = load_meta_for(store, backbone_row, zoo_rows, target)
+    return predict(net, backbone, zoo, examples, seed=seed)
 
 
 def _save_recycled(
@@ -384,10 +383,8 @@ def meta_status(store: Store) -> dict:
 
 
 def load_meta_for(store: Store, backbone_row: Backbone, zoo_rows: list[Adapter], target: str):
-    """The distilled meta-adapter, its zoo's names and the mask of the current zoo (0 for the target
-    task's own adapter). Refuses a meta-adapter distilled for another backbone or another set of adapters."""
-    import torch
-
+    """The distilled meta-adapter. Refuses one distilled for another backbone or another set of
+    adapters (the target task's own adapter aside: it is left out of the mixture)."""
     from colora.core.model.weights import read_tensors
     from colora.core.recycle.meta import load_meta
 
@@ -410,10 +407,7 @@ def load_meta_for(store: Store, backbone_row: Backbone, zoo_rows: list[Adapter],
         )
     tensors, metadata = read_tensors(store.path(record.path), record.file_sha256)
     net, _ = load_meta(tensors, metadata)
-    mask = torch.tensor([0.0 if n == target else 1.0 for n in names])
-    if mask.sum() == 0:
-        raise InvalidInputError("the meta-adapter's zoo holds only this task's own adapter")
-    return net, names, mask
+    return net
 
 
 def _clean_images(folder: Path):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
 from colora.core.defaults import DEVICE, SEED
-from colora.core.errors import InvalidInputError
+from colora.core.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
     from colora.store.schema import Adapter, Backbone, Task
@@ -121,9 +121,12 @@ def train_task(
         from colora.api.recycling import warm_start_deltas
 
         seed = json.loads(previous.config)["train"]["seed"] if previous else o.seed
-        warm = warm_start_deltas(
-            store, task, backbone_row, backbone.eval(), seed=seed, required=o.warm_start is True, reporter=reporter
-        )
+        try:
+            warm = warm_start_deltas(store, task, backbone_row, backbone.eval(), seed=seed, reporter=reporter)
+        except NotFoundError:
+            if o.warm_start is True:  # asked for by name: say why it cannot be had
+                raise
+            # the default on an empty zoo: a cold start, silently
     if previous:
         saved = json.loads(previous.config)
         config = TrainConfig(**saved["train"])

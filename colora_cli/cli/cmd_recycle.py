@@ -23,8 +23,8 @@ def adapt(
         bool,
         typer.Option(
             "--meta",
-            help="Predict the mixture with the distilled meta-adapter in one forward pass (see "
-            "`colora recycle distill`).",
+            help="Predict the mixture with the distilled meta-adapter: one pass of the zoo over a few crops "
+            "of the examples, no fitting (see `colora recycle distill`).",
         ),
     ] = False,
     per_stage: Annotated[

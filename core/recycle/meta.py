@@ -1,24 +1,35 @@
-"""The meta-adapter: K example pairs in, mixture coefficients out, in one forward pass.
+"""The meta-adapter: K example pairs in, a mixture out, in one pass over the examples, no gradient.
 
 The LoRA Recycle analogue (Hu et al., CVPR 2025): distilled once per zoo, offline, without the
-adapters' training data. Each training episode is a made-up task on surrogate images (by default
-dead-leaves images, `core.recycle.surrogate`; or a folder of clean photos):
+adapters' training data. It reads the examples *through the zoo*: on a few small crops of the K
+pairs (LoRA Recycle's "double efficiency" carried over: the pass sees an eighth of the pixels a
+fitted mixture does, at the same linear fit), every adapter's response d_i = adapter_i(x) - backbone(x)
+is compared with what is missing, r = target - backbone(x). Per adapter it sees the linearised
+least-squares coefficient (`core.recycle.mixture.linearised_fit`), the cosine of d_i and r, their
+relative size and the adapter's own relative error; per episode the backbone's error, the input's
+and what the linear fit leaves. A set network (one MLP shared by the adapters, pooled over them:
+any order, any zoo size) turns them into one scale of the linear coefficients, in [1/2, 2]
+(the keep-input direction capped at 1), starting from 1: the linear solution. Distillation teaches
+it what the linearisation misses: how far the nonlinear network needs to be pushed along the mixture.
+
+Each distillation episode is a made-up task on surrogate images (by default dead-leaves images,
+`core.recycle.surrogate`; or a folder of clean photos):
 
 * a PROD task: a random chain of 1-2 synthetic degradations (`core.data.prod`), targets the clean crops;
 * an adapter task: one zoo adapter is left out and its own outputs on PROD-degraded crops are
   the targets, so the net learns to imitate an adapter it cannot use from the ones it can;
 * an inverted task (data-free distillation): inputs inverted from one adapter's weights (it restores
-  them, the backbone does not), half the time with that adapter masked out.
+  them, the backbone does not), half the time with that adapter left out.
 
-The net reads the K support pairs through their degradation and pair features
-(`core.recycle.signature`), pools them over K, and predicts one coefficient per adapter (0 for adapters
-masked out); the loss is the exact mixture's error on the episode's query crops, back-propagated
-through the frozen backbone into the net only.
+The loss is the exact mixture's error on the episode's query crops, back-propagated through the
+frozen backbone into the net only. The signature-features net this replaces (format 1) closed
+-6..18 % of the gap on bench/recycle.py: it never looked at what the adapters do to the examples.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Sequence
 
@@ -29,64 +40,128 @@ from torch import nn
 from colora.core.data.prod import ProdSampler, apply_recipe
 from colora.core.defaults import DISTILL_STEPS
 from colora.core.errors import InvalidInputError
-from colora.core.recycle.mixture import Mixture, ZooAdapter, mixture_forward
-from colora.core.recycle.signature import FEATURES, PAIR_FEATURES, image_features, pair_features
+from colora.core.recycle.mixture import (
+    KEEP_INPUT,
+    Mixture,
+    Responses,
+    ZooAdapter,
+    linearised_fit,
+    mixture_forward,
+    support_crops,
+    with_keep_input,
+)
 from colora.core.recycle.surrogate import Inverted
 
 META_FORMAT = "colora-meta-adapter"
-META_FORMAT_VERSION = 1
-N_INPUT = len(FEATURES) + len(PAIR_FEATURES)
+META_FORMAT_VERSION = 2
+ADAPTER_FEATURES = 6
+EPISODE_FEATURES = 4
 MIN_CROP = 16
+SUPPORT_CROP = 64  # px of the support crops the zoo is run on
+SUPPORT_CROPS = 8  # how many
+
+
+MAX_LOG_SCALE = 0.7  # the predicted scale of the linear coefficients stays within [1/2, 2]
 
 
 class MetaNet(nn.Module):
-    def __init__(self, n_adapters: int, hidden: int = 64):
-        super().__init__()
-        self.n_adapters = n_adapters
-        self.register_buffer("feature_mean", torch.zeros(N_INPUT))
-        self.register_buffer("feature_std", torch.ones(N_INPUT))
-        self.mlp = nn.Sequential(
-            nn.Linear(2 * N_INPUT + n_adapters + 1, hidden),
-            nn.GELU(),
-            nn.Linear(hidden, hidden),
-            nn.GELU(),
-            nn.Linear(hidden, n_adapters),
-        )
-        nn.init.zeros_(self.mlp[-1].weight)  # starts as "backbone alone"
-        nn.init.zeros_(self.mlp[-1].bias)
+    """Response features -> one scale of the linear coefficients, the same for any zoo order or size.
 
-    def forward(self, pair_feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """pair_feats (K, N_INPUT), mask (n_adapters,) of 0/1 -> coefficients (n_adapters,)."""
-        z = (pair_feats - self.feature_mean) / self.feature_std
-        pooled = torch.cat([z.mean(0), z.max(0).values, mask, torch.log(torch.tensor([float(len(z))]))])
-        return self.mlp(pooled) * mask
-
-
-def features_of_pairs(backbone: nn.Module, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    return torch.stack([torch.cat([image_features(x, backbone), pair_features(x, t)]) for x, t in pairs])
-
-
-@torch.no_grad()
-def predict(net: MetaNet, backbone: nn.Module, names: list[str], pairs, mask: torch.Tensor | None = None) -> Mixture:
-    mask = torch.ones(net.n_adapters) if mask is None else mask.float()
-    coef = net(features_of_pairs(backbone, pairs), mask)
-    return Mixture(list(names), ["all"], coef[:, None], {"method": "meta", "k": len(pairs)})
-
-
-@torch.no_grad()
-def predict_for_zoo(
-    net: MetaNet, backbone: nn.Module, names: list[str], zoo: Sequence[ZooAdapter], pairs, mask: torch.Tensor
-) -> tuple[Mixture, list[ZooAdapter]]:
-    """The meta-adapter's mixture over `names` (its zoo, in its order), kept to the adapters at hand.
-
-    `zoo` may lack some of `names` (the target task's own adapter, masked out): their coefficients
-    are dropped. Returns the mixture and the matching adapters, in the same order.
+    A learned line search: the linearised fit under-estimates how far to go along the mixture (the
+    network under-responds to a sum of deltas; measured: the best scale is 1 to 1.5 and task-dependent),
+    and a fitted mixture pays one exact forward per candidate scale to find it. Measured, a per-adapter
+    correction (c_i = ls_i exp(u_i) + v_i) learnt the surrogate episodes' quirks: distilled data-free,
+    it lost half the linear fit's gain on rain; a single bounded scale has little to overfit.
     """
-    by_name = {z.name: z for z in zoo}
-    keep = torch.tensor([n in by_name for n in names])
-    mixture = predict(net, backbone, names, pairs, mask)
-    mixture.names, mixture.coef = [n for n in names if n in by_name], mixture.coef[keep]
-    return mixture, [by_name[n] for n in mixture.names]
+
+    def __init__(self, hidden: int = 32):
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(ADAPTER_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
+        self.head = nn.Sequential(nn.Linear(2 * hidden + EPISODE_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.head[-1].weight)  # starts as the linear least-squares solution (scale 1)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def scale(self, feats: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
+        h = self.embed(feats)
+        pooled = torch.cat([h.mean(0), h.max(0).values, episode])
+        return torch.exp(MAX_LOG_SCALE * torch.tanh(self.head(pooled)[0]))
+
+    def forward(self, feats: torch.Tensor, episode: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
+        """feats (n, ADAPTER_FEATURES), episode (EPISODE_FEATURES,), cap (n,) -> coefficients (n,) in [0, cap]."""
+        return torch.minimum(feats[:, 0] * self.scale(feats, episode), cap)
+
+
+def support_sample(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The few small aligned crops of the example pairs the zoo is run on (pairs no larger than a
+    crop give themselves, once each). Measured (BENCHMARKS.md): 8 random crops of 64² give the linear
+    fit of 16 crops of 128² at an eighth of the pixels; keeping the crops the backbone errs most on
+    (from a 4x pool) did not pay (blur lost 10 points)."""
+    if all(max(x.shape[-2:]) <= SUPPORT_CROP for x, _ in pairs):
+        x, y = support_crops(pairs, SUPPORT_CROP, len(pairs), gen)
+        return x[:SUPPORT_CROPS], y[:SUPPORT_CROPS]
+    return support_crops(pairs, SUPPORT_CROP, max(SUPPORT_CROPS, len(pairs)), gen)
+
+
+@torch.no_grad()
+def response_features(
+    responses: Responses, x: torch.Tensor, y: torch.Tensor, which: Sequence[int], keep_input: Sequence[bool]
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(per-adapter features (n, ADAPTER_FEATURES), episode features, k) for the adapters in `which`."""
+    y0, d = responses(x, which)
+    r = (y - y0).reshape(-1).double()
+    ls = linearised_fit(d, r)
+    rr = r.pow(2).sum().clamp_min(1e-12)
+    dd = d.pow(2).sum(0).clamp_min(1e-12)
+    dr = d.T @ r
+    cos = dr / (dd.sqrt() * rr.sqrt())
+    single = (rr - 2 * dr + dd) / rr  # |r - d_i|^2 / |r|^2
+    feats = torch.stack(
+        [
+            ls.clamp(0, 4),
+            cos,
+            (0.5 * torch.log(dd / rr)).clamp(-6, 3),
+            torch.log(single.clamp(1e-3, 1e3)),
+            ls * dr / rr,  # the share of the residual this adapter takes in the linear fit
+            torch.tensor([1.0 if k else 0.0 for k in keep_input], dtype=torch.float64),
+        ],
+        1,
+    ).float()
+    pixels = r.numel()
+    mse_backbone = float(rr) / pixels
+    mse_input = float((x - y).pow(2).mean())
+    left = float((r - d @ ls).pow(2).sum() / rr)
+    episode = torch.tensor(
+        [
+            math.log10(mse_backbone + 1e-8),
+            max(-5.0, min(5.0, math.log((mse_input + 1e-8) / (mse_backbone + 1e-8)))),
+            min(left, 4.0),
+            math.log(len(x)),
+        ]
+    )
+    return feats, episode, len(x)
+
+
+def caps(zoo: Sequence[ZooAdapter]) -> torch.Tensor:
+    """Upper bounds of the coefficients: the keep-input direction takes back at most all of the
+    backbone's correction."""
+    return torch.tensor([1.0 if z.name == KEEP_INPUT else math.inf for z in zoo])
+
+
+@torch.no_grad()
+def predict(
+    net: MetaNet, backbone: nn.Module, zoo: Sequence[ZooAdapter], pairs, *, seed: int = 0
+) -> tuple[Mixture, list[ZooAdapter]]:
+    """The meta-adapter's mixture over `zoo` plus the keep-input direction, for the K example pairs:
+    one pass of the backbone and each adapter over a few crops, then the net. Returns the mixture and
+    the adapters it mixes, in order."""
+    full = with_keep_input(backbone, zoo)
+    responses = Responses(backbone.eval(), full)
+    x, y = support_sample(list(pairs), torch.Generator().manual_seed(seed))
+    feats, episode, _ = response_features(responses, x, y, range(len(full)), [z.name == KEEP_INPUT for z in full])
+    coef = net(feats, episode, caps(full))
+    return Mixture([z.name for z in full], ["all"], coef[:, None], {"method": "meta", "k": len(pairs)}), full
 
 
 # ---------------------------------------------------------------- distillation
@@ -103,7 +178,9 @@ def _crops(images: Sequence[torch.Tensor], n: int, size: int, rng: random.Random
 
 
 class _Episodes:
-    def __init__(self, backbone, zoo, clean, crop, query, max_k, seed, bank=None):
+    """Surrogate tasks: (support inputs, support targets, mask over the zoo, query inputs, query targets)."""
+
+    def __init__(self, responses: Responses, zoo, clean, crop, query, max_k, seed, bank=None):
         # small images: crop what they have (down to MIN_CROP px)
         crop = min(crop, max(min(c.shape[-2:]) for c in clean))
         usable = [c for c in clean if min(c.shape[-2:]) >= max(crop, MIN_CROP)]
@@ -112,7 +189,7 @@ class _Episodes:
                 f"no clean image is at least {MIN_CROP} px on its shorter side",
                 hint="give larger clean images with --clean FOLDER",
             )
-        self.backbone, self.zoo, self.clean = backbone, list(zoo), usable
+        self.responses, self.zoo, self.clean = responses, list(zoo), usable
         self.crop, self.query, self.max_k = crop, query, max_k
         self.rng = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
@@ -122,7 +199,6 @@ class _Episodes:
 
     @torch.no_grad()
     def draw(self):
-        """(support features (K, N_INPUT), mask, query inputs, query targets)."""
         n = len(self.zoo)
         k = self.rng.randint(1, self.max_k)
         if self.bank and self.rng.random() < 0.5:
@@ -134,19 +210,16 @@ class _Episodes:
         if self.rng.random() < 0.5 and n > 1:  # imitate a left-out adapter with the others
             j = self.rng.randrange(n)
             mask[j] = 0
-            one = torch.zeros(n, 1)
-            one[j] = 1
-            target = mixture_forward(self.backbone, self.zoo, Mixture(self.names, ["all"], one), degraded).clamp(0, 1)
+            target = torch.cat([self.responses.adapters[j](c) for c in degraded.split(8)]).clamp(0, 1)
         else:
             target = clean
             if n > 1 and self.rng.random() < 0.3:
                 mask[self.rng.randrange(n)] = 0
-        feats = features_of_pairs(self.backbone, list(zip(degraded[:k], target[:k])))
-        return feats, mask, degraded[k:], target[k:]
+        return degraded[:k], target[:k], mask, degraded[k:], target[k:]
 
     def _draw_inverted(self, k: int):
         """A surrogate task inverted from adapter j (`core.recycle.surrogate`): its inputs, its targets.
-        Half the time j is masked out, so the net learns to imitate an adapter from the others."""
+        Half the time j is left out, so the net learns to imitate an adapter from the others."""
         n = len(self.zoo)
         inverted = self.bank[self.rng.randrange(len(self.bank))]
         picks = [self.rng.randrange(len(inverted.inputs)) for _ in range(k + self.query)]
@@ -156,8 +229,24 @@ class _Episodes:
         mask = torch.ones(n)
         if n > 1 and self.rng.random() < 0.5:
             mask[self.names.index(inverted.name)] = 0
-        feats = features_of_pairs(self.backbone, list(zip(x[:k], y[:k])))
-        return feats, mask, x[k:], y[k:]
+        return x[:k], y[:k], mask, x[k:], y[k:]
+
+
+def episode_loss(
+    net: MetaNet, backbone: nn.Module, full: Sequence[ZooAdapter], responses: Responses, episode, gen: torch.Generator
+) -> torch.Tensor:
+    """log(mse of the predicted mixture / mse of the backbone alone) on the episode's query crops:
+    every episode counts in dB, whatever its error scale. `full` is the zoo plus keep-input (last)."""
+    xs, ys, mask, xq, yq = episode
+    which = [i for i in range(len(full) - 1) if mask[i]] + [len(full) - 1]  # keep-input is never left out
+    x, y = support_sample(list(zip(xs, ys)), gen)
+    feats, summary, _ = response_features(responses, x, y, which, [full[i].name == KEEP_INPUT for i in which])
+    picked = net(feats, summary, caps(full)[which])
+    coef = torch.zeros(len(full)).index_put((torch.tensor(which),), picked)
+    pred = mixture_forward(backbone, full, Mixture([z.name for z in full], ["all"], coef[:, None]), xq)
+    with torch.no_grad():
+        base = F.mse_loss(responses.backbone(xq), yq).clamp_min(1e-8)
+    return torch.log(F.mse_loss(pred, yq).clamp_min(1e-10) / base)
 
 
 MIN_ZOO = 2  # a meta-adapter chooses among adapters: with one there is nothing to choose
@@ -186,24 +275,21 @@ def distill(
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> tuple[MetaNet, list[float]]:
     """Train a MetaNet for this zoo on episodes drawn from `clean_images` ((3, H, W) in [0, 1]) and,
-    when given, from `bank`: surrogate pairs inverted from the adapters (half the episodes)."""
+    when given, from `bank`: surrogate pairs inverted from the adapters (half the episodes).
+    The curve is the episodes' loss: log(mixture mse / backbone mse) on their query crops."""
     check_zoo_size(len(zoo))
     torch.manual_seed(seed)
     backbone = backbone.eval().requires_grad_(False)
-    net = MetaNet(len(zoo))
-    episodes = _Episodes(backbone, zoo, clean_images, crop, query, max_k, seed, bank)
-    warm = torch.cat([episodes.draw()[0] for _ in range(16)])  # feature scales for standardising
-    net.feature_mean.copy_(warm.mean(0))
-    net.feature_std.copy_(warm.std(0).clamp_min(1e-3))
-    opt = torch.optim.AdamW(net.mlp.parameters(), lr=lr, weight_decay=1e-4)
+    full = with_keep_input(backbone, zoo)
+    responses = Responses(backbone, full)
+    net = MetaNet()
+    episodes = _Episodes(responses, zoo, clean_images, crop, query, max_k, seed, bank)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     curve: list[float] = []
-    names = [z.name for z in zoo]
     for step in range(steps):
-        feats, mask, xq, yq = episodes.draw()
-        coef = net(feats, mask)
-        pred = mixture_forward(backbone, zoo, Mixture(names, ["all"], coef[:, None]), xq)
-        loss = F.mse_loss(pred, yq)
+        loss = episode_loss(net, backbone, full, responses, episodes.draw(), gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -232,12 +318,18 @@ def load_meta(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tup
     """A MetaNet from a safetensors file's tensors and metadata (checked)."""
     if metadata.get("format") != META_FORMAT:
         raise InvalidInputError("not a colora meta-adapter file")
-    if int(metadata.get("format_version", "0")) > META_FORMAT_VERSION:
+    version = int(metadata.get("format_version", "0"))
+    if version > META_FORMAT_VERSION:
         raise InvalidInputError("the meta-adapter was written by a newer colora", hint="upgrade colora")
+    if version < META_FORMAT_VERSION:
+        raise InvalidInputError(
+            "the meta-adapter was distilled by an older colora (another design)",
+            hint="distill it again with `colora recycle distill`",
+        )
     zoo = json.loads(metadata["zoo"])
-    net = MetaNet(len(zoo))
+    net = MetaNet()
     try:
         net.load_state_dict(tensors)
     except RuntimeError as e:
-        raise InvalidInputError(f"meta-adapter tensors do not fit its zoo ({str(e).splitlines()[0]})") from None
+        raise InvalidInputError(f"meta-adapter tensors do not fit its design ({str(e).splitlines()[0]})") from None
     return net.eval(), {"zoo": zoo, "backbone_sha256": metadata["backbone_sha256"], "steps": int(metadata["steps"])}

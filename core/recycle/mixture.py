@@ -189,6 +189,60 @@ def support_crops(
     return torch.stack(xs).float(), torch.stack(ys).float()
 
 
+def fast_outputs(x: torch.Tensor) -> Callable[[nn.Module], torch.Tensor]:
+    """A function: network -> its outputs on `x`, through the inference graph, 8 crops at a time."""
+    from colora.core.model.fast import FastNAFNet
+
+    def outputs(net: nn.Module) -> torch.Tensor:
+        fast = FastNAFNet(net)
+        return torch.cat([fast(chunk) for chunk in x.split(8)])
+
+    return outputs
+
+
+class Responses:
+    """The backbone and each zoo adapter alone, built once for inference: what each adapter changes."""
+
+    def __init__(self, model: nn.Module, zoo: Sequence[ZooAdapter]):
+        from colora.core.model.fast import FastNAFNet
+
+        self.backbone = FastNAFNet(model)
+        self.adapters = [FastNAFNet(model, z.deltas) for z in zoo]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, which: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y0, D): the backbone's outputs on `x` and, per adapter (all, or those in `which`), its
+        output minus y0, flattened into D's columns, in float64 (pixels, n)."""
+
+        def run(net: nn.Module) -> torch.Tensor:
+            return torch.cat([net(chunk) for chunk in x.split(8)])
+
+        y0 = run(self.backbone)
+        picked = range(len(self.adapters)) if which is None else which
+        return y0, torch.stack([(run(self.adapters[i]) - y0).reshape(-1) for i in picked], 1).double()
+
+
+def adapter_responses(
+    model: nn.Module, zoo: Sequence[ZooAdapter], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y0, D) of `Responses` for one batch of crops."""
+    return Responses(model, zoo)(x)
+
+
+def linearised_fit(d: torch.Tensor, r: torch.Tensor, *, ridge: float = 1e-2, sparsity: float = 0.25) -> torch.Tensor:
+    """Non-negative coefficients c minimising |r - D c|^2 + ridge terms, with an L1 pull (float64, (n,)).
+
+    The ridge is relative to each adapter's own scale (one wild adapter must not shrink the others);
+    the L1 pull (with c >= 0, a constant shift of the linear term) keeps adapters that only shave a
+    little off the support error out of the mixture: they rarely carry over.
+    """
+    gram = d.T @ d
+    damping = torch.diag(ridge * gram.diagonal().clamp_min(1e-12))
+    rhs = d.T @ r
+    rhs = rhs - sparsity * rhs.clamp_min(0).max()
+    return nonnegative_least_squares(gram + damping, rhs)
+
+
 def fit_mixture(
     model: nn.Module,
     zoo: Sequence[ZooAdapter],
@@ -240,30 +294,10 @@ def fit_mixture(
     names = [z.name for z in zoo]
     n = len(zoo)
     with torch.no_grad():
-        from colora.core.model.fast import FastNAFNet
-
-        def outputs(net: nn.Module) -> torch.Tensor:
-            fast = FastNAFNet(net)
-            return torch.cat([fast(chunk) for chunk in x.split(8)])
-
-        y0 = outputs(model)
-        cols = []
-        for i in range(n):
-            one = torch.zeros(n, 1)
-            one[i, 0] = 1.0
-            cols.append(
-                (outputs(apply_mixture(copy.deepcopy(model), zoo, Mixture(names, ["all"], one))) - y0).reshape(-1)
-            )
-        d = torch.stack(cols, 1).double()  # (pixels, n)
+        outputs = fast_outputs(x)
+        y0, d = adapter_responses(model, zoo, x)
         r = (y - y0).reshape(-1).double()
-        gram = d.T @ d
-        # ridge relative to each adapter's own scale: one wild adapter must not shrink the others
-        damping = torch.diag(ridge * gram.diagonal().clamp_min(1e-12))
-        rhs = d.T @ r
-        # an L1 pull (with c >= 0, a constant shift of the linear term) keeps adapters that only
-        # shave a little off the support error out of the mixture: they rarely carry over
-        rhs = rhs - sparsity * rhs.clamp_min(0).max()
-        c0 = nonnegative_least_squares(gram + damping, rhs).float()
+        c0 = linearised_fit(d, r, ridge=ridge, sparsity=sparsity).float()
         # exact support errors of the candidates: alpha * c0, every single adapter (their outputs
         # are already computed) and the backbone alone, so a fit is never worse on its own
         # examples than the simplest choices (a strongly nonlinear adapter can fool the linearisation);
@@ -357,14 +391,12 @@ def score_on_support(
     """`mixture` with its support errors in `info` (clamped MSE of the mixture, the backbone alone
     and the unrestored input on crops of the K pairs), as `fit_mixture` reports them: a mixture that
     was predicted rather than fitted (the meta-adapter) is checked against the same bar."""
-    from colora.core.model.fast import FastNAFNet
-
     x, y = support_crops(pairs, crop, max(n_crops, len(pairs)), torch.Generator().manual_seed(seed))
     model = model.eval()
+    outputs = fast_outputs(x)
 
     def error(net: nn.Module) -> float:
-        fast = FastNAFNet(net)
-        return float(F.mse_loss(torch.cat([fast(chunk) for chunk in x.split(8)]).clamp(0, 1), y))
+        return float(F.mse_loss(outputs(net).clamp(0, 1), y))
 
     info = {
         **mixture.info,
