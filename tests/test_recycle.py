@@ -281,6 +281,10 @@ def test_meta_adapter_files_of_another_format_version_are_refused_with_a_hint():
     for version, message in ((META_FORMAT_VERSION - 1, "older colora"), (META_FORMAT_VERSION + 1, "newer colora")):
         with pytest.raises(InvalidInputError, match=message):
             load_meta(state, {**metadata, "format_version": str(version)})
+    with pytest.raises(InvalidInputError, match="not a number"):
+        load_meta(state, {**metadata, "format_version": "2x"})
+    with pytest.raises(InvalidInputError, match="malformed"):
+        load_meta(state, {**metadata, "zoo": "[not json"})
     with pytest.raises(InvalidInputError, match="do not fit"):
         load_meta({"embed.0.weight": torch.zeros(2, 2)}, metadata)
 

@@ -97,7 +97,7 @@ def support_sample(
     """The few small aligned crops of the example pairs the zoo is run on (pairs no larger than a
     crop give themselves, once each). Measured (BENCHMARKS.md): 8 random crops of 64² give the linear
     fit of 16 crops of 128² at an eighth of the pixels; keeping the crops the backbone errs most on
-    (from a 4x pool) did not pay (blur lost 10 points)."""
+    (from a 4x pool) did not pay (blur lost 6 points)."""
     if all(max(x.shape[-2:]) <= SUPPORT_CROP for x, _ in pairs):
         x, y = support_crops(pairs, SUPPORT_CROP, len(pairs), gen)
         return x[:SUPPORT_CROPS], y[:SUPPORT_CROPS]
@@ -107,8 +107,8 @@ def support_sample(
 @torch.no_grad()
 def response_features(
     responses: Responses, x: torch.Tensor, y: torch.Tensor, which: Sequence[int], keep_input: Sequence[bool]
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(per-adapter features (n, ADAPTER_FEATURES), episode features, k) for the adapters in `which`."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-adapter features (n, ADAPTER_FEATURES), episode features) for the adapters in `which`."""
     y0, d = responses(x, which)
     r = (y - y0).reshape(-1).double()
     ls = linearised_fit(d, r)
@@ -140,7 +140,7 @@ def response_features(
             math.log(len(x)),
         ]
     )
-    return feats, episode, len(x)
+    return feats, episode
 
 
 def caps(zoo: Sequence[ZooAdapter]) -> torch.Tensor:
@@ -159,7 +159,7 @@ def predict(
     full = with_keep_input(backbone, zoo)
     responses = Responses(backbone.eval(), full)
     x, y = support_sample(list(pairs), torch.Generator().manual_seed(seed))
-    feats, episode, _ = response_features(responses, x, y, range(len(full)), [z.name == KEEP_INPUT for z in full])
+    feats, episode = response_features(responses, x, y, range(len(full)), [z.name == KEEP_INPUT for z in full])
     coef = net(feats, episode, caps(full))
     return Mixture([z.name for z in full], ["all"], coef[:, None], {"method": "meta", "k": len(pairs)}), full
 
@@ -240,7 +240,7 @@ def episode_loss(
     xs, ys, mask, xq, yq = episode
     which = [i for i in range(len(full) - 1) if mask[i]] + [len(full) - 1]  # keep-input is never left out
     x, y = support_sample(list(zip(xs, ys)), gen)
-    feats, summary, _ = response_features(responses, x, y, which, [full[i].name == KEEP_INPUT for i in which])
+    feats, summary = response_features(responses, x, y, which, [full[i].name == KEEP_INPUT for i in which])
     picked = net(feats, summary, caps(full)[which])
     coef = torch.zeros(len(full)).index_put((torch.tensor(which),), picked)
     pred = mixture_forward(backbone, full, Mixture([z.name for z in full], ["all"], coef[:, None]), xq)
@@ -318,7 +318,10 @@ def load_meta(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tup
     """A MetaNet from a safetensors file's tensors and metadata (checked)."""
     if metadata.get("format") != META_FORMAT:
         raise InvalidInputError("not a colora meta-adapter file")
-    version = int(metadata.get("format_version", "0"))
+    try:
+        version = int(metadata.get("format_version", "0"))
+    except ValueError:
+        raise InvalidInputError("not a colora meta-adapter file (its format version is not a number)") from None
     if version > META_FORMAT_VERSION:
         raise InvalidInputError("the meta-adapter was written by a newer colora", hint="upgrade colora")
     if version < META_FORMAT_VERSION:
@@ -326,10 +329,14 @@ def load_meta(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tup
             "the meta-adapter was distilled by an older colora (another design)",
             hint="distill it again with `colora recycle distill`",
         )
-    zoo = json.loads(metadata["zoo"])
+    try:
+        zoo, steps = json.loads(metadata["zoo"]), int(metadata["steps"])
+        backbone_sha256 = metadata["backbone_sha256"]
+    except (KeyError, ValueError):  # json's decode error is a ValueError
+        raise InvalidInputError("the meta-adapter file's metadata is incomplete or malformed") from None
     net = MetaNet()
     try:
         net.load_state_dict(tensors)
     except RuntimeError as e:
         raise InvalidInputError(f"meta-adapter tensors do not fit its design ({str(e).splitlines()[0]})") from None
-    return net.eval(), {"zoo": zoo, "backbone_sha256": metadata["backbone_sha256"], "steps": int(metadata["steps"])}
+    return net.eval(), {"zoo": zoo, "backbone_sha256": backbone_sha256, "steps": steps}
