@@ -133,8 +133,8 @@ def adapt_task(
         from colora.core.recycle.mixture import score_on_support
 
         mixture, zoo = _predicted_mixture(store, backbone_row, backbone, zoo_rows, zoo, name, examples, o.seed)
-        # a prediction is checked on the examples like a fit (bench/recycle.py: on the bundled
-        # backbone the meta-adapter's mixtures can be worse than the backbone, even than the input)
+        # a prediction is checked on the examples like a fit: the net scales a linearised solution
+        # and never sees the exact mixture's output on them
         mixture = score_on_support(backbone, zoo, mixture, examples, seed=o.seed)
         if mixture.info["support_mse"] >= mixture.info["support_mse_backbone"]:
             raise ColoraError(
