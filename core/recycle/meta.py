@@ -45,6 +45,7 @@ from colora.core.recycle.mixture import (
     Mixture,
     Responses,
     ZooAdapter,
+    in_chunks,
     linearised_fit,
     mixture_forward,
     support_crops,
@@ -210,7 +211,7 @@ class _Episodes:
         if self.rng.random() < 0.5 and n > 1:  # imitate a left-out adapter with the others
             j = self.rng.randrange(n)
             mask[j] = 0
-            target = torch.cat([self.responses.adapters[j](c) for c in degraded.split(8)]).clamp(0, 1)
+            target = in_chunks(self.responses.adapters[j], degraded).clamp(0, 1)
         else:
             target = clean
             if n > 1 and self.rng.random() < 0.3:

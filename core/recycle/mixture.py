@@ -189,15 +189,16 @@ def support_crops(
     return torch.stack(xs).float(), torch.stack(ys).float()
 
 
+def in_chunks(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`net`'s outputs on a batch of crops, 8 at a time (bounded memory)."""
+    return torch.cat([net(chunk) for chunk in x.split(8)])
+
+
 def fast_outputs(x: torch.Tensor) -> Callable[[nn.Module], torch.Tensor]:
-    """A function: network -> its outputs on `x`, through the inference graph, 8 crops at a time."""
+    """A function: network -> its outputs on `x`, through the inference graph."""
     from colora.core.model.fast import FastNAFNet
 
-    def outputs(net: nn.Module) -> torch.Tensor:
-        fast = FastNAFNet(net)
-        return torch.cat([fast(chunk) for chunk in x.split(8)])
-
-    return outputs
+    return lambda net: in_chunks(FastNAFNet(net), x)
 
 
 class Responses:
@@ -213,20 +214,9 @@ class Responses:
     def __call__(self, x: torch.Tensor, which: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(y0, D): the backbone's outputs on `x` and, per adapter (all, or those in `which`), its
         output minus y0, flattened into D's columns, in float64 (pixels, n)."""
-
-        def run(net: nn.Module) -> torch.Tensor:
-            return torch.cat([net(chunk) for chunk in x.split(8)])
-
-        y0 = run(self.backbone)
+        y0 = in_chunks(self.backbone, x)
         picked = range(len(self.adapters)) if which is None else which
-        return y0, torch.stack([(run(self.adapters[i]) - y0).reshape(-1) for i in picked], 1).double()
-
-
-def adapter_responses(
-    model: nn.Module, zoo: Sequence[ZooAdapter], x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y0, D) of `Responses` for one batch of crops."""
-    return Responses(model, zoo)(x)
+        return y0, torch.stack([(in_chunks(self.adapters[i], x) - y0).reshape(-1) for i in picked], 1).double()
 
 
 def linearised_fit(d: torch.Tensor, r: torch.Tensor, *, ridge: float = 1e-2, sparsity: float = 0.25) -> torch.Tensor:
@@ -295,7 +285,7 @@ def fit_mixture(
     n = len(zoo)
     with torch.no_grad():
         outputs = fast_outputs(x)
-        y0, d = adapter_responses(model, zoo, x)
+        y0, d = Responses(model, zoo)(x)
         r = (y - y0).reshape(-1).double()
         c0 = linearised_fit(d, r, ridge=ridge, sparsity=sparsity).float()
         # exact support errors of the candidates: alpha * c0, every single adapter (their outputs
