@@ -8,8 +8,8 @@ held-out pairs:
     backbone      the frozen PROD backbone alone
     best single   the best single zoo adapter, chosen on the held-out pairs (an oracle)
     uniform       the average of the zoo's adapters
-    mixture       `colora adapt`: non-negative coefficients fitted on the K pairs (closed form on 16
-                  crops of 128² + an exact line search over their scale), over the zoo and the
+    mixture       `colora adapt`: non-negative coefficients fitted on the K pairs (closed form on 8
+                  crops of 96² + an exact line search over their scale), over the zoo and the
                   built-in keep-input direction (take back a share of the backbone's correction)
     zoo only      the same fit without the keep-input direction (`adapt --no-keep-input`)
     meta linear   the meta-adapter before distillation: the linearised least-squares mixture on its
@@ -56,10 +56,20 @@ def main() -> None:
     ap.add_argument("--meta-steps", type=int, default=400)
     ap.add_argument("--no-meta", action="store_true", help="skip the meta-adapters (their distillation is slow)")
     ap.add_argument("--arms", default=",".join(ARMS), help="the arms to run (the fixed rows always run)")
+    ap.add_argument(
+        "--fit-sizes",
+        default="",
+        help="extra mixture arms fitted on other support crops, CROPxCOUNT,... (e.g. 64x16,96x8): "
+        "the mixture arm is `colora adapt`'s 96x8",
+    )
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a in ARMS and not (args.no_meta and a in META_ARMS)]
     if "lora K-shot" in arms and "mixture" not in arms:
         ap.error("lora K-shot takes the mixture's seconds: run it with the mixture arm")
+    try:
+        fit_sizes = {s: tuple(int(v) for v in s.split("x")) for s in args.fit_sizes.split(",") if s}
+    except ValueError:
+        ap.error("--fit-sizes: CROPxCOUNT,... (e.g. 64x16)")
 
     from colora.core.data.crops import PairSet, load_pair
     from colora.core.inference.evaluate import evaluate
@@ -166,6 +176,7 @@ def main() -> None:
         for k in ks:
             k_eff = min(k, len(train))
             results: dict[str, list] = {a: [] for a in arms}
+            results.update({f"mixture {size}": [] for size in fit_sizes})
             keep_zoo = with_keep_input(backbone, zoo)
             for draw in range(args.draws):
                 picked = random.Random(f"{task}-{k}-{draw}").sample(train, k_eff)
@@ -175,6 +186,10 @@ def main() -> None:
                     mixture = fit_mixture(backbone, keep_zoo, pairs, seed=draw)  # `colora adapt`'s defaults
                     fit_s = time.perf_counter() - t0
                     results["mixture"].append((score(mixed(keep_zoo, mixture), val), fit_s))
+                for size, (crop, count) in fit_sizes.items():
+                    t0 = time.perf_counter()
+                    other = fit_mixture(backbone, keep_zoo, pairs, crop=crop, n_crops=count, seed=draw)
+                    results[f"mixture {size}"].append((score(mixed(keep_zoo, other), val), time.perf_counter() - t0))
                 if "zoo only" in arms:
                     t0 = time.perf_counter()
                     alone = fit_mixture(backbone, zoo, pairs, seed=draw)
@@ -233,7 +248,7 @@ def main() -> None:
     print()
     agg = []
     for k in ks:
-        for arm in ARMS:
+        for arm in [*ARMS, *(f"mixture {size}" for size in fit_sizes)]:
             rs = [s for s in summary if s["k"] == k and s["arm"] == arm]
             if rs:
                 beats = sum(s["psnr"] > s["fixed_best single"] for s in rs)

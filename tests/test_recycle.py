@@ -25,6 +25,7 @@ from colora.core.recycle.mixture import (
     ZooAdapter,
     apply_mixture,
     bake,
+    fast_mixed,
     fit_mixture,
     keep_input_component,
     mixture_forward,
@@ -78,6 +79,23 @@ def test_mixture_of_one_adapter_with_coefficient_one_is_that_adapter_exactly():
         merged = copy.deepcopy(model)
         merge_all(merged)
         assert torch.equal(apply_mixture(copy.deepcopy(net), [z, other], one)(x), merged(x))
+
+
+@pytest.mark.parametrize("per_stage", [False, True])
+def test_fast_mixed_graph_equals_the_backbone_with_the_mixture_applied(per_stage):
+    # fit_mixture and score_on_support score candidates through it instead of a model copy each
+    net = tiny(torch.float32)
+    zoo = [random_adapter(net, n, r, seed=s, dtype=torch.float32)[1] for n, r, s in (("a", 2, 1), ("b", 3, 2))]
+    zoo = with_keep_input(net, zoo)
+    groups = stage_groups(zoo) if per_stage else ["all"]
+    coef = torch.rand(3, len(groups), generator=torch.Generator().manual_seed(5))
+    coef[0] = 0.0  # an adapter left out entirely
+    mixture = Mixture([z.name for z in zoo], groups, coef)
+    x = torch.rand(2, 3, 24, 32)
+    with torch.no_grad():
+        expected = apply_mixture(copy.deepcopy(net), zoo, mixture)(x)
+        assert torch.allclose(fast_mixed(net, zoo, mixture)(x), expected, atol=1e-5, rtol=0)
+        assert not torch.allclose(fast_mixed(net, zoo, mixture)(x), net(x), atol=1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("per_stage", [False, True])
