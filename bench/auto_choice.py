@@ -81,6 +81,8 @@ def look_plan(image, backbone, sigs, clean, restore, *, top=3, passes=2, margin=
     for step in range(passes):
         ranking = nearest(image_features(current, backbone), sigs)
         outputs = {n: restore(n, current) for n, _ in ranking[:top] if n not in names}
+        if not outputs:  # a zoo smaller than the passes
+            break
         scores = {n: distance(out) for n, out in outputs.items()}
         best = min(scores, key=scores.get)
         if step and scores[best] > current_d - margin:
