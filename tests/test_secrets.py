@@ -6,7 +6,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from colora.core.errors import InvalidInputError
@@ -36,9 +36,9 @@ def test_a_server_message_in_any_case_or_encoding_loses_the_password():
     assert shown(url) == "postgresql+psycopg://bob:***@db/colora?sslpassword=%2A%2A%2A"
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=4, max_size=24))
-def test_no_password_survives_in_what_colora_prints_of_a_url(password):
+def _printed(password: str) -> list[tuple[str, str]]:
+    """(url, text) for everything colora prints of a URL holding `password`, encoded and not."""
+    found = []
     for url in (
         f"postgresql+psycopg://bob:{quote(password, safe='')}@db.example/colora",
         f"postgresql+psycopg://bob:{password}@db.example/colora",  # unencoded, as people type it
@@ -48,8 +48,23 @@ def test_no_password_survives_in_what_colora_prints_of_a_url(password):
             parse_url(url)
         except InvalidInputError as e:
             printed += [e.message, e.hint or ""]
-        for text in printed:
-            assert password.lower() not in text.lower(), (url, text)
+        found += [(url, text) for text in printed]
+    return found
+
+
+# What colora prints whatever the password is (the URL's other parts, the messages' words), from
+# passwords of every shape the parser treats apart, made of a character the generator never draws:
+# a password that is a piece of that text ("lora" of "colora") cannot be told from a leak.
+_FIXED = " ".join(t for s in ("\x01", "\x01@\x01", "\x01:\x01", "\x01/\x01", "\x01%\x01") for _, t in _printed(s))
+_FIXED = _FIXED.replace("\x01", " ").replace("%01", " ").lower()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=4, max_size=24))
+def test_no_password_survives_in_what_colora_prints_of_a_url(password):
+    assume(password.lower() not in _FIXED)
+    for url, text in _printed(password):
+        assert password.lower() not in text.lower(), (url, text)
 
 
 @pytest.mark.parametrize("url", ["postgresql+psycopg://bob:pw@host:99999999999999999999/db", "not a url"])
