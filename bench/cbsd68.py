@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import DATA, OUT, cbsd68_noise, git_rev, machine, markdown_table
+from bench.common import DATA, OUT, cbsd68_noise, git_rev, machine, markdown_table, noisy_8bit
 
 PUBLISHED = {  # sigma -> method -> PSNR (dB) on CBSD68, FFDNet (TIP 2018)
     15.0: {"CBM3D": 33.52, "CDnCNN-B": 33.89, "FFDNet": 33.87},
@@ -45,7 +45,7 @@ def pool_pairs(sigma: float, n: int, seed: int = 0) -> Path:
             (folder / split / role).mkdir(parents=True, exist_ok=True)
         for src in chosen:
             clean = np.asarray(Image.open(src).convert("RGB"), dtype=np.float64)
-            noisy = np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+            noisy = noisy_8bit(clean, rng.normal(0, sigma, clean.shape))
             Image.fromarray(noisy).save(folder / split / "input" / f"{src.stem}.png")
             Image.fromarray(clean.astype(np.uint8)).save(folder / split / "target" / f"{src.stem}.png")
     return folder

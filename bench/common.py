@@ -53,6 +53,11 @@ def rain100l(seed: int = 0, n_val: int = 20) -> PairedSet:
     return PairedSet("rain100l", train, val, "synthetic rain streaks (Rain100L test set)")
 
 
+def noisy_8bit(clean: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """clean (0-255 floats) + noise, rounded and clipped to 8 bits: how every noisy bench input is saved."""
+    return np.clip(np.round(clean + noise), 0, 255).astype(np.uint8)
+
+
 def cbsd68_noise(sigma: float = 25.0, seed: int = 0, n_val: int = 20) -> PairedSet:
     """CBSD68 + seeded Gaussian noise, written once as 8-bit PNGs under bench/out/data."""
     folder = OUT / "data" / f"cbsd68_sigma{sigma:g}"
@@ -64,7 +69,7 @@ def cbsd68_noise(sigma: float = 25.0, seed: int = 0, n_val: int = 20) -> PairedS
         dst_in, dst_tg = folder / "input" / src.name, folder / "target" / src.name
         if not dst_in.exists():
             clean = np.asarray(Image.open(src).convert("RGB"), dtype=np.float64)
-            Image.fromarray(np.clip(np.round(clean + noise), 0, 255).astype(np.uint8)).save(dst_in)
+            Image.fromarray(noisy_8bit(clean, noise)).save(dst_in)
             Image.fromarray(clean.astype(np.uint8)).save(dst_tg)
     train, val = _group_split(_pairs(folder), n_val, seed)
     return PairedSet(f"cbsd68-σ{sigma:g}", train, val, f"CBSD68 with Gaussian noise σ={sigma:g}/255")
