@@ -270,6 +270,24 @@ def test_untrained_meta_adapter_predicts_the_linear_fit_over_the_zoo_and_keep_in
     assert torch.allclose(mixture.coef[:, 0], expected, atol=1e-5)
 
 
+def test_responses_give_the_keep_input_direction_without_running_a_network():
+    from colora.core.model.fast import FastNAFNet
+    from colora.core.recycle.mixture import Responses, with_keep_input
+
+    net = tiny(torch.float64)
+    with torch.no_grad():
+        net.ending.bias.copy_(torch.tensor([0.01, -0.02, 0.03], dtype=torch.float64))
+    full = with_keep_input(net, [random_adapter(net, "a", 2, seed=1)[1]])
+    responses = Responses(net, full)
+    assert responses.adapters[1] is None  # the shortcut, not an eleventh network
+    x = torch.rand(2, 3, 20, 28, dtype=torch.float64)  # not a multiple of the U-Net's stride: padding crops away
+    y0, d = responses(x)
+    # what the baked delta (-W of the last conv) gives when it is run as a network
+    expected = (FastNAFNet(net, full[1].deltas)(x) - y0).reshape(-1)
+    assert torch.allclose(d[:, 1], expected, atol=1e-12)
+    assert torch.allclose(d[:, 1], (x + net.ending.bias.view(1, 3, 1, 1) - y0).reshape(-1))
+
+
 def test_meta_adapter_is_the_same_for_any_zoo_order():
     from colora.core.recycle.meta import caps
 

@@ -208,7 +208,17 @@ class Responses:
         from colora.core.model.fast import FastNAFNet
 
         self.backbone = FastNAFNet(model)
-        self.adapters = [FastNAFNet(model, z.deltas) for z in zoo]
+        # The keep-input direction needs no network: with the last conv's weight taken away the
+        # output is exactly the input plus that conv's bias (NAFNet adds its input back), one pass
+        # of eleven saved in a meta-adapter's prediction.
+        self.adapters = [None if z.name == KEEP_INPUT else FastNAFNet(model, z.deltas) for z in zoo]
+        bias = lora_targets(model)["ending"].bias
+        self.ending_bias = None if bias is None else bias.detach().view(1, -1, 1, 1)
+
+    def _output(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        if self.adapters[i] is None:
+            return x if self.ending_bias is None else x + self.ending_bias.to(x)
+        return in_chunks(self.adapters[i], x)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, which: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,7 +226,7 @@ class Responses:
         output minus y0, flattened into D's columns, in float64 (pixels, n)."""
         y0 = in_chunks(self.backbone, x)
         picked = range(len(self.adapters)) if which is None else which
-        return y0, torch.stack([(in_chunks(self.adapters[i], x) - y0).reshape(-1) for i in picked], 1).double()
+        return y0, torch.stack([(self._output(i, x) - y0).reshape(-1) for i in picked], 1).double()
 
 
 def linearised_fit(d: torch.Tensor, r: torch.Tensor, *, ridge: float = 1e-2, sparsity: float = 0.25) -> torch.Tensor:
