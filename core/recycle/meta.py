@@ -45,7 +45,6 @@ from colora.core.recycle.mixture import (
     Mixture,
     Responses,
     ZooAdapter,
-    in_chunks,
     linearised_fit,
     mixture_forward,
     support_crops,
@@ -211,7 +210,7 @@ class _Episodes:
         if self.rng.random() < 0.5 and n > 1:  # imitate a left-out adapter with the others
             j = self.rng.randrange(n)
             mask[j] = 0
-            target = in_chunks(self.responses.adapters[j], degraded).clamp(0, 1)
+            target = self.responses.output(j, degraded).clamp(0, 1)
         else:
             target = clean
             if n > 1 and self.rng.random() < 0.3:

@@ -215,7 +215,8 @@ class Responses:
         bias = lora_targets(model)["ending"].bias
         self.ending_bias = None if bias is None else bias.detach().view(1, -1, 1, 1)
 
-    def _output(self, i: int, x: torch.Tensor) -> torch.Tensor:
+    def output(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Zoo direction i's output on `x` (the keep-input direction without a network)."""
         if self.adapters[i] is None:
             return x if self.ending_bias is None else x + self.ending_bias.to(x)
         return in_chunks(self.adapters[i], x)
@@ -226,7 +227,7 @@ class Responses:
         output minus y0, flattened into D's columns, in float64 (pixels, n)."""
         y0 = in_chunks(self.backbone, x)
         picked = range(len(self.adapters)) if which is None else which
-        return y0, torch.stack([(self._output(i, x) - y0).reshape(-1) for i in picked], 1).double()
+        return y0, torch.stack([(self.output(i, x) - y0).reshape(-1) for i in picked], 1).double()
 
 
 def linearised_fit(d: torch.Tensor, r: torch.Tensor, *, ridge: float = 1e-2, sparsity: float = 0.25) -> torch.Tensor:
