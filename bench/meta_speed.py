@@ -24,7 +24,7 @@ from bench.common import git_rev, machine, markdown_table
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--k", type=int, default=4, help="example pairs")
     parser.add_argument("--size", type=int, default=256, help="side of each example image")
     parser.add_argument("--threads", type=int, default=1)
