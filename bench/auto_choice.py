@@ -16,11 +16,15 @@ adapter trained on. Per image:
               kept: does the restoration that looks clean win? (`look_plan`, one pass)
     chain M   look, then a second pass of the same kind on its output, kept when it brings the image
               at least M nearer to clean (for two degradations; `--margins`)
+    settle    the nearest 3 adapters each restore the image; the output the backbone alone would
+              change least (mean squared change of one more backbone pass) is kept: a restoration
+              that left degradation behind, or invented some, still draws the backbone's correction
     input     the image unrestored
 
 "right" counts a pick equal to the image's own task. PSNR on RGB, whole image.
 
-    python -m bench.auto_choice        # after bench/zoo.py; ~10 min on one core
+    python -m bench.auto_choice        # after bench/zoo.py; ~35 min on one core
+    python -m bench.auto_choice --no-look --limit 1     # smoke
 """
 
 from __future__ import annotations
@@ -95,8 +99,10 @@ def look_plan(image, backbone, sigs, clean, restore, *, top=3, passes=2, margin=
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--margins", default="0,0.05,0.15", help="second-pass margins to score (comma-separated)")
+    ap.add_argument("--limit", type=int, default=0, help="at most this many images per set (smoke runs)")
+    ap.add_argument("--no-look", action="store_true", help="skip the look and chain arms (the slow ones)")
     args = ap.parse_args()
-    margins = [float(m) for m in args.margins.split(",")]
+    margins = [] if args.no_look else [float(m) for m in args.margins.split(",")]
 
     from colora.api.recycling import signatures
     from colora.core.data.crops import load_pair
@@ -132,6 +138,8 @@ def main() -> None:
         for i, n in enumerate(names)
     }
 
+    backbone_net = FastNAFNet(backbone)
+
     def run(net, x) -> torch.Tensor:
         with torch.no_grad():
             return net(x[None])[0].clamp(0, 1)
@@ -141,8 +149,11 @@ def main() -> None:
         images[task] = [(p.stem, *load_pair(p.input_path, p.target_path)) for p in store.pairs(store.task(task), "val")]
     clean = [Path(p.target_path) for t in ("noise", "jpeg") for p in store.pairs(store.task(t), "val")]
     images.update(two_degradations(clean))
+    if args.limit:
+        images = {label: items[: args.limit] for label, items in images.items()}
 
-    arms = ["input", "auto", "blend", "look", *(f"chain {m:g}" for m in margins), "own", "oracle"]
+    looks = [] if args.no_look else ["look", *(f"chain {m:g}" for m in margins)]
+    arms = ["input", "auto", "blend", "settle", *looks, "own", "oracle"]
     per_set, overall = [], {"right": 0, "n": 0}
     for label, items in images.items():
         scores = {k: [] for k in arms}
@@ -159,8 +170,12 @@ def main() -> None:
                 return restored[key]
 
             outs = {n: float(psnr(restore(n, x), y)) for n in names}
-            looked = look_plan(x, backbone, sigs, clean_ref, restore, passes=1)
-            scores["look"].append(outs[looked[0]])
+            change = {
+                n: float((run(backbone_net, restore(n, x)) - restore(n, x)).pow(2).mean()) for n, _ in ranking[:3]
+            }
+            scores["settle"].append(outs[min(change, key=change.get)])
+            if not args.no_look:
+                scores["look"].append(outs[look_plan(x, backbone, sigs, clean_ref, restore, passes=1)[0]])
             for m in margins:
                 out = x
                 for name in look_plan(x, backbone, sigs, clean_ref, restore, margin=m):
@@ -189,7 +204,7 @@ def main() -> None:
                 f"{right}/{len(items)}" if label in names else "-",
                 *(f"{mean[k]:.2f}" if not math.isnan(mean[k]) else "-" for k in arms),
                 f"{mean['oracle'] - mean['auto']:.2f}",
-                f"{mean['oracle'] - mean['look']:.2f}",
+                f"{mean['oracle'] - mean['settle']:.2f}",
             ]
         )
         print(per_set[-1], flush=True)
@@ -198,7 +213,7 @@ def main() -> None:
         f"{time.perf_counter() - t_start:.0f} s; right picks on single degradations: {overall['right']}/{overall['n']}"
     )
     print("\n" + header + "\n")
-    columns = ["set", "images", "right", *arms, "oracle - auto", "oracle - look"]
+    columns = ["set", "images", "right", *arms, "oracle - auto", "oracle - settle"]
     print(markdown_table(columns, per_set))
     out = OUT / "auto_choice"
     out.mkdir(parents=True, exist_ok=True)

@@ -3,12 +3,14 @@ adapters plus the keep-input direction, K example pairs, medians of interleaved 
 
     taskset -c 0 env OMP_NUM_THREADS=1 python -m bench.meta_speed
     python -m bench.meta_speed --threads 2 --repeats 7
+    python -m bench.meta_speed --supports 64x8,64x6,64x4 --no-keep-by-network   # support sizes only
 
 The time does not depend on what the adapters learnt (each is merged into its own inference graph
 before it runs), so the zoo is 9 random rank-4 adapters on every LoRA target: no zoo to train first.
 Arms: "keep-input by network" runs the keep-input direction through its own graph (as before
-session 16); "keep-input exact" computes it without a pass (input + the last conv's bias).
-Prints a table.
+session 16); "keep-input exact" computes it without a pass (input + the last conv's bias), on the
+meta-adapter's support crops (`--supports`: each size is an arm; the first is the default).
+Prints a table; the ratio is to the first arm.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="example pairs")
     parser.add_argument("--size", type=int, default=256, help="side of each example image")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--supports", default="64x8", help="support crops the net reads, CROPxCOUNT,...")
+    parser.add_argument("--no-keep-by-network", action="store_true", help="skip the session-16 baseline arm")
     args = parser.parse_args()
+    supports = [tuple(int(v) for v in s.split("x")) for s in args.supports.split(",")]
     torch.set_num_threads(args.threads)
 
     from colora.core.model.bundled import bundled_backbone
@@ -51,7 +56,7 @@ def main() -> None:
         (torch.rand(3, args.size, args.size, generator=gen), torch.rand(3, args.size, args.size, generator=gen))
         for _ in range(args.k)
     ]
-    net = meta.MetaNet().eval()
+    net = meta.MetaNet(support=supports[0]).eval()
 
     def keep_by_network() -> None:
         # the previous code path: every direction, keep-input included, through its own graph
@@ -67,7 +72,11 @@ def main() -> None:
         finally:
             mixture.Responses.__init__ = original
 
-    arms = {"keep-input by network": keep_by_network, "keep-input exact": lambda: meta.predict(net, model, zoo, pairs)}
+    arms = {} if args.no_keep_by_network else {"keep-input by network": keep_by_network}
+    for crop, count in supports:
+        sized = meta.MetaNet(support=(crop, count)).eval()
+        label = "keep-input exact" + ("" if (crop, count) == supports[0] else f", {count} crops of {crop}²")
+        arms[label] = lambda sized=sized: meta.predict(sized, model, zoo, pairs)
     times: dict[str, list[float]] = {name: [] for name in arms}
     for fn in arms.values():  # warm-up: first-call allocations
         fn()
@@ -77,7 +86,7 @@ def main() -> None:
             fn()
             times[name].append(time.perf_counter() - t0)
 
-    base = statistics.median(times["keep-input by network"])
+    base = statistics.median(next(iter(times.values())))
     rows = [
         [name, f"{statistics.median(t):.3f}", f"{min(t):.3f}", f"{statistics.median(t) / base:.2f}", "< 1 s"]
         for name, t in times.items()

@@ -21,6 +21,8 @@ held-out pairs:
                   dead-leaves targets and inputs inverted from the zoo's adapters
     lora K-shot   a fresh rank-4 LoRA trained on the K pairs for the mixture's wall-clock time
     own adapter   the task's own adapter (trained on all its training pairs; the upper bound)
+    oracle mixture  (--oracle-mixture) the mixture fitted on the held-out pairs themselves: the ceiling
+                  of one coefficient per adapter, whatever the examples
 
 gap closed = (arm - backbone) / (own adapter - backbone), in PSNR.
 
@@ -62,6 +64,18 @@ def main() -> None:
         help="extra mixture arms fitted on other support crops, CROPxCOUNT,... (e.g. 64x16,96x8): "
         "the mixture arm is `colora adapt`'s 96x8",
     )
+    ap.add_argument(
+        "--meta-supports",
+        default="64x8",
+        help="the support crops the meta-adapters read, CROPxCOUNT,...: each meta arm runs once per size "
+        "(the distilled ones distilled with it); the first size's arms keep their plain names",
+    )
+    ap.add_argument(
+        "--oracle-mixture",
+        action="store_true",
+        help="a fixed row: the mixture fitted on the held-out pairs themselves (32 crops of 128²): the "
+        "ceiling of fitting one coefficient per adapter",
+    )
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a in ARMS and not (args.no_meta and a in META_ARMS)]
     if "lora K-shot" in arms and "mixture" not in arms:
@@ -70,6 +84,11 @@ def main() -> None:
         fit_sizes = {s: tuple(int(v) for v in s.split("x")) for s in args.fit_sizes.split(",") if s}
     except ValueError:
         ap.error("--fit-sizes: CROPxCOUNT,... (e.g. 64x16)")
+    try:
+        supports = [tuple(int(v) for v in s.split("x")) for s in args.meta_supports.split(",") if s]
+        assert supports and all(len(s) == 2 for s in supports)
+    except (ValueError, AssertionError):
+        ap.error("--meta-supports: CROPxCOUNT,... (e.g. 64x8,64x6)")
 
     from colora.core.data.crops import PairSet, load_pair
     from colora.core.inference.evaluate import evaluate
@@ -139,18 +158,26 @@ def main() -> None:
         best = max(singles, key=singles.get)
         fixed["best single"] = singles[best]
         fixed["uniform"] = score(mixed(zoo, uniform_mixture(zoo)), val)
+        if args.oracle_mixture:
+            held_out = [load_pair(i, t) for _, i, t in val]
+            keep = with_keep_input(backbone, zoo)
+            fixed["oracle mixture"] = score(
+                mixed(keep, fit_mixture(backbone, keep, held_out, crop=128, n_crops=32)), val
+            )
         gap = fixed["own adapter"] - fixed["backbone"]
 
         metas = {}
-        for arm in (a for a in arms if a in META_ARMS):
+        for (crop, count), arm in ((s, a) for s in supports for a in arms if a in META_ARMS):
+            label = arm if (crop, count) == supports[0] else f"{arm} {crop}x{count}"
             if arm == "meta linear":
-                metas[arm] = MetaNet()
+                metas[label] = MetaNet(support=(crop, count))
                 continue
             tag = arm.split()[1]
-            stem = f"meta{META_FORMAT_VERSION}-{tag}-without-{task}-{args.meta_steps}"
+            size = "" if (crop, count) == (64, 8) else f"-{crop}x{count}"  # older files: 64x8
+            stem = f"meta{META_FORMAT_VERSION}-{tag}-without-{task}-{args.meta_steps}{size}"
             meta_file = out_dir / f"{stem}-{backbone_row.sha256[:12]}.safetensors"
             if meta_file.exists():
-                metas[arm], _ = load_meta(*read_tensors(meta_file))
+                metas[label], _ = load_meta(*read_tensors(meta_file))
                 continue
             t0 = time.perf_counter()
             if arm == "meta photos":
@@ -160,13 +187,19 @@ def main() -> None:
                 if whole_bank is None:  # each adapter is inverted alone: invert the whole zoo once
                     whole_bank = _inverted_zoo(backbone, zoo_all, out_dir / f"bank-{backbone_row.sha256[:12]}.pt")
                 bank = [b for b in whole_bank if b.name != task]
-            metas[arm], curve = distill(backbone, zoo, images, steps=args.meta_steps, seed=0, bank=bank)
-            print(f"[{task}] {arm} distilled in {time.perf_counter() - t0:.0f} s", flush=True)
+            metas[label], curve = distill(
+                backbone, zoo, images, steps=args.meta_steps, seed=0, bank=bank, support=(crop, count)
+            )
+            print(f"[{task}] {label} distilled in {time.perf_counter() - t0:.0f} s", flush=True)
             save_tensors_atomic(
                 meta_file,
-                {k: v.contiguous() for k, v in metas[arm].state_dict().items()},
+                {k: v.contiguous() for k, v in metas[label].state_dict().items()},
                 meta_metadata(
-                    backbone_row.sha256, [{"task": n, "file_sha256": ""} for n in names], args.meta_steps, curve
+                    backbone_row.sha256,
+                    [{"task": n, "file_sha256": ""} for n in names],
+                    args.meta_steps,
+                    curve,
+                    support=(crop, count),
                 ),
             )
 
@@ -175,7 +208,8 @@ def main() -> None:
             table.append([task, "-", label, f"{value:.2f}", "", f"{100 * (value - fixed['backbone']) / gap:.0f}%", "-"])
         for k in ks:
             k_eff = min(k, len(train))
-            results: dict[str, list] = {a: [] for a in arms}
+            results: dict[str, list] = {a: [] for a in arms if a not in META_ARMS}
+            results.update({label: [] for label in metas})
             results.update({f"mixture {size}": [] for size in fit_sizes})
             keep_zoo = with_keep_input(backbone, zoo)
             for draw in range(args.draws):
@@ -248,7 +282,8 @@ def main() -> None:
     print()
     agg = []
     for k in ks:
-        for arm in [*ARMS, *(f"mixture {size}" for size in fit_sizes)]:
+        labels = [*ARMS, *(f"{a} {c}x{n}" for c, n in supports[1:] for a in META_ARMS)]
+        for arm in [*labels, *(f"mixture {size}" for size in fit_sizes)]:
             rs = [s for s in summary if s["k"] == k and s["arm"] == arm]
             if rs:
                 beats = sum(s["psnr"] > s["fixed_best single"] for s in rs)

@@ -325,6 +325,29 @@ def test_meta_adapter_files_of_another_format_version_are_refused_with_a_hint():
         load_meta({"embed.0.weight": torch.zeros(2, 2)}, metadata)
 
 
+def test_meta_adapter_reads_the_examples_through_the_support_it_was_distilled_with():
+    from colora.core.errors import InvalidInputError
+    from colora.core.recycle.meta import load_meta, meta_metadata, support_sample
+
+    net = tiny(torch.float32)
+    zoo = [random_adapter(net, n, 2, seed=s, dtype=torch.float32)[1] for n, s in (("a", 1), ("b", 2))]
+    meta, curve = distill(net, zoo, _textured_clean(3), steps=2, crop=32, query=2, max_k=2, support=(32, 3))
+    assert meta.support == (32, 3)
+    x, _ = support_sample(list(zip(_textured_clean(2, 96), _textured_clean(2, 96))), torch.Generator(), (32, 3))
+    assert x.shape == (3, 3, 32, 32)
+    # the file records it; a file from before it was recorded reads 8 crops of 64², as it was distilled
+    state = {k: v.contiguous() for k, v in meta.state_dict().items()}
+    metadata = meta_metadata("f" * 64, [{"task": "a", "file_sha256": ""}], 2, curve, support=meta.support)
+    loaded, info = load_meta(state, metadata)
+    assert loaded.support == info["support"] == (32, 3)
+    old = {k: v for k, v in metadata.items() if not k.startswith("support")}
+    assert load_meta(state, old)[0].support == (64, 8)
+    # a file's values are untrusted: a huge support would allocate without bound
+    for bad in ({"support_crops": "100000"}, {"support_crop": "1"}, {"support_crop": "64.5"}):
+        with pytest.raises(InvalidInputError, match="malformed"):
+            load_meta(state, {**metadata, **bad})
+
+
 def test_meta_adapter_distillation_learns_the_scale_the_linear_fit_misses():
     from colora.core.recycle.meta import episode_loss
     from colora.core.recycle.mixture import Responses, with_keep_input

@@ -350,7 +350,9 @@ def distill_meta(
     rel = store.new_meta_adapter_relpath()
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     save_tensors_atomic(
-        store.path(rel), state, meta_metadata(backbone_row.sha256, zoo_record, steps, curve, surrogate=source)
+        store.path(rel),
+        state,
+        meta_metadata(backbone_row.sha256, zoo_record, steps, curve, surrogate=source, support=net.support),
     )
     store.set_meta_adapter(
         rel,

@@ -61,6 +61,18 @@ SUPPORT_CROP = 64  # px of the support crops the zoo is run on
 SUPPORT_CROPS = 8  # how many
 
 
+SUPPORT_LIMITS = ((MIN_CROP, 256), (1, 64))  # bounds of (crop px, count): a file's values are untrusted
+
+
+def check_support(support: tuple[int, int]) -> tuple[int, int]:
+    """(crop px, count) within SUPPORT_LIMITS, else ValueError (the caller says whose value it was)."""
+    crop, count = (int(v) for v in support)
+    (lo_crop, hi_crop), (lo_count, hi_count) = SUPPORT_LIMITS
+    if not (lo_crop <= crop <= hi_crop and lo_count <= count <= hi_count):
+        raise ValueError(f"support crops {crop}x{count} outside {lo_crop}-{hi_crop} px x {lo_count}-{hi_count}")
+    return crop, count
+
+
 MAX_LOG_SCALE = 0.7  # the predicted scale of the linear coefficients stays within [1/2, 2]
 
 
@@ -74,8 +86,9 @@ class MetaNet(nn.Module):
     it lost half the linear fit's gain on rain; a single bounded scale has little to overfit.
     """
 
-    def __init__(self, hidden: int = 32):
+    def __init__(self, hidden: int = 32, support: tuple[int, int] = (SUPPORT_CROP, SUPPORT_CROPS)):
         super().__init__()
+        self.support = support  # (crop px, count) of the support crops it reads: fixed at distillation
         self.embed = nn.Sequential(nn.Linear(ADAPTER_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
         self.head = nn.Sequential(nn.Linear(2 * hidden + EPISODE_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, 1))
         nn.init.zeros_(self.head[-1].weight)  # starts as the linear least-squares solution (scale 1)
@@ -92,16 +105,19 @@ class MetaNet(nn.Module):
 
 
 def support_sample(
-    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], gen: torch.Generator
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    gen: torch.Generator,
+    support: tuple[int, int] = (SUPPORT_CROP, SUPPORT_CROPS),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The few small aligned crops of the example pairs the zoo is run on (pairs no larger than a
-    crop give themselves, once each). Measured (BENCHMARKS.md): 8 random crops of 64² give the linear
-    fit of 16 crops of 128² at an eighth of the pixels; keeping the crops the backbone errs most on
-    (from a 4x pool) did not pay (blur lost 6 points)."""
-    if all(max(x.shape[-2:]) <= SUPPORT_CROP for x, _ in pairs):
-        x, y = support_crops(pairs, SUPPORT_CROP, len(pairs), gen)
-        return x[:SUPPORT_CROPS], y[:SUPPORT_CROPS]
-    return support_crops(pairs, SUPPORT_CROP, max(SUPPORT_CROPS, len(pairs)), gen)
+    """The few small aligned crops of the example pairs the zoo is run on, `support` = (crop px,
+    count) (pairs no larger than a crop give themselves, once each). Measured (BENCHMARKS.md): 8
+    random crops of 64² give the linear fit of 16 crops of 128² at an eighth of the pixels; keeping
+    the crops the backbone errs most on (from a 4x pool) did not pay (blur lost 6 points)."""
+    crop, count = support
+    if all(max(x.shape[-2:]) <= crop for x, _ in pairs):
+        x, y = support_crops(pairs, crop, len(pairs), gen)
+        return x[:count], y[:count]
+    return support_crops(pairs, crop, max(count, len(pairs)), gen)
 
 
 @torch.no_grad()
@@ -158,7 +174,7 @@ def predict(
     the adapters it mixes, in order."""
     full = with_keep_input(backbone, zoo)
     responses = Responses(backbone.eval(), full)
-    x, y = support_sample(list(pairs), torch.Generator().manual_seed(seed))
+    x, y = support_sample(list(pairs), torch.Generator().manual_seed(seed), net.support)
     feats, episode = response_features(responses, x, y, range(len(full)), [z.name == KEEP_INPUT for z in full])
     coef = net(feats, episode, caps(full))
     return Mixture([z.name for z in full], ["all"], coef[:, None], {"method": "meta", "k": len(pairs)}), full
@@ -239,7 +255,7 @@ def episode_loss(
     every episode counts in dB, whatever its error scale. `full` is the zoo plus keep-input (last)."""
     xs, ys, mask, xq, yq = episode
     which = [i for i in range(len(full) - 1) if mask[i]] + [len(full) - 1]  # keep-input is never left out
-    x, y = support_sample(list(zip(xs, ys)), gen)
+    x, y = support_sample(list(zip(xs, ys)), gen, net.support)
     feats, summary = response_features(responses, x, y, which, [full[i].name == KEEP_INPUT for i in which])
     picked = net(feats, summary, caps(full)[which])
     coef = torch.zeros(len(full)).index_put((torch.tensor(which),), picked)
@@ -272,17 +288,19 @@ def distill(
     lr: float = 2e-3,
     seed: int = 0,
     bank: Sequence[Inverted] | None = None,
+    support: tuple[int, int] = (SUPPORT_CROP, SUPPORT_CROPS),
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> tuple[MetaNet, list[float]]:
     """Train a MetaNet for this zoo on episodes drawn from `clean_images` ((3, H, W) in [0, 1]) and,
     when given, from `bank`: surrogate pairs inverted from the adapters (half the episodes).
+    `support` (crop px, count) is what the net reads the examples through, then and at prediction.
     The curve is the episodes' loss: log(mixture mse / backbone mse) on their query crops."""
     check_zoo_size(len(zoo))
     torch.manual_seed(seed)
     backbone = backbone.eval().requires_grad_(False)
     full = with_keep_input(backbone, zoo)
     responses = Responses(backbone, full)
-    net = MetaNet()
+    net = MetaNet(support=check_support(support))
     episodes = _Episodes(responses, zoo, clean_images, crop, query, max_k, seed, bank)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -301,9 +319,16 @@ def distill(
 
 
 def meta_metadata(
-    backbone_sha256: str, zoo: list[dict], steps: int, curve: list[float], surrogate: str = "clean images"
+    backbone_sha256: str,
+    zoo: list[dict],
+    steps: int,
+    curve: list[float],
+    surrogate: str = "clean images",
+    support: tuple[int, int] = (SUPPORT_CROP, SUPPORT_CROPS),
 ) -> dict[str, str]:
     return {
+        "support_crop": str(support[0]),
+        "support_crops": str(support[1]),
         "surrogate": surrogate,
         "format": META_FORMAT,
         "format_version": str(META_FORMAT_VERSION),
@@ -332,11 +357,15 @@ def load_meta(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tup
     try:
         zoo, steps = json.loads(metadata["zoo"]), int(metadata["steps"])
         backbone_sha256 = metadata["backbone_sha256"]
+        # files distilled before the support was recorded read the examples the way they were distilled
+        support = check_support(
+            (int(metadata.get("support_crop", SUPPORT_CROP)), int(metadata.get("support_crops", SUPPORT_CROPS)))
+        )
     except (KeyError, ValueError):  # json's decode error is a ValueError
         raise InvalidInputError("the meta-adapter file's metadata is incomplete or malformed") from None
-    net = MetaNet()
+    net = MetaNet(support=support)
     try:
         net.load_state_dict(tensors)
     except RuntimeError as e:
         raise InvalidInputError(f"meta-adapter tensors do not fit its design ({str(e).splitlines()[0]})") from None
-    return net.eval(), {"zoo": zoo, "backbone_sha256": backbone_sha256, "steps": steps}
+    return net.eval(), {"zoo": zoo, "backbone_sha256": backbone_sha256, "steps": steps, "support": support}
