@@ -19,6 +19,8 @@ adapter trained on. Per image:
     settle    the nearest 3 adapters each restore the image; the output the backbone alone would
               change least (mean squared change of one more backbone pass) is kept: a restoration
               that left degradation behind, or invented some, still draws the backbone's correction
+    settle crop   the same on the central crop the signature reads (`core.recycle.settle`, what
+              `restore --task auto` runs); the whole image is then restored by the kept adapter
     input     the image unrestored
 
 "right" counts a pick equal to the image's own task. PSNR on RGB, whole image.
@@ -110,6 +112,7 @@ def main() -> None:
     from colora.core.model.fast import FastNAFNet
     from colora.core.model.weights import load_backbone, read_adapter
     from colora.core.recycle.mixture import Mixture, apply_mixture, zoo_adapter
+    from colora.core.recycle.settle import TOP, settle
     from colora.core.recycle.signature import image_features, nearest
     from colora.store.store import Store
 
@@ -153,8 +156,8 @@ def main() -> None:
         images = {label: items[: args.limit] for label, items in images.items()}
 
     looks = [] if args.no_look else ["look", *(f"chain {m:g}" for m in margins)]
-    arms = ["input", "auto", "blend", "settle", *looks, "own", "oracle"]
-    per_set, overall = [], {"right": 0, "n": 0}
+    arms = ["input", "auto", "blend", "settle", "settle crop", *looks, "own", "oracle"]
+    per_set, overall, per_image = [], {"right": 0, "n": 0}, []
     for label, items in images.items():
         scores = {k: [] for k in arms}
         right = 0
@@ -174,6 +177,13 @@ def main() -> None:
                 n: float((run(backbone_net, restore(n, x)) - restore(n, x)).pow(2).mean()) for n, _ in ranking[:3]
             }
             scores["settle"].append(outs[min(change, key=change.get)])
+            kept, _ = settle(x, [n for n, _ in ranking[:TOP]], lambda n, crop: run(nets[n], crop), backbone_net)
+            scores["settle crop"].append(outs[kept])
+            # every adapter's crop change, for rules other than the top 3 (analysed from results.json)
+            _, crop_change = settle(x, names, lambda n, crop: run(nets[n], crop), backbone_net)
+            per_image.append(
+                {"set": label, "image": stem, "ranking": ranking, "psnr": outs, "crop_change": crop_change}
+            )
             if not args.no_look:
                 scores["look"].append(outs[look_plan(x, backbone, sigs, clean_ref, restore, passes=1)[0]])
             for m in margins:
@@ -217,7 +227,7 @@ def main() -> None:
     print(markdown_table(columns, per_set))
     out = OUT / "auto_choice"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"header": header, "rows": per_set}, indent=1))
+    (out / "results.json").write_text(json.dumps({"header": header, "rows": per_set, "images": per_image}, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ adapters plus the keep-input direction, K example pairs, medians of interleaved 
 
     taskset -c 0 env OMP_NUM_THREADS=1 python -m bench.meta_speed
     python -m bench.meta_speed --threads 2 --repeats 7
-    python -m bench.meta_speed --supports 64x8,64x6,64x4 --no-keep-by-network   # support sizes only
+    python -m bench.meta_speed --supports 48x8,64x8 --no-keep-by-network   # support sizes only
 
 The time does not depend on what the adapters learnt (each is merged into its own inference graph
 before it runs), so the zoo is 9 random rank-4 adapters on every LoRA target: no zoo to train first.
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="example pairs")
     parser.add_argument("--size", type=int, default=256, help="side of each example image")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--supports", default="64x8", help="support crops the net reads, CROPxCOUNT,...")
+    parser.add_argument("--supports", default="48x8", help="support crops the net reads, CROPxCOUNT,...")
     parser.add_argument("--no-keep-by-network", action="store_true", help="skip the session-16 baseline arm")
     args = parser.parse_args()
     supports = [tuple(int(v) for v in s.split("x")) for s in args.supports.split(",")]

@@ -13,7 +13,7 @@ held-out pairs:
                   built-in keep-input direction (take back a share of the backbone's correction)
     zoo only      the same fit without the keep-input direction (`adapt --no-keep-input`)
     meta linear   the meta-adapter before distillation: the linearised least-squares mixture on its
-                  8 crops of 64² (what distillation adds is the difference to the two arms below)
+                  8 crops of 48² (what distillation adds is the difference to the two arms below)
     meta photos   `colora adapt --meta`: one pass of a meta-adapter distilled without this task
                   on surrogate episodes cut from clean photos (bsds500_pool, which no task scores on:
                   `recycle distill --clean FOLDER`)
@@ -66,7 +66,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--meta-supports",
-        default="64x8",
+        default="48x8",
         help="the support crops the meta-adapters read, CROPxCOUNT,...: each meta arm runs once per size "
         "(the distilled ones distilled with it); the first size's arms keep their plain names",
     )
@@ -88,7 +88,7 @@ def main() -> None:
         supports = [tuple(int(v) for v in s.split("x")) for s in args.meta_supports.split(",") if s]
         assert supports and all(len(s) == 2 for s in supports)
     except (ValueError, AssertionError):
-        ap.error("--meta-supports: CROPxCOUNT,... (e.g. 64x8,64x6)")
+        ap.error("--meta-supports: CROPxCOUNT,... (e.g. 48x8,64x8)")
 
     from colora.core.data.crops import PairSet, load_pair
     from colora.core.inference.evaluate import evaluate

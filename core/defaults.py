@@ -11,6 +11,7 @@ TILE = 512  # restoring tile side in pixels (0: the whole image at once)
 DEVICE = "auto"  # where to compute: a GPU if there is one (colora.core.choices.DEVICES)
 ENGINE = "auto"  # what runs a restore (colora.core.choices.ENGINES)
 RAY_WORKERS = 2  # restoring actors of `restore --ray`
+AUTO_CANDIDATES = 1  # `restore --task auto`: the nearest signatures the backbone settles between (1: the nearest)
 INIT_SIZE = "small"  # the backbone size of `init --random-init`
 VAL_FRACTION = 0.2  # the share of a task's pairs held out for validation
 DISTILL_STEPS = 400  # episodes of `recycle distill`

@@ -263,7 +263,7 @@ def test_untrained_meta_adapter_predicts_the_linear_fit_over_the_zoo_and_keep_in
     # the same crops, the same linearised least squares: an undistilled net changes nothing
     responses = Responses(net, mixed)
     x, y = support_sample(pairs, torch.Generator().manual_seed(3))
-    assert x.shape == (8, 3, 64, 64)  # a few small crops, not the whole examples
+    assert x.shape == (8, 3, 48, 48)  # a few small crops, not the whole examples
     y0, d = responses(x)
     expected = linearised_fit(d, (y - y0).reshape(-1).double()).float()
     expected[2] = expected[2].clamp(max=1.0)
@@ -713,11 +713,74 @@ def test_restore_auto_picks_the_adapter_of_the_matching_degradation(zoo_home, tm
         for p in (tmp_path / kind / "input").iterdir():
             photos.mkdir(exist_ok=True)
             shutil.copy(p, photos / p.name)
-    r = ok(invoke("restore", "--task", "auto", photos, "-o", tmp_path / "out", "--home", zoo_home))
+    # the nearest signature alone (this store's backbone is random: its second look means nothing)
+    r = ok(
+        invoke(
+            "restore", "--task", "auto", photos, "-o", tmp_path / "out", "--auto-candidates", "1", "--home", zoo_home
+        )
+    )
     rows = [line.split("│") for line in out(r).splitlines() if line.startswith("│")]
     chosen = {cells[1].strip(): cells[2].strip().split()[0] for cells in rows}
     assert chosen == {f"{k}{i}.png": k for k in ("dark", "noisy", "blurry") for i in range(2)}, chosen
     assert len(list((tmp_path / "out").iterdir())) == 6
+
+
+def test_restore_auto_keeps_the_candidate_the_backbone_would_change_least(zoo_home, tmp_path):
+    from colora.api.models import backbone_model, task_model
+    from colora.api.recycling import signatures
+    from colora.api.restoring import restore_images
+    from colora.core.data.crops import center_crop
+    from colora.core.recycle.signature import CROP, image_features, nearest
+    from colora.store.store import Store
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed, kind in enumerate(("dark", "noisy", "blurry")):
+        for p in (write_set(tmp_path / kind, kind, 1, seed=200 + seed) / "input").iterdir():
+            shutil.copy(p, photos / p.name)
+    store = Store.open(zoo_home)
+    done = restore_images(store, "auto", [photos], tmp_path / "out", auto_candidates=2)
+    assert done.restored == 3 and len(done.choices) == 3
+    # recomputed here from the store's own models: of the two nearest signatures, the adapter whose
+    # output on the image's central crop one more backbone pass changes least
+    backbone = backbone_model(store, store.backbone()).eval()
+    sigs, _ = signatures(store, store.backbone(), backbone)
+    for choice in done.choices:
+        x = torch.from_numpy(np.asarray(Image.open(photos / choice.image), dtype=np.float32) / 255).permute(2, 0, 1)
+        ranking = nearest(image_features(x, backbone), sigs)
+        crop = center_crop(x, CROP)
+        change = {}
+        for name, _ in ranking[:2]:
+            model = task_model(store, store.adapter(store.task(name)))[0]
+            with torch.no_grad():
+                y = model(crop[None])[0].clamp(0, 1)
+                change[name] = float((backbone(y[None])[0].clamp(0, 1) - y).pow(2).mean())
+        assert choice.task == min(change, key=change.get), (choice, change)
+        assert choice.nearest == ("" if choice.task == ranking[0][0] else ranking[0][0])
+    r = invoke("restore", "--task", "auto", photos, "-o", tmp_path / "o2", "--auto-candidates", "0", "--home", zoo_home)
+    assert r.exit_code != 0 and "auto-candidates" in err(r) and not (tmp_path / "o2").exists()
+
+
+def test_settle_runs_the_candidates_on_the_central_crop_and_keeps_the_least_changed():
+    from colora.core.recycle.settle import settle
+
+    # a "backbone" that blurs: a smooth restoration is nearly its fixed point, a noisy one is not
+    blur = torch.nn.Conv2d(3, 3, 3, padding=1, padding_mode="replicate", groups=3, bias=False)
+    torch.nn.init.constant_(blur.weight, 1 / 9)
+    image = torch.rand(3, 300, 280, generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    def restore(name, crop):
+        seen.append(tuple(crop.shape))
+        if name == "smooth":
+            return torch.full_like(crop, 0.5)
+        return (crop + 0.2 * torch.randn(crop.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+
+    kept, changes = settle(image, ["noisy", "smooth"], restore, blur)
+    assert kept == "smooth" and set(changes) == {"noisy", "smooth"} and changes["smooth"] < 1e-10 < changes["noisy"]
+    assert seen == [(3, 256, 256)] * 2  # the signature's central crop, not the whole photo
+    with pytest.raises(ValueError):
+        settle(image, [], restore, blur)
 
 
 def test_restore_auto_without_any_adapter(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
-from colora.core.defaults import DEVICE, ENGINE, TILE
+from colora.core.defaults import AUTO_CANDIDATES, DEVICE, ENGINE, TILE
 from colora.core.errors import ColoraError, ConflictError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
@@ -22,8 +22,9 @@ FAR = 6.0  # a nearest signature farther than this (in within-task spreads) is f
 class AutoChoice:
     image: str
     task: str
-    distance: float
-    runner_up: str  # "name (distance)" or "-"
+    distance: float  # of the chosen task's signature
+    runner_up: str  # "name (distance)" or "-": the next nearest signature
+    nearest: str = ""  # the nearest signature's task, when the backbone settled on another
 
     @property
     def far(self) -> bool:
@@ -54,6 +55,7 @@ def restore_images(
     max_pixels: int | None = None,
     engine: str = ENGINE,
     self_ensemble: bool = False,
+    auto_candidates: int = AUTO_CANDIDATES,
     reporter: Reporter = SILENT,
 ) -> RestoreOutcome:
     """Restore image files and folders into `out_dir` with `task`'s adapter (`auto`: chosen per image).
@@ -62,6 +64,8 @@ def restore_images(
     a file that fails later is reported in the outcome and the others go on. `engine`: torch,
     onnxruntime or openvino (api/exporting.py), or `auto`, the fastest installed one. `self_ensemble`:
     each image is the average of its 8 flips and quarter turns restored (core/inference/ensemble.py).
+    `auto_candidates`: with `auto`, how many of the nearest signatures the backbone settles between
+    (core/recycle/settle.py); 1 takes the nearest.
     """
     from colora.api.exporting import engine_model, resolve_engine
     from colora.api.models import task_model
@@ -72,8 +76,10 @@ def restore_images(
 
     check_tile(tile)
     engine = resolve_engine(engine, device, task)
+    if auto_candidates < 1:
+        raise InvalidInputError(f"--auto-candidates must be at least 1, not {auto_candidates}")
     if task == "auto":
-        chooser = AutoChooser(store, tile, self_ensemble)
+        chooser = AutoChooser(store, tile, self_ensemble, auto_candidates)
     else:
         task_row = store.task(task)
         adapter = store.adapter(task_row)
@@ -122,11 +128,13 @@ def restore_images(
 
 
 class AutoChooser:
-    """`--task auto`: per image, the adapter whose task's training inputs have the nearest
-    degradation signature (core/recycle/signature.py); models are loaded once per chosen task."""
+    """`--task auto`: per image, of the `candidates` adapters whose tasks' training inputs have the
+    nearest degradation signatures (core/recycle/signature.py), the one whose restoration of the
+    image's central crop the backbone would change least (core/recycle/settle.py); models are
+    loaded once per task."""
 
-    def __init__(self, store: Store, tile: int, self_ensemble: bool = False):
-        self.store, self.tile, self.self_ensemble = store, tile, self_ensemble
+    def __init__(self, store: Store, tile: int, self_ensemble: bool = False, candidates: int = AUTO_CANDIDATES):
+        self.store, self.tile, self.self_ensemble, self.candidates = store, tile, self_ensemble, candidates
         self.backbone_row = store.backbone()
         self.choices: list[AutoChoice] = []
         self.models: dict = {}
@@ -148,19 +156,33 @@ class AutoChooser:
         self.adapters = {a.task.name: a for a in self.store.adapters(self.backbone_row)}
 
     def restore(self, src: Path, image):
-        from colora.api.models import task_model
         from colora.core.inference.tiles import restore_tensor
         from colora.core.recycle.signature import image_features, nearest
 
         ranking = nearest(image_features(image, self.backbone), self.signatures)
-        name, distance = ranking[0]
-        runner_up = f"{ranking[1][0]} ({ranking[1][1]:.2f})" if len(ranking) > 1 else "-"
-        self.choices.append(AutoChoice(src.name, name, distance, runner_up))
+        name = ranking[0][0]
+        if self.candidates > 1 and len(ranking) > 1:
+            from colora.core.recycle.settle import settle
+
+            def on_crop(task: str, crop):
+                return self._model(task)(crop[None].to(self.device))[0].float().cpu()
+
+            name, _ = settle(image, [n for n, _ in ranking[: self.candidates]], on_crop, self.backbone)
+        distance = dict(ranking)[name]
+        runner_up = next((f"{n} ({d:.2f})" for n, d in ranking if n != name), "-")
+        self.choices.append(
+            AutoChoice(src.name, name, distance, runner_up, "" if name == ranking[0][0] else ranking[0][0])
+        )
+        return restore_tensor(self._model(name), image, self.tile, self_ensemble=self.self_ensemble)
+
+    def _model(self, name: str):
+        from colora.api.models import task_model
+
         if name not in self.models:
             adapter = self.adapters[name]
             cached = self.backbone if adapter.backbone_id == self.backbone_row.id else None
             self.models[name] = task_model(self.store, adapter, cached)[0].to(self.device)
-        return restore_tensor(self.models[name], image, self.tile, self_ensemble=self.self_ensemble)
+        return self.models[name]
 
 
 DECODED_BUDGET = 512 * 2**20  # bytes of decoded pixels `plan_outputs` keeps for the restore

@@ -10,7 +10,7 @@ import typer
 from colora.cli import output
 from colora.cli.options import Device, Home, MaxPixels, Tile, choice
 from colora.core.choices import ENGINES
-from colora.core.defaults import DEVICE, ENGINE, RAY_WORKERS, TILE
+from colora.core.defaults import AUTO_CANDIDATES, DEVICE, ENGINE, RAY_WORKERS, TILE
 from colora.core.errors import InvalidInputError
 
 
@@ -38,6 +38,17 @@ def restore(
             "time, usually a little cleaner (BENCHMARKS.md).",
         ),
     ] = False,
+    auto_candidates: Annotated[
+        int,
+        typer.Option(
+            "--auto-candidates",
+            min=1,
+            max=10,
+            help="With --task auto: how many of the nearest adapters by signature each restore the image's "
+            "centre, the one whose output the backbone would change least being kept (helps between two "
+            "strengths of one kind, e.g. two rain adapters; hurts JPEG: BENCHMARKS.md). 1: the nearest alone.",
+        ),
+    ] = AUTO_CANDIDATES,
     max_pixels: MaxPixels = None,
     device: Device = DEVICE,
     engine: Annotated[
@@ -89,13 +100,17 @@ def restore(
         max_pixels=max_pixels,
         engine=engine,
         self_ensemble=self_ensemble,
+        auto_candidates=auto_candidates,
         reporter=output.REPORTER,
     )
     if done.choices:
         output.table(
             "Adapters chosen (--task auto)",
             ["image", "task", "distance", "next best"],
-            [[c.image, c.task + (" (far)" if c.far else ""), f"{c.distance:.2f}", c.runner_up] for c in done.choices],
+            [
+                [c.image, c.task + (" (far)" if c.far else "") + _settled(c), f"{c.distance:.2f}", c.runner_up]
+                for c in done.choices
+            ],
         )
         if any(c.far for c in done.choices):
             output.note(
@@ -138,3 +153,8 @@ def _refuse_failures(failed: list, jobs: int) -> None:
             + (f"; and {len(failed) - 3} more" if len(failed) > 3 else ""),
             hint="fix or remove those files and restore them again",
         )
+
+
+def _settled(choice) -> str:
+    """Why the pick is not the nearest signature: the backbone settled on it."""
+    return f" (settled; nearest: {choice.nearest})" if choice.nearest else ""
