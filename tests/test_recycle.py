@@ -308,13 +308,16 @@ def test_meta_adapter_is_the_same_for_any_zoo_order():
 
 def test_meta_adapter_files_of_another_format_version_are_refused_with_a_hint():
     from colora.core.errors import InvalidInputError
-    from colora.core.recycle.meta import META_FORMAT_VERSION, load_meta, meta_metadata
+    from colora.core.recycle.meta import META_FORMAT_VERSION, OLDEST_META_FORMAT_VERSION, load_meta, meta_metadata
 
     state = {k: v.contiguous() for k, v in MetaNet().state_dict().items()}
     metadata = meta_metadata("f" * 64, [{"task": "a", "file_sha256": ""}], 3, [0.1])
     net, info = load_meta(state, metadata)
     assert isinstance(net, MetaNet) and info["steps"] == 3
-    for version, message in ((META_FORMAT_VERSION - 1, "older colora"), (META_FORMAT_VERSION + 1, "newer colora")):
+    for version, message in (
+        (OLDEST_META_FORMAT_VERSION - 1, "older colora"),
+        (META_FORMAT_VERSION + 1, "newer colora"),
+    ):
         with pytest.raises(InvalidInputError, match=message):
             load_meta(state, {**metadata, "format_version": str(version)})
     with pytest.raises(InvalidInputError, match="not a number"):
@@ -340,8 +343,10 @@ def test_meta_adapter_reads_the_examples_through_the_support_it_was_distilled_wi
     metadata = meta_metadata("f" * 64, [{"task": "a", "file_sha256": ""}], 2, curve, support=meta.support)
     loaded, info = load_meta(state, metadata)
     assert loaded.support == info["support"] == (32, 3)
-    old = {k: v for k, v in metadata.items() if not k.startswith("support")}
+    old = {**{k: v for k, v in metadata.items() if not k.startswith("support")}, "format_version": "2"}
     assert load_meta(state, old)[0].support == (64, 8)
+    with pytest.raises(InvalidInputError, match="malformed"):  # format 3 must say which crops it read
+        load_meta(state, {k: v for k, v in metadata.items() if k != "support_crop"})
     # a file's values are untrusted: a huge support would allocate without bound
     for bad in ({"support_crops": "100000"}, {"support_crop": "1"}, {"support_crop": "64.5"}):
         with pytest.raises(InvalidInputError, match="malformed"):
@@ -728,7 +733,7 @@ def test_restore_auto_picks_the_adapter_of_the_matching_degradation(zoo_home, tm
 def test_restore_auto_keeps_the_candidate_the_backbone_would_change_least(zoo_home, tmp_path):
     from colora.api.models import backbone_model, task_model
     from colora.api.recycling import signatures
-    from colora.api.restoring import restore_images
+    from colora.api.restoring import FAR, restore_images
     from colora.core.data.crops import center_crop
     from colora.core.recycle.signature import CROP, image_features, nearest
     from colora.store.store import Store
@@ -757,6 +762,7 @@ def test_restore_auto_keeps_the_candidate_the_backbone_would_change_least(zoo_ho
                 change[name] = float((backbone(y[None])[0].clamp(0, 1) - y).pow(2).mean())
         assert choice.task == min(change, key=change.get), (choice, change)
         assert choice.nearest == ("" if choice.task == ranking[0][0] else ranking[0][0])
+        assert choice.far == (ranking[0][1] > FAR)  # "like no task" is judged by the nearest signature
     r = invoke("restore", "--task", "auto", photos, "-o", tmp_path / "o2", "--auto-candidates", "0", "--home", zoo_home)
     assert r.exit_code != 0 and "auto-candidates" in err(r) and not (tmp_path / "o2").exists()
 

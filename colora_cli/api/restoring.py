@@ -25,10 +25,12 @@ class AutoChoice:
     distance: float  # of the chosen task's signature
     runner_up: str  # "name (distance)" or "-": the next nearest signature
     nearest: str = ""  # the nearest signature's task, when the backbone settled on another
+    closest: float | None = None  # the nearest signature's distance, when the backbone settled on another
 
     @property
     def far(self) -> bool:
-        return self.distance > FAR
+        """The image resembles no task's training inputs closely (judged by the nearest signature)."""
+        return (self.distance if self.closest is None else self.closest) > FAR
 
 
 @dataclass
@@ -76,9 +78,9 @@ def restore_images(
 
     check_tile(tile)
     engine = resolve_engine(engine, device, task)
-    if auto_candidates < 1:
-        raise InvalidInputError(f"--auto-candidates must be at least 1, not {auto_candidates}")
     if task == "auto":
+        if auto_candidates < 1:
+            raise InvalidInputError(f"--auto-candidates must be at least 1, not {auto_candidates}")
         chooser = AutoChooser(store, tile, self_ensemble, auto_candidates)
     else:
         task_row = store.task(task)
@@ -171,7 +173,7 @@ class AutoChooser:
         distance = dict(ranking)[name]
         runner_up = next((f"{n} ({d:.2f})" for n, d in ranking if n != name), "-")
         self.choices.append(
-            AutoChoice(src.name, name, distance, runner_up, "" if name == ranking[0][0] else ranking[0][0])
+            AutoChoice(src.name, name, distance, runner_up, *(() if name == ranking[0][0] else ranking[0]))
         )
         return restore_tensor(self._model(name), image, self.tile, self_ensemble=self.self_ensemble)
 

@@ -53,7 +53,10 @@ from colora.core.recycle.mixture import (
 from colora.core.recycle.surrogate import Inverted
 
 META_FORMAT = "colora-meta-adapter"
-META_FORMAT_VERSION = 2
+# 3 records the support crops; 2 (the same net, read through LEGACY_SUPPORT) still loads, and a
+# colora that knows only 2 refuses 3 instead of reading its examples through the wrong crops
+META_FORMAT_VERSION = 3
+OLDEST_META_FORMAT_VERSION = 2
 ADAPTER_FEATURES = 6
 EPISODE_FEATURES = 4
 MIN_CROP = 16
@@ -353,7 +356,7 @@ def load_meta(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tup
         raise InvalidInputError("not a colora meta-adapter file (its format version is not a number)") from None
     if version > META_FORMAT_VERSION:
         raise InvalidInputError("the meta-adapter was written by a newer colora", hint="upgrade colora")
-    if version < META_FORMAT_VERSION:
+    if version < OLDEST_META_FORMAT_VERSION:
         raise InvalidInputError(
             "the meta-adapter was distilled by an older colora (another design)",
             hint="distill it again with `colora recycle distill`",
@@ -362,11 +365,10 @@ def load_meta(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tup
         zoo, steps = json.loads(metadata["zoo"]), int(metadata["steps"])
         backbone_sha256 = metadata["backbone_sha256"]
         # files distilled before the support was recorded read the examples the way they were distilled
-        support = check_support(
-            (
-                int(metadata.get("support_crop", LEGACY_SUPPORT[0])),
-                int(metadata.get("support_crops", LEGACY_SUPPORT[1])),
-            )
+        support = (
+            check_support((int(metadata["support_crop"]), int(metadata["support_crops"])))
+            if version >= 3
+            else LEGACY_SUPPORT
         )
     except (KeyError, ValueError):  # json's decode error is a ValueError
         raise InvalidInputError("the meta-adapter file's metadata is incomplete or malformed") from None
