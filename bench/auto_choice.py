@@ -112,7 +112,7 @@ def main() -> None:
     from colora.core.model.fast import FastNAFNet
     from colora.core.model.weights import load_backbone, read_adapter
     from colora.core.recycle.mixture import Mixture, apply_mixture, zoo_adapter
-    from colora.core.recycle.settle import TOP, settle
+    from colora.core.recycle.settle import TOP, backbone_change, settle
     from colora.core.recycle.signature import image_features, nearest
     from colora.store.store import Store
 
@@ -173,9 +173,7 @@ def main() -> None:
                 return restored[key]
 
             outs = {n: float(psnr(restore(n, x), y)) for n in names}
-            change = {
-                n: float((run(backbone_net, restore(n, x)) - restore(n, x)).pow(2).mean()) for n, _ in ranking[:3]
-            }
+            change = {n: backbone_change(backbone_net, restore(n, x)) for n, _ in ranking[:TOP]}
             scores["settle"].append(outs[min(change, key=change.get)])
             kept, _ = settle(x, [n for n, _ in ranking[:TOP]], lambda n, crop: run(nets[n], crop), backbone_net)
             scores["settle crop"].append(outs[kept])

@@ -173,8 +173,7 @@ def main() -> None:
                 metas[label] = MetaNet(support=(crop, count))
                 continue
             tag = arm.split()[1]
-            size = "" if (crop, count) == (64, 8) else f"-{crop}x{count}"  # older files: 64x8
-            stem = f"meta{META_FORMAT_VERSION}-{tag}-without-{task}-{args.meta_steps}{size}"
+            stem = f"meta{META_FORMAT_VERSION}-{tag}-without-{task}-{args.meta_steps}-{crop}x{count}"
             meta_file = out_dir / f"{stem}-{backbone_row.sha256[:12]}.safetensors"
             if meta_file.exists():
                 metas[label], _ = load_meta(*read_tensors(meta_file))

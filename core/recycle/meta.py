@@ -64,6 +64,7 @@ MIN_CROP = 16
 # 8 of 64², 51 against 50 % distilled data-free, in 0.9 s instead of 1.3 s on one core)
 SUPPORT_CROP = 48  # px
 SUPPORT_CROPS = 8  # how many
+SUPPORT = (SUPPORT_CROP, SUPPORT_CROPS)
 LEGACY_SUPPORT = (64, 8)  # what files distilled before the support was recorded in them read
 
 
@@ -92,7 +93,7 @@ class MetaNet(nn.Module):
     it lost half the linear fit's gain on rain; a single bounded scale has little to overfit.
     """
 
-    def __init__(self, hidden: int = 32, support: tuple[int, int] = (SUPPORT_CROP, SUPPORT_CROPS)):
+    def __init__(self, hidden: int = 32, support: tuple[int, int] = SUPPORT):
         super().__init__()
         self.support = support  # (crop px, count) of the support crops it reads: fixed at distillation
         self.embed = nn.Sequential(nn.Linear(ADAPTER_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
@@ -113,7 +114,7 @@ class MetaNet(nn.Module):
 def support_sample(
     pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
     gen: torch.Generator,
-    support: tuple[int, int] = (SUPPORT_CROP, SUPPORT_CROPS),
+    support: tuple[int, int] = SUPPORT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The few small aligned crops of the example pairs the zoo is run on, `support` = (crop px,
     count) (pairs no larger than a crop give themselves, once each). Measured (BENCHMARKS.md): 8
@@ -295,7 +296,7 @@ def distill(
     lr: float = 2e-3,
     seed: int = 0,
     bank: Sequence[Inverted] | None = None,
-    support: tuple[int, int] = (SUPPORT_CROP, SUPPORT_CROPS),
+    support: tuple[int, int] = SUPPORT,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> tuple[MetaNet, list[float]]:
     """Train a MetaNet for this zoo on episodes drawn from `clean_images` ((3, H, W) in [0, 1]) and,
@@ -331,7 +332,7 @@ def meta_metadata(
     steps: int,
     curve: list[float],
     surrogate: str = "clean images",
-    support: tuple[int, int] = (SUPPORT_CROP, SUPPORT_CROPS),
+    support: tuple[int, int] = SUPPORT,
 ) -> dict[str, str]:
     return {
         "support_crop": str(support[0]),
