@@ -39,8 +39,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
 from bench.auto_choice import two_degradations
 from bench.common import OUT, git_rev, machine, markdown_table
 from bench.zoo import build_zoo
@@ -53,6 +51,8 @@ DISTANCES = (1.0, 1.5, 2.0, 3.0)  # second pass by the signature distance of A's
 
 
 def record(limit: int, sets: list[str]) -> dict:
+    import torch
+
     from colora.api.recycling import signatures
     from colora.core.data.crops import center_crop, load_pair
     from colora.core.inference.metrics import psnr
@@ -96,9 +96,9 @@ def record(limit: int, sets: list[str]) -> dict:
     per_image = []
     for label, items in images.items():
         for stem, x, y in items:
-            crop = center_crop(x.float(), CROP)
+            crop = center_crop(x, CROP)
             ranking = nearest(image_features(x, backbone), sigs)
-            first = {}
+            by_first = {}
             for a, _ in ranking[:TOP]:
                 out, out_crop = run(a, x), run(a, crop)
                 seconds = {}
@@ -108,13 +108,13 @@ def record(limit: int, sets: list[str]) -> dict:
                         "psnr": float(psnr(run(b, out), y)),
                         "crop_change": backbone_change(backbone_net, run(b, out_crop)),
                     }
-                first[a] = {
+                by_first[a] = {
                     "psnr": float(psnr(out, y)),
                     "crop_change": backbone_change(backbone_net, out_crop),
                     "second": seconds,
                 }
             per_image.append(
-                {"set": label, "image": stem, "ranking": ranking, "input": float(psnr(x, y)), "first": first}
+                {"set": label, "image": stem, "ranking": ranking, "input": float(psnr(x, y)), "first": by_first}
             )
         print(f"{label}: {len(items)} images, {time.perf_counter() - t_start:.0f} s", flush=True)
     header = (
@@ -128,6 +128,8 @@ def first_pick(rec: dict, rule: str) -> str:
     ranking = rec["ranking"]
     if rule == "nearest":
         return ranking[0][0]
+    if rule != "settle":
+        raise ValueError(f"unknown first-pick rule {rule!r}")
     d0 = ranking[0][1]
     candidates = [n for n, d in ranking[:TOP] if d <= WITHIN * max(d0, 1e-9)]
     return min(candidates, key=lambda n: rec["first"][n]["crop_change"])
@@ -135,19 +137,18 @@ def first_pick(rec: dict, rule: str) -> str:
 
 def sequence_psnr(rec: dict, rule: str, second: tuple[str, float] | None) -> float:
     """PSNR of the rule's pick: A, then B when `second` = ("change", r) or ("distance", t) says so."""
-    a = first_pick(rec, rule)
-    first = rec["first"][a]
-    if second is None or not first["second"]:
-        return first["psnr"]
-    seconds = first["second"]
+    a = rec["first"][first_pick(rec, rule)]
+    if second is None or not a["second"]:
+        return a["psnr"]
+    seconds = a["second"]
     criterion, bound = second
     if criterion == "change":  # the least changed second, kept when the backbone wants less change
         b = min(seconds, key=lambda n: seconds[n]["crop_change"])
-        kept = seconds[b]["crop_change"] < bound * first["crop_change"]
+        kept = seconds[b]["crop_change"] < bound * a["crop_change"]
     else:  # the nearest signature of A's output, kept when A's output still looks degraded
         b = min(seconds, key=lambda n: seconds[n]["distance"])
         kept = seconds[b]["distance"] < bound
-    return seconds[b]["psnr"] if kept else first["psnr"]
+    return seconds[b]["psnr"] if kept else a["psnr"]
 
 
 def oracle_sequence(rec: dict) -> float:
@@ -167,17 +168,16 @@ def score(data: dict) -> str:
         return statistics.mean(fn(r) - sequence_psnr(r, "nearest", None) for r in recs) if recs else math.nan
 
     rules = {"nearest": ("nearest", None), "settle": ("settle", None)}
-    for first in ("nearest", "settle"):
+    for pick in ("nearest", "settle"):
         for ratio in RATIOS:
-            rules[f"{first}, then B if change < {ratio:g}x"] = (first, ("change", ratio))
-        if all("distance" in b for r in images for f in r["first"].values() for b in f["second"].values()):
-            for bound in DISTANCES:
-                rules[f"{first}, then B if distance < {bound:g}"] = (first, ("distance", bound))
+            rules[f"{pick}, then B if change < {ratio:g}x"] = (pick, ("change", ratio))
+        for bound in DISTANCES:
+            rules[f"{pick}, then B if distance < {bound:g}"] = (pick, ("distance", bound))
     singles = [s for s in sets if s not in TWO]
     two = [s for s in sets if s in TWO]
     rows = []
-    for label, (first, second) in [*rules.items(), ("oracle sequence", (None, None))]:
-        fn = oracle_sequence if label == "oracle sequence" else (lambda r, f=first, q=second: sequence_psnr(r, f, q))
+    for label, (pick, second) in [*rules.items(), ("oracle sequence", (None, None))]:
+        fn = oracle_sequence if label == "oracle sequence" else (lambda r, f=pick, q=second: sequence_psnr(r, f, q))
         per = {s: gain(fn, s) for s in sets}
         halves = [statistics.mean(gain(fn, s, w) for s in singles) if singles else math.nan for w in ("even", "odd")]
         worst = min(singles, key=lambda s: per[s]) if singles else "-"
@@ -190,7 +190,7 @@ def score(data: dict) -> str:
                 f"{per[worst]:+.2f} ({worst})" if singles else "-",
             ]
         )
-    columns = ["rule", "single (mean of sets)", "even / odd half", *(f"{s}" for s in two), "worst single set"]
+    columns = ["rule", "single (mean of sets)", "even / odd half", *two, "worst single set"]
     caption = "dB over the nearest signature alone (one adapter), mean per set"
     return f"{data['header']}\n\n{caption}\n\n{markdown_table(columns, rows)}"
 
