@@ -98,25 +98,15 @@ def look_plan(image, backbone, sigs, clean, restore, *, top=3, passes=2, margin=
     return names
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--margins", default="0,0.05,0.15", help="second-pass margins to score (comma-separated)")
-    ap.add_argument("--limit", type=int, default=0, help="at most this many images per set (smoke runs)")
-    ap.add_argument("--no-look", action="store_true", help="skip the look and chain arms (the slow ones)")
-    args = ap.parse_args()
-    margins = [] if args.no_look else [float(m) for m in args.margins.split(",")]
-
+def open_zoo():
+    """The bench zoo as the `--task auto` benches read it: (store, backbone, zoo adapters, signatures,
+    one model per adapter by name)."""
     from colora.api.recycling import signatures
-    from colora.core.data.crops import load_pair
-    from colora.core.inference.metrics import psnr
     from colora.core.model.fast import FastNAFNet
     from colora.core.model.weights import load_backbone, read_adapter
     from colora.core.recycle.mixture import Mixture, apply_mixture, zoo_adapter
-    from colora.core.recycle.settle import TOP, backbone_change, settle
-    from colora.core.recycle.signature import image_features, nearest
     from colora.store.store import Store
 
-    t_start = time.perf_counter()
     store = Store.open(build_zoo())
     backbone_row = store.backbone()
     backbone, _ = load_backbone(store.path(backbone_row.path), backbone_row.sha256)
@@ -125,6 +115,32 @@ def main() -> None:
     zoo = [zoo_adapter(n, *read_adapter(store.path(r.path)), backbone) for n, r in sorted(rows.items())]
     names = [z.name for z in zoo]
     sigs, _ = signatures(store, backbone_row, backbone)
+    one_hot = torch.eye(len(zoo))
+    nets = {
+        n: FastNAFNet(apply_mixture(copy.deepcopy(backbone), zoo, Mixture(names, ["all"], one_hot[i][:, None])))
+        for i, n in enumerate(names)
+    }
+    return store, backbone, zoo, sigs, nets
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--margins", default="0,0.05,0.15", help="second-pass margins to score (comma-separated)")
+    ap.add_argument("--limit", type=int, default=0, help="at most this many images per set (smoke runs)")
+    ap.add_argument("--no-look", action="store_true", help="skip the look and chain arms (the slow ones)")
+    args = ap.parse_args()
+    margins = [] if args.no_look else [float(m) for m in args.margins.split(",")]
+
+    from colora.core.data.crops import load_pair
+    from colora.core.inference.metrics import psnr
+    from colora.core.model.fast import FastNAFNet
+    from colora.core.recycle.mixture import Mixture, apply_mixture
+    from colora.core.recycle.settle import TOP, backbone_change, settle
+    from colora.core.recycle.signature import image_features, nearest
+
+    t_start = time.perf_counter()
+    store, backbone, zoo, sigs, nets = open_zoo()
+    names = [z.name for z in zoo]
     clean_ref = torch.stack(  # what clean photos look like: the zoo's training targets
         [
             image_features(load_pair(p.input_path, p.target_path)[1], backbone)
@@ -132,14 +148,6 @@ def main() -> None:
             for p in store.pairs(store.task(t), "train")[:16]
         ]
     )
-
-    def one_hot(i: int) -> torch.Tensor:
-        return torch.eye(len(zoo))[i][:, None]
-
-    nets = {
-        n: FastNAFNet(apply_mixture(copy.deepcopy(backbone), zoo, Mixture(names, ["all"], one_hot(i))))
-        for i, n in enumerate(names)
-    }
 
     backbone_net = FastNAFNet(backbone)
 

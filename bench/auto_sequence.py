@@ -32,16 +32,14 @@ two-degradation images, no loss on single degradations.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import statistics
 import time
 from pathlib import Path
 
-from bench.auto_choice import two_degradations
+from bench.auto_choice import open_zoo, two_degradations
 from bench.common import OUT, git_rev, machine, markdown_table
-from bench.zoo import build_zoo
 
 TWO = ("noise+jpeg", "dark+noise")
 TOP = 3
@@ -53,30 +51,15 @@ DISTANCES = (1.0, 1.5, 2.0, 3.0)  # second pass by the signature distance of A's
 def record(limit: int, sets: list[str]) -> dict:
     import torch
 
-    from colora.api.recycling import signatures
     from colora.core.data.crops import center_crop, load_pair
     from colora.core.inference.metrics import psnr
     from colora.core.model.fast import FastNAFNet
-    from colora.core.model.weights import load_backbone, read_adapter
-    from colora.core.recycle.mixture import Mixture, apply_mixture, zoo_adapter
     from colora.core.recycle.settle import backbone_change
     from colora.core.recycle.signature import CROP, image_features, nearest
-    from colora.store.store import Store
 
     t_start = time.perf_counter()
-    store = Store.open(build_zoo())
-    backbone_row = store.backbone()
-    backbone, _ = load_backbone(store.path(backbone_row.path), backbone_row.sha256)
-    backbone.eval()
-    rows = {r.task.name: r for r in store.zoo(backbone_row)}
-    zoo = [zoo_adapter(n, *read_adapter(store.path(r.path)), backbone) for n, r in sorted(rows.items())]
+    store, backbone, zoo, sigs, nets = open_zoo()
     names = [z.name for z in zoo]
-    sigs, _ = signatures(store, backbone_row, backbone)
-    one_hot = torch.eye(len(zoo))
-    nets = {
-        n: FastNAFNet(apply_mixture(copy.deepcopy(backbone), zoo, Mixture(names, ["all"], one_hot[i][:, None])))
-        for i, n in enumerate(names)
-    }
     backbone_net = FastNAFNet(backbone)
 
     @torch.no_grad()
