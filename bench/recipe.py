@@ -46,10 +46,11 @@ def score(store, held_out) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--steps", default="500,1000,2000,4000", help="step counts of the curve (lr 2e-3)")
-    ap.add_argument("--lrs", default="1e-3,4e-3", help="other learning rates, at the middle step count")
+    ap.add_argument("--steps", default="500,1000,2000,4000", help="step counts of the curve (at the default lr)")
+    ap.add_argument("--lrs", default="2e-3,8e-3", help="other learning rates, at the middle step count")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--backbone", type=Path, help="a backbone file instead of the bundled one")
+    ap.add_argument("--no-extras", action="store_true", help="skip the batch 8 x 64² and PSNR-loss arms")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from colora.api.training import TrainOptions, train_task
@@ -58,10 +59,14 @@ def main() -> None:
     middle = steps[len(steps) // 2]
     arms = [(f"{n} steps", TrainOptions(steps=n)) for n in steps]
     arms += [(f"{middle} steps, lr {lr}", TrainOptions(steps=middle, lr=float(lr))) for lr in args.lrs.split(",") if lr]
-    arms += [
-        (f"{middle} steps, batch 8 x 64²", TrainOptions(steps=middle, batch_size=8, patch_size=64)),
-        (f"{middle} steps, PSNR loss", TrainOptions(steps=middle, loss="psnr")),
-    ]
+    arms += (
+        []
+        if args.no_extras
+        else [
+            (f"{middle} steps, batch 8 x 64²", TrainOptions(steps=middle, batch_size=8, patch_size=64)),
+            (f"{middle} steps, PSNR loss", TrainOptions(steps=middle, loss="psnr")),
+        ]
+    )
     tables = []
     for task in args.tasks.split(","):
         make, n_train = TASKS[task]

@@ -12,6 +12,10 @@ held-out pairs:
                   crops of 96² + an exact line search over their scale), over the zoo and the
                   built-in keep-input direction (take back a share of the backbone's correction)
     zoo only      the same fit without the keep-input direction (`adapt --no-keep-input`)
+    per-stage     `colora adapt --per-stage`: the mixture's coefficients, then one coefficient per
+                  adapter and network stage refined by 20 gradient steps on 8 of the K pairs' crops
+                  (--per-stage-crops: other counts as arms; --per-stage-seconds: a time budget per
+                  fit, as `colora adapt --seconds`)
     meta linear   the meta-adapter before distillation: the linearised least-squares mixture on its
                   8 crops of 48² (what distillation adds is the difference to the two arms below)
     meta photos   `colora adapt --meta`: one pass of a meta-adapter distilled without this task
@@ -23,6 +27,8 @@ held-out pairs:
     own adapter   the task's own adapter (trained on all its training pairs; the upper bound)
     oracle mixture  (--oracle-mixture) the mixture fitted on the held-out pairs themselves: the ceiling
                   of one coefficient per adapter, whatever the examples
+    oracle per-stage  (--oracle-per-stage) the same with one coefficient per adapter and stage (100
+                  refinement steps on 8 of the 32 crops): the ceiling of per-stage coefficients
 
 gap closed = (arm - backbone) / (own adapter - backbone), in PSNR.
 
@@ -45,7 +51,7 @@ import torch
 from bench.common import DATA, OUT, git_rev, machine, markdown_table
 from bench.zoo import TASKS, build_zoo
 
-ARMS = ("mixture", "zoo only", "meta linear", "meta photos", "meta data-free", "lora K-shot")
+ARMS = ("mixture", "zoo only", "per-stage", "meta linear", "meta photos", "meta data-free", "lora K-shot")
 META_ARMS = ("meta linear", "meta photos", "meta data-free")
 
 
@@ -76,6 +82,13 @@ def main() -> None:
         help="a fixed row: the mixture fitted on the held-out pairs themselves (32 crops of 128²): the "
         "ceiling of fitting one coefficient per adapter",
     )
+    ap.add_argument("--per-stage-crops", default="8", help="refinement crops of the per-stage arms, N,...")
+    ap.add_argument("--per-stage-seconds", type=float, help="time budget of each per-stage fit (default: none)")
+    ap.add_argument(
+        "--oracle-per-stage",
+        action="store_true",
+        help="a fixed row: the per-stage mixture fitted on the held-out pairs themselves",
+    )
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a in ARMS and not (args.no_meta and a in META_ARMS)]
     if "lora K-shot" in arms and "mixture" not in arms:
@@ -84,6 +97,12 @@ def main() -> None:
         fit_sizes = {s: tuple(int(v) for v in s.split("x")) for s in args.fit_sizes.split(",") if s}
     except ValueError:
         ap.error("--fit-sizes: CROPxCOUNT,... (e.g. 64x16)")
+    try:
+        stage_crops = [int(n) for n in args.per_stage_crops.split(",") if n]
+        assert stage_crops and min(stage_crops) >= 1
+    except (ValueError, AssertionError):
+        ap.error("--per-stage-crops: N,... (e.g. 8,4)")
+    stage_arms = {("per-stage" if i == 0 else f"per-stage {n} crops"): n for i, n in enumerate(stage_crops)}
     try:
         supports = [tuple(int(v) for v in s.split("x")) for s in args.meta_supports.split(",") if s]
         assert supports and all(len(s) == 2 for s in supports)
@@ -164,6 +183,13 @@ def main() -> None:
             fixed["oracle mixture"] = score(
                 mixed(keep, fit_mixture(backbone, keep, held_out, crop=128, n_crops=32)), val
             )
+        if args.oracle_per_stage:
+            held_out = [load_pair(i, t) for _, i, t in val]
+            keep = with_keep_input(backbone, zoo)
+            staged = fit_mixture(
+                backbone, keep, held_out, crop=128, n_crops=32, per_stage=True, steps=100, refine_crops=8
+            )
+            fixed["oracle per-stage"] = score(mixed(keep, staged), val)
         gap = fixed["own adapter"] - fixed["backbone"]
 
         metas = {}
@@ -210,6 +236,8 @@ def main() -> None:
             results: dict[str, list] = {a: [] for a in arms if a not in META_ARMS}
             results.update({label: [] for label in metas})
             results.update({f"mixture {size}": [] for size in fit_sizes})
+            if "per-stage" in arms:
+                results.update({label: [] for label in stage_arms})
             keep_zoo = with_keep_input(backbone, zoo)
             for draw in range(args.draws):
                 picked = random.Random(f"{task}-{k}-{draw}").sample(train, k_eff)
@@ -223,6 +251,19 @@ def main() -> None:
                     t0 = time.perf_counter()
                     other = fit_mixture(backbone, keep_zoo, pairs, crop=crop, n_crops=count, seed=draw)
                     results[f"mixture {size}"].append((score(mixed(keep_zoo, other), val), time.perf_counter() - t0))
+                for label, n in stage_arms.items() if "per-stage" in arms else ():
+                    t0 = time.perf_counter()
+                    staged = fit_mixture(
+                        backbone,
+                        keep_zoo,
+                        pairs,
+                        per_stage=True,
+                        steps=20,
+                        refine_crops=n,
+                        seconds=args.per_stage_seconds,
+                        seed=draw,
+                    )
+                    results[label].append((score(mixed(keep_zoo, staged), val), time.perf_counter() - t0))
                 if "zoo only" in arms:
                     t0 = time.perf_counter()
                     alone = fit_mixture(backbone, zoo, pairs, seed=draw)
@@ -282,7 +323,8 @@ def main() -> None:
     agg = []
     for k in ks:
         labels = [*ARMS, *(f"{a} {c}x{n}" for c, n in supports[1:] for a in META_ARMS)]
-        for arm in [*labels, *(f"mixture {size}" for size in fit_sizes)]:
+        extra = [*(f"mixture {size}" for size in fit_sizes), *list(stage_arms)[1:]]
+        for arm in [*labels, *extra]:
             rs = [s for s in summary if s["k"] == k and s["arm"] == arm]
             if rs:
                 beats = sum(s["psnr"] > s["fixed_best single"] for s in rs)

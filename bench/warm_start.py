@@ -2,7 +2,7 @@
 
 For each held-out task of the zoo (bench/zoo.py), its own adapter is left out; two adapters are
 trained on its training pairs with the same rank plan (the task's own CoLoRA plan), seed and
-schedule as `colora train` (batch 4 x 96², lr 2e-3, L1):
+schedule as `colora train` (batch 4 x 96², its default lr unless --lr, L1):
 
     cold   LoRA's usual start (random A, zero B): `colora train NAME`
     warm   the factors start from the zoo's mixture fitted on the task's pairs (the same fit as
@@ -16,6 +16,7 @@ whole validation images. The warm column's step 0 is the mixture truncated to th
 
     python -m bench.warm_start                           # after bench/zoo.py; ~30 min on one core
     python -m bench.warm_start --tasks noise --steps 40   # smoke
+    python -m bench.warm_start --tasks rain --starts warm --lr 2e-3   # one start at another lr
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ def main() -> None:
     ap.add_argument("--tasks", default="rain,noise,lowlight,blur,jpeg")
     ap.add_argument("--steps", type=int, default=500, help="each run's steps (`colora train`'s default)")
     ap.add_argument("--points", type=int, default=10, help="validations along each run")
+    ap.add_argument("--lr", type=float, help="peak learning rate of both starts (default: `colora train`'s)")
+    ap.add_argument("--starts", default="cold,warm", help="which starts to run: cold, warm or both")
     args = ap.parse_args()
+    starts = [s for s in ("cold", "warm") if s in args.starts.split(",")]
+    if not starts:
+        ap.error("--starts: cold, warm or cold,warm")
 
     from colora.api.recycling import AdaptOptions
     from colora.api.training import TrainOptions
@@ -56,6 +62,7 @@ def main() -> None:
     adapters = {name: read_adapter(store.path(r.path)) for name, r in rows.items()}
     zoo_all = {name: zoo_adapter(name, *adapters[name], backbone) for name in rows}
     defaults, adapt = TrainOptions(), AdaptOptions()
+    lr = defaults.lr if args.lr is None else args.lr
     every = max(1, args.steps // args.points)
     table, summary = [], []
     for task in args.tasks.split(","):
@@ -72,7 +79,7 @@ def main() -> None:
         used = {n: round(float(c), 2) for n, c in zip(mixture.names, mixture.coef[:, 0]) if float(c)}
         validator = psnr_validator([load_pair(i, t) for i, t in val_files], "cpu")
         runs = {}
-        for arm in ("cold", "warm"):
+        for arm in starts:
             warm = (mixture_deltas(zoo, mixture), {"mixture": used}) if arm == "warm" else None
             start, _ = _lora_model(backbone, plan, "weight", defaults.seed)
             if warm:
@@ -83,7 +90,7 @@ def main() -> None:
                 steps=args.steps,
                 batch_size=defaults.batch_size,
                 patch_size=defaults.patch_size,
-                lr=defaults.lr,
+                lr=lr,
                 loss=defaults.loss,
                 seed=defaults.seed,
                 validate_every=every,
@@ -101,8 +108,10 @@ def main() -> None:
             runs[arm] = {"curve": [(0, step0), *curve], "final": final, "seconds": seconds}
             print(f"[{task}] {arm}: {runs[arm]['curve']} -> {final:.2f} dB ({seconds:.0f} s)", flush=True)
         # what a cold run keeps: its best trained state (unlike a warm run, it never keeps step 0)
-        target = max(score for step, score in runs["cold"]["curve"] if step > 0)
-        reached = next((step for step, score in runs["warm"]["curve"] if score >= target), None)
+        reached = None
+        if len(runs) == 2:
+            target = max(score for step, score in runs["cold"]["curve"] if step > 0)
+            reached = next((step for step, score in runs["warm"]["curve"] if score >= target), None)
         for arm, run in runs.items():
             table.append(
                 [
@@ -110,13 +119,16 @@ def main() -> None:
                     arm,
                     *(f"{score:.2f}" for _, score in run["curve"]),
                     f"{run['final']:.2f}",
-                    "-" if arm == "cold" else ("not reached" if reached is None else str(reached)),
+                    "-" if arm == "cold" or len(runs) < 2 else ("not reached" if reached is None else str(reached)),
                     f"{fit_s:.1f}" if arm == "warm" else "-",
                 ]
             )
         summary.append({"task": task, "mixture": used, "fit_s": fit_s, "reached": reached, **runs})
-    steps = [step for step, _ in summary[0]["cold"]["curve"]] if summary else []
-    header = f"bench/warm_start.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}, {args.steps} steps"
+    steps = [step for step, _ in summary[0][starts[0]]["curve"]] if summary else []
+    header = (
+        f"bench/warm_start.py — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}, "
+        f"{args.steps} steps, lr {lr:g}"
+    )
     print("\n" + header + "\n")
     columns = ["task", "start", *(f"step {s}" for s in steps), "final (whole images)", "warm reaches cold's best at"]
     print(markdown_table([*columns, "fit s"], table))

@@ -513,10 +513,34 @@ def test_adapt_from_one_pair_makes_a_recycled_adapter_that_eval_and_restore_use(
     assert json.loads(meta["recycled"]) is True
     extra = json.loads(meta["extra"])
     assert {z["task"] for z in extra["zoo"]} == {"dark", "noisy", "blurry"}  # the files it came from
+    assert len(extra["mixture"]["groups"]) > 1 and "network stages" in out(r)  # per stage by default
     assert extra["mixture"]["adapters"] == [*(z["task"] for z in extra["zoo"]), KEEP_INPUT]
     photos = write_set(tmp_path / "photos", "noisy", 2, seed=11) / "input"
     ok(invoke("restore", "--task", "fresh", photos, "-o", tmp_path / "out", "--home", home))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["noisy0.png", "noisy1.png"]
+
+
+def test_adapt_per_adapter_fits_one_coefficient_per_adapter_in_closed_form(home, tmp_path, wide_console):
+    ok(invoke("task", "add", "fresh", write_set(tmp_path / "one", "noisy", 1, seed=10), "--home", home))
+    r = ok(invoke("adapt", "fresh", "--per-adapter", "--home", home))
+    assert "coefficient" in out(r) and "network stages" not in out(r)
+    adapter_file = next((home / "tasks" / "fresh").glob("adapter-recycled-*.safetensors"))
+    with safe_open(adapter_file, "pt") as f:
+        mixture = json.loads(f.metadata()["extra"])["mixture"]
+    assert mixture["groups"] == ["all"] and mixture["steps"] == 0
+
+
+def test_a_refinement_step_that_would_overrun_the_time_budget_is_not_started():
+    net = tiny(torch.float32)
+    zoo = [random_adapter(net, n, 2, seed=s, dtype=torch.float32)[1] for n, s in (("a", 1), ("b", 2))]
+    gen = torch.Generator().manual_seed(0)
+    pairs = [(torch.rand(3, 32, 32, generator=gen), torch.rand(3, 32, 32, generator=gen)) for _ in range(2)]
+    free = fit_mixture(net, zoo, pairs, crop=32, per_stage=True, steps=6)
+    assert free.info["steps"] == 6
+    # the budget is gone before the first step: the closed form's coefficients, per stage
+    none = fit_mixture(net, zoo, pairs, crop=32, per_stage=True, steps=6, seconds=0.0)
+    assert none.info["steps"] == 0 and len(none.groups) > 1
+    assert torch.equal(none.coef, none.coef[:, :1].expand_as(none.coef))
 
 
 def test_adapt_without_keep_input_mixes_the_zoo_alone(home, tmp_path, wide_console):

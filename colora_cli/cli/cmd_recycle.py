@@ -28,8 +28,14 @@ def adapt(
         ),
     ] = False,
     per_stage: Annotated[
-        bool, typer.Option("--per-stage", help="One coefficient per adapter and network stage instead of per adapter.")
-    ] = False,
+        Optional[bool],
+        typer.Option(
+            "--per-stage/--per-adapter",
+            help="One coefficient per adapter and network stage, refined by a few gradient steps, or one per "
+            "adapter (closed form only) [default: per stage; per adapter with --meta].",
+            show_default=False,
+        ),
+    ] = None,
     keep_input: Annotated[
         bool,
         typer.Option(
@@ -45,11 +51,15 @@ def adapt(
         typer.Option(
             "--steps",
             min=0,
-            help="Gradient steps refining the coefficients after the closed form [default: 0, or 20 with --per-stage].",
+            help="Gradient steps refining the coefficients after the closed form [default: 20 per stage, 0 per "
+            "adapter].",
         ),
     ] = None,
     seconds: Annotated[
-        float, typer.Option("--seconds", min=0.0, help="Stop refining after this many seconds.")
+        float,
+        typer.Option(
+            "--seconds", min=0.0, help="Time budget of the fit: no refinement step starts that would end past it."
+        ),
     ] = ADAPT.seconds,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the crops the coefficients are fitted on.")] = ADAPT.seed,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the task's trained adapter.")] = False,
@@ -74,11 +84,21 @@ def adapt(
     )
     done = adapt_task(Store.open(home), name, options, output.REPORTER)
     mixture = done.mixture
-    output.table(
-        f"Mixture for '{name}'",
-        ["adapter", *mixture.groups],
-        [[n, *[f"{float(c):+.3f}" for c in row]] for n, row in zip(mixture.names, mixture.coef)],
-    )
+    if len(mixture.groups) == 1:
+        output.table(
+            f"Mixture for '{name}'",
+            ["adapter", "coefficient"],
+            [[n, f"{float(row[0]):+.3f}"] for n, row in zip(mixture.names, mixture.coef)],
+        )
+    else:  # one column per stage would not fit a terminal: their mean and range
+        output.table(
+            f"Mixture for '{name}' ({len(mixture.groups)} network stages)",
+            ["adapter", "mean", "min", "max"],
+            [
+                [n, *(f"{float(v):+.3f}" for v in (row.mean(), row.min(), row.max()))]
+                for n, row in zip(mixture.names, mixture.coef)
+            ],
+        )
     fit = mixture.info
     if fit.get("support_mse") is not None:
         before, after = (10 * math.log10(1 / max(fit[k], 1e-12)) for k in ("support_mse_backbone", "support_mse"))
