@@ -98,7 +98,8 @@ def main() -> None:
         tables.append((task, n_train, len(held_out), rows))
     print(
         f"\nbench/recipe.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}, "
-        f"backbone {args.backbone or 'bundled'}, CoLoRA plan (FAIG, 7 %) computed once per task (its own row)\n"
+        f"backbone {args.backbone or 'bundled'}, default lr {TrainOptions().lr:g}, "
+        "CoLoRA plan (FAIG, 7 %) computed once per task (its own row)\n"
     )
     for task, n_train, n_held, rows in tables:
         print(f"### {task}: {n_train} training pairs, {n_held} held-out pairs scored (PSNR dB, RGB, whole image)\n")

@@ -8,14 +8,14 @@ held-out pairs:
     backbone      the frozen PROD backbone alone
     best single   the best single zoo adapter, chosen on the held-out pairs (an oracle)
     uniform       the average of the zoo's adapters
-    mixture       `colora adapt`: non-negative coefficients fitted on the K pairs (closed form on 8
+    mixture       `colora adapt --per-adapter`: non-negative coefficients fitted on the K pairs (closed form on 8
                   crops of 96² + an exact line search over their scale), over the zoo and the
                   built-in keep-input direction (take back a share of the backbone's correction)
     zoo only      the same fit without the keep-input direction (`adapt --no-keep-input`)
     per-stage     `colora adapt --per-stage`: the mixture's coefficients, then one coefficient per
                   adapter and network stage refined by 20 gradient steps on 8 of the K pairs' crops
-                  (--per-stage-crops: other counts as arms; --per-stage-seconds: a time budget per
-                  fit, as `colora adapt --seconds`)
+                  within `colora adapt`'s 10 s budget (--per-stage-seconds; 0: none;
+                  --per-stage-crops: other crop counts as arms)
     meta linear   the meta-adapter before distillation: the linearised least-squares mixture on its
                   8 crops of 48² (what distillation adds is the difference to the two arms below)
     meta photos   `colora adapt --meta`: one pass of a meta-adapter distilled without this task
@@ -28,7 +28,7 @@ held-out pairs:
     oracle mixture  (--oracle-mixture) the mixture fitted on the held-out pairs themselves: the ceiling
                   of one coefficient per adapter, whatever the examples
     oracle per-stage  (--oracle-per-stage) the same with one coefficient per adapter and stage (100
-                  refinement steps on 8 of the 32 crops): the ceiling of per-stage coefficients
+                  refinement steps on 8 of the 32 crops, no time budget)
 
 gap closed = (arm - backbone) / (own adapter - backbone), in PSNR.
 
@@ -83,7 +83,7 @@ def main() -> None:
         "ceiling of fitting one coefficient per adapter",
     )
     ap.add_argument("--per-stage-crops", default="8", help="refinement crops of the per-stage arms, N,...")
-    ap.add_argument("--per-stage-seconds", type=float, help="time budget of each per-stage fit (default: none)")
+    ap.add_argument("--per-stage-seconds", type=float, default=10.0, help="time budget of each per-stage fit (0: none)")
     ap.add_argument(
         "--oracle-per-stage",
         action="store_true",
@@ -244,7 +244,7 @@ def main() -> None:
                 pairs = [load_pair(i, t) for i, t in picked]
                 if "mixture" in arms:
                     t0 = time.perf_counter()
-                    mixture = fit_mixture(backbone, keep_zoo, pairs, seed=draw)  # `colora adapt`'s defaults
+                    mixture = fit_mixture(backbone, keep_zoo, pairs, seed=draw)  # `colora adapt --per-adapter`
                     fit_s = time.perf_counter() - t0
                     results["mixture"].append((score(mixed(keep_zoo, mixture), val), fit_s))
                 for size, (crop, count) in fit_sizes.items():
@@ -260,7 +260,7 @@ def main() -> None:
                         per_stage=True,
                         steps=20,
                         refine_crops=n,
-                        seconds=args.per_stage_seconds,
+                        seconds=args.per_stage_seconds or None,
                         seed=draw,
                     )
                     results[label].append((score(mixed(keep_zoo, staged), val), time.perf_counter() - t0))

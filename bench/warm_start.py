@@ -6,7 +6,7 @@ schedule as `colora train` (batch 4 x 96², its default lr unless --lr, L1):
 
     cold   LoRA's usual start (random A, zero B): `colora train NAME`
     warm   the factors start from the zoo's mixture fitted on the task's pairs (the same fit as
-           `colora adapt`, keep-input included), truncated to the plan's ranks:
+           `colora adapt --per-adapter`, keep-input included), truncated to the plan's ranks:
            `colora train NAME --warm-start`
 
 Each is scored during training on the centres of the task's validation pairs (what `colora train`

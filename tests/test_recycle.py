@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -528,6 +529,8 @@ def test_adapt_per_adapter_fits_one_coefficient_per_adapter_in_closed_form(home,
     with safe_open(adapter_file, "pt") as f:
         mixture = json.loads(f.metadata()["extra"])["mixture"]
     assert mixture["groups"] == ["all"] and mixture["steps"] == 0
+    r = ok(invoke("adapt", "fresh", "--seconds", "0", "--home", home))  # per stage, no time to refine
+    assert "Refined in 0 of 20 step(s) within --seconds 0" in err(r), err(r)
 
 
 def test_a_refinement_step_that_would_overrun_the_time_budget_is_not_started():
@@ -537,6 +540,20 @@ def test_a_refinement_step_that_would_overrun_the_time_budget_is_not_started():
     pairs = [(torch.rand(3, 32, 32, generator=gen), torch.rand(3, 32, 32, generator=gen)) for _ in range(2)]
     free = fit_mixture(net, zoo, pairs, crop=32, per_stage=True, steps=6)
     assert free.info["steps"] == 6
+    # a clock that only the refinement steps move, one second each: a third step would end at 3 s
+    from colora.core.recycle import mixture as mixture_module
+
+    clock = [0.0]
+    forward = mixture_module.mixture_forward
+
+    def one_second_step(*args, **kwargs):
+        clock[0] += 1.0
+        return forward(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mixture_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+        mp.setattr(mixture_module, "mixture_forward", one_second_step)
+        assert fit_mixture(net, zoo, pairs, crop=32, per_stage=True, steps=6, seconds=2.5).info["steps"] == 2
     # the budget is gone before the first step: the closed form's coefficients, per stage
     none = fit_mixture(net, zoo, pairs, crop=32, per_stage=True, steps=6, seconds=0.0)
     assert none.info["steps"] == 0 and len(none.groups) > 1

@@ -217,7 +217,7 @@ def warm_start_deltas(
     seed: int,
     reporter: Reporter = SILENT,
 ):
-    """(per-layer deltas, a record) of the zoo's mixture fitted on the task's pairs, as `adapt`
+    """(per-layer deltas, a record) of the zoo's mixture fitted on the task's pairs, as `adapt --per-adapter`
     fits it, for a new adapter to start from; None when no mixture beats the backbone alone.
     NotFoundError when the zoo is empty."""
     from colora.api.tasks import pair_tensors

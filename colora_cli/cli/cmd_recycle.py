@@ -105,6 +105,11 @@ def adapt(
         output.note(
             f"Fit on {done.k} pair(s): support PSNR {before:.2f} -> {after:.2f} dB (crops, backbone -> mixture)."
         )
+        planned, ran = fit.get("steps_planned", 0), fit.get("steps", 0)
+        if planned and ran < planned:  # the time budget ran out (a slow machine, or many pairs)
+            output.note(
+                f"Refined in {ran} of {planned} step(s) within --seconds {seconds:g}; a larger budget may fit better."
+            )
     output.note(
         f"Recycled adapter for '{name}' from {done.adapters} adapter(s) "
         f"in {done.seconds:.1f} s "

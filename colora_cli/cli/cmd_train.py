@@ -59,7 +59,7 @@ def train(
         typer.Option(
             "--warm-start/--cold-start",
             help="Start the adapter from the other tasks' adapters, mixed to fit this task's pairs "
-            "(as `colora adapt` fits them), or from zero. [default: warm when the store holds other "
+            "(as `colora adapt --per-adapter` fits them), or from zero. [default: warm when the store holds other "
             "adapters on this backbone]",
             show_default=False,
         ),

@@ -359,11 +359,19 @@ def fit_mixture(
         step_s = time.perf_counter() - step_t0
         if on_step:
             on_step(done, steps)
-    if done:  # report the refined coefficients on every support crop, like the start
+    if done:
         with torch.no_grad():
-            best_loss = float(
-                F.mse_loss(in_chunks(fast_mixed(model, zoo, Mixture(names, groups, best)), x).clamp(0, 1), y)
-            )
+
+            def support_mse(c: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> float:
+                out = in_chunks(fast_mixed(model, zoo, Mixture(names, groups, c)), xs)
+                return float(F.mse_loss(out.clamp(0, 1), ys))
+
+            # the last update's coefficients were never scored in the loop
+            last = coef.detach().clone()
+            if support_mse(last, xr, yr) < best_loss:
+                best = last
+            # report the refined coefficients on every support crop, like the start
+            best_loss = support_mse(best, x, y)
     else:
         best_loss = start_mse
     return Mixture(
@@ -374,6 +382,7 @@ def fit_mixture(
             "method": "mixture",
             "k": len(pairs),
             "steps": done,
+            "steps_planned": steps,
             "choice": choice,
             "support_mse_backbone": mse0,
             "support_mse_input": float(F.mse_loss(x, y)),
