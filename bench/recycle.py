@@ -50,6 +50,8 @@ import torch
 
 from bench.common import DATA, OUT, git_rev, machine, markdown_table
 from bench.zoo import TASKS, build_zoo
+from colora.api.recycling import AdaptOptions
+from colora.core.defaults import REFINE_STEPS
 
 ARMS = ("mixture", "zoo only", "per-stage", "meta linear", "meta photos", "meta data-free", "lora K-shot")
 META_ARMS = ("meta linear", "meta photos", "meta data-free")
@@ -83,7 +85,12 @@ def main() -> None:
         "ceiling of fitting one coefficient per adapter",
     )
     ap.add_argument("--per-stage-crops", default="8", help="refinement crops of the per-stage arms, N,...")
-    ap.add_argument("--per-stage-seconds", type=float, default=10.0, help="time budget of each per-stage fit (0: none)")
+    ap.add_argument(
+        "--per-stage-seconds",
+        type=float,
+        default=AdaptOptions.seconds,
+        help="time budget of each per-stage fit (0: none)",
+    )
     ap.add_argument(
         "--oracle-per-stage",
         action="store_true",
@@ -258,7 +265,7 @@ def main() -> None:
                         keep_zoo,
                         pairs,
                         per_stage=True,
-                        steps=20,
+                        steps=REFINE_STEPS,
                         refine_crops=n,
                         seconds=args.per_stage_seconds or None,
                         seed=draw,

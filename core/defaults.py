@@ -15,5 +15,6 @@ AUTO_CANDIDATES = 1  # `restore --task auto`: the nearest signatures the backbon
 INIT_SIZE = "small"  # the backbone size of `init --random-init`
 VAL_FRACTION = 0.2  # the share of a task's pairs held out for validation
 DISTILL_STEPS = 400  # episodes of `recycle distill`
+REFINE_STEPS = 20  # gradient steps of `adapt`'s per-stage refinement (bench/recycle.py)
 RANK_METHOD = "faig"  # how `colora ranks` makes a plan (colora.core.choices.RANK_METHODS)
 ADAPTER_FORMAT = "colora"  # `adapter export --format` (colora.core.choices.ADAPTER_FORMATS)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
-from colora.core.defaults import DISTILL_STEPS, SEED
+from colora.core.defaults import DISTILL_STEPS, REFINE_STEPS, SEED
 from colora.core.errors import ColoraError, ConflictError, IntegrityError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
@@ -79,7 +79,7 @@ class AdaptOptions:
     per_stage: bool | None = None
     keep_input: bool = True  # the built-in "leave the image alone" direction (core.recycle.mixture)
     pairs: int = 32
-    steps: int | None = None  # refinement steps [default: 0, or 20 with per_stage]
+    steps: int | None = None  # refinement steps [default: REFINE_STEPS per stage, 0 per adapter]
     seconds: float = 10.0
     seed: int = SEED
     replace: bool = False
@@ -113,7 +113,7 @@ def adapt_task(
             hint="drop one of the two options",
         )
     per_stage = not o.meta if o.per_stage is None else o.per_stage
-    steps = (20 if per_stage else 0) if o.steps is None else o.steps
+    steps = (REFINE_STEPS if per_stage else 0) if o.steps is None else o.steps
     started = time.perf_counter()
     task = store.task(name)
     current = store.adapter(task)
