@@ -86,6 +86,12 @@ def main() -> None:
     )
     ap.add_argument("--per-stage-crops", default="8", help="refinement crops of the per-stage arms, N,...")
     ap.add_argument(
+        "--per-stage-support",
+        default="",
+        help="extra per-stage arms whose closed form sees at most N support crops (one per pair, "
+        "pairs drawn at random when K > N), N,...",
+    )
+    ap.add_argument(
         "--per-stage-seconds",
         type=float,
         default=AdaptOptions.seconds,
@@ -109,7 +115,14 @@ def main() -> None:
         assert stage_crops and min(stage_crops) >= 1
     except (ValueError, AssertionError):
         ap.error("--per-stage-crops: N,... (e.g. 8,4)")
-    stage_arms = {("per-stage" if i == 0 else f"per-stage {n} crops"): n for i, n in enumerate(stage_crops)}
+    try:
+        stage_caps = [int(n) for n in args.per_stage_support.split(",") if n]
+        assert all(n >= 1 for n in stage_caps)
+    except (ValueError, AssertionError):
+        ap.error("--per-stage-support: N,... (e.g. 8)")
+    # label -> (refinement crops, cap on the closed form's support crops)
+    stage_arms = {("per-stage" if i == 0 else f"per-stage {n} crops"): (n, None) for i, n in enumerate(stage_crops)}
+    stage_arms.update({f"per-stage support {n}": (stage_crops[0], n) for n in stage_caps})
     try:
         supports = [tuple(int(v) for v in s.split("x")) for s in args.meta_supports.split(",") if s]
         assert supports and all(len(s) == 2 for s in supports)
@@ -257,8 +270,9 @@ def main() -> None:
                 for size, (crop, count) in fit_sizes.items():
                     t0 = time.perf_counter()
                     other = fit_mixture(backbone, keep_zoo, pairs, crop=crop, n_crops=count, seed=draw)
-                    results[f"mixture {size}"].append((score(mixed(keep_zoo, other), val), time.perf_counter() - t0))
-                for label, n in stage_arms.items() if "per-stage" in arms else ():
+                    other_s = time.perf_counter() - t0  # the fit alone, not the held-out scoring
+                    results[f"mixture {size}"].append((score(mixed(keep_zoo, other), val), other_s))
+                for label, (n, cap) in stage_arms.items() if "per-stage" in arms else ():
                     t0 = time.perf_counter()
                     staged = fit_mixture(
                         backbone,
@@ -267,14 +281,17 @@ def main() -> None:
                         per_stage=True,
                         steps=REFINE_STEPS,
                         refine_crops=n,
+                        max_crops=cap,
                         seconds=args.per_stage_seconds or None,
                         seed=draw,
                     )
-                    results[label].append((score(mixed(keep_zoo, staged), val), time.perf_counter() - t0))
+                    staged_s = time.perf_counter() - t0
+                    results[label].append((score(mixed(keep_zoo, staged), val), staged_s))
                 if "zoo only" in arms:
                     t0 = time.perf_counter()
                     alone = fit_mixture(backbone, zoo, pairs, seed=draw)
-                    results["zoo only"].append((score(mixed(zoo, alone), val), time.perf_counter() - t0))
+                    alone_s = time.perf_counter() - t0
+                    results["zoo only"].append((score(mixed(zoo, alone), val), alone_s))
                 for arm, net in metas.items():
                     t0 = time.perf_counter()
                     m, mixed_zoo = predict(net, backbone, zoo, pairs, seed=draw)

@@ -560,6 +560,35 @@ def test_a_refinement_step_that_would_overrun_the_time_budget_is_not_started():
     assert torch.equal(none.coef, none.coef[:, :1].expand_as(none.coef))
 
 
+def test_the_refinement_leaves_time_to_score_its_result_within_the_budget():
+    net = tiny(torch.float32)
+    zoo = [random_adapter(net, n, 2, seed=s, dtype=torch.float32)[1] for n, s in (("a", 1), ("b", 2))]
+    gen = torch.Generator().manual_seed(0)
+    pairs = [(torch.rand(3, 32, 32, generator=gen), torch.rand(3, 32, 32, generator=gen)) for _ in range(2)]
+    from colora.core.recycle import mixture as mixture_module
+
+    # a clock that moves one second per refinement step and per exact scoring of a mixture: the
+    # closed form scores its 4 scales (4 s), the end scores twice (2 s); before the first step,
+    # a step is expected to cost three scorings (3 s)
+    clock = [0.0]
+    forward, scored = mixture_module.mixture_forward, mixture_module.fast_mixed
+
+    def one_second(f):
+        def timed(*args, **kwargs):
+            clock[0] += 1.0
+            return f(*args, **kwargs)
+
+        return timed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mixture_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+        mp.setattr(mixture_module, "mixture_forward", one_second(forward))
+        mp.setattr(mixture_module, "fast_mixed", one_second(scored))
+        fit = fit_mixture(net, zoo, pairs, crop=32, per_stage=True, steps=6, seconds=9.5)
+    # without the reserve, 5 steps would start (the 5th ending at 9 s) and the scoring end at 11 s
+    assert fit.info["steps"] == 3 and fit.info["seconds"] <= 9.5, fit.info
+
+
 def test_adapt_without_keep_input_mixes_the_zoo_alone(home, tmp_path, wide_console):
     ok(invoke("task", "add", "fresh", write_set(tmp_path / "one", "noisy", 1, seed=10), "--home", home))
     r = ok(invoke("adapt", "fresh", "--no-keep-input", "--home", home))

@@ -80,7 +80,7 @@ class AdaptOptions:
     keep_input: bool = True  # the built-in "leave the image alone" direction (core.recycle.mixture)
     pairs: int = 32
     steps: int | None = None  # refinement steps [default: REFINE_STEPS per stage, 0 per adapter]
-    seconds: float = 10.0
+    seconds: float = 10.0  # the whole adaptation's, not only the fit's
     seed: int = SEED
     replace: bool = False
 
@@ -151,7 +151,9 @@ def adapt_task(
             from colora.core.recycle.mixture import with_keep_input
 
             zoo = with_keep_input(backbone, zoo)
-        mixture = _fitted_mixture(backbone, zoo, examples, o, per_stage, steps, reporter)
+        # --seconds bounds the whole command: what loading took is not the fit's to spend
+        budget = max(0.0, o.seconds - (time.perf_counter() - started))
+        mixture = _fitted_mixture(backbone, zoo, examples, o, per_stage, steps, budget, reporter)
         method = "recycled-mixture"
     from colora.core.recycle.mixture import KEEP_INPUT, only_the_input
 
@@ -185,7 +187,9 @@ def adapt_task(
     )
 
 
-def _fitted_mixture(backbone, zoo, examples, o: AdaptOptions, per_stage: bool, steps: int, reporter: Reporter):
+def _fitted_mixture(
+    backbone, zoo, examples, o: AdaptOptions, per_stage: bool, steps: int, seconds: float, reporter: Reporter
+):
     from contextlib import nullcontext
 
     from colora.core.recycle.mixture import KEEP_INPUT, fit_mixture
@@ -202,7 +206,7 @@ def _fitted_mixture(backbone, zoo, examples, o: AdaptOptions, per_stage: bool, s
             examples,
             per_stage=per_stage,
             steps=steps,
-            seconds=o.seconds,
+            seconds=seconds,
             seed=o.seed,
             on_step=lambda done, total: update(done),
         )

@@ -58,7 +58,10 @@ def adapt(
     seconds: Annotated[
         float,
         typer.Option(
-            "--seconds", min=0.0, help="Time budget of the fit: no refinement step starts that would end past it."
+            "--seconds",
+            min=0.0,
+            help="Time budget of the adaptation (loading, fit, saving): no refinement step starts that would end "
+            "past it.",
         ),
     ] = ADAPT.seconds,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the crops the coefficients are fitted on.")] = ADAPT.seed,
