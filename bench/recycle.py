@@ -12,10 +12,12 @@ held-out pairs:
                   crops of 96² + an exact line search over their scale), over the zoo and the
                   built-in keep-input direction (take back a share of the backbone's correction)
     zoo only      the same fit without the keep-input direction (`adapt --no-keep-input`)
-    per-stage     `colora adapt --per-stage`: the mixture's coefficients, then one coefficient per
-                  adapter and network stage refined by 20 gradient steps on 8 of the K pairs' crops
-                  within `colora adapt`'s 10 s budget (--per-stage-seconds; 0: none;
-                  --per-stage-crops: other crop counts as arms)
+    per-stage     `colora adapt --per-stage`: the mixture's coefficients (on `refined_support(K)`:
+                  8 crops of 96², or beyond 8 pairs one of 72² from each of at most 16), then one
+                  coefficient per adapter and network stage refined by 20 gradient steps on 8 of
+                  the crops within `colora adapt`'s 10 s budget (--per-stage-seconds; 0: none;
+                  --per-stage-crops: other crop counts as arms; --per-stage-support and
+                  --per-stage-crop: other supports as arms)
     meta linear   the meta-adapter before distillation: the linearised least-squares mixture on its
                   8 crops of 48² (what distillation adds is the difference to the two arms below)
     meta photos   `colora adapt --meta`: one pass of a meta-adapter distilled without this task
@@ -86,10 +88,15 @@ def main() -> None:
     )
     ap.add_argument("--per-stage-crops", default="8", help="refinement crops of the per-stage arms, N,...")
     ap.add_argument(
+        "--per-stage-crop",
+        default="",
+        help="extra per-stage arms whose support crops are C² (the count unchanged), C,...",
+    )
+    ap.add_argument(
         "--per-stage-support",
         default="",
         help="extra per-stage arms whose closed form sees at most N support crops (one per pair, "
-        "pairs drawn at random when K > N), N,...",
+        "pairs drawn at random when K > N), of C² with NxC, N[xC],...",
     )
     ap.add_argument(
         "--per-stage-seconds",
@@ -116,13 +123,25 @@ def main() -> None:
     except (ValueError, AssertionError):
         ap.error("--per-stage-crops: N,... (e.g. 8,4)")
     try:
-        stage_caps = [int(n) for n in args.per_stage_support.split(",") if n]
-        assert all(n >= 1 for n in stage_caps)
+        stage_caps = [[int(v) for v in n.split("x")] for n in args.per_stage_support.split(",") if n]
+        assert all(len(c) in (1, 2) and min(c) >= 1 for c in stage_caps)
     except (ValueError, AssertionError):
-        ap.error("--per-stage-support: N,... (e.g. 8)")
-    # label -> (refinement crops, cap on the closed form's support crops)
+        ap.error("--per-stage-support: N[xC],... (e.g. 8 or 16x72)")
+    try:
+        stage_sizes = [int(n) for n in args.per_stage_crop.split(",") if n]
+        assert all(n >= 16 for n in stage_sizes)
+    except (ValueError, AssertionError):
+        ap.error("--per-stage-crop: C,... (e.g. 64)")
+    # label -> (refinement crops, the closed form's support: fit_mixture's keywords, or None for
+    # `colora adapt`'s own, which depends on K)
     stage_arms = {("per-stage" if i == 0 else f"per-stage {n} crops"): (n, None) for i, n in enumerate(stage_crops)}
-    stage_arms.update({f"per-stage support {n}": (stage_crops[0], n) for n in stage_caps})
+    stage_arms.update(
+        {
+            f"per-stage support {'x'.join(map(str, c))}": (stage_crops[0], {"max_crops": c[0], "crop": (c + [96])[1]})
+            for c in stage_caps
+        }
+    )
+    stage_arms.update({f"per-stage {c}²": (stage_crops[0], {"crop": c}) for c in stage_sizes})
     try:
         supports = [tuple(int(v) for v in s.split("x")) for s in args.meta_supports.split(",") if s]
         assert supports and all(len(s) == 2 for s in supports)
@@ -144,6 +163,7 @@ def main() -> None:
         Mixture,
         apply_mixture,
         fit_mixture,
+        refined_support,
         uniform_mixture,
         with_keep_input,
         zoo_adapter,
@@ -272,7 +292,7 @@ def main() -> None:
                     other = fit_mixture(backbone, keep_zoo, pairs, crop=crop, n_crops=count, seed=draw)
                     other_s = time.perf_counter() - t0  # the fit alone, not the held-out scoring
                     results[f"mixture {size}"].append((score(mixed(keep_zoo, other), val), other_s))
-                for label, (n, cap) in stage_arms.items() if "per-stage" in arms else ():
+                for label, (n, support) in stage_arms.items() if "per-stage" in arms else ():
                     t0 = time.perf_counter()
                     staged = fit_mixture(
                         backbone,
@@ -281,7 +301,7 @@ def main() -> None:
                         per_stage=True,
                         steps=REFINE_STEPS,
                         refine_crops=n,
-                        max_crops=cap,
+                        **(refined_support(len(pairs)) if support is None else support),
                         seconds=args.per_stage_seconds or None,
                         seed=draw,
                     )

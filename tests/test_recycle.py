@@ -589,6 +589,35 @@ def test_the_refinement_leaves_time_to_score_its_result_within_the_budget():
     assert fit.info["steps"] == 3 and fit.info["seconds"] <= 9.5, fit.info
 
 
+def test_adapt_per_stage_fits_many_pairs_on_fewer_smaller_crops(home, tmp_path):
+    # 3 training pairs: 8 crops of 96²; 16: one crop of 72² from each of at most 16 (so the closed
+    # form leaves the budget room to refine); --per-adapter keeps a crop of 96² per pair. Read from
+    # the fit's keywords (whether this random tiny zoo's mixture then beats the input or not).
+    from colora.core.recycle import mixture as mixture_module
+
+    ok(invoke("task", "add", "few", write_set(tmp_path / "few", "noisy", 4, seed=10), "--home", home))
+    ok(invoke("task", "add", "many", write_set(tmp_path / "many", "noisy", 20, seed=10), "--home", home))
+    fitted, real_fit = [], mixture_module.fit_mixture
+
+    def support(name: str, *options: str) -> list:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(mixture_module, "fit_mixture", lambda *a, **k: fitted.append(k) or real_fit(*a, **k))
+            invoke("adapt", name, "--seconds", "0", *options, "--home", home)
+        kwargs = fitted.pop()
+        return [kwargs.get("crop", 96), kwargs.get("n_crops", 8), kwargs.get("max_crops")]
+
+    assert support("few") == [96, 8, None]
+    assert support("many") == [72, 8, 16]
+    assert support("many", "--per-adapter") == [96, 8, None]
+    # and fit_mixture does what the keywords say: one crop from each of 16 of 24 pairs
+    net = tiny(torch.float32)
+    zoo = [random_adapter(net, "a", 2, seed=1, dtype=torch.float32)[1]]
+    pairs = [(torch.rand(3, 40, 48), torch.rand(3, 40, 48)) for _ in range(24)]
+    done = real_fit(net, zoo, pairs, per_stage=True, **mixture_module.refined_support(len(pairs)))
+    assert done.info["support_crops"] == [16, 72]
+    assert real_fit(net, zoo, pairs).info["support_crops"] == [len(pairs), 96]
+
+
 def test_adapt_without_keep_input_mixes_the_zoo_alone(home, tmp_path, wide_console):
     ok(invoke("task", "add", "fresh", write_set(tmp_path / "one", "noisy", 1, seed=10), "--home", home))
     r = ok(invoke("adapt", "fresh", "--no-keep-input", "--home", home))

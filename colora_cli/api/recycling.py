@@ -192,7 +192,7 @@ def _fitted_mixture(
 ):
     from contextlib import nullcontext
 
-    from colora.core.recycle.mixture import KEEP_INPUT, fit_mixture
+    from colora.core.recycle.mixture import KEEP_INPUT, fit_mixture, refined_support
 
     adapters = sum(z.name != KEEP_INPUT for z in zoo)
     reporter.note(
@@ -206,6 +206,7 @@ def _fitted_mixture(
             examples,
             per_stage=per_stage,
             steps=steps,
+            **(refined_support(len(examples)) if per_stage and steps else {}),
             seconds=seconds,
             seed=o.seed,
             on_step=lambda done, total: update(done),

@@ -248,6 +248,16 @@ def linearised_fit(d: torch.Tensor, r: torch.Tensor, *, ridge: float = 1e-2, spa
     return nonnegative_least_squares(gram + damping, rhs)
 
 
+def refined_support(k: int) -> dict:
+    """`fit_mixture`'s support crops for a per-stage fit (a closed form, then refinement steps) on K
+    pairs: 8 crops of 96² up to 8 pairs; beyond, one crop of 72² from each of at most 16 pairs
+    (drawn at random beyond 16), so the closed form leaves the time budget room to refine.
+    Measured on bench/recycle.py (10 s, one core): K = 16, 78 against 73 % of the gap; K = 32 (rain,
+    blur), 54 against 41 %, in 9.7 against 14.7 s; 64² crops lose rain, 8 crops of 96² lose it at
+    K = 16 (BENCHMARKS.md)."""
+    return {"crop": 96, "n_crops": 8} if k <= 8 else {"crop": 72, "n_crops": 8, "max_crops": 16}
+
+
 def fit_mixture(
     model: nn.Module,
     zoo: Sequence[ZooAdapter],
@@ -399,6 +409,7 @@ def fit_mixture(
             "steps": done,
             "steps_planned": steps,
             "choice": choice,
+            "support_crops": [len(x), crop],  # how many, and their side
             "support_mse_backbone": mse0,
             "support_mse_input": float(F.mse_loss(x, y)),
             "support_mse": best_loss,
