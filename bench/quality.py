@@ -10,8 +10,8 @@ Arms, all scored on the same held-out pairs (never used to pre-train, train or p
                  selection pairs), lr 1e-3
 * colora         `colora train` with its defaults (CoLoRA plan included in its time)
 * colora 4x      `colora train --minutes <4x the default's time>`
-* scratch 4x     (--scratch-4x) the scratch net given 4x the default's time: the backbone issue asks
-                 the default to beat it on rain
+* scratch 4x     (--scratch-4x) the scratch net given 4x the default's time, which the default
+                 should beat too (the backbone issue asks it on rain)
 
 for 16 and 64 training pairs, or all a set has where it has fewer (CBSD68 48, LOL eval15 10).
 Task kinds: rain (Rain100L), Gaussian noise sigma 15/25/50 (CBSD68), real low light (LOL eval15),

@@ -585,8 +585,13 @@ def test_the_refinement_leaves_time_to_score_its_result_within_the_budget():
         mp.setattr(mixture_module, "mixture_forward", one_second(forward))
         mp.setattr(mixture_module, "fast_mixed", one_second(scored))
         fit = fit_mixture(net, zoo, pairs, crop=32, per_stage=True, steps=6, seconds=9.5)
+        # the first step is expected to end at 4 + 3 s, and its scoring 2 s later: past 8.5 s
+        clock[0] = 0.0
+        short = fit_mixture(net, zoo, pairs, crop=32, per_stage=True, steps=6, seconds=8.5)
     # without the reserve, 5 steps would start (the 5th ending at 9 s) and the scoring end at 11 s
     assert fit.info["steps"] == 3 and fit.info["seconds"] <= 9.5, fit.info
+    # without the first step's estimate, steps would start at 4 s (4 + 0 + 2 <= 8.5)
+    assert short.info["steps"] == 0, short.info
 
 
 def test_adapt_per_stage_fits_many_pairs_on_fewer_smaller_crops(home, tmp_path):
@@ -599,13 +604,18 @@ def test_adapt_per_stage_fits_many_pairs_on_fewer_smaller_crops(home, tmp_path):
     ok(invoke("task", "add", "many", write_set(tmp_path / "many", "noisy", 20, seed=10), "--home", home))
     fitted, real_fit = [], mixture_module.fit_mixture
 
-    def support(name: str, *options: str) -> list:
+    def fit_keywords(name: str, *options: str) -> dict:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(mixture_module, "fit_mixture", lambda *a, **k: fitted.append(k) or real_fit(*a, **k))
-            invoke("adapt", name, "--seconds", "0", *options, "--home", home)
-        kwargs = fitted.pop()
+            invoke("adapt", name, *options, "--home", home)
+        return fitted.pop()
+
+    def support(name: str, *options: str) -> list:
+        kwargs = fit_keywords(name, "--seconds", "0", *options)
         return [kwargs.get("crop", 96), kwargs.get("n_crops", 8), kwargs.get("max_crops")]
 
+    # --seconds is the command's: the fit gets what loading the store, pairs and zoo left of it
+    assert 0 < fit_keywords("few", "--seconds", "30")["seconds"] < 30
     assert support("few") == [96, 8, None]
     assert support("many") == [72, 8, 16]
     assert support("many", "--per-adapter") == [96, 8, None]
@@ -614,8 +624,16 @@ def test_adapt_per_stage_fits_many_pairs_on_fewer_smaller_crops(home, tmp_path):
     zoo = [random_adapter(net, "a", 2, seed=1, dtype=torch.float32)[1]]
     pairs = [(torch.rand(3, 40, 48), torch.rand(3, 40, 48)) for _ in range(24)]
     done = real_fit(net, zoo, pairs, per_stage=True, **mixture_module.refined_support(len(pairs)))
-    assert done.info["support_crops"] == [16, 72]
-    assert real_fit(net, zoo, pairs).info["support_crops"] == [len(pairs), 96]
+    assert done.info["support"] == [72, 16]
+    assert real_fit(net, zoo, pairs).info["support"] == [96, len(pairs)]
+
+
+def test_fewer_support_crops_than_pairs_come_from_distinct_pairs():
+    # each pair a constant image of its own value, so a crop tells which pair it came from
+    pairs = [(torch.full((3, 40, 48), i / 24), torch.full((3, 40, 48), i / 24)) for i in range(24)]
+    x, _ = support_crops(pairs, 32, 16, torch.Generator().manual_seed(0))
+    sources = {round(float(crop.mean()) * 24) for crop in x}
+    assert len(sources) == 16 and sources != set(range(16))  # distinct, drawn (not the first 16)
 
 
 def test_adapt_without_keep_input_mixes_the_zoo_alone(home, tmp_path, wide_console):

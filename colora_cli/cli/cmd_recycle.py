@@ -60,8 +60,8 @@ def adapt(
         typer.Option(
             "--seconds",
             min=0.0,
-            help="Time budget of the adaptation (loading, fit, saving): no refinement step starts that would end "
-            "past it.",
+            help="Time budget of the adaptation, loading and saving counted: no refinement step starts that "
+            "would end past it (the closed form always runs; --meta ignores it).",
         ),
     ] = ADAPT.seconds,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the crops the coefficients are fitted on.")] = ADAPT.seed,

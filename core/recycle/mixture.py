@@ -252,10 +252,10 @@ def refined_support(k: int) -> dict:
     """`fit_mixture`'s support crops for a per-stage fit (a closed form, then refinement steps) on K
     pairs: 8 crops of 96² up to 8 pairs; beyond, one crop of 72² from each of at most 16 pairs
     (drawn at random beyond 16), so the closed form leaves the time budget room to refine.
-    Measured on bench/recycle.py (10 s, one core): K = 16, 78 against 73 % of the gap; K = 32 (rain,
-    blur), 54 against 41 %, in 9.7 against 14.7 s; 64² crops lose rain, 8 crops of 96² lose it at
-    K = 16 (BENCHMARKS.md)."""
-    return {"crop": 96, "n_crops": 8} if k <= 8 else {"crop": 72, "n_crops": 8, "max_crops": 16}
+    Measured on bench/recycle.py (10 s, one core): K = 32 (rain, blur), 54 against 41 % of the gap,
+    in 9.7 against 14.7 s; K = 16, 78 against 73 % (within the spread of a time-bound refinement);
+    64² crops lose rain, 8 crops of 96² lose it at K = 16 (BENCHMARKS.md)."""
+    return {} if k <= 8 else {"crop": 72, "max_crops": 16}
 
 
 def fit_mixture(
@@ -292,8 +292,10 @@ def fit_mixture(
        them, so it is off by default; per-stage coefficients close more of the gap (76 against
        64 % at K = 4, 10 s on one core), so `colora adapt` refines them by default.
 
-    The support is 8 random crops of 96² (`crop`, `n_crops`): measured on bench/recycle.py, they close
-    the same share of the gap as 16 crops of 128² (62 against 61 %, K = 4) in about a quarter of the
+    The support is max(`n_crops`, K) random crops of `crop`² (one per pair beyond 8 pairs), at most
+    `max_crops` (then one from each of that many pairs drawn at random; `refined_support` is what
+    a per-stage fit on many pairs uses). 8 crops of 96², measured on bench/recycle.py, close the
+    same share of the gap as 16 crops of 128² (62 against 61 %, K = 4) in about a quarter of the
     time; 8 crops of 64² lose 5 points.
 
     The closed form sees every crop through the inference graph (core/model/fast.py); the refinement
@@ -312,7 +314,9 @@ def fit_mixture(
         raise InvalidInputError("no example pairs to fit the mixture on", hint="add at least one pair to the task")
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    support = max(n_crops, len(pairs)) if max_crops is None else min(max(n_crops, len(pairs)), max_crops)
+    if max_crops is not None and max_crops < 1:
+        raise ValueError(f"max_crops must be at least 1, not {max_crops}")
+    support = min(max(n_crops, len(pairs)), max_crops or math.inf)
     x, y = support_crops(pairs, crop, support, gen)
     model = model.eval()
     names = [z.name for z in zoo]
@@ -409,7 +413,7 @@ def fit_mixture(
             "steps": done,
             "steps_planned": steps,
             "choice": choice,
-            "support_crops": [len(x), crop],  # how many, and their side
+            "support": [crop, len(x)],  # (crop px, count), as a meta-adapter records its own
             "support_mse_backbone": mse0,
             "support_mse_input": float(F.mse_loss(x, y)),
             "support_mse": best_loss,
