@@ -119,6 +119,7 @@ def test_eval_json(trained, tmp_path):
         assert isinstance(r["psnr"], float) and 0 < r["psnr"] < 100
         assert -1 <= r["ssim"] <= 1 and r["pairs"] == 1
         assert r["delta_psnr_vs_input"] == pytest.approx(r["psnr"] - rows["input"]["psnr"], abs=2e-3)
+        assert (round(r["psnr"], 3), round(r["ssim"], 4)) == (r["psnr"], r["ssim"])  # JSON shows 3 and 4 places
     # "input" is the PSNR of the held-out pair itself, computed here independently
     [stem] = [s for s, split in split_of(home, "noise").items() if split == "val"]
     x, y = (

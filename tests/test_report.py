@@ -242,10 +242,34 @@ def test_eval_output_keeps_its_table_and_adds_the_against_row(report):
     table = ANSI.sub("", report.result.stdout)
     for subject in ("input", "backbone", "adapter", "adapter:heavy"):
         shown = re.search(rf"│ {re.escape(subject)}\s+│\s+(-?[0-9.]+) │", table)
-        # the printed row is the recorded one, to its last printed digit (the against row was seen
-        # printed 0.006 dB off its record once: not explained, hence the tolerance of one digit)
-        assert shown and abs(float(shown.group(1)) - report.rows[subject].psnr) <= 0.011, (subject, table)
+        # the printed row is the recorded one rounded once to its last printed digit (it was printed
+        # from the value already rounded to 3 places: 12.1746 -> 12.175 -> "12.18")
+        assert shown and shown.group(1) == f"{report.rows[subject].psnr:.2f}", (subject, table)
     assert "noise: 3 validation pairs" in table
+
+
+def test_eval_table_rounds_each_score_once(home, world, monkeypatch):
+    """12.1746 dB prints as 12.17: rounded to 3 places first it would be 12.175, then "12.18"."""
+    import colora.api.evaluation as evaluation
+    from colora.store.store import Store
+
+    backbone = Store.open(world.home).backbone()
+    rows = [
+        {"subject": "input", "psnr": 10.0, "ssim": 0.5, "delta_psnr_vs_input": 0.0, "pairs": 1},
+        {"subject": "adapter", "psnr": 12.1746, "ssim": 0.61234, "delta_psnr_vs_input": 2.1746, "pairs": 1},
+    ]
+    outcome = evaluation.EvalOutcome("noise", backbone, 1, rows, True)
+    monkeypatch.setattr(evaluation, "evaluate_task", lambda *args, **kwargs: outcome)
+    table = ANSI.sub("", ok(invoke("eval", "noise")).stdout)
+    assert re.search(r"│ adapter\s+│\s+12\.17 │\s+0\.6123 │\s+\+2\.17 │", table), table
+    data = json.loads(ok(invoke("eval", "noise", "--json")).stdout)
+    assert data["results"][1] | {"subject": "adapter"} == {
+        "subject": "adapter",
+        "psnr": 12.175,
+        "ssim": 0.6123,
+        "delta_psnr_vs_input": 2.175,
+        "pairs": 1,
+    }
 
 
 def test_report_is_balanced_html_with_a_doctype(report):

@@ -25,7 +25,9 @@ class EvalOutcome:
     task: str
     backbone: Backbone
     n_val_pairs: int
-    rows: list[dict]  # per subject: subject, psnr, ssim, delta_psnr_vs_input, pairs
+    # per subject: subject, psnr, ssim, delta_psnr_vs_input, pairs; unrounded, as recorded (a display
+    # rounds once: a table printed from values already rounded to 3 places was 0.005 dB off its record)
+    rows: list[dict]
     has_adapter: bool
     report: Path | None = None
 
@@ -130,9 +132,9 @@ def evaluate_task(
     rows = [
         {
             "subject": s,
-            "psnr": round(p, 3),
-            "ssim": round(q, 4),
-            "delta_psnr_vs_input": round(p - base, 3),
+            "psnr": p,
+            "ssim": q,
+            "delta_psnr_vs_input": p - base,
             "pairs": len(per),
         }
         for s, (p, q, per) in results.items()

@@ -77,7 +77,7 @@ def eval_task(
         reporter=output.REPORTER,
     )
     if as_json:
-        data = {"task": name, "backbone": done.backbone.name, "results": done.rows}
+        data = {"task": name, "backbone": done.backbone.name, "results": [_rounded(r) for r in done.rows]}
         if done.report is not None:
             data["report"] = str(done.report)
         output.print_json(data)
@@ -98,3 +98,12 @@ def eval_task(
         )
     if done.report is not None:
         output.note(f"Wrote the report to {done.report}")
+
+
+def _rounded(row: dict) -> dict:
+    """A result row as JSON shows it: dB to 3 places, SSIM to 4."""
+    return row | {
+        "psnr": round(row["psnr"], 3),
+        "ssim": round(row["ssim"], 4),
+        "delta_psnr_vs_input": round(row["delta_psnr_vs_input"], 3),
+    }
