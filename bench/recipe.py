@@ -51,32 +51,45 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--backbone", type=Path, help="a backbone file instead of the bundled one")
     ap.add_argument("--no-extras", action="store_true", help="skip the batch 8 x 64² and PSNR-loss arms")
+    ap.add_argument(
+        "--budgets", default="", help="other CoLoRA budgets (B or B@LR: at learning rate LR), at the middle step count"
+    )
+    ap.add_argument("--pairs", type=int, help="training pairs of every task instead of its own count (64, 16, 10)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from colora.api.training import TrainOptions, train_task
 
     steps = [int(s) for s in args.steps.split(",")]
     middle = steps[len(steps) // 2]
-    arms = [(f"{n} steps", TrainOptions(steps=n)) for n in steps]
-    arms += [(f"{middle} steps, lr {lr}", TrainOptions(steps=middle, lr=float(lr))) for lr in args.lrs.split(",") if lr]
+    # an arm is (label, train options, CoLoRA budget or None for the default plan)
+    arms = [(f"{n} steps", TrainOptions(steps=n), None) for n in steps]
+    lrs = [lr for lr in args.lrs.split(",") if lr]
+    arms += [(f"{middle} steps, lr {lr}", TrainOptions(steps=middle, lr=float(lr)), None) for lr in lrs]
+    for spec in filter(None, args.budgets.split(",")):  # "0.14" or "0.14@2e-3": a budget, at another lr
+        budget, _, lr = spec.partition("@")
+        options = TrainOptions(steps=middle, lr=float(lr)) if lr else TrainOptions(steps=middle)
+        arms.append((f"{middle} steps, budget {budget}" + (f", lr {lr}" if lr else ""), options, float(budget)))
     arms += (
         []
         if args.no_extras
         else [
-            (f"{middle} steps, batch 8 x 64²", TrainOptions(steps=middle, batch_size=8, patch_size=64)),
-            (f"{middle} steps, PSNR loss", TrainOptions(steps=middle, loss="psnr")),
+            (f"{middle} steps, batch 8 x 64²", TrainOptions(steps=middle, batch_size=8, patch_size=64), None),
+            (f"{middle} steps, PSNR loss", TrainOptions(steps=middle, loss="psnr"), None),
         ]
     )
     tables = []
     for task in args.tasks.split(","):
         make, n_train = TASKS[task]
+        n_train = args.pairs or n_train
         store, held_out = task_store(f"recipe/{task}", make(), n_train, args.backbone)
-        from colora.api.ranking import rank_task
+        from colora.api.ranking import PlanOptions, rank_task
 
         t0 = time.perf_counter()
         rank_task(store, "t")  # the CoLoRA plan once, timed on its own; every arm trains with it
         rows = [["(FAIG rank plan)", "-", f"{(time.perf_counter() - t0) / 60:.1f}", "", "", "", "", ""]]
-        for label, options in arms:
+        for label, options, budget in arms:
+            if budget is not None:  # a plan of its own, not timed in the arm; the default plan back after it
+                rank_task(store, "t", PlanOptions(budget=budget))
             t0 = time.perf_counter()
             done = train_task(store, "t", options)
             seconds = time.perf_counter() - t0
@@ -95,6 +108,8 @@ def main() -> None:
                 ]
             )
             print(task, rows[-1], flush=True)
+            if budget is not None:
+                rank_task(store, "t")
         tables.append((task, n_train, len(held_out), rows))
     print(
         f"\nbench/recipe.py — {time.strftime('%Y-%m-%d')}, {machine()}, {args.threads} thread(s), git {git_rev()}, "
