@@ -10,9 +10,10 @@
     colora.list_tasks(store)                                # what `colora list --json` prints
 
 Each function is one command's use case (colora.api, where the options are documented) and
-returns the same plain data the command prints; none of them prints. Keyword options are the
-command's (`steps`, `minutes`, `lr` ... for train). Errors are colora.core.errors.ColoraError
-subclasses, each with a `hint`. Importing colora imports neither torch nor SQLAlchemy.
+returns the same plain data the command prints (unrounded where the command rounds); none of
+them prints. Keyword options are the command's (`steps`, `minutes`, `lr` ... for train). Errors
+are colora.core.errors.ColoraError subclasses, each with a `hint`. Importing colora imports
+neither torch nor SQLAlchemy.
 
 The packages under this name: colora.api (the use cases, with progress reporters), colora.cli
 (the command line), colora.core (PyTorch: model, LoRA, training, inference, recycling) and

@@ -936,3 +936,102 @@ def test_signature_of_a_tiny_image_is_finite(h, w):
     x = torch.rand(3, h, w, generator=torch.Generator().manual_seed(h * 1000 + w))
     feats = image_features(x)
     assert feats.shape == (len(FEATURES),) and torch.isfinite(feats).all()
+
+
+def _task_embeddings(mean: list[float], cov: list[list[float]], n: int, seed: int) -> torch.Tensor:
+    """n embeddings of 13 features: the first two drawn with the given mean and covariance, the rest
+    small independent noise (what every task shares)."""
+    from colora.core.recycle.signature import FEATURES
+
+    g = torch.Generator().manual_seed(seed)
+    pair = torch.randn(n, 2, generator=g) @ torch.linalg.cholesky(torch.tensor(cov)).T + torch.tensor(mean)
+    return torch.cat([pair, 0.1 * torch.randn(n, len(FEATURES) - 2, generator=g)], 1)
+
+
+def test_nearest_reads_how_a_tasks_features_covary():
+    """Two tasks at the same mean whose first two features covary in opposite directions (two
+    strengths of one kind do this): an image along one task's direction is that task's, which
+    a per-feature distance cannot tell (it sees the same spread in both)."""
+    from colora.core.recycle.signature import nearest, signature
+
+    up = _task_embeddings([0.0, 0.0], [[1.0, 0.95], [0.95, 1.0]], 32, 0)
+    down = _task_embeddings([0.0, 0.0], [[1.0, -0.95], [-0.95, 1.0]], 32, 1)
+    far = _task_embeddings([6.0, 6.0], [[1.0, 0.0], [0.0, 1.0]], 32, 2)
+    sigs = {"up": signature(up), "down": signature(down), "far": signature(far)}
+    assert sigs["up"]["n"] == 32 and len(sigs["up"]["cov"]) == up.shape[1]
+    along_up, along_down = torch.zeros(up.shape[1]), torch.zeros(up.shape[1])
+    along_up[:2], along_down[:2] = torch.tensor([1.5, 1.5]), torch.tensor([1.5, -1.5])
+    assert nearest(along_up, sigs)[0][0] == "up"
+    assert nearest(along_down, sigs)[0][0] == "down"
+    ranking = nearest(far[0], sigs)
+    assert ranking[0][0] == "far" and ranking[0][1] < ranking[1][1]
+    assert all(d >= 0 and math.isfinite(d) for _, d in ranking)
+
+
+def test_nearest_with_one_input_a_task_is_the_per_feature_distance():
+    """Signatures of a single input (no spread of their own, no pooled one) fall back to the metric
+    before covariances: each feature in units of 10 % of the spread between the tasks' means."""
+    from colora.core.recycle.signature import nearest, signature
+
+    a = _task_embeddings([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]], 1, 0)
+    b = _task_embeddings([5.0, 0.0], [[1.0, 0.0], [0.0, 1.0]], 1, 1)
+    sigs = {"a": signature(a), "b": signature(b)}
+    scale = (0.1 * torch.cat([a, b]).std(0, unbiased=False)).clamp_min(1e-3)
+    per_feature = float(((b[0] - a[0]) / scale).pow(2).mean().sqrt())
+    assert nearest(a[0], sigs) == [("a", 0.0), ("b", pytest.approx(per_feature, rel=1e-3))]
+    old = {name: {k: v for k, v in sig.items() if k != "cov"} | {"version": 1} for name, sig in sigs.items()}
+    assert [n for n, _ in nearest(b[0], old)] == ["b", "a"]  # an older cache still ranks
+
+
+def test_a_damaged_cached_signature_is_not_used():
+    """Signatures are cached as text in the store: anything malformed is recomputed, not trusted."""
+    from colora.core.recycle.signature import FEATURES, nearest, signature, usable
+
+    good = signature(_task_embeddings([0.0, 0.0], [[1.0, 0.5], [0.5, 1.0]], 8, 0))
+    assert usable(good) and usable(json.loads(json.dumps(good)))
+    f = len(FEATURES)
+    nan_cov = [[math.nan] * f for _ in range(f)]
+    negative = (-torch.eye(f)).tolist()
+    skewed = (torch.eye(f) + torch.triu(torch.ones(f, f), 1)).tolist()
+    for damage in (
+        {"version": 1},
+        {"cov": nan_cov},
+        {"cov": negative},
+        {"cov": skewed},
+        {"cov": [[1.0]]},
+        {"cov": None},
+        {"cov": "x"},
+        {"mean": good["mean"][:-1]},
+        {"std": [-1.0] * f},
+        {"n": 0},
+        {"n": True},
+        {"n": "8"},
+    ):
+        assert not usable(good | damage), damage
+    assert not usable(None) and not usable([1, 2]) and not usable({k: v for k, v in good.items() if k != "cov"})
+    # nearest itself, handed a covariance that is no covariance, ranks by the per-feature spread
+    other = signature(_task_embeddings([4.0, 0.0], [[1.0, 0.0], [0.0, 1.0]], 8, 1))
+    ranking = nearest(torch.tensor(good["mean"]), {"good": good | {"cov": negative}, "other": other})
+    assert ranking[0][0] == "good" and all(math.isfinite(d) for _, d in ranking)
+
+
+def test_signatures_recompute_a_damaged_cache_in_the_store(home):
+    """A signature cached as broken text (or one of an older version) is recomputed from the task's
+    training inputs and stored again, never used as it is."""
+    from colora.api.models import backbone_model
+    from colora.api.recycling import signatures
+    from colora.core.recycle.signature import usable
+    from colora.store.store import Store
+
+    store = Store.open(home)
+    backbone_row = store.backbone()
+    backbone = backbone_model(store, backbone_row)
+    first, _ = signatures(store, backbone_row, backbone)
+    rows = {r.task.name: r for r in store.adapters(backbone_row)}
+    store.set_signature(rows["dark"], "{not json")
+    store.set_signature(rows["noisy"], json.dumps(first["noisy"] | {"cov": [[math.nan]]}))
+    again, skipped = signatures(store, backbone_row, backbone)
+    assert skipped == [] and again.keys() == first.keys() == {"dark", "noisy", "blurry"}
+    for name in ("dark", "noisy"):
+        assert again[name]["mean"] == pytest.approx(first[name]["mean"]) and again[name]["n"] == first[name]["n"]
+        assert usable(json.loads({r.task.name: r for r in store.adapters(backbone_row)}[name].signature))

@@ -35,7 +35,8 @@ class EvalOutcome:
     def harm(self) -> float | None:
         """How many dB the adapter loses against the unrestored input, when it does (do no harm)."""
         delta = next((r["delta_psnr_vs_input"] for r in self.rows if r["subject"] == "adapter"), None)
-        return -delta if delta is not None and delta < 0 else None
+        # a loss that rounds to 0.000 dB (what --json shows) is none, as when the rows were rounded
+        return -delta if delta is not None and round(delta, 3) < 0 else None
 
 
 @dataclass

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `col
     from colora.store.schema import Adapter, Backbone
     from colora.store.store import Store
 
-SIGNATURE_PAIRS = 16  # training inputs per task that make its signature
+SIGNATURE_PAIRS = 32  # training inputs per task that make its signature (bench/auto_classify.py: 16 chose worse)
 MAX_CLEAN = 64  # clean images the meta-adapter's surrogate episodes are drawn from
 SURROGATE_SIZE = 96  # px of the data-free episodes' synthetic clean images
 
@@ -49,12 +49,15 @@ def signatures(store: Store, backbone_row: Backbone, backbone) -> tuple[dict[str
 
     from colora.core.data.crops import to_tensor
     from colora.core.data.images import load_image
-    from colora.core.recycle.signature import EMBEDDING_VERSION, image_features, signature
+    from colora.core.recycle.signature import image_features, signature, usable
 
     found, skipped = {}, []
     for row in store.adapters(backbone_row):
-        cached = json.loads(row.signature) if row.signature else None
-        if cached and cached.get("version") == EMBEDDING_VERSION:
+        try:  # the cache is the store's text: a damaged one is recomputed
+            cached = json.loads(row.signature) if row.signature else None
+        except ValueError:
+            cached = None
+        if usable(cached):
             found[row.task.name] = cached
             continue
         pairs = store.pairs(row.task, "train")[:SIGNATURE_PAIRS]
