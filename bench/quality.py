@@ -106,8 +106,10 @@ def colora(store, options, held_out) -> tuple[float, float, float]:
     from colora.core.inference.evaluate import evaluate
 
     t0 = time.perf_counter()
-    train_task(store, "t", options)
+    done = train_task(store, "t", options)
     seconds = time.perf_counter() - t0
+    for r in done.recoveries:  # the divergence guard (core/training/guard.py) at work
+        print(f"  diverged at step {r.step} of {done.steps_done}: back to step {r.back_to}, lr x{r.lr_scale:g}")
     task = store.task("t")
     adapter = store.adapter(task)
     backbone = backbone_model(store, adapter.backbone)
@@ -138,6 +140,8 @@ def main() -> None:
     ap.add_argument("--scratch-4x", action="store_true", help="also train the scratch net for 4x the default's time")
     ap.add_argument("--backbone", type=Path, help="a backbone file instead of the bundled one")
     args = ap.parse_args()
+    if any(kind in SIGMA for kind in args.kinds.split(",")):
+        import bm3d  # noqa: F401  (before the hour of training, not after: a bench extra, `pip install -e ".[bench]"`)
     from colora.api.training import TrainOptions
 
     rows = []

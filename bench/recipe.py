@@ -108,6 +108,8 @@ def main() -> None:
                 ]
             )
             print(task, rows[-1], flush=True)
+            for r in done.recoveries:  # the divergence guard (core/training/guard.py) at work
+                print(f"  diverged at step {r.step}: back to step {r.back_to}, lr x{r.lr_scale:g}", flush=True)
             if budget is not None:
                 rank_task(store, "t")
         tables.append((task, n_train, len(held_out), rows))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from colora.api.progress import SILENT, Reporter
@@ -59,6 +59,7 @@ class TrainOutcome:
     best_psnr: float | None = None
     validation: QuickValidation | None = None
     validation_skipped: str | None = None  # why there is no quick validation, when it was skipped
+    recoveries: list = field(default_factory=list)  # divergences training came back from (core Recovery)
 
 
 def train_task(
@@ -192,6 +193,7 @@ def train_task(
         store.path(adapter.path).stat().st_size,
         result.best_step,
         dict(result.val_curve).get(result.best_step),
+        recoveries=result.recoveries,
     )
     _quick_validation(store, task, adapter, backbone, dev, outcome)
     return outcome

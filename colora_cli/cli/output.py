@@ -29,6 +29,15 @@ def note(message: str) -> None:
     err.print(Text(plain.visible(message)), highlight=False)
 
 
+def recoveries(recovered: list) -> None:
+    """One line per divergence training came back from (core.training.guard.Recovery)."""
+    for r in recovered:
+        note(
+            f"Training diverged at step {r.step}: went back to step {r.back_to} and went on at "
+            f"{r.lr_scale:g}x the learning rate (a lower --lr avoids this)."
+        )
+
+
 def error(message: str, hint: str | None = None) -> None:
     err.print(Text.assemble(("Error:", "bold red"), " ", plain.visible(message)), highlight=False)
     if hint:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -86,6 +87,8 @@ def train_adapter(
         extra["warm_start"] = warm_record
     if processes > 1:
         extra["processes"] = processes  # data-parallel: the global batch was batch_size * processes
+    if result.recoveries:  # divergences the run came back from, at a lower learning rate
+        extra["recoveries"] = [asdict(r) for r in result.recoveries]
     if result.best_step is not None:
         extra |= {"best_step": result.best_step, "val_curve": result.val_curve, "val_pairs": len(val_pairs)}
     meta = AdapterMeta(

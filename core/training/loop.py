@@ -2,8 +2,9 @@
 
 It knows nothing about the CLI or the store: progress is a callback, checkpoints go to the
 path it is given. A checkpoint holds the trained tensors, AdamW's moments, the data
-generator's state and the loss curve, so a run killed at any moment resumes where its last
-checkpoint left it and draws the same batches it would have drawn.
+generator's state, the loss curve and the divergence guard's record (core/training/guard.py), so
+a run killed at any moment resumes where its last checkpoint left it and draws the same batches
+it would have drawn.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from colora.core.choices import LOSSES, MAX_BATCH_SIZE, MAX_PATCH_SIZE
 from colora.core.errors import InvalidInputError
 from colora.core.model.weights import read_tensors, save_tensors_atomic
 from colora.core.training.distributed import World, peers_guarded
+from colora.core.training.guard import DivergenceGuard, Recovery
 
 
 @dataclass
@@ -80,6 +82,7 @@ class TrainResult:
     resumed_from: int = 0
     val_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation score)
     best_step: int | None = None  # the validated step whose parameters were kept (None: no validation)
+    recoveries: list[Recovery] = field(default_factory=list)  # divergences this run came back from
 
     @property
     def final_loss(self) -> float:
@@ -120,7 +123,7 @@ class Best:
 
 
 class Checkpoint:
-    """Trained tensors + optimizer moments + generator state in one safetensors file."""
+    """Trained tensors + optimizer moments + generator state (+ the guard's record) in one safetensors file."""
 
     def __init__(self, path: Path, config_json: str):
         self.path = Path(path)
@@ -137,6 +140,7 @@ class Checkpoint:
         val_curve: list | None = None,
         best: Best | None = None,
         ema: dict[str, torch.Tensor] | None = None,
+        guard: str | None = None,
     ) -> None:
         tensors = {f"param.{k}": p.detach().cpu().contiguous() for k, p in params.items()}
         if ema is not None:
@@ -158,6 +162,8 @@ class Checkpoint:
             "val_curve": json.dumps(val_curve or []),
             "best": json.dumps([best.step, best.score] if best is not None else None),
         }
+        if guard is not None:  # the divergence guard's recent losses and recoveries
+            meta["guard"] = guard
         save_tensors_atomic(self.path, tensors, meta)
 
     def load(
@@ -166,8 +172,9 @@ class Checkpoint:
         opt: torch.optim.AdamW,
         gen: torch.Generator,
         ema: dict[str, torch.Tensor] | None = None,
-    ) -> tuple[int, list, float, list, Best | None]:
-        """Restores params, the optimizer and the generator (and `ema`'s tensors, in place)."""
+    ) -> tuple[int, list, float, list, Best | None, str | None]:
+        """Restores params, the optimizer and the generator (and `ema`'s tensors, in place); the last
+        value is the divergence guard's saved state (None in checkpoints from before it)."""
         tensors, meta = read_tensors(self.path)
         if meta.get("config") != self.config_json:
             raise InvalidInputError(
@@ -199,6 +206,7 @@ class Checkpoint:
             float(meta["wall"]),
             [tuple(x) for x in json.loads(meta.get("val_curve", "[]"))],
             best,
+            meta.get("guard"),
         )
 
 
@@ -233,10 +241,10 @@ def fit(
     model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(params.values(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
-    start, curve, wall_before, val_curve, best = 0, [], 0.0, [], None
+    start, curve, wall_before, val_curve, best, guard_state = 0, [], 0.0, [], None, None
     ema = {k: p.detach().clone() for k, p in params.items()} if config.ema else None
     if resume and checkpoint is not None and checkpoint.path.exists():
-        start, curve, wall_before, val_curve, best = checkpoint.load(params, opt, gen, ema)
+        start, curve, wall_before, val_curve, best, guard_state = checkpoint.load(params, opt, gen, ema)
     leader = world is None or world.leader
     if world is not None:
         world.same_parameters(params.values())
@@ -247,37 +255,38 @@ def fit(
         score = _score(model, validate)
         val_curve.append((0, score))
         best = Best(0, score, {k: p.detach().clone() for k, p in params.items()})
+    # every process sees the same global loss, so all of them recover at the same steps
+    guard = DivergenceGuard(params, opt, ema, config.loss, start, guard_state)
     t0 = time.perf_counter()
     with peers_guarded(world):  # a process of the job that dies fails the others with one clear error
         window: list[float] = []
         smoothed = None  # EMA of the loss, for the progress bar
         for step in range(start, config.steps):
             for group in opt.param_groups:
-                group["lr"] = learning_rate(config, step)
+                group["lr"] = learning_rate(config, step) * guard.lr_scale
             x, y = (
                 make_batch(step, gen) if world is None else make_batch(step, gen, keep=world.shard(config.batch_size))
             )
             x = x.to(device, memory_format=torch.channels_last)
             loss = restoration_loss(model(x), y.to(device), config.loss)
             value = loss.item() if world is None else world.mean(loss)  # the global batch's loss, in every process
-            if not math.isfinite(value):
-                raise InvalidInputError(
-                    f"training diverged at step {step + 1} (loss is {value})",
-                    hint="lower the learning rate with --lr",
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if world is not None:
-                world.average_gradients(params.values())
-            opt.step()
-            if ema is not None:
-                with torch.no_grad():
-                    for k, p in params.items():
-                        ema[k].lerp_(p, 1.0 - config.ema)  # ema = decay * ema + (1 - decay) * p
-            window.append(value)
-            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            # a divergence puts back a state from before the blow-up: this step then makes no update
+            if guard.healthy(step, value):
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if world is not None:
+                    world.average_gradients(params.values())
+                opt.step()
+                if ema is not None:
+                    with torch.no_grad():
+                        for k, p in params.items():
+                            ema[k].lerp_(p, 1.0 - config.ema)  # ema = decay * ema + (1 - decay) * p
+                window.append(value)
+                smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            else:
+                del loss  # its graph would stay alive through the next forward pass
             done = step + 1
-            if done % config.log_every == 0 or done == config.steps:
+            if (done % config.log_every == 0 or done == config.steps) and window:
                 curve.append((done, sum(window) / len(window)))
                 window = []
             if (
@@ -290,10 +299,10 @@ def fit(
                 if best is None or score > best.score:
                     best = Best(done, score, {k: p.detach().clone() for k, p in params.items()})
             if on_step is not None and leader:
-                on_step(done, config.steps, smoothed)
+                on_step(done, config.steps, smoothed if smoothed is not None else value)
             if checkpoint is not None and leader and (done % config.checkpoint_every == 0 or done == config.steps):
                 wall = wall_before + time.perf_counter() - t0
-                checkpoint.save(done, params, opt, gen, curve, wall, val_curve, best, ema)
+                checkpoint.save(done, params, opt, gen, curve, wall, val_curve, best, ema, guard.state_json())
     if best is not None and best.step != config.steps:
         with torch.no_grad():
             for k, p in params.items():
@@ -310,6 +319,7 @@ def fit(
         resumed_from=start,
         val_curve=val_curve,
         best_step=best.step if best is not None else None,
+        recoveries=guard.recoveries,
     )
 
 

@@ -12,7 +12,7 @@ import copy
 import json
 import multiprocessing
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +237,8 @@ def pretrain(
             "batch_size": config.batch_size * processes,
             "patch_size": config.patch_size,
             "device": torch.device(device).type,
+            # divergences the chunk came back from, each halving its learning rate from then on
+            **({"recoveries": [asdict(r) for r in result.recoveries]} if result.recoveries else {}),
         },
     ]
     recipe["total_steps"] = sum(c["steps"] for c in recipe["chunks"])
