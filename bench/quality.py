@@ -108,7 +108,9 @@ def colora(store, options, held_out) -> tuple[float, float, float]:
     t0 = time.perf_counter()
     done = train_task(store, "t", options)
     seconds = time.perf_counter() - t0
-    for r in done.recoveries:  # the divergence guard (core/training/guard.py) at work
+    if done.skipped_steps:  # the divergence guard (core/training/guard.py) at work
+        print(f"  {done.skipped_steps} outlier step(s) skipped of {done.steps_done}")
+    for r in done.recoveries:
         print(f"  diverged at step {r.step} of {done.steps_done}: back to step {r.back_to}, lr x{r.lr_scale:g}")
     task = store.task("t")
     adapter = store.adapter(task)

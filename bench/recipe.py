@@ -108,7 +108,9 @@ def main() -> None:
                 ]
             )
             print(task, rows[-1], flush=True)
-            for r in done.recoveries:  # the divergence guard (core/training/guard.py) at work
+            if done.skipped_steps:  # the divergence guard (core/training/guard.py) at work
+                print(f"  {done.skipped_steps} outlier step(s) skipped", flush=True)
+            for r in done.recoveries:
                 print(f"  diverged at step {r.step}: back to step {r.back_to}, lr x{r.lr_scale:g}", flush=True)
             if budget is not None:
                 rank_task(store, "t")

@@ -83,7 +83,7 @@ def test_a_divergence_puts_back_an_older_state_and_halves_the_learning_rate(guar
     result = fit(model, params, batches(spikes={110, 111}), CONFIG, on_step=watch)
     # snapshots at steps 0, 50 and 100; two outliers in a row show the divergence at step 112: back to
     # the newest snapshot at least 50 steps older
-    assert result.recoveries == [Recovery(step=112, back_to=50, lr_scale=0.5)]
+    assert result.recoveries == [Recovery(step=112, back_to=50, lr_scale=0.5)] and result.skipped_steps == 0
     for before, after in zip(seen[50], seen[112], strict=True):
         assert torch.equal(before, after)
     kept = next(s for s in made[0]._snapshots if s.step == 50)  # training on did not write into it
@@ -98,7 +98,7 @@ def test_one_outlier_batch_is_skipped_without_a_recovery(guards):
     made, rates = guards
     model, params = conv()
     result = fit(model, params, batches(spikes={80}), CONFIG)
-    assert result.recoveries == []
+    assert result.recoveries == [] and result.skipped_steps == 1
     assert rates == [learning_rate(CONFIG, s) for s in range(CONFIG.steps) if s != 80]
 
 
@@ -181,7 +181,14 @@ def test_a_resumed_run_still_judges_its_losses(tmp_path):
 def test_a_damaged_record_in_a_checkpoint_is_refused():
     model, params = conv()
     opt = torch.optim.AdamW(params.values())
-    for saved in ("{", '{"history": [1, "x"], "recoveries": []}', '{"history": [-1], "recoveries": []}', "[]"):
+    damaged = (
+        "{",
+        "[]",
+        '{"history": [1, "x"], "recoveries": []}',
+        '{"history": [-1], "recoveries": []}',
+        '{"history": [], "recoveries": [], "skipped": 1.5}',
+    )
+    for saved in damaged:
         with pytest.raises(InvalidInputError, match="damaged"):
             DivergenceGuard(params, opt, None, "l1", 0, saved)
 
@@ -199,7 +206,7 @@ def test_the_psnr_loss_is_judged_by_its_rmse():
 def test_the_summary_says_what_was_recovered(capsys):
     from colora.cli import output
 
-    output.recoveries([Recovery(412, 350, 0.5)])
-    assert "Training diverged at step 412: went back to step 350 and went on at 0.5x the learning rate" in (
-        capsys.readouterr().err
-    )
+    output.recoveries([Recovery(412, 350, 0.5)], skipped=2)
+    said = capsys.readouterr().err
+    assert "Training diverged at step 412: went back to step 350 and went on at 0.5x the learning rate" in said
+    assert "Skipped the update of 2 step(s)" in said

@@ -60,6 +60,7 @@ class TrainOutcome:
     validation: QuickValidation | None = None
     validation_skipped: str | None = None  # why there is no quick validation, when it was skipped
     recoveries: list = field(default_factory=list)  # divergences training came back from (core Recovery)
+    skipped_steps: int = 0  # steps whose update was skipped as outliers
 
 
 def train_task(
@@ -194,6 +195,7 @@ def train_task(
         result.best_step,
         dict(result.val_curve).get(result.best_step),
         recoveries=result.recoveries,
+        skipped_steps=result.skipped_steps,
     )
     _quick_validation(store, task, adapter, backbone, dev, outcome)
     return outcome

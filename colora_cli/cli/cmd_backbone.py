@@ -195,7 +195,7 @@ def pretrain(
         f"Pre-trained '{done.backbone.name}' in {done.result.wall_time_s / 60:.1f} min, final loss "
         f"{done.result.final_loss:.4f}{' (now the default backbone)' if default else ''}."
     )
-    output.recoveries(done.result.recoveries)
+    output.recoveries(done.result.recoveries, done.result.skipped_steps)
 
 
 @app.command("import")

@@ -96,7 +96,7 @@ def train(
         f"Trained '{name}': {done.steps_done} steps{resumed} in {done.wall_time_s:.1f} s, "
         f"final loss {done.final_loss:.4f}; adapter {output.human_bytes(done.adapter_bytes)}."
     )
-    output.recoveries(done.recoveries)
+    output.recoveries(done.recoveries, done.skipped_steps)
     if done.best_step is not None:
         output.note(
             f"Kept the state of step {done.best_step} (validation PSNR {done.best_psnr:.2f} dB on the centres "

@@ -29,8 +29,11 @@ def note(message: str) -> None:
     err.print(Text(plain.visible(message)), highlight=False)
 
 
-def recoveries(recovered: list) -> None:
-    """One line per divergence training came back from (core.training.guard.Recovery)."""
+def recoveries(recovered: list, skipped: int = 0) -> None:
+    """One line per divergence training came back from (core.training.guard.Recovery), one for
+    the steps it skipped as outliers."""
+    if skipped:
+        note(f"Skipped the update of {skipped} step(s) whose loss was far above the recent ones.")
     for r in recovered:
         note(
             f"Training diverged at step {r.step}: went back to step {r.back_to} and went on at "

@@ -89,6 +89,8 @@ def train_adapter(
         extra["processes"] = processes  # data-parallel: the global batch was batch_size * processes
     if result.recoveries:  # divergences the run came back from, at a lower learning rate
         extra["recoveries"] = [asdict(r) for r in result.recoveries]
+    if result.skipped_steps:
+        extra["skipped_steps"] = result.skipped_steps
     if result.best_step is not None:
         extra |= {"best_step": result.best_step, "val_curve": result.val_curve, "val_pairs": len(val_pairs)}
     meta = AdapterMeta(

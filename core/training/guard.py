@@ -74,12 +74,13 @@ class DivergenceGuard:
     ):
         """`saved`: `state_json()` of the run this one resumes (None: a new run)."""
         self.params, self.opt, self.ema, self.loss_kind = params, opt, ema, loss_kind
-        history, self.recoveries = _parse_state(saved) if saved else ([], [])
+        history, self.recoveries, self.skipped = _parse_state(saved) if saved else ([], [], 0)
         self._history: deque[float] = deque(history, maxlen=HISTORY)
         self._snapshots: list[_Snapshot] = [self._snapshot(start)]
         self._next_snapshot = start + EVERY
         self._outlier_before = False  # the previous step's loss was an outlier
         self._last_back: _Snapshot | None = None
+        # self.skipped: outlier steps skipped that no divergence followed (one unlucky batch each)
 
     @property
     def lr_scale(self) -> float:
@@ -94,9 +95,11 @@ class DivergenceGuard:
         if outlier:
             if not math.isfinite(scale) or self._outlier_before:
                 self._recover(step, value)
+                self.skipped -= self._outlier_before  # that step was the divergence's start, not one unlucky batch
                 self._outlier_before = False
             else:
                 self._outlier_before = True
+                self.skipped += 1
             return False
         self._outlier_before = False
         self._history.append(scale)
@@ -108,7 +111,8 @@ class DivergenceGuard:
         return True
 
     def state_json(self) -> str:
-        return json.dumps({"history": list(self._history), "recoveries": [asdict(r) for r in self.recoveries]})
+        recoveries = [asdict(r) for r in self.recoveries]
+        return json.dumps({"history": list(self._history), "recoveries": recoveries, "skipped": self.skipped})
 
     def _recover(self, step: int, value: float) -> None:
         if len(self.recoveries) >= MAX_RECOVERIES:
@@ -155,17 +159,23 @@ def _cpu_copy(obj):
     return copy.deepcopy(obj)
 
 
-def _parse_state(text: str) -> tuple[list[float], list[Recovery]]:
+def _parse_state(text: str) -> tuple[list[float], list[Recovery], int]:
     """The guard's state from a checkpoint, checked: a damaged one is refused, not trusted."""
     try:
         data = json.loads(text)
         history = [float(v) for v in data["history"]][-HISTORY:]
         recoveries = [Recovery(int(r["step"]), int(r["back_to"]), float(r["lr_scale"])) for r in data["recoveries"]]
-        ok = all(math.isfinite(v) and v >= 0 for v in history) and len(recoveries) <= MAX_RECOVERIES
+        skipped = data.get("skipped", 0)
+        ok = (
+            all(math.isfinite(v) and v >= 0 for v in history)
+            and len(recoveries) <= MAX_RECOVERIES
+            and type(skipped) is int
+            and skipped >= 0
+        )
     except (ValueError, TypeError, KeyError, AttributeError):
         ok = False
     if not ok:
         raise InvalidInputError(
             "the checkpoint's record of the run's losses is damaged", hint="start over without --resume"
         )
-    return history, recoveries
+    return history, recoveries, skipped

@@ -83,6 +83,7 @@ class TrainResult:
     val_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation score)
     best_step: int | None = None  # the validated step whose parameters were kept (None: no validation)
     recoveries: list[Recovery] = field(default_factory=list)  # divergences this run came back from
+    skipped_steps: int = 0  # steps whose update was skipped, their loss far above the recent ones
 
     @property
     def final_loss(self) -> float:
@@ -320,6 +321,7 @@ def fit(
         val_curve=val_curve,
         best_step=best.step if best is not None else None,
         recoveries=guard.recoveries,
+        skipped_steps=guard.skipped,
     )
 
 

@@ -239,6 +239,7 @@ def pretrain(
             "device": torch.device(device).type,
             # divergences the chunk came back from, each halving its learning rate from then on
             **({"recoveries": [asdict(r) for r in result.recoveries]} if result.recoveries else {}),
+            **({"skipped_steps": result.skipped_steps} if result.skipped_steps else {}),
         },
     ]
     recipe["total_steps"] = sum(c["steps"] for c in recipe["chunks"])
