@@ -102,6 +102,22 @@ def test_one_outlier_batch_is_skipped_without_a_recovery(guards):
     assert rates == [learning_rate(CONFIG, s) for s in range(CONFIG.steps) if s != 80]
 
 
+def test_an_outlier_right_after_a_recovery_is_judged_afresh():
+    # 110 and 111 recover; 112 is a first outlier again (skipped), 113 is ordinary
+    model, params = conv()
+    result = fit(model, params, batches(spikes={110, 111, 112}), CONFIG)
+    assert result.recoveries == [Recovery(112, 50, 0.5)] and result.skipped_steps == 1
+
+
+def test_snapshots_are_copies_in_cpu_memory(guards):
+    made, _ = guards
+    model, params = conv()
+    fit(model, params, batches(), CONFIG)
+    for snapshot in made[0]._snapshots:
+        w = snapshot.params["w"]
+        assert w.device.type == "cpu" and w.data_ptr() != model.weight.data_ptr()
+
+
 def test_diverging_again_from_the_same_state_goes_further_back():
     model, params = conv()
     result = fit(model, params, batches(spikes={110, 111, 114, 115}), CONFIG)
@@ -170,6 +186,11 @@ def test_a_recovered_run_resumes_at_its_lowered_learning_rate(tmp_path):
     assert torch.equal(model.weight, whole.weight)  # as if never interrupted: still at half the rate
 
 
+def test_a_skipped_step_is_still_counted_after_a_resume(tmp_path):
+    _, resumed = interrupted(tmp_path, {75}, stop_at=85)  # skipped before the step-80 checkpoint
+    assert resumed.resumed_from == 80 and resumed.skipped_steps == 1 and resumed.recoveries == []
+
+
 def test_a_resumed_run_still_judges_its_losses(tmp_path):
     # resumed at step 100, 10 steps before the spike: the losses before the interruption are its
     # median, so the divergence is caught (back to the resumed state, the only snapshot)
@@ -187,6 +208,13 @@ def test_a_damaged_record_in_a_checkpoint_is_refused():
         '{"history": [1, "x"], "recoveries": []}',
         '{"history": [-1], "recoveries": []}',
         '{"history": [], "recoveries": [], "skipped": 1.5}',
+        '{"history": "123", "recoveries": []}',
+        '{"history": [1e400], "recoveries": []}',
+        '{"history": [' + "9" * 400 + '], "recoveries": []}',
+        '{"history": [], "recoveries": [{"step": Infinity, "back_to": 0, "lr_scale": 0.5}]}',
+        '{"history": [], "recoveries": [{"step": 5, "back_to": 9, "lr_scale": 0.5}]}',
+        '{"history": [], "recoveries": [], "outlier_before": 1}',
+        "[" * 100000,
     )
     for saved in damaged:
         with pytest.raises(InvalidInputError, match="damaged"):

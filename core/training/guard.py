@@ -48,7 +48,7 @@ class Recovery:
     lr_scale: float  # the learning rate's factor from then on
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a snapshot is one moment of one run
 class _Snapshot:
     step: int
     params: dict[str, torch.Tensor]
@@ -74,13 +74,15 @@ class DivergenceGuard:
     ):
         """`saved`: `state_json()` of the run this one resumes (None: a new run)."""
         self.params, self.opt, self.ema, self.loss_kind = params, opt, ema, loss_kind
-        history, self.recoveries, self.skipped = _parse_state(saved) if saved else ([], [], 0)
+        # skipped: outlier steps that no divergence followed (one unlucky batch each);
+        # outlier_before: the previous step's loss was an outlier
+        history, self.recoveries, self.skipped, self._outlier_before = (
+            _parse_state(saved) if saved else ([], [], 0, False)
+        )
         self._history: deque[float] = deque(history, maxlen=HISTORY)
         self._snapshots: list[_Snapshot] = [self._snapshot(start)]
         self._next_snapshot = start + EVERY
-        self._outlier_before = False  # the previous step's loss was an outlier
-        self._last_back: _Snapshot | None = None
-        # self.skipped: outlier steps skipped that no divergence followed (one unlucky batch each)
+        self._last_back_step: int | None = None  # the snapshot the last recovery put back
 
     @property
     def lr_scale(self) -> float:
@@ -91,7 +93,7 @@ class DivergenceGuard:
         outlier, or a divergence whose state was just put back). Raises when recovering no longer helps."""
         scale = loss_scale(value, self.loss_kind) if math.isfinite(value) else math.inf
         median = statistics.median(self._history) if len(self._history) >= MIN_HISTORY else None
-        outlier = not math.isfinite(scale) or (median is not None and scale > FACTOR * median)
+        outlier = not math.isfinite(scale) or (median is not None and scale > FACTOR * max(median, 1e-12))
         if outlier:
             if not math.isfinite(scale) or self._outlier_before:
                 self._recover(step, value)
@@ -111,8 +113,14 @@ class DivergenceGuard:
         return True
 
     def state_json(self) -> str:
-        recoveries = [asdict(r) for r in self.recoveries]
-        return json.dumps({"history": list(self._history), "recoveries": recoveries, "skipped": self.skipped})
+        return json.dumps(
+            {
+                "history": list(self._history),
+                "recoveries": [asdict(r) for r in self.recoveries],
+                "skipped": self.skipped,
+                "outlier_before": self._outlier_before,
+            }
+        )
 
     def _recover(self, step: int, value: float) -> None:
         if len(self.recoveries) >= MAX_RECOVERIES:
@@ -123,8 +131,9 @@ class DivergenceGuard:
             )
         old_enough = [s for s in self._snapshots if step - s.step >= MARGIN] or self._snapshots[:1]
         back = old_enough[-1]
-        if back is self._last_back and self._snapshots.index(back) > 0:  # diverged again from it: further back
-            back = self._snapshots[self._snapshots.index(back) - 1]
+        where = self._snapshots.index(back)
+        if back.step == self._last_back_step and where > 0:  # diverged again from it: one further back
+            back = self._snapshots[where - 1]
         with torch.no_grad():
             for k, p in self.params.items():
                 p.copy_(back.params[k])
@@ -136,7 +145,7 @@ class DivergenceGuard:
         self.opt.load_state_dict(copy.deepcopy(back.optimizer))
         self.recoveries.append(Recovery(step + 1, back.step, 0.5 ** (len(self.recoveries) + 1)))
         self._snapshots = [s for s in self._snapshots if s.step <= back.step]
-        self._last_back = back
+        self._last_back_step = back.step
         self._next_snapshot = step + EVERY
 
     def _snapshot(self, step: int) -> _Snapshot:
@@ -159,23 +168,38 @@ def _cpu_copy(obj):
     return copy.deepcopy(obj)
 
 
-def _parse_state(text: str) -> tuple[list[float], list[Recovery], int]:
-    """The guard's state from a checkpoint, checked: a damaged one is refused, not trusted."""
+def _parse_state(text: str) -> tuple[list[float], list[Recovery], int, bool]:
+    """The guard's state from a checkpoint, checked before use: a damaged one is refused, not trusted."""
     try:
         data = json.loads(text)
-        history = [float(v) for v in data["history"]][-HISTORY:]
-        recoveries = [Recovery(int(r["step"]), int(r["back_to"]), float(r["lr_scale"])) for r in data["recoveries"]]
-        skipped = data.get("skipped", 0)
+        history, recoveries = data["history"], data["recoveries"]
+        skipped, outlier_before = data.get("skipped", 0), data.get("outlier_before", False)
         ok = (
-            all(math.isfinite(v) and v >= 0 for v in history)
+            type(history) is list
+            and len(history) <= HISTORY
+            and all(type(v) in (int, float) and math.isfinite(v) and v >= 0 for v in history)
+            and type(recoveries) is list
             and len(recoveries) <= MAX_RECOVERIES
-            and type(skipped) is int
-            and skipped >= 0
+            and all(_recovery_ok(r) for r in recoveries)
+            and _count(skipped) is not None
+            and type(outlier_before) is bool
         )
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError):
         ok = False
     if not ok:
         raise InvalidInputError(
             "the checkpoint's record of the run's losses is damaged", hint="start over without --resume"
         )
-    return history, recoveries, skipped
+    # each recovery halved the rate: the factors follow from the order, not from the file
+    recovered = [Recovery(r["step"], r["back_to"], 0.5 ** (i + 1)) for i, r in enumerate(recoveries)]
+    return [float(v) for v in history], recovered, skipped, outlier_before
+
+
+def _recovery_ok(r) -> bool:
+    steps = (_count(r.get("step")), _count(r.get("back_to"))) if type(r) is dict else (None, None)
+    return None not in steps and steps[0] > steps[1]
+
+
+def _count(value) -> int | None:
+    """`value` if it is a plain, plausible step count (not a bool, a float or a 400-digit number)."""
+    return value if type(value) is int and 0 <= value < 2**53 else None
