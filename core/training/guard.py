@@ -12,7 +12,7 @@ tens of steps before the loss shows it), halves the learning rate for the rest o
 goes on. Diverging again from the same snapshot goes back one snapshot further. A run with no
 such loss is untouched: the guard only copies tensors, so its numbers are the same bit for bit.
 
-Its state (recent losses, recoveries) travels in training checkpoints, so a resumed run judges
+Its record (recent losses, recoveries, skipped steps) travels in training checkpoints, so a resumed run judges
 losses as the interrupted one did and keeps its lowered rate; snapshots do not (the checkpoint's
 own state is the first snapshot of a resumed run).
 """
@@ -34,7 +34,7 @@ from colora.core.errors import InvalidInputError
 EVERY = 50  # steps between snapshots
 KEEP = 3  # snapshots kept
 MARGIN = EVERY  # a snapshot put back is at least this many steps older than the divergence, when one is
-FACTOR = 20.0  # a loss this many times the recent median is an outlier (an L1 batch of 4+ varies < 6x)
+FACTOR = 20.0  # a loss this many times the recent median is an outlier (measured at the defaults: < 7x)
 SETTLED = 2.0  # a snapshot is only taken at a step whose loss is at most this times the median
 HISTORY = 100  # the recent losses the median is taken over
 MIN_HISTORY = 20  # before this many losses only a non-finite loss counts as a divergence
