@@ -10,6 +10,10 @@ frozen backbone included) is computed afresh, and each metric picks from the zoo
     covariance N     `core.recycle.signature.nearest`: a Mahalanobis distance with each task's
                      covariance shrunk towards the zoo's pooled one, signatures from N training
                      inputs a task (`--signature-pairs`; colora's own is SIGNATURE_PAIRS)
+    own S            the same with S of each task's own covariance (`--own-shares`; colora's is
+                     OWN_SHARE): 0 is one covariance for every task (linear discriminants)
+    1-nn N           the task of the nearest single training input, in the space whitened by the
+                     pooled within-task covariance (no Gaussian per task at all)
 
 Scored as auto_choice.py scores `auto`: dB under the per-image oracle (the best zoo adapter for that
 image), mean per set; "single" is the mean over the ten single-degradation sets, and over the even
@@ -43,9 +47,24 @@ def per_feature_nearest(embedding: torch.Tensor, sigs: dict[str, dict]) -> tuple
     return names[int(d.argmin())], float(d.min())
 
 
+def nearest_input(embedding: torch.Tensor, train: dict[str, torch.Tensor]) -> tuple[str, float]:
+    """The task of the nearest training input, distances whitened by the pooled within-task covariance."""
+    names = sorted(train)
+    centred = torch.cat([train[t].double() - train[t].double().mean(0) for t in names])
+    dof = max(len(centred) - len(names), 1)
+    cov = centred.T @ centred / dof + 1e-6 * torch.eye(centred.shape[1], dtype=torch.float64)
+    factor = torch.linalg.cholesky(cov)
+    inputs = torch.cat([train[t].double() for t in names])
+    labels = [t for t in names for _ in range(len(train[t]))]
+    white = torch.linalg.solve_triangular(factor, (inputs - embedding.double()).T, upper=False)
+    d = white.pow(2).mean(0).sqrt()
+    return labels[int(d.argmin())], float(d.min())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--signature-pairs", default="16,32", help="training inputs a signature is made of (arms)")
+    ap.add_argument("--own-shares", default="", help="own-covariance shares to score beside colora's (comma-separated)")
     args = ap.parse_args()
     from bench.auto_choice import open_zoo, two_degradations
     from colora.api.restoring import FAR
@@ -84,6 +103,9 @@ def main() -> None:
         sigs = {t: signature(e[:n]) for t, e in train.items()}
         metrics[f"per feature {n}"] = lambda e, sigs=sigs: per_feature_nearest(e, sigs)
         metrics[f"covariance {n}"] = lambda e, sigs=sigs: nearest(e, sigs)[0]
+        for share in [float(x) for x in args.own_shares.split(",") if x]:
+            metrics[f"own {share:g} {n}"] = lambda e, sigs=sigs, share=share: nearest(e, sigs, own_share=share)[0]
+        metrics[f"1-nn {n}"] = lambda e, few={t: x[:n] for t, x in train.items()}: nearest_input(e, few)
     gaps = {m: {} for m in metrics}  # metric -> set -> [dB under the oracle per image]
     right = {m: {} for m in metrics}
     far = {m: 0 for m in metrics}  # images whose nearest signature is beyond restore's FAR

@@ -39,7 +39,7 @@ def main() -> None:
     rules = {"nearest": (1, None)}
     for top in (2, 3, 4):
         rules[f"top {top}"] = (top, None)
-        for within in (1.25, 1.5, 2.0):
+        for within in (1.1, 1.25, 1.5, 2.0, 3.0):
             rules[f"top {top}, x{within:g}"] = (top, within)
     sets = sorted({r["set"] for r in images}, key=lambda s: (s in TWO, s))
     rows = []

@@ -968,6 +968,23 @@ def test_nearest_reads_how_a_tasks_features_covary():
     assert all(d >= 0 and math.isfinite(d) for _, d in ranking)
 
 
+def test_nearest_with_no_own_covariance_cannot_tell_directions_apart():
+    """`own_share=0` (the bench's linear-discriminant arm) gives every task the pooled covariance:
+    two tasks at one mean are then equally near any image, whatever way their features covary."""
+    from colora.core.recycle.signature import nearest, signature
+
+    up = _task_embeddings([0.0, 0.0], [[1.0, 0.95], [0.95, 1.0]], 32, 0)
+    down = _task_embeddings([0.0, 0.0], [[1.0, -0.95], [-0.95, 1.0]], 32, 1)
+    up, down = up - up.mean(0), down - down.mean(0)  # exactly one mean
+    sigs = {"up": signature(up), "down": signature(down)}
+    along_up = torch.zeros(up.shape[1])
+    along_up[:2] = torch.tensor([1.5, 1.5])
+    pooled = dict(nearest(along_up, sigs, own_share=0.0))
+    assert pooled["up"] == pytest.approx(pooled["down"], rel=1e-6)
+    own = dict(nearest(along_up, sigs))
+    assert own["up"] < own["down"]
+
+
 def test_nearest_with_one_input_a_task_is_the_per_feature_distance():
     """Signatures of a single input (no spread of their own, no pooled one) fall back to the metric
     before covariances: each feature in units of 10 % of the spread between the tasks' means."""

@@ -181,7 +181,9 @@ def usable(sig: object) -> bool:
     return bool(torch.linalg.eigvalsh(cov).min() >= -1e-6 * max(1.0, float(cov.diagonal().max())))
 
 
-def nearest(embedding: torch.Tensor, signatures: dict[str, dict]) -> list[tuple[str, float]]:
+def nearest(
+    embedding: torch.Tensor, signatures: dict[str, dict], *, own_share: float = OWN_SHARE
+) -> list[tuple[str, float]]:
     """Tasks sorted by distance to `embedding`: a Mahalanobis distance, as a root mean square per
     feature (1: as far as a typical input of the task; colora.api.restoring.FAR flags > 6).
 
@@ -217,7 +219,7 @@ def nearest(embedding: torch.Tensor, signatures: dict[str, dict]) -> list[tuple[
     diffs = embedding.to(torch.float64)[None] - means
     d = []
     for cov, n, diff in zip(covs, counts, diffs):
-        own = OWN_SHARE if n > 1 else 0.0
+        own = own_share if n > 1 else 0.0
         mixed = own * cov + (1 - own) * pooled + 1e-9 * torch.eye(n_features, dtype=torch.float64)
         factor, info = torch.linalg.cholesky_ex(mixed)
         if info:  # not positive definite (a damaged cache): the per-feature spread alone
