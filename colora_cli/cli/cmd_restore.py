@@ -45,8 +45,9 @@ def restore(
             min=1,
             max=10,
             help="With --task auto: how many of the nearest adapters by signature each restore the image's "
-            "centre, the one whose output the backbone would change least being kept (helps between two "
-            "strengths of one kind, e.g. two rain adapters; hurts JPEG: BENCHMARKS.md). 1: the nearest alone.",
+            "centre, the one whose output the backbone would change least being kept (no gain over the "
+            "nearest on the bench zoo since signatures read covariances; hurts JPEG: BENCHMARKS.md). "
+            "1: the nearest alone.",
         ),
     ] = AUTO_CANDIDATES,
     max_pixels: MaxPixels = None,
