@@ -47,8 +47,9 @@ def per_feature_nearest(embedding: torch.Tensor, sigs: dict[str, dict]) -> tuple
     return names[int(d.argmin())], float(d.min())
 
 
-def nearest_input(embedding: torch.Tensor, train: dict[str, torch.Tensor]) -> tuple[str, float]:
-    """The task of the nearest training input, distances whitened by the pooled within-task covariance."""
+def nearest_input(train: dict[str, torch.Tensor]):
+    """A metric: the task of the nearest training input, distances whitened by the pooled within-task
+    covariance (factored once, not per image)."""
     names = sorted(train)
     centred = torch.cat([train[t].double() - train[t].double().mean(0) for t in names])
     dof = max(len(centred) - len(names), 1)
@@ -56,9 +57,13 @@ def nearest_input(embedding: torch.Tensor, train: dict[str, torch.Tensor]) -> tu
     factor = torch.linalg.cholesky(cov)
     inputs = torch.cat([train[t].double() for t in names])
     labels = [t for t in names for _ in range(len(train[t]))]
-    white = torch.linalg.solve_triangular(factor, (inputs - embedding.double()).T, upper=False)
-    d = white.pow(2).mean(0).sqrt()
-    return labels[int(d.argmin())], float(d.min())
+
+    def pick(embedding: torch.Tensor) -> tuple[str, float]:
+        white = torch.linalg.solve_triangular(factor, (inputs - embedding.double()).T, upper=False)
+        d = white.pow(2).mean(0).sqrt()
+        return labels[int(d.argmin())], float(d.min())
+
+    return pick
 
 
 def main() -> None:
@@ -105,7 +110,7 @@ def main() -> None:
         metrics[f"covariance {n}"] = lambda e, sigs=sigs: nearest(e, sigs)[0]
         for share in [float(x) for x in args.own_shares.split(",") if x]:
             metrics[f"own {share:g} {n}"] = lambda e, sigs=sigs, share=share: nearest(e, sigs, own_share=share)[0]
-        metrics[f"1-nn {n}"] = lambda e, few={t: x[:n] for t, x in train.items()}: nearest_input(e, few)
+        metrics[f"1-nn {n}"] = nearest_input({t: x[:n] for t, x in train.items()})
     gaps = {m: {} for m in metrics}  # metric -> set -> [dB under the oracle per image]
     right = {m: {} for m in metrics}
     far = {m: 0 for m in metrics}  # images whose nearest signature is beyond restore's FAR
