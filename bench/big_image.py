@@ -48,7 +48,7 @@ def main() -> None:
                 [*COLORA, *map(str, a)], env={**__import__("os").environ, **env}, check=True, capture_output=True
             )
 
-        run("init")
+        run("init", "--no-starters")
         run("task", "add", "t", crop_pairs(work / "pairs", n=4, size=64))
         run("train", "t", "--rank", 2, "--steps", 5, "--patch-size", 32)
         (work / "in").mkdir()

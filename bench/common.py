@@ -157,11 +157,12 @@ def crop_pairs(dest: Path, n: int = 4, size: int = 32, seed: int = 0) -> Path:
     return dest
 
 
-def task_store(name: str, data: PairedSet, n_train: int, backbone: Path | None = None):
+def task_store(name: str, data: PairedSet, n_train: int, backbone: Path | None = None, *, starters: bool = True):
     """(A fresh store with the bundled backbone and task 't', the held-out pairs): `n_train` pairs to
     train, the validation split's first half as the task's validation pairs (what picks the best
     state during training), its second half held out for scoring. `backbone`: a backbone file to
-    use instead of the bundled one."""
+    use instead of the bundled one. `starters`: the starter adapters `colora init` installs (a
+    default `train` warm-starts from them)."""
     from colora.api.backbones import import_backbone, init_store
     from colora.api.tasks import add_task
 
@@ -175,7 +176,7 @@ def task_store(name: str, data: PairedSet, n_train: int, backbone: Path | None =
             (pairs / split / role).mkdir(parents=True, exist_ok=True)
             for k, item in enumerate(items):
                 shutil.copyfile(item[i], pairs / split / role / f"{k:03d}{Path(item[i]).suffix}")
-    store = init_store(home).store
+    store = init_store(home, starters=starters).store
     if backbone is not None:
         import_backbone(store, backbone, "under-test", make_default=True)
     add_task(store, "t", pairs / "train", val=pairs / "val")

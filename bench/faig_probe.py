@@ -48,7 +48,7 @@ def main() -> None:
     rows = []
     for task in args.tasks.split(","):
         make, n_train = TASKS[task]
-        store, held_out = task_store(f"faig/{task}", make(), n_train, args.backbone)
+        store, held_out = task_store(f"faig/{task}", make(), n_train, args.backbone, starters=False)
         reference = None
         for setting in args.settings.split(","):
             k, m, patch = (int(v) for v in setting.split(":"))

@@ -8,7 +8,10 @@ Arms, all scored on the same held-out pairs (never used to pre-train, train or p
 * scratch        a NAFNet of the backbone's size, randomly initialised, every weight trained on the
                  same pairs for the same wall-clock as colora's default (best state on the same
                  selection pairs), lr 1e-3
-* colora         `colora train` with its defaults (CoLoRA plan included in its time)
+* colora         `colora train` with its defaults (CoLoRA plan included in its time): a warm start
+                 from the starter adapters `colora init` installs (core/weights/starters)
+* colora cold    `colora train --cold-start`: the default of a store without starters (`init
+                 --no-starters`, or a --backbone the starters were not trained on)
 * colora 4x      `colora train --minutes <4x the default's time>`
 * scratch 4x     (--scratch-4x) the scratch net given 4x the default's time, which the default
                  should beat too (the backbone issue asks it on rain)
@@ -156,6 +159,8 @@ def main() -> None:
             selection = store.pairs(store.task("t"), "val")
             base = input_psnr(held_out)
             default, backbone_psnr, seconds = colora(store, TrainOptions(), held_out)
+            zoo = store.zoo(store.backbone(), exclude="t")
+            cold = colora(store, TrainOptions(warm_start=False), held_out)[0] if zoo else None
             skip_four = args.no_4x or (args.four_x_pairs and str(n) not in args.four_x_pairs.split(","))
             four = None if skip_four else colora(store, TrainOptions(minutes=4 * seconds / 60), held_out)[0]
             if bm is None and kind in SIGMA:  # the held-out pairs are the same for every n
@@ -179,6 +184,7 @@ def main() -> None:
                     f"{sc:.2f}",
                     f"{backbone_psnr:.2f}",
                     f"{default:.2f}",
+                    f"{cold:.2f}" if cold else "-",
                     f"{seconds / 60:.1f}",
                     f"{four:.2f}" if four else "-",
                     f"{sc4:.2f}" if sc4 else "-",
@@ -202,6 +208,7 @@ def main() -> None:
         "scratch (same time)",
         "backbone alone",
         "colora default",
+        "colora cold",
         "min",
         "colora 4x time",
         "scratch 4x time",

@@ -54,6 +54,9 @@ def main() -> None:
     ap.add_argument(
         "--budgets", default="", help="other CoLoRA budgets (B or B@LR: at learning rate LR), at the middle step count"
     )
+    ap.add_argument(
+        "--starters", action="store_true", help="install the starter adapters, so every arm warm-starts from them"
+    )
     ap.add_argument("--pairs", type=int, help="training pairs of every task instead of its own count (64, 16, 10)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,7 +84,7 @@ def main() -> None:
     for task in args.tasks.split(","):
         make, n_train = TASKS[task]
         n_train = args.pairs or n_train
-        store, held_out = task_store(f"recipe/{task}", make(), n_train, args.backbone)
+        store, held_out = task_store(f"recipe/{task}", make(), n_train, args.backbone, starters=args.starters)
         from colora.api.ranking import PlanOptions, rank_task
 
         t0 = time.perf_counter()

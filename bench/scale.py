@@ -56,7 +56,7 @@ def main() -> None:
     for src in sorted((DATA / "cbsd68" / "clean").iterdir())[: args.images]:
         shutil.copy(src, photos / src.name)
     pairs = DATA / "rain100l"
-    colora(home, "init")
+    colora(home, "init", "--no-starters")
     colora(home, "task", "add", "rain", pairs)
     colora(home, "train", "rain", "--rank", "4", "--steps", "20")
 

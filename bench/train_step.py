@@ -55,7 +55,7 @@ def main() -> None:
     from colora.api.training import TrainOptions, train_task
     from colora.core.model.lora import inject_lora, lora_layers
 
-    store = init_store(Path(tempfile.mkdtemp(prefix="colora-step-")) / "home").store
+    store = init_store(Path(tempfile.mkdtemp(prefix="colora-step-")) / "home", starters=False).store
     add_task(store, "rain", EXAMPLE / "train", val=EXAMPLE / "val")
     t0 = time.perf_counter()
     plan = rank_task(store, "rain").plan.ranks

@@ -191,7 +191,7 @@ def build_zoo(steps: int = 500, tasks: tuple[str, ...] = TASKS + SIBLINGS, seed:
     """Register and train every task that has no adapter yet; returns the store folder."""
     folders = {**build_data(seed), **build_siblings(seed)}
     if not (HOME / "colora.db").exists():
-        colora("init")
+        colora("init", "--no-starters")  # the zoo is these tasks, on disjoint data
     import json
 
     listed = {row["task"]: row["adapter"] for row in json.loads(colora("list", "--json"))}

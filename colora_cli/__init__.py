@@ -40,12 +40,19 @@ if TYPE_CHECKING:
 Path_ = str | PathLike
 
 
-def init(home: Path_ | None = None, *, random_init: bool = False, config: str = INIT_SIZE, seed: int = SEED) -> Store:
+def init(
+    home: Path_ | None = None,
+    *,
+    random_init: bool = False,
+    config: str = INIT_SIZE,
+    seed: int = SEED,
+    starters: bool = True,
+) -> Store:
     """The store at `home` (else $COLORA_HOME, else the user data dir), created with the bundled
-    backbone when it does not exist yet (`colora init`); idempotent."""
+    backbone and its starter adapters when it does not exist yet (`colora init`); idempotent."""
     from colora.api.backbones import init_store
 
-    return init_store(home, random_init=random_init, config=config, seed=seed).store
+    return init_store(home, random_init=random_init, config=config, seed=seed, starters=starters).store
 
 
 def open_store(home: Path_ | None = None) -> Store:

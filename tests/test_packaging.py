@@ -51,5 +51,8 @@ def test_the_wheel_has_one_top_level_name(tmp_path):
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"colora"}
     assert "colora/core/weights/prod-medium.safetensors" in names and "colora/cli/fastpath.py" in names
+    for starter in (ROOT / "core" / "weights" / "starters").glob("*.safetensors"):  # each with its signature
+        for suffix in (".safetensors", ".json"):
+            assert f"colora/core/weights/starters/{starter.stem}{suffix}" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "colora = colora.cli.fastpath:run" in zipfile.ZipFile(wheel).read(entry).decode()

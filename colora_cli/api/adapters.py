@@ -103,6 +103,47 @@ def import_adapter(
     return Imported(meta, backbone_row)
 
 
+def install_starters(store: Store) -> tuple[list[str], list[str]]:
+    """The package's starter adapters (core/weights/starters/KIND.safetensors, trained on the bundled
+    backbone by bench/starters.py), each as task `starter-KIND` without pairs, checked like any
+    import, with its degradation signature (KIND.json) so that `restore --task auto` can pick it.
+    Returns (tasks installed, "task: why" for each file that could not be)."""
+    from colora.core.errors import ColoraError
+    from colora.core.model.bundled import bundled_starters
+
+    installed, skipped = [], []
+    for task, file in bundled_starters():
+        try:
+            import_adapter(store, file, task)
+        except ColoraError as e:  # a damaged package file: the store and the other starters stay usable
+            skipped.append(f"{task}: {e}")
+            continue
+        _install_signature(store, task, file.with_suffix(".json"))
+        installed.append(task)
+    return installed, skipped
+
+
+MAX_SIGNATURE_BYTES = 64 * 1024  # a signature is ~5 KB of JSON; anything larger is not one
+
+
+def _install_signature(store: Store, task: str, file: Path) -> None:
+    """Cache the starter's signature (its training inputs' features: it has no pairs in the store to
+    compute them from). The file is untrusted: size bounded, parsed, checked by `usable`; a bad or
+    missing one leaves the starter out of `--task auto` only."""
+    import json
+
+    from colora.core.recycle.signature import usable
+
+    try:
+        if not file.is_file() or file.stat().st_size > MAX_SIGNATURE_BYTES:
+            return
+        sig = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if usable(sig):
+        store.set_signature(store.adapter(store.task(task)), json.dumps(sig))
+
+
 def _import_peft(store: Store, folder: Path, task: str, *, replace: bool, backbone: str | None) -> Imported:
     """A PEFT LoRA folder, converted to a colora adapter file in the store."""
     import torch

@@ -6,7 +6,7 @@ import json
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,11 +24,16 @@ class InitResult:
     store: Store
     backbone: Backbone
     created: bool  # False: the store was already set up
+    starters: list[str] = field(default_factory=list)  # the starter adapters' tasks installed
+    starters_skipped: list[str] = field(default_factory=list)  # "task: why", for a damaged package file
 
 
-def init_store(home=None, *, random_init: bool = False, config: str = INIT_SIZE, seed: int = SEED) -> InitResult:
+def init_store(
+    home=None, *, random_init: bool = False, config: str = INIT_SIZE, seed: int = SEED, starters: bool = True
+) -> InitResult:
     """Create the store (idempotent) and install its default backbone: the bundled PROD one, or a
-    random one with `random_init` (or when the package ships none)."""
+    random one with `random_init` (or when the package ships none); with the bundled one, also the
+    package's starter adapters unless `starters` is False."""
     from colora.core.model.backbone import preset
     from colora.core.model.bundled import bundled_backbone
     from colora.store.store import Store
@@ -37,8 +42,15 @@ def init_store(home=None, *, random_init: bool = False, config: str = INIT_SIZE,
     store = Store.create(home)
     if store.default_backbone_name() is not None:
         return InitResult(store, store.backbone(), created=False)
-    row = install_random(store, config, seed) if random_init or bundled_backbone() is None else install_bundled(store)
-    return InitResult(store, row, created=True)
+    if random_init or bundled_backbone() is None:
+        return InitResult(store, install_random(store, config, seed), created=True)
+    row = install_bundled(store)
+    if not starters:
+        return InitResult(store, row, created=True)
+    from colora.api.adapters import install_starters
+
+    installed, skipped = install_starters(store)
+    return InitResult(store, row, created=True, starters=installed, starters_skipped=skipped)
 
 
 def install_random(store: Store, config_name: str, seed: int, name: str | None = None) -> Backbone:

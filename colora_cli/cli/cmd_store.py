@@ -24,20 +24,33 @@ def init(
         choice(BACKBONE_SIZES), typer.Option("--config", help="Backbone size for --random-init.")
     ] = INIT_SIZE,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = SEED,
+    starters: Annotated[
+        bool,
+        typer.Option(
+            "--starters/--no-starters",
+            help="With the bundled backbone, also install its starter adapters (tasks starter-noise, "
+            "starter-rain, ...: restore with them at once; new tasks start from them).",
+        ),
+    ] = True,
 ) -> None:
-    """Create the store (database and folders) and install the default backbone.
+    """Create the store (database and folders) and install the default backbone and its starter adapters.
 
     Example: colora init --home ~/colora-store
     """
     from colora.api.backbones import init_store
 
-    result = init_store(home, random_init=random_init, config=config, seed=seed)
+    result = init_store(home, random_init=random_init, config=config, seed=seed, starters=starters)
     b = result.backbone
     if not result.created:
         output.note(f"Store already set up at {result.store.root} (default backbone '{b.name}': {b.label}).")
         return
     output.note(f"Created the store at {result.store.root}")
     output.note(f"Default backbone '{b.name}': {b.label}, {output.human_count(b.params)} parameters.")
+    for why in result.starters_skipped:
+        output.note(f"Warning: starter adapter not installed: {why}")
+    if result.starters:
+        first = result.starters[0]
+        output.note(f"Starter adapters: {', '.join(result.starters)} (`colora restore --task {first} PHOTOS`).")
     output.note("Next: colora task add NAME FOLDER")
 
 
