@@ -1,6 +1,7 @@
 """Gaussian noise on all 68 CBSD68 images, the usual protocol, beside the published figures.
 
-The adapter is trained by `colora train` (its defaults) on other photographs: `bsds500_pool`, which
+The adapter is trained by `colora train` (its defaults: on a store made by `colora init`, a warm
+start from the starter adapters) on other photographs: `bsds500_pool`, which
 holds no CBSD68 image (../shared/data/SOURCES.md), with seeded Gaussian noise of the same sigma;
 its selection pairs are 8 more pool images. It is then scored on every one of the 68 CBSD68 images
 (the noisy inputs of bench/common.py: seed 0, rounded and clipped to 8 bits). The published

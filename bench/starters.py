@@ -6,14 +6,15 @@ as validation pairs) with one of PROD's degradations at the strengths a user mee
 task through the real CLI for `--steps` on the bundled backbone, and exports the adapter to
 core/weights/starters/<kind>.safetensors, where `colora init` finds it.
 
-    python -m bench.starters --kinds noise,rain                 # 3000 steps each, ~18 one-core minutes
+    python -m bench.starters --kinds noise,rain                 # 3000 steps, ~18 one-core minutes each
     python -m bench.starters --kinds noise --steps 4000 --more  # then noise: 4000 more from its first run
     python -m bench.starters --kinds jpeg --steps 50 --out /tmp/s   # smoke
 
 The bundled ones are noise (3000 + 4000 steps) and rain (3000); KINDS also defines jpeg, low light
 and blur, not yet trained or measured (BENCHMARKS.md, "Starter adapters").
 
-The store lives in bench/out/starters/home (rebuilt per kind); the pairs in bench/out/starters/data.
+The stores live in bench/out/starters/home/<kind> (rebuilt per run); the pairs in
+bench/out/starters/data/<kind>.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ HOME = ROOT / "home"
 WEIGHTS = Path(__file__).resolve().parent.parent / "core" / "weights" / "starters"
 N_VAL = 20
 
-# kind -> (PROD degradation, fixed params or None to sample PROD's ranges, strength drawn per image)
+# kind -> (PROD degradation, params drawn per image from these ranges, or None for PROD's own ranges)
 KINDS = {
     # colour Gaussian noise at σ 5-55 (the blind range of CDnCNN-B)
     "noise": ("gaussian_noise", lambda r: {"sigma": r.uniform(5, 55) / 255, "gray": False}),
@@ -128,13 +129,46 @@ def write_signature(home: Path, kind: str, file: Path) -> None:
     file.write_text(json.dumps(found[kind]) + "\n", encoding="utf-8")
 
 
+def score(folder: Path) -> None:
+    """Each starter alone (zero-shot) on the held-out pairs bench/quality.py scores, beside the input
+    and the backbone alone: what `colora restore --task starter-KIND` gives a user at once."""
+    from bench.common import SETS, git_rev, held_out_pairs, machine, markdown_table
+    from colora.core.inference.evaluate import evaluate
+    from colora.core.model.bundled import bundled_backbone
+    from colora.core.model.weights import apply_adapter, load_backbone
+
+    backbone, meta = load_backbone(bundled_backbone()[0])
+    backbone.eval()
+    files = sorted(folder.glob("*.safetensors"))
+    models = {"input": None, "backbone": backbone}
+    for f in files:
+        model, _ = load_backbone(bundled_backbone()[0])
+        apply_adapter(model, meta["sha256"], f)
+        models[f.stem] = model.eval()
+    sets = {"rain (Rain100L)": SETS["rain100l"]()}
+    sets.update({f"noise σ{s:g} (CBSD68)": SETS["cbsd68"](s) for s in (15.0, 25.0, 50.0)})
+    rows = []
+    for label, data in sets.items():
+        held = held_out_pairs(data)
+        res = evaluate(models, [(str(i), a, b) for i, (a, b) in enumerate(held)])
+        rows.append([label, len(held), *(f"{res[k][0]:.2f}" for k in models)])
+        print(" | ".join(map(str, rows[-1])), flush=True)
+    print(f"\nbench/starters.py --score — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}\n")
+    print(
+        markdown_table(["set", "scored", *(k if k in ("input", "backbone") else f"starter-{k}" for k in models)], rows)
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kinds", default="noise,rain", help=f"of {','.join(KINDS)}")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--out", type=Path, default=WEIGHTS)
     ap.add_argument("--more", action="store_true", help="continue from the adapters already in --out")
+    ap.add_argument("--score", action="store_true", help="only score the starters in --out, each alone")
     args = ap.parse_args()
+    if args.score:
+        return score(args.out)
     for kind in args.kinds.split(","):
         seconds = train_starter(kind, args.steps, args.out, more=args.more)
         print(f"{kind}: {args.steps} steps in {seconds / 60:.1f} min -> {args.out / kind}.safetensors", flush=True)

@@ -35,7 +35,7 @@ for kind, degrade in kinds.items():
             Image.fromarray(np.clip(np.round(img), 0, 255).astype(np.uint8)).save(work / kind / part / sub / path.name)
 EOF
 
-colora init
+colora init --no-starters   # the zoo is the two adapters trained below
 for task in noise dark heavy-noise; do
   if colora task show "$task" >/dev/null 2>&1; then colora task rm "$task" --yes; fi  # re-runs start clean
 done

@@ -41,8 +41,11 @@ def test_init_installs_every_starter_as_a_task_without_pairs(tmp_path):
 
 
 def test_no_starters_installs_none(tmp_path):
+    from colora.store.store import Store
+
     ok(invoke("init", "--no-starters", "--home", tmp_path / "h"))
     assert _tasks(tmp_path / "h") == {}
+    assert Store.open(tmp_path / "h").backbone().name == bundled_backbone()[1]  # the bundled one, all the same
 
 
 def test_random_init_installs_no_starters(tmp_path):
@@ -54,16 +57,22 @@ def test_a_damaged_starter_is_skipped_and_the_rest_installed(tmp_path, monkeypat
     folder = tmp_path / "starters"
     folder.mkdir()
     (_, good), *_ = bundled_starters()
-    shutil.copyfile(good, folder / "good.safetensors")
-    shutil.copyfile(good.with_suffix(".json"), folder / "good.json")
+    signature = json.loads(good.with_suffix(".json").read_text())
+    for name in ("good", "deep", "huge-n", "huge-mean", "nosig"):
+        shutil.copyfile(good, folder / f"{name}.safetensors")
+    (folder / "good.json").write_text(json.dumps(signature))
+    (folder / "deep.json").write_text("[" * 50_000)  # under the size bound, too deep for Python's parser
+    (folder / "huge-n.json").write_text(json.dumps({**signature, "n": 10**400}))
+    (folder / "huge-mean.json").write_text(json.dumps({**signature, "mean": [1e200] * len(signature["mean"])}))
     (folder / "bad.safetensors").write_bytes(b"\x00" * 8)  # not a safetensors file
-    (folder / "nosig.safetensors").write_bytes(good.read_bytes())
-    (folder / "nosig.json").write_text("[" * 100_000)  # not a signature (and over the size bound)
     monkeypatch.setattr(bundled, "STARTERS_DIR", folder)
     r = ok(invoke("init", "--home", tmp_path / "h"))
-    assert "Warning: starter adapter not installed: starter-bad:" in err(r)
+    assert "Warning: starter-bad not installed:" in err(r)
+    for name in ("deep", "huge-n", "huge-mean", "nosig"):
+        assert f"starter-{name} installed, but its signature ({name}.json) is missing or damaged" in err(r)
     rows = _tasks(tmp_path / "h")
-    assert sorted(rows) == ["starter-good", "starter-nosig"]
+    assert sorted(rows) == ["starter-deep", "starter-good", "starter-huge-mean", "starter-huge-n", "starter-nosig"]
+    assert not (tmp_path / "h" / "tasks" / "starter-bad").exists()
     assert ok(invoke("doctor", "--home", tmp_path / "h")).exit_code == 0
 
     from colora.api.models import backbone_model
@@ -72,4 +81,4 @@ def test_a_damaged_starter_is_skipped_and_the_rest_installed(tmp_path, monkeypat
 
     store = Store.open(tmp_path / "h")
     found, skipped = signatures(store, store.backbone(), backbone_model(store, store.backbone()))
-    assert sorted(found) == ["starter-good"] and skipped == ["starter-nosig"]
+    assert sorted(found) == ["starter-good"] and len(skipped) == 4  # only the sound signature is a candidate

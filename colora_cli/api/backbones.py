@@ -25,7 +25,7 @@ class InitResult:
     backbone: Backbone
     created: bool  # False: the store was already set up
     starters: list[str] = field(default_factory=list)  # the starter adapters' tasks installed
-    starters_skipped: list[str] = field(default_factory=list)  # "task: why", for a damaged package file
+    starters_skipped: list[str] = field(default_factory=list)  # one line per damaged starter file
 
 
 def init_store(

@@ -44,7 +44,8 @@ def load_zoo(store: Store, backbone_row: Backbone, backbone, *, exclude: str | N
 
 def signatures(store: Store, backbone_row: Backbone, backbone) -> tuple[dict[str, dict], list[str]]:
     """task -> signature for every adapter on this backbone whose task has training pairs (cached in
-    the store); and the tasks left out because they have none."""
+    the store) or a cached signature (a starter's, installed with it); and the tasks left out
+    because they have neither."""
     import torch
 
     from colora.core.data.crops import to_tensor

@@ -149,7 +149,9 @@ class AutoChooser:
         self.backbone = backbone_model(self.store, self.backbone_row).eval()
         self.signatures, skipped = signatures(self.store, self.backbone_row, self.backbone)
         if skipped:
-            reporter.note(f"Not candidates for auto (no training pairs to characterise them): {', '.join(skipped)}")
+            reporter.note(
+                f"Not candidates for auto (no training pairs or signature to characterise them): {', '.join(skipped)}"
+            )
         if not self.signatures:
             raise NotFoundError(
                 f"no adapter on backbone '{self.backbone_row.name}' to choose from",

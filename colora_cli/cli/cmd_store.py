@@ -47,7 +47,7 @@ def init(
     output.note(f"Created the store at {result.store.root}")
     output.note(f"Default backbone '{b.name}': {b.label}, {output.human_count(b.params)} parameters.")
     for why in result.starters_skipped:
-        output.note(f"Warning: starter adapter not installed: {why}")
+        output.note(f"Warning: {why}")
     if result.starters:
         first = result.starters[0]
         output.note(f"Starter adapters: {', '.join(result.starters)} (`colora restore --task {first} PHOTOS`).")

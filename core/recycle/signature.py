@@ -45,6 +45,10 @@ FEATURES = (
 )
 PAIR_FEATURES = ("res_mean", "res_abs", "res_noise", "sharpen", "res_r", "res_g", "res_b")
 CROP = 256
+# bounds of a believable signature: features are logs, ratios and means of [0, 1] images (|x| < 100),
+# signatures come from at most a few hundred inputs
+MAX_FEATURE_VALUE = 1e6
+MAX_SIGNATURE_N = 1_000_000
 MIN_SIDE = 16  # blockiness needs two 8-pixel blocks, pooling a few pixels: smaller images are edge-extended
 _LAPLACE = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
 
@@ -159,14 +163,15 @@ OWN_SHARE = 0.3  # of a task's covariance in its own metric; the rest is the zoo
 
 
 def usable(sig: object) -> bool:
-    """Whether a cached signature (JSON from the store: untrusted) is this version's, well formed:
-    finite mean and std of len(FEATURES), a symmetric positive semi-definite covariance, n >= 1."""
+    """Whether a cached signature (JSON from the store or a starter's file: untrusted) is this
+    version's, well formed: mean and std of len(FEATURES) and a symmetric positive semi-definite
+    covariance, all finite and of a size features can have, 1 <= n <= MAX_SIGNATURE_N."""
     f = len(FEATURES)
     try:
         if not isinstance(sig, dict) or sig.get("version") != EMBEDDING_VERSION:
             return False
         n = sig["n"]
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SIGNATURE_N:
             return False
         mean, std = torch.tensor(sig["mean"], dtype=torch.float64), torch.tensor(sig["std"], dtype=torch.float64)
         cov = torch.tensor(sig["cov"], dtype=torch.float64)
@@ -174,8 +179,8 @@ def usable(sig: object) -> bool:
         return False
     if mean.shape != (f,) or std.shape != (f,) or cov.shape != (f, f):
         return False
-    if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and torch.isfinite(cov).all()):
-        return False
+    if not all(bool(t.isfinite().all() and t.abs().max() <= MAX_FEATURE_VALUE) for t in (mean, std, cov)):
+        return False  # a huge value would swamp the pooled covariance every task is ranked by
     if (std < 0).any() or not torch.allclose(cov, cov.T, rtol=1e-5, atol=1e-8):
         return False
     return bool(torch.linalg.eigvalsh(cov).min() >= -1e-6 * max(1.0, float(cov.diagonal().max())))
