@@ -33,7 +33,7 @@ def init(
         ),
     ] = True,
 ) -> None:
-    """Create the store (database and folders) and install the default backbone and its starter adapters.
+    """Create the store (database and folders) with the default backbone and its starter adapters.
 
     Example: colora init --home ~/colora-store
     """

@@ -19,7 +19,9 @@ class Entry(NamedTuple):
 
 COMMANDS: dict[str, Entry] = {  # in the order `colora --help` lists them
     "init": Entry(
-        "colora.cli.cmd_store", "init", "Create the store (database and folders) and install the default backbone."
+        "colora.cli.cmd_store",
+        "init",
+        "Create the store (database and folders) with the default backbone and its starter adapters.",
     ),
     "list": Entry("colora.cli.cmd_store", "list_tasks", "Every task with its pairs, adapter, size and last quality."),
     "ranks": Entry(
