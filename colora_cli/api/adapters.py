@@ -103,6 +103,10 @@ def import_adapter(
     return Imported(meta, backbone_row)
 
 
+MAX_STARTER_BYTES = 64 * 1024 * 1024  # a starter is ~1.3 MB (7 % of the backbone); never read more
+MAX_SIGNATURE_BYTES = 64 * 1024  # a signature is ~5 KB of JSON; anything larger is not one
+
+
 def install_starters(store: Store) -> tuple[list[str], list[str]]:
     """The package's starter adapters (core/weights/starters/KIND.safetensors, trained on the bundled
     backbone by bench/starters.py), each as task `starter-KIND` without pairs, checked like any
@@ -117,8 +121,7 @@ def install_starters(store: Store) -> tuple[list[str], list[str]]:
         try:
             if file.stat().st_size > MAX_STARTER_BYTES:
                 raise InvalidInputError(f"{file.name} is larger than a starter adapter can be")
-            if any(t.name == task for t in store.tasks()):
-                raise ConflictError("a task of that name exists")
+            store.ensure_task_absent(task)
             import_adapter(store, file, task)
         except (ColoraError, OSError) as e:  # a damaged package file: the store and the other starters stay usable
             skipped.append(f"{task} not installed: {e}")
@@ -128,12 +131,6 @@ def install_starters(store: Store) -> tuple[list[str], list[str]]:
             why = f"its signature ({file.stem}.json) is missing or damaged, so `--task auto` leaves it out"
             skipped.append(f"{task} installed, but {why}")
     return installed, skipped
-
-
-MAX_STARTER_BYTES = 64 * 1024 * 1024  # a starter is ~1.3 MB (7 % of the backbone); never read more
-
-
-MAX_SIGNATURE_BYTES = 64 * 1024  # a signature is ~5 KB of JSON; anything larger is not one
 
 
 def _install_signature(store: Store, task: str, file: Path) -> bool:
