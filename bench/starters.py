@@ -110,6 +110,7 @@ def train_starter(kind: str, steps: int, out: Path, *, more: bool = False) -> fl
     out.mkdir(parents=True, exist_ok=True)
     colora(home, "adapter", "export", kind, str(out / f"{kind}.safetensors"), "--overwrite")
     write_signature(home, kind, out / f"{kind}.json")
+    write_manifest(out)
     print(colora(home, "eval", kind), flush=True)
     return seconds
 
@@ -127,6 +128,29 @@ def write_signature(home: Path, kind: str, file: Path) -> None:
     row = store.adapter(store.task(kind)).backbone
     found, _ = signatures(store, row, backbone_model(store, row))
     file.write_text(json.dumps(found[kind]) + "\n", encoding="utf-8")
+
+
+def write_manifest(folder: Path) -> None:
+    """folder/manifest.json: every starter's and signature's sha256 and the backbone they were trained
+    on: what `colora init` and `colora adapter starters` check before installing one."""
+    import hashlib
+    import json
+
+    from colora.core.model.bundled import STARTERS_MANIFEST
+    from colora.core.model.weights import read_adapter
+
+    starters, backbones = {}, set()
+    for file in sorted(folder.glob("*.safetensors")):
+        _, meta = read_adapter(file)
+        backbones.add(meta.backbone_sha256)
+        starters[file.stem] = {
+            "adapter_sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+            "signature_sha256": hashlib.sha256(file.with_suffix(".json").read_bytes()).hexdigest(),
+        }
+    if len(backbones) != 1:
+        raise SystemExit(f"the starters in {folder} were trained on {len(backbones)} backbones; retrain them on one")
+    manifest = {"backbone_sha256": backbones.pop(), "starters": starters}
+    (folder / STARTERS_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
 def score(folder: Path) -> None:
@@ -166,9 +190,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=WEIGHTS)
     ap.add_argument("--more", action="store_true", help="continue from the adapters already in --out")
     ap.add_argument("--score", action="store_true", help="only score the starters in --out, each alone")
+    ap.add_argument("--manifest", action="store_true", help="only rewrite --out's manifest.json from its files")
     args = ap.parse_args()
     if args.score:
         return score(args.out)
+    if args.manifest:
+        return write_manifest(args.out)
     for kind in args.kinds.split(","):
         seconds = train_starter(kind, args.steps, args.out, more=args.more)
         print(f"{kind}: {args.steps} steps in {seconds / 60:.1f} min -> {args.out / kind}.safetensors", flush=True)

@@ -103,56 +103,6 @@ def import_adapter(
     return Imported(meta, backbone_row)
 
 
-MAX_STARTER_BYTES = 64 * 1024 * 1024  # a starter is ~1.3 MB (7 % of the backbone); never read more
-MAX_SIGNATURE_BYTES = 64 * 1024  # a signature is ~5 KB of JSON; anything larger is not one
-
-
-def install_starters(store: Store) -> tuple[list[str], list[str]]:
-    """The package's starter adapters (core/weights/starters/KIND.safetensors, trained on the bundled
-    backbone by bench/starters.py), each as task `starter-KIND` without pairs, checked like any
-    import, with its degradation signature (KIND.json) so that `restore --task auto` can pick it.
-    Returns (tasks installed, one line per starter that could not be installed or whose signature
-    could not be)."""
-    from colora.core.errors import ColoraError
-    from colora.core.model.bundled import bundled_starters
-
-    installed, skipped = [], []
-    for task, file in bundled_starters():
-        try:
-            if file.stat().st_size > MAX_STARTER_BYTES:
-                raise InvalidInputError(f"{file.name} is larger than a starter adapter can be")
-            store.ensure_task_absent(task)
-            import_adapter(store, file, task)
-        except (ColoraError, OSError) as e:  # a damaged package file: the store and the other starters stay usable
-            skipped.append(f"{task} not installed: {e}")
-            continue
-        installed.append(task)
-        if not _install_signature(store, task, file.with_suffix(".json")):
-            why = f"its signature ({file.stem}.json) is missing or damaged, so `--task auto` leaves it out"
-            skipped.append(f"{task} installed, but {why}")
-    return installed, skipped
-
-
-def _install_signature(store: Store, task: str, file: Path) -> bool:
-    """Cache the starter's signature (its training inputs' features: it has no pairs in the store to
-    compute them from); False when there is none to cache. The file is untrusted: size bounded,
-    parsed, checked by `usable`; a bad or missing one leaves the starter out of `--task auto` only."""
-    import json
-
-    from colora.core.recycle.signature import usable
-
-    try:
-        if not file.is_file() or file.stat().st_size > MAX_SIGNATURE_BYTES:
-            return False
-        sig = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python parses
-        return False
-    if not usable(sig):
-        return False
-    store.set_signature(store.adapter(store.task(task)), json.dumps(sig))
-    return True
-
-
 def _import_peft(store: Store, folder: Path, task: str, *, replace: bool, backbone: str | None) -> Imported:
     """A PEFT LoRA folder, converted to a colora adapter file in the store."""
     import torch

@@ -47,10 +47,10 @@ def init_store(
     row = install_bundled(store)
     if not starters:
         return InitResult(store, row, created=True)
-    from colora.api.adapters import install_starters
+    from colora.api.starters import install_starters
 
-    installed, skipped = install_starters(store)
-    return InitResult(store, row, created=True, starters=installed, starters_skipped=skipped)
+    report = install_starters(store)
+    return InitResult(store, row, created=True, starters=report.installed, starters_skipped=report.problems)
 
 
 def install_random(store: Store, config_name: str, seed: int, name: str | None = None) -> Backbone:

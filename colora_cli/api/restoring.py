@@ -144,18 +144,26 @@ class AutoChooser:
     def prepare(self, device, reporter: Reporter = SILENT) -> None:
         from colora.api.models import backbone_model
         from colora.api.recycling import signatures
+        from colora.core.model.bundled import STARTER_PREFIX
 
         self.device = device
         self.backbone = backbone_model(self.store, self.backbone_row).eval()
         self.signatures, skipped = signatures(self.store, self.backbone_row, self.backbone)
+        starters = (
+            "; `colora adapter starters` gives starters theirs back"
+            if any(name.startswith(STARTER_PREFIX) for name in skipped)
+            else ""
+        )
         if skipped:
             reporter.note(
-                f"Not candidates for auto (no training pairs or signature to characterise them): {', '.join(skipped)}"
+                "Not candidates for auto (no training pairs or signature to characterise them): "
+                f"{', '.join(skipped)}{starters}"
             )
         if not self.signatures:
             raise NotFoundError(
                 f"no adapter on backbone '{self.backbone_row.name}' to choose from",
-                hint="train one with `colora train NAME` (or build one with `colora adapt NAME`)",
+                hint="train one with `colora train NAME` (or build one with `colora adapt NAME`)"
+                + (", or run `colora adapter starters`" if starters else ""),
             )
         self.adapters = {a.task.name: a for a in self.store.adapters(self.backbone_row)}
 

@@ -1,4 +1,4 @@
-"""`colora adapter export | import`: adapters are portable safetensors files."""
+"""`colora adapter export | import | starters`: adapters are portable safetensors files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from colora.cli.options import Home, choice, command_group
 from colora.core.choices import ADAPTER_FORMATS
 from colora.core.defaults import ADAPTER_FORMAT
 
-app = command_group("Share adapters: export and import them (colora or PEFT format).")
+app = command_group("Share adapters: export and import them (colora or PEFT format); add the bundled starters.")
 
 
 @app.command("export")
@@ -68,3 +68,34 @@ def import_adapter(
     output.note(
         f"Imported the adapter into task '{task}' (trained for '{done.meta.task}', backbone '{done.backbone.name}')."
     )
+
+
+@app.command("starters")
+def add_starters(home: Home = None) -> None:
+    """Add the bundled starter adapters this store lacks (tasks starter-noise, starter-rain, ...).
+
+    For a store made before they shipped, or after one was removed; it also gives a starter back
+    the signature `restore --task auto` needs after `colora doctor --reindex`. Tasks already there
+    are left as they are.
+
+    Example: colora adapter starters
+    """
+    from colora.api.starters import add_starters as run_add
+    from colora.store.store import Store
+
+    report = run_add(Store.open(home))
+    if report.backbone_added:
+        output.note(
+            f"Added backbone '{report.backbone_added}' (the one the starters were trained on; "
+            "not made the default: new tasks warm-start from the starters only on it)."
+        )
+    for why in report.problems:
+        output.note(f"Warning: {why}")
+    if report.installed:
+        output.note(f"Added {', '.join(report.installed)} (`colora restore --task {report.installed[0]} PHOTOS`).")
+    if report.signatures:
+        output.note(f"Restored the signature of {', '.join(report.signatures)} for `restore --task auto`.")
+    if untouched := [t for t in report.present if t not in report.signatures]:
+        output.note(f"Already in the store, left as they are: {', '.join(untouched)}.")
+    if report.problems and not (report.installed or report.signatures):
+        raise typer.Exit(1)

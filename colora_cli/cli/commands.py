@@ -70,7 +70,9 @@ COMMANDS: dict[str, Entry] = {  # in the order `colora --help` lists them
         "colora.cli.cmd_backbone", "app", "The store's backbones: list, show, pre-train, import and export."
     ),
     "adapter": Entry(
-        "colora.cli.cmd_adapter", "app", "Share adapters: export and import them (colora or PEFT format)."
+        "colora.cli.cmd_adapter",
+        "app",
+        "Share adapters: export and import them (colora or PEFT format); add the bundled starters.",
     ),
     "recycle": Entry("colora.cli.cmd_recycle", "app", "LoRA Recycle: reuse the zoo of stored adapters for new tasks."),
     "store": Entry("colora.cli.cmd_index", "app", "The store's index: copy it between SQLite and PostgreSQL."),

@@ -8,6 +8,7 @@ from pathlib import Path
 BUNDLED_DIR = Path(__file__).parent.parent / "weights"  # package data: core/weights/
 BUNDLED_NAME = "prod-medium"
 STARTERS_DIR = BUNDLED_DIR / "starters"
+STARTERS_MANIFEST = "manifest.json"  # each starter's and signature's sha256, written by bench/starters.py
 STARTER_PREFIX = "starter-"  # task names `starter-<kind>`: never a name a user's own task is likely to take
 
 
