@@ -101,7 +101,27 @@ def cbsd68_jpeg(q_low: int = 10, q_high: int = 30, seed: int = 0, n_val: int = 2
     return PairedSet(f"cbsd68-jpeg{q_low}-{q_high}", train, val, f"CBSD68 as JPEG, quality {q_low}..{q_high}")
 
 
-SETS = {"rain100l": rain100l, "cbsd68": cbsd68_noise, "lol": lol, "jpeg": cbsd68_jpeg}
+def cbsd68_blur(s_low: float = 1.0, s_high: float = 2.0, seed: int = 0, n_val: int = 20) -> PairedSet:
+    """CBSD68 blurred by a Gaussian of a seeded radius in s_low..s_high px (Pillow's GaussianBlur, not
+    PROD's blur: another implementation than any adapter trained on)."""
+    from PIL import ImageFilter
+
+    folder = OUT / "data" / f"cbsd68_blur{s_low:g}-{s_high:g}"
+    (folder / "input").mkdir(parents=True, exist_ok=True)
+    (folder / "target").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for src in sorted((DATA / "cbsd68" / "clean").iterdir()):
+        radius = rng.uniform(s_low, s_high)
+        dst_in, dst_tg = folder / "input" / src.name, folder / "target" / src.name
+        if not dst_in.exists():
+            clean = Image.open(src).convert("RGB")
+            clean.filter(ImageFilter.GaussianBlur(radius)).save(dst_in)
+            clean.save(dst_tg)
+    train, val = _group_split(_pairs(folder), n_val, seed)
+    return PairedSet(f"cbsd68-blur{s_low:g}-{s_high:g}", train, val, f"CBSD68 blurred, σ {s_low:g}..{s_high:g} px")
+
+
+SETS = {"rain100l": rain100l, "cbsd68": cbsd68_noise, "lol": lol, "jpeg": cbsd68_jpeg, "blur": cbsd68_blur}
 
 
 def machine() -> str:

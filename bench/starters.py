@@ -9,9 +9,12 @@ core/weights/starters/<kind>.safetensors, where `colora init` finds it.
     python -m bench.starters --kinds noise,rain                 # 3000 steps, ~18 one-core minutes each
     python -m bench.starters --kinds noise --steps 4000 --more  # then noise: 4000 more from its first run
     python -m bench.starters --kinds jpeg --steps 50 --out /tmp/s   # smoke
+    python -m bench.starters --score                            # each bundled starter alone, zero-shot
+    python -m bench.starters --auto                             # `restore --task auto` on a new store
 
-The bundled ones are noise (3000 + 4000 steps) and rain (3000); KINDS also defines jpeg, low light
-and blur, not yet trained or measured (BENCHMARKS.md, "Starter adapters").
+Each run also rewrites --out's manifest.json (every file's sha256: what `colora init` checks). The
+bundled ones are noise (3000 + 4000 steps), rain, jpeg and lowlight (3000 each); KINDS also defines
+blur, not yet trained or measured (BENCHMARKS.md, "Starter adapters").
 
 The stores live in bench/out/starters/home/<kind> (rebuilt per run); the pairs in
 bench/out/starters/data/<kind>.
@@ -169,8 +172,7 @@ def score(folder: Path) -> None:
         model, _ = load_backbone(bundled_backbone()[0])
         apply_adapter(model, meta["sha256"], f)
         models[f.stem] = model.eval()
-    sets = {"rain (Rain100L)": SETS["rain100l"]()}
-    sets.update({f"noise σ{s:g} (CBSD68)": SETS["cbsd68"](s) for s in (15.0, 25.0, 50.0)})
+    sets = {label: make(SETS) for label, (_, make) in AUTO_SETS.items()}
     rows = []
     for label, data in sets.items():
         held = held_out_pairs(data)
@@ -183,6 +185,108 @@ def score(folder: Path) -> None:
     )
 
 
+# held-out set -> the starter kind made for it (None: no starter is)
+AUTO_SETS = {
+    "rain (Rain100L)": ("rain", lambda S: S["rain100l"]()),
+    "noise σ15 (CBSD68)": ("noise", lambda S: S["cbsd68"](15.0)),
+    "noise σ25 (CBSD68)": ("noise", lambda S: S["cbsd68"](25.0)),
+    "noise σ50 (CBSD68)": ("noise", lambda S: S["cbsd68"](50.0)),
+    "JPEG q10-30 (CBSD68)": ("jpeg", lambda S: S["jpeg"]()),
+    "low light (LOL)": ("lowlight", lambda S: S["lol"]()),
+    # kinds no starter is made for: what auto does with an image none of them fits
+    "blur σ1-2 (CBSD68)": (None, lambda S: S["blur"]()),
+    "JPEG q80 (CBSD68)": (None, lambda S: S["jpeg"](80, 80)),
+    "clean (CBSD68)": (None, lambda S: _clean_set()),
+}
+
+
+def _clean_set():
+    from bench.backbone_compare import clean_set
+
+    return clean_set()
+
+
+def auto(folder: Path) -> None:
+    """`restore --task auto` on a store `colora init` made with the starters in `folder` (and
+    nothing else: a new user with no pairs), over the held-out images of every set above: how often
+    it picks the starter made for the image's kind, and its PSNR beside the input, the backbone
+    alone, that starter, and the best starter per image (the oracle, which knows the target)."""
+    import json
+    import tempfile
+    from unittest import mock
+
+    import torch
+
+    from bench.common import SETS, git_rev, held_out_pairs, machine, markdown_table
+    from colora.api.backbones import init_store
+    from colora.api.models import backbone_model
+    from colora.api.recycling import signatures
+    from colora.api.restoring import FAR
+    from colora.core.data.crops import load_pair
+    from colora.core.inference.evaluate import evaluate
+    from colora.core.model import bundled
+    from colora.core.model.weights import apply_adapter, load_backbone
+    from colora.core.recycle.signature import image_features, nearest
+
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(bundled, "STARTERS_DIR", folder):
+        store = init_store(Path(tmp) / "home").store
+        row = store.backbone()
+        backbone = backbone_model(store, row).eval()
+        sigs, _ = signatures(store, row, backbone)
+    kinds = [name.removeprefix(bundled.STARTER_PREFIX) for name in sorted(sigs)]
+    base, meta = load_backbone(bundled.bundled_backbone()[0])
+    models = {"input": None, "backbone": base.eval()}
+    for kind in kinds:
+        model, _ = load_backbone(bundled.bundled_backbone()[0])
+        apply_adapter(model, meta["sha256"], folder / f"{kind}.safetensors")
+        models[kind] = model.eval()
+    rows, record, t0 = [], [], time.perf_counter()
+    for label, (own, make) in AUTO_SETS.items():
+        held = held_out_pairs(make(SETS))
+        res = evaluate(models, [(str(i), a, b) for i, (a, b) in enumerate(held)])
+        picks, got, best, far = [], [], [], 0
+        for i, (a, b) in enumerate(held):
+            x, _ = load_pair(a, b)
+            with torch.no_grad():
+                ranked = nearest(image_features(x, backbone), sigs)
+            name, distance = ranked[0]
+            pick = name.removeprefix(bundled.STARTER_PREFIX)
+            picks.append(pick)
+            got.append(res[pick][2][i][1])
+            far += distance > FAR
+            ranking = [[n.removeprefix(bundled.STARTER_PREFIX), round(d, 3)] for n, d in ranked]
+            record.append({"set": label, "image": i, "ranking": ranking, "psnr": {k: res[k][2][i][1] for k in res}})
+            best.append(max(res[k][2][i][1] for k in kinds))
+        mean = lambda v: sum(v) / len(v)  # noqa: E731
+        right = f"{picks.count(own)}/{len(held)}" if own in kinds else "-"
+        taken = ", ".join(f"{k} {picks.count(k)}" for k in kinds if picks.count(k))
+        own_psnr = f"{res[own][0]:.2f}" if own in kinds else "-"
+        distances = [r["ranking"][0][1] for r in record if r["set"] == label]
+        cells = [label, len(held), right, taken, f"{far} ({max(distances):.1f})", f"{res['input'][0]:.2f}"]
+        cells += [f"{res['backbone'][0]:.2f}", own_psnr, f"**{mean(got):.2f}**"]
+        rows.append([*cells, f"{mean(best):.2f}", f"{mean(best) - mean(got):.2f}"])
+        print(" | ".join(map(str, rows[-1])), flush=True)
+    print(
+        f"\nbench/starters.py --auto {folder} — {time.strftime('%Y-%m-%d')}, {machine()}, git {git_rev()}, "
+        f"{time.perf_counter() - t0:.0f} s\n"
+    )
+    (ROOT / f"auto-{folder.name}.json").write_text(json.dumps(record) + "\n", encoding="utf-8")  # for other rules
+    head = [
+        "set",
+        "images",
+        "right",
+        "picked",
+        f"far (> {FAR:g}; largest)",
+        "input",
+        "backbone",
+        "own starter",
+        "auto",
+        "oracle",
+        "oracle − auto",
+    ]
+    print(markdown_table(head, rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kinds", default="noise,rain", help=f"of {','.join(KINDS)}")
@@ -191,7 +295,10 @@ def main() -> None:
     ap.add_argument("--more", action="store_true", help="continue from the adapters already in --out")
     ap.add_argument("--score", action="store_true", help="only score the starters in --out, each alone")
     ap.add_argument("--manifest", action="store_true", help="only rewrite --out's manifest.json from its files")
+    ap.add_argument("--auto", action="store_true", help="only measure `restore --task auto` with --out's starters")
     args = ap.parse_args()
+    if args.auto:
+        return auto(args.out)
     if args.score:
         return score(args.out)
     if args.manifest:

@@ -54,5 +54,6 @@ def test_the_wheel_has_one_top_level_name(tmp_path):
     for starter in (ROOT / "core" / "weights" / "starters").glob("*.safetensors"):  # each with its signature
         for suffix in (".safetensors", ".json"):
             assert f"colora/core/weights/starters/{starter.stem}{suffix}" in names
+    assert "colora/core/weights/starters/manifest.json" in names  # without it no starter is installed
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "colora = colora.cli.fastpath:run" in zipfile.ZipFile(wheel).read(entry).decode()

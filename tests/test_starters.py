@@ -85,7 +85,7 @@ def test_a_damaged_starter_is_skipped_and_the_rest_installed(tmp_path, monkeypat
     monkeypatch.setattr(bundled, "STARTERS_DIR", folder)
     r = ok(invoke("init", "--home", tmp_path / "h"))
     assert "Warning: starter-bad not installed:" in err(r)
-    assert "starter-unpinned not installed: unpinned.safetensors does not match the package's starter" in err(r)
+    assert "starter-unpinned not installed: unpinned.safetensors is not listed in the package's starter" in err(r)
     for name in ("deep", "huge-n", "huge-mean", "nosig"):
         assert f"starter-{name} installed, but its signature ({name}.json) is missing, damaged or not the" in err(r)
     rows = _tasks(tmp_path / "h")
@@ -161,7 +161,7 @@ def test_adapter_starters_leaves_a_users_task_of_that_name_alone(tmp_path):
     ok(invoke("adapter", "import", bundled_starters()[-1][1], "--task", name, "--home", home))  # another file
     before = Store.open(home).adapter(Store.open(home).task(name)).file_sha256
     r = ok(invoke("adapter", "starters", "--home", home))
-    assert f"Already in the store, left as they are: {name}" in err(r)
+    assert f"Task '{name}' holds another adapter: left as it is, the bundled starter not added" in err(r)
     assert Store.open(home).adapter(Store.open(home).task(name)).file_sha256 == before
 
 
@@ -198,5 +198,47 @@ def test_adapter_starters_without_a_manifest_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(bundled, "STARTERS_DIR", folder)
     ok(invoke("init", "--no-starters", "--home", tmp_path / "h"))
     r = invoke("adapter", "starters", "--home", tmp_path / "h")
-    assert r.exit_code == 1 and "ships no starter adapters" in err(r) and "Traceback" not in err(r)
+    assert r.exit_code == 1 and "starter manifest is missing or damaged" in err(r) and "Traceback" not in err(r)
     assert _tasks(tmp_path / "h") == {}
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        "{not json",
+        '{"starters": {}}',  # no backbone_sha256
+        '{"backbone_sha256": 7, "starters": {}}',
+        '{"backbone_sha256": "ab", "starters": []}',
+    ],
+)
+def test_init_with_a_damaged_manifest_installs_no_starter_and_says_so_once(tmp_path, monkeypatch, manifest):
+    folder = tmp_path / "starters"
+    shutil.copytree(bundled.STARTERS_DIR, folder)
+    (folder / bundled.STARTERS_MANIFEST).write_text(manifest)
+    monkeypatch.setattr(bundled, "STARTERS_DIR", folder)
+    r = ok(invoke("init", "--home", tmp_path / "h"))
+    assert err(r).count("Warning:") == 1 and "starter manifest is missing or damaged" in err(r)
+    assert _tasks(tmp_path / "h") == {}
+
+
+def test_adapter_starters_adds_no_backbone_when_no_starter_file_is_pinned(tmp_path, monkeypatch):
+    from colora.store.store import Store
+
+    folder = tmp_path / "starters"
+    shutil.copytree(bundled.STARTERS_DIR, folder)
+    manifest = json.loads((folder / bundled.STARTERS_MANIFEST).read_text())
+    for entry in manifest["starters"].values():
+        entry["adapter_sha256"] = "0" * 64
+    (folder / bundled.STARTERS_MANIFEST).write_text(json.dumps(manifest))
+    monkeypatch.setattr(bundled, "STARTERS_DIR", folder)
+    ok(invoke("init", "--random-init", "--config", "tiny", "--home", tmp_path / "h"))
+    r = invoke("adapter", "starters", "--home", tmp_path / "h")
+    assert r.exit_code == 1 and "no starter file matches the package's manifest" in err(r)
+    assert [b.name for b in Store.open(tmp_path / "h").backbones()] == ["random-tiny"]
+
+
+def test_init_on_a_store_without_starters_points_to_the_command(tmp_path):
+    ok(invoke("init", "--no-starters", "--home", tmp_path / "h"))
+    assert "`colora adapter starters` adds them" in err(ok(invoke("init", "--home", tmp_path / "h")))
+    ok(invoke("adapter", "starters", "--home", tmp_path / "h"))
+    assert "adapter starters" not in err(ok(invoke("init", "--home", tmp_path / "h")))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from colora.core.choices import ADAPTER_FORMATS
 from colora.core.defaults import ADAPTER_FORMAT
-from colora.core.errors import ConflictError, InvalidInputError, NotFoundError
+from colora.core.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: imported where used, so `colora list` starts fast
     from colora.core.model.weights import AdapterMeta
@@ -52,12 +52,19 @@ class Imported:
 
 
 def import_adapter(
-    store: Store, file: Path, task: str, *, replace: bool = False, backbone: str | None = None
+    store: Store,
+    file: Path,
+    task: str,
+    *,
+    replace: bool = False,
+    backbone: str | None = None,
+    expected_sha256: str | None = None,
 ) -> Imported:
     """Add an adapter file (or a PEFT LoRA folder) to a task (created, without pairs, if missing),
     all or nothing, after checking its metadata, backbone, layer paths, ranks, shapes, dtypes and
     merged values. A task's trained adapter is replaced only with `replace`. `backbone`: the
-    backbone a PEFT adapter made outside colora was trained on (default: the store's default)."""
+    backbone a PEFT adapter made outside colora was trained on (default: the store's default).
+    `expected_sha256`: the file's pinned digest (a starter's): the bytes read must be those."""
     from colora.api.models import backbone_model
     from colora.core.files import copy_atomic, sha256_file
     from colora.core.model.lora import adapter_deltas, lora_parameter_count
@@ -75,6 +82,8 @@ def import_adapter(
             f"{file.name} is not a .safetensors file", hint="colora loads weights only from safetensors"
         )
     digest = sha256_file(file)
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise IntegrityError(f"{file.name} is not the file its manifest pins", hint="reinstall colora")
     tensors, meta = read_adapter(file, digest)  # the bytes checked below are the bytes with this sha256
     backbone_row = store.backbone_by_sha256(meta.backbone_sha256)
     if backbone_row is None:

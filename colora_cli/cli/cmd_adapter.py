@@ -84,10 +84,12 @@ def add_starters(home: Home = None) -> None:
     from colora.store.store import Store
 
     report = run_add(Store.open(home))
-    if report.backbone_added:
+    if report.backbone_added and report.backbone_is_default:
+        output.note(f"Added backbone '{report.backbone_added}' (the one the starters were trained on) as the default.")
+    elif report.backbone_added:
         output.note(
-            f"Added backbone '{report.backbone_added}' (the one the starters were trained on; "
-            "not made the default: new tasks warm-start from the starters only on it)."
+            f"Added backbone '{report.backbone_added}', the one the starters were trained on, beside the default: "
+            f"`colora backbone default {report.backbone_added}` lets new tasks and `--task auto` use the starters."
         )
     for why in report.problems:
         output.note(f"Warning: {why}")
@@ -97,5 +99,10 @@ def add_starters(home: Home = None) -> None:
         output.note(f"Restored the signature of {', '.join(report.signatures)} for `restore --task auto`.")
     if untouched := [t for t in report.present if t not in report.signatures]:
         output.note(f"Already in the store, left as they are: {', '.join(untouched)}.")
+    for task in report.taken:
+        output.note(
+            f"Task '{task}' holds another adapter: left as it is, the bundled starter not added "
+            f"(`colora task rm {task} --yes`, then run this again, to have it)."
+        )
     if report.problems and not (report.installed or report.signatures):
         raise typer.Exit(1)
