@@ -80,23 +80,32 @@ def lol(seed: int = 0, n_val: int = 5) -> PairedSet:
     return PairedSet("lol", train, val, "real low light (LOL eval15)")
 
 
+def _cbsd68_derived(folder: Path, draw, degrade) -> None:
+    """Every CBSD68 image and `degrade(clean, draw())` of it, written once as target/input PNGs;
+    `draw` runs for every image, written or not, so each keeps its seeded value."""
+    (folder / "input").mkdir(parents=True, exist_ok=True)
+    (folder / "target").mkdir(parents=True, exist_ok=True)
+    for src in sorted((DATA / "cbsd68" / "clean").iterdir()):
+        value = draw()
+        dst_in, dst_tg = folder / "input" / src.name, folder / "target" / src.name
+        if not dst_in.exists():
+            clean = Image.open(src).convert("RGB")
+            degrade(clean, value).save(dst_in)
+            clean.save(dst_tg)
+
+
 def cbsd68_jpeg(q_low: int = 10, q_high: int = 30, seed: int = 0, n_val: int = 20) -> PairedSet:
     """CBSD68 saved as JPEG at a seeded quality in q_low..q_high (4:2:0, Pillow), decoded to PNG."""
     import io
 
+    def jpeg(clean, quality):
+        buf = io.BytesIO()
+        clean.save(buf, format="JPEG", quality=quality)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
     folder = OUT / "data" / f"cbsd68_jpeg{q_low}-{q_high}"
-    (folder / "input").mkdir(parents=True, exist_ok=True)
-    (folder / "target").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    for src in sorted((DATA / "cbsd68" / "clean").iterdir()):
-        quality = rng.randint(q_low, q_high)
-        dst_in, dst_tg = folder / "input" / src.name, folder / "target" / src.name
-        if not dst_in.exists():
-            clean = Image.open(src).convert("RGB")
-            buf = io.BytesIO()
-            clean.save(buf, format="JPEG", quality=quality)
-            Image.open(io.BytesIO(buf.getvalue())).convert("RGB").save(dst_in)
-            clean.save(dst_tg)
+    _cbsd68_derived(folder, lambda: rng.randint(q_low, q_high), jpeg)
     train, val = _group_split(_pairs(folder), n_val, seed)
     return PairedSet(f"cbsd68-jpeg{q_low}-{q_high}", train, val, f"CBSD68 as JPEG, quality {q_low}..{q_high}")
 
@@ -107,16 +116,9 @@ def cbsd68_blur(s_low: float = 1.0, s_high: float = 2.0, seed: int = 0, n_val: i
     from PIL import ImageFilter
 
     folder = OUT / "data" / f"cbsd68_blur{s_low:g}-{s_high:g}"
-    (folder / "input").mkdir(parents=True, exist_ok=True)
-    (folder / "target").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    for src in sorted((DATA / "cbsd68" / "clean").iterdir()):
-        radius = rng.uniform(s_low, s_high)
-        dst_in, dst_tg = folder / "input" / src.name, folder / "target" / src.name
-        if not dst_in.exists():
-            clean = Image.open(src).convert("RGB")
-            clean.filter(ImageFilter.GaussianBlur(radius)).save(dst_in)
-            clean.save(dst_tg)
+    blur = lambda clean, radius: clean.filter(ImageFilter.GaussianBlur(radius))  # noqa: E731
+    _cbsd68_derived(folder, lambda: rng.uniform(s_low, s_high), blur)
     train, val = _group_split(_pairs(folder), n_val, seed)
     return PairedSet(f"cbsd68-blur{s_low:g}-{s_high:g}", train, val, f"CBSD68 blurred, σ {s_low:g}..{s_high:g} px")
 

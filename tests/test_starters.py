@@ -161,7 +161,7 @@ def test_adapter_starters_leaves_a_users_task_of_that_name_alone(tmp_path):
     ok(invoke("adapter", "import", bundled_starters()[-1][1], "--task", name, "--home", home))  # another file
     before = Store.open(home).adapter(Store.open(home).task(name)).file_sha256
     r = ok(invoke("adapter", "starters", "--home", home))
-    assert f"Task '{name}' holds another adapter: left as it is, the bundled starter not added" in err(r)
+    assert f"Task '{name}' is not the bundled starter (another adapter, or none): left as it is" in err(r)
     assert Store.open(home).adapter(Store.open(home).task(name)).file_sha256 == before
 
 

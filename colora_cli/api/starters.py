@@ -175,6 +175,13 @@ def _install_signature(store: Store, starter: Pinned) -> bool:
     return True
 
 
+def lacks_starters(store: Store) -> bool:
+    """The package ships starters and the store has none of their tasks (`init` then hints at the command)."""
+    from colora.core.model.bundled import STARTER_PREFIX, bundled_starters
+
+    return bool(bundled_starters()) and not any(t.name.startswith(STARTER_PREFIX) for t in store.tasks())
+
+
 def add_starters(store: Store) -> StartersReport:
     """`colora adapter starters`: the bundled starters this store lacks, with the starters' backbone
     first when the store does not have it (under a free name; the default only if there is none)."""

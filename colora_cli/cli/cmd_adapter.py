@@ -101,8 +101,8 @@ def add_starters(home: Home = None) -> None:
         output.note(f"Already in the store, left as they are: {', '.join(untouched)}.")
     for task in report.taken:
         output.note(
-            f"Task '{task}' holds another adapter: left as it is, the bundled starter not added "
-            f"(`colora task rm {task} --yes`, then run this again, to have it)."
+            f"Task '{task}' is not the bundled starter (another adapter, or none): left as it is, the starter "
+            f"not added (`colora task rm {task} --yes`, then run this again, to have it)."
         )
     if report.problems and not (report.installed or report.signatures):
         raise typer.Exit(1)

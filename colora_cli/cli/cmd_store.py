@@ -43,7 +43,9 @@ def init(
     b = result.backbone
     if not result.created:
         output.note(f"Store already set up at {result.store.root} (default backbone '{b.name}': {b.label}).")
-        if starters and not _has_starters(result.store):
+        from colora.api.starters import lacks_starters
+
+        if starters and lacks_starters(result.store):
             output.note("It has no starter adapters: `colora adapter starters` adds them.")
         return
     output.note(f"Created the store at {result.store.root}")
@@ -54,12 +56,6 @@ def init(
         first = result.starters[0]
         output.note(f"Starter adapters: {', '.join(result.starters)} (`colora restore --task {first} PHOTOS`).")
     output.note("Next: colora task add NAME FOLDER")
-
-
-def _has_starters(store) -> bool:
-    from colora.core.model.bundled import STARTER_PREFIX, bundled_starters
-
-    return not bundled_starters() or any(t.name.startswith(STARTER_PREFIX) for t in store.tasks())
 
 
 def list_tasks(home: Home = None, as_json: Json = False) -> None:
