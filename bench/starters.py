@@ -136,9 +136,9 @@ def write_signature(home: Path, kind: str, file: Path) -> None:
 def write_manifest(folder: Path) -> None:
     """folder/manifest.json: every starter's and signature's sha256 and the backbone they were trained
     on: what `colora init` and `colora adapter starters` check before installing one."""
-    import hashlib
     import json
 
+    from colora.core.files import sha256_file
     from colora.core.model.bundled import STARTERS_MANIFEST
     from colora.core.model.weights import read_adapter
 
@@ -147,8 +147,8 @@ def write_manifest(folder: Path) -> None:
         _, meta = read_adapter(file)
         backbones.add(meta.backbone_sha256)
         starters[file.stem] = {
-            "adapter_sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
-            "signature_sha256": hashlib.sha256(file.with_suffix(".json").read_bytes()).hexdigest(),
+            "adapter_sha256": sha256_file(file),
+            "signature_sha256": sha256_file(file.with_suffix(".json")),
         }
     if len(backbones) != 1:
         raise SystemExit(f"the starters in {folder} were trained on {len(backbones)} backbones; retrain them on one")
@@ -156,22 +156,27 @@ def write_manifest(folder: Path) -> None:
     (folder / STARTERS_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
+def starter_models(folder: Path, kinds: list[str]) -> dict:
+    """ "input" (None), "backbone" (the bundled one alone) and each kind's starter in `folder` on it."""
+    from colora.core.model.bundled import bundled_backbone
+    from colora.core.model.weights import apply_adapter, load_backbone
+
+    backbone, meta = load_backbone(bundled_backbone()[0])
+    models = {"input": None, "backbone": backbone.eval()}
+    for kind in kinds:
+        model, _ = load_backbone(bundled_backbone()[0])
+        apply_adapter(model, meta["sha256"], folder / f"{kind}.safetensors")
+        models[kind] = model.eval()
+    return models
+
+
 def score(folder: Path) -> None:
     """Each starter alone (zero-shot) on the held-out pairs bench/quality.py scores, beside the input
     and the backbone alone: what `colora restore --task starter-KIND` gives a user at once."""
     from bench.common import SETS, git_rev, held_out_pairs, machine, markdown_table
     from colora.core.inference.evaluate import evaluate
-    from colora.core.model.bundled import bundled_backbone
-    from colora.core.model.weights import apply_adapter, load_backbone
 
-    backbone, meta = load_backbone(bundled_backbone()[0])
-    backbone.eval()
-    files = sorted(folder.glob("*.safetensors"))
-    models = {"input": None, "backbone": backbone}
-    for f in files:
-        model, _ = load_backbone(bundled_backbone()[0])
-        apply_adapter(model, meta["sha256"], f)
-        models[f.stem] = model.eval()
+    models = starter_models(folder, [f.stem for f in sorted(folder.glob("*.safetensors"))])
     sets = {label: make(SETS) for label, (_, make) in AUTO_SETS.items()}
     rows = []
     for label, data in sets.items():
@@ -225,7 +230,6 @@ def auto(folder: Path) -> None:
     from colora.core.data.crops import load_pair
     from colora.core.inference.evaluate import evaluate
     from colora.core.model import bundled
-    from colora.core.model.weights import apply_adapter, load_backbone
     from colora.core.recycle.signature import image_features, nearest
 
     with tempfile.TemporaryDirectory() as tmp, mock.patch.object(bundled, "STARTERS_DIR", folder):
@@ -234,12 +238,7 @@ def auto(folder: Path) -> None:
         backbone = backbone_model(store, row).eval()
         sigs, _ = signatures(store, row, backbone)
     kinds = [name.removeprefix(bundled.STARTER_PREFIX) for name in sorted(sigs)]
-    base, meta = load_backbone(bundled.bundled_backbone()[0])
-    models = {"input": None, "backbone": base.eval()}
-    for kind in kinds:
-        model, _ = load_backbone(bundled.bundled_backbone()[0])
-        apply_adapter(model, meta["sha256"], folder / f"{kind}.safetensors")
-        models[kind] = model.eval()
+    models = starter_models(folder, kinds)
     rows, record, t0 = [], [], time.perf_counter()
     for label, (own, make) in AUTO_SETS.items():
         held = held_out_pairs(make(SETS))
