@@ -6,18 +6,19 @@ as validation pairs) with one of PROD's degradations at the strengths a user mee
 task through the real CLI for `--steps` on the bundled backbone, and exports the adapter to
 core/weights/starters/<kind>.safetensors, where `colora init` finds it.
 
-    python -m bench.starters --kinds noise,rain                 # 3000 steps, ~18 one-core minutes each
+    python -m bench.starters --kinds noise,jpeg,lowlight        # 3000 steps, ~18 one-core minutes each
     python -m bench.starters --kinds noise --steps 4000 --more  # then noise: 4000 more from its first run
+    python -m bench.starters --kinds rain,blur --steps 1000     # 8 one-core minutes each (VARIANTS)
     python -m bench.starters --kinds jpeg --steps 50 --out /tmp/s   # smoke
     python -m bench.starters --score                            # each bundled starter alone, zero-shot
     python -m bench.starters --auto                             # `restore --task auto` on a new store
 
 Each run also rewrites --out's manifest.json (every file's sha256: what `colora init` checks). The
-bundled ones are noise (3000 + 4000 steps), rain, jpeg and lowlight (3000 each); KINDS also defines
-blur, not yet trained or measured (BENCHMARKS.md, "Starter adapters").
+bundled ones are noise (3000 + 4000 steps), jpeg and lowlight (3000 each), rain and blur (1000 steps
+each on three degraded copies of each photo) (BENCHMARKS.md, "Starter adapters").
 
 The stores live in bench/out/starters/home/<kind> (rebuilt per run); the pairs in
-bench/out/starters/data/<kind>.
+bench/out/starters/data/<kind>[-x<variants>].
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ KINDS = {
     "lowlight": ("low_light", None),
     "blur": ("gaussian_blur", lambda r: {"sigma": r.uniform(0.8, 3.0)}),
 }
+# kind -> degraded copies of each training photo (validation photos get one). One fixed rainy copy
+# per photo let starter-rain learn those 360 rain patterns and lose Rain100L's (session 26: three
+# copies and 1000 steps beat one copy at 1000 or 3000 steps on Rain100L pairs outside the scored ones).
+VARIANTS = {"rain": 3, "blur": 3}
 
 
 def _pool() -> list[Path]:
@@ -59,12 +64,13 @@ def _pool() -> list[Path]:
 
 
 def build_pairs(kind: str, seed: int = 0) -> Path:
-    """bench/out/starters/data/<kind>/{train,val}/{input,target}: written once."""
+    """bench/out/starters/data/<kind>[-x<variants>]/{train,val}/{input,target}: written once."""
     import torch
 
     from colora.core.data.degradations import DEGRADATIONS
 
-    root = ROOT / "data" / kind
+    variants = VARIANTS.get(kind, 1)
+    root = ROOT / "data" / (kind if variants == 1 else f"{kind}-x{variants}")
     if (root / ".done").exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
@@ -77,12 +83,14 @@ def build_pairs(kind: str, seed: int = 0) -> Path:
     for i, path in enumerate(pool):
         clean = np.asarray(Image.open(path).convert("RGB"))
         x = torch.from_numpy(clean.copy()).permute(2, 0, 1)[None].float() / 255
-        y = deg.apply(x, params(rng) if params else deg.sample_params(gen), gen)
-        degraded = y.clamp(0, 1).mul(255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
         split = "val" if i in val else "train"
-        for sub, arr in (("input", degraded), ("target", clean)):
-            (root / split / sub).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(arr).save(root / split / sub / f"{path.stem}.png")
+        for v in range(1 if split == "val" else variants):
+            y = deg.apply(x, params(rng) if params else deg.sample_params(gen), gen)
+            degraded = y.clamp(0, 1).mul(255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+            stem = path.stem if variants == 1 else f"{path.stem}_{v}"
+            for sub, arr in (("input", degraded), ("target", clean)):
+                (root / split / sub).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(root / split / sub / f"{stem}.png")
     (root / ".done").touch()
     return root
 
@@ -198,8 +206,8 @@ AUTO_SETS = {
     "noise σ50 (CBSD68)": ("noise", lambda S: S["cbsd68"](50.0)),
     "JPEG q10-30 (CBSD68)": ("jpeg", lambda S: S["jpeg"]()),
     "low light (LOL)": ("lowlight", lambda S: S["lol"]()),
+    "blur σ1-2 (CBSD68)": ("blur", lambda S: S["blur"]()),  # Pillow's blur, not PROD's
     # kinds no starter is made for: what auto does with an image none of them fits
-    "blur σ1-2 (CBSD68)": (None, lambda S: S["blur"]()),
     "JPEG q80 (CBSD68)": (None, lambda S: S["jpeg"](80, 80)),
     "clean (CBSD68)": (None, lambda S: _clean_set()),
 }
